@@ -1,0 +1,136 @@
+//! Events: the record of every state change, shaped as Stripe's Event object.
+//!
+//! A service writes the event in the same storage transaction as the change it announces (the
+//! transactional outbox), so an event exists exactly when its change committed.
+
+use crate::env::Timestamp;
+use crate::ids::{AccountId, EventId};
+use serde::{Deserialize, Serialize};
+
+/// The API version stamped on events and echoed by the API.
+pub const API_VERSION: &str = "2024-06-20";
+
+/// Every event type this system emits. Webhook endpoints may subscribe to any of them or `*`.
+pub const EVENT_TYPES: &[&str] = &[
+    "charge.captured",
+    "charge.failed",
+    "charge.refunded",
+    "charge.succeeded",
+    "charge.updated",
+    "customer.created",
+    "customer.deleted",
+    "customer.updated",
+    "payment_intent.amount_capturable_updated",
+    "payment_intent.canceled",
+    "payment_intent.created",
+    "payment_intent.payment_failed",
+    "payment_intent.processing",
+    "payment_intent.requires_action",
+    "payment_intent.succeeded",
+    "payment_method.attached",
+    "payment_method.detached",
+    "refund.created",
+    "refund.failed",
+    "refund.updated",
+    "review.closed",
+    "review.opened",
+];
+
+/// True when `name` is an event type this system emits.
+pub fn is_known_event_type(name: &str) -> bool {
+    EVENT_TYPES.binary_search(&name).is_ok()
+}
+
+/// `data` of an event: the object after the change and, for updates, the changed fields'
+/// previous values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventData {
+    /// The object as it is after the change.
+    pub object: serde_json::Value,
+    /// For `*.updated` events: the previous values of the fields that changed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub previous_attributes: Option<serde_json::Value>,
+}
+
+/// Which API request caused the event, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EventRequest {
+    /// The request id (`req_…`).
+    pub id: Option<String>,
+    /// The Idempotency-Key the request carried.
+    pub idempotency_key: Option<String>,
+}
+
+/// A Stripe-shaped event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// `evt_…`
+    pub id: EventId,
+    /// Always `"event"`.
+    pub object: String,
+    /// The merchant account the event belongs to (not shown by Stripe's API for direct
+    /// accounts; kept for scoping).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub account: Option<AccountId>,
+    /// API version the payload is rendered in.
+    pub api_version: String,
+    /// Unix seconds.
+    pub created: i64,
+    /// The object and what changed.
+    pub data: EventData,
+    /// Always false: this system has only test mode.
+    pub livemode: bool,
+    /// Endpoints that have not yet acknowledged this event.
+    pub pending_webhooks: u32,
+    /// The request that caused the event.
+    pub request: EventRequest,
+    /// The event type, e.g. `payment_intent.succeeded`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl Event {
+    /// A new event of `kind` about `object` at time `at`.
+    pub fn new(
+        id: EventId,
+        account: &AccountId,
+        kind: &str,
+        object: serde_json::Value,
+        at: Timestamp,
+    ) -> Event {
+        Event {
+            id,
+            object: "event".to_owned(),
+            account: Some(account.clone()),
+            api_version: API_VERSION.to_owned(),
+            created: at.unix_secs(),
+            data: EventData {
+                object,
+                previous_attributes: None,
+            },
+            livemode: false,
+            pending_webhooks: 0,
+            request: EventRequest::default(),
+            kind: kind.to_owned(),
+        }
+    }
+
+    /// The id of the object the event is about (`data.object.id`).
+    pub fn object_id(&self) -> Option<&str> {
+        self.data.object.get("id").and_then(|v| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_are_sorted_for_lookup() {
+        for w in EVENT_TYPES.windows(2) {
+            assert!(w[0] < w[1]);
+        }
+        assert!(is_known_event_type("payment_intent.succeeded"));
+        assert!(!is_known_event_type("payment_intent.exploded"));
+    }
+}
