@@ -221,6 +221,31 @@ pub trait Entropy: Send + Sync + 'static {
     }
 }
 
+/// Adapts an [`Entropy`] to `rand_core`'s traits, so crypto crates (key generation, nonces)
+/// draw from the environment's randomness and replay under a seed.
+pub struct EntropyRng<'a>(pub &'a dyn Entropy);
+
+impl RngCore for EntropyRng<'_> {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        self.0.fill_bytes(&mut b);
+        u32::from_le_bytes(b)
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.0.fill_bytes(dest)
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.0.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+/// Every `Entropy` in this crate is a CSPRNG (ChaCha20), so the adapter may be used for keys.
+impl rand_core::CryptoRng for EntropyRng<'_> {}
+
 /// Cryptographically secure randomness seeded from the operating system. Production only.
 pub struct OsEntropy {
     rng: Mutex<ChaCha20Rng>,
