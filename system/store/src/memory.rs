@@ -1,0 +1,606 @@
+//! The in-memory backend: the simulator's `db` host and `paymentd dev`.
+//!
+//! All state sits behind one mutex and every request is applied atomically under it, so a
+//! transaction is all-or-nothing and events get sequence numbers in commit order. Only ordered
+//! maps are used, so every answer is deterministic. It passes the same contract suite as the
+//! PostgreSQL backend.
+
+use crate::model::*;
+use crate::Backend;
+use async_trait::async_trait;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone)]
+struct IdemRow {
+    fingerprint: String,
+    owner: String,
+    locked_at: Option<i64>,
+    recovery_point: Option<String>,
+    status: Option<u16>,
+    body: Option<String>,
+    expires_at: i64,
+}
+
+#[derive(Default)]
+struct State {
+    tables: BTreeMap<Table, BTreeMap<String, Record>>,
+    by_account: BTreeMap<(Table, String), BTreeSet<(i64, String)>>,
+    k1: BTreeMap<(Table, String), BTreeSet<(i64, String)>>,
+    k2: BTreeMap<(Table, String), BTreeSet<(i64, String)>>,
+    events: BTreeMap<i64, StoredEvent>,
+    event_seq_by_id: BTreeMap<String, i64>,
+    events_by_account: BTreeMap<String, BTreeSet<i64>>,
+    next_seq: i64,
+    idem: BTreeMap<(String, String), IdemRow>,
+    txns: BTreeMap<String, i64>,
+}
+
+/// The in-memory storage backend.
+#[derive(Default)]
+pub struct MemoryBackend {
+    state: Mutex<State>,
+}
+
+impl MemoryBackend {
+    /// An empty store.
+    pub fn new() -> MemoryBackend {
+        MemoryBackend::default()
+    }
+
+    fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut guard = match self.state.lock() {
+            Ok(g) => g,
+            // A panic while holding the lock cannot leave a half-applied transaction: writes
+            // are staged and applied only after every check passed.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    /// Every record of every table (for the simulator's end-of-run checkers).
+    pub fn dump(&self) -> Vec<(Table, Record)> {
+        self.with_state(|s| {
+            s.tables
+                .iter()
+                .flat_map(|(t, rows)| rows.values().map(move |r| (*t, r.clone())))
+                .collect()
+        })
+    }
+
+    /// Every outbox event in sequence order (for the simulator's checkers).
+    pub fn all_events(&self) -> Vec<StoredEvent> {
+        self.with_state(|s| s.events.values().cloned().collect())
+    }
+}
+
+impl State {
+    fn get(&self, table: Table, id: &str) -> Option<&Record> {
+        self.tables.get(&table).and_then(|t| t.get(id))
+    }
+
+    fn unindex(&mut self, table: Table, r: &Record) {
+        let key = (r.created, r.id.clone());
+        if let Some(s) = self.by_account.get_mut(&(table, r.account.clone())) {
+            s.remove(&key);
+        }
+        if let Some(k) = &r.k1 {
+            if let Some(s) = self.k1.get_mut(&(table, k.clone())) {
+                s.remove(&key);
+            }
+        }
+        if let Some(k) = &r.k2 {
+            if let Some(s) = self.k2.get_mut(&(table, k.clone())) {
+                s.remove(&key);
+            }
+        }
+    }
+
+    fn index(&mut self, table: Table, r: &Record) {
+        let key = (r.created, r.id.clone());
+        self.by_account
+            .entry((table, r.account.clone()))
+            .or_default()
+            .insert(key.clone());
+        if let Some(k) = &r.k1 {
+            self.k1
+                .entry((table, k.clone()))
+                .or_default()
+                .insert(key.clone());
+        }
+        if let Some(k) = &r.k2 {
+            self.k2.entry((table, k.clone())).or_default().insert(key);
+        }
+    }
+
+    fn put(&mut self, table: Table, r: Record) {
+        if let Some(old) = self.tables.get(&table).and_then(|t| t.get(&r.id)).cloned() {
+            self.unindex(table, &old);
+        }
+        self.index(table, &r);
+        self.tables
+            .entry(table)
+            .or_default()
+            .insert(r.id.clone(), r);
+    }
+
+    fn remove(&mut self, table: Table, id: &str) {
+        if let Some(old) = self.tables.get_mut(&table).and_then(|t| t.remove(id)) {
+            self.unindex(table, &old);
+        }
+    }
+
+    fn commit(&mut self, txn: Txn) -> Result<CommitOutcome, StoreError> {
+        if self.txns.contains_key(&txn.id) {
+            return Ok(CommitOutcome::AlreadyApplied);
+        }
+        // Validate every op against the state as it will be after the earlier ops, without
+        // touching the real state: stage versions in an overlay.
+        let mut overlay: BTreeMap<(Table, String), Option<i64>> = BTreeMap::new();
+        let current = |s: &State,
+                       overlay: &BTreeMap<(Table, String), Option<i64>>,
+                       t: Table,
+                       id: &str|
+         -> Option<i64> {
+            match overlay.get(&(t, id.to_owned())) {
+                Some(v) => *v,
+                None => s.get(t, id).map(|r| r.version),
+            }
+        };
+        for op in &txn.ops {
+            match op {
+                Op::Insert { table, record } => {
+                    if current(self, &overlay, *table, &record.id).is_some() {
+                        return Err(StoreError::Conflict {
+                            table: *table,
+                            id: record.id.clone(),
+                            kind: ConflictKind::Exists,
+                        });
+                    }
+                    overlay.insert((*table, record.id.clone()), Some(1));
+                }
+                Op::Update {
+                    table,
+                    record,
+                    expected_version,
+                } => match current(self, &overlay, *table, &record.id) {
+                    None => {
+                        return Err(StoreError::Conflict {
+                            table: *table,
+                            id: record.id.clone(),
+                            kind: ConflictKind::Missing,
+                        })
+                    }
+                    Some(v) if v != *expected_version => {
+                        return Err(StoreError::Conflict {
+                            table: *table,
+                            id: record.id.clone(),
+                            kind: ConflictKind::VersionMismatch {
+                                expected: *expected_version,
+                                actual: v,
+                            },
+                        })
+                    }
+                    Some(v) => {
+                        overlay.insert((*table, record.id.clone()), Some(v + 1));
+                    }
+                },
+                Op::Delete {
+                    table,
+                    id,
+                    expected_version,
+                } => match (current(self, &overlay, *table, id), expected_version) {
+                    (None, _) => {
+                        return Err(StoreError::Conflict {
+                            table: *table,
+                            id: id.clone(),
+                            kind: ConflictKind::Missing,
+                        })
+                    }
+                    (Some(v), Some(e)) if v != *e => {
+                        return Err(StoreError::Conflict {
+                            table: *table,
+                            id: id.clone(),
+                            kind: ConflictKind::VersionMismatch {
+                                expected: *e,
+                                actual: v,
+                            },
+                        })
+                    }
+                    _ => {
+                        overlay.insert((*table, id.clone()), None);
+                    }
+                },
+                Op::Check {
+                    table,
+                    id,
+                    expected_version,
+                } => match current(self, &overlay, *table, id) {
+                    None => {
+                        return Err(StoreError::Conflict {
+                            table: *table,
+                            id: id.clone(),
+                            kind: ConflictKind::Missing,
+                        })
+                    }
+                    Some(v) if v != *expected_version => {
+                        return Err(StoreError::Conflict {
+                            table: *table,
+                            id: id.clone(),
+                            kind: ConflictKind::VersionMismatch {
+                                expected: *expected_version,
+                                actual: v,
+                            },
+                        })
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
+        for e in &txn.events {
+            if self.event_seq_by_id.contains_key(e.id.as_str()) {
+                return Err(StoreError::Invalid(format!("duplicate event id {}", e.id)));
+            }
+        }
+        // All checks passed: apply.
+        for op in txn.ops {
+            match op {
+                Op::Insert { table, mut record } => {
+                    record.version = 1;
+                    self.put(table, record);
+                }
+                Op::Update {
+                    table,
+                    mut record,
+                    expected_version,
+                } => {
+                    record.version = expected_version + 1;
+                    self.put(table, record);
+                }
+                Op::Delete { table, id, .. } => self.remove(table, &id),
+                Op::Check { .. } => {}
+            }
+        }
+        let mut seqs = Vec::with_capacity(txn.events.len());
+        for event in txn.events {
+            self.next_seq += 1;
+            let seq = self.next_seq;
+            let account = event
+                .account
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            self.event_seq_by_id.insert(event.id.to_string(), seq);
+            self.events_by_account
+                .entry(account)
+                .or_default()
+                .insert(seq);
+            self.events.insert(seq, StoredEvent { seq, event });
+            seqs.push(seq);
+        }
+        self.txns.insert(txn.id, txn.at);
+        Ok(CommitOutcome::Applied { event_seqs: seqs })
+    }
+
+    fn list(&self, q: &ListQuery) -> Result<Page<Record>, StoreError> {
+        let limit = q.limit.clamp(1, 100) as usize;
+        let Some(set) = self.by_account.get(&(q.table, q.account.clone())) else {
+            return Ok(Page {
+                items: vec![],
+                has_more: false,
+            });
+        };
+        let cursor = |id: &str| -> Result<(i64, String), StoreError> {
+            self.get(q.table, id)
+                .filter(|r| r.account == q.account)
+                .map(|r| (r.created, r.id.clone()))
+                .ok_or_else(|| StoreError::Invalid(format!("cursor object {id} not found")))
+        };
+        let keep = |key: &(i64, String)| -> bool {
+            let Some(r) = self.get(q.table, &key.1) else {
+                return false;
+            };
+            q.created_gte.is_none_or(|g| r.created >= g)
+                && q.created_lt.is_none_or(|l| r.created < l)
+                && match &q.filter {
+                    None => true,
+                    Some((Index::K1, v)) => r.k1.as_deref() == Some(v.as_str()),
+                    Some((Index::K2, v)) => r.k2.as_deref() == Some(v.as_str()),
+                }
+        };
+        let mut keys: Vec<(i64, String)> = if let Some(before) = &q.ending_before {
+            // The page just newer than the cursor, returned newest first.
+            let c = cursor(before)?;
+            let mut newer: Vec<_> = set
+                .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
+                .filter(|k| keep(k))
+                .take(limit + 1)
+                .cloned()
+                .collect();
+            let has_more = newer.len() > limit;
+            newer.truncate(limit);
+            newer.reverse();
+            let items = newer
+                .iter()
+                .filter_map(|k| self.get(q.table, &k.1).cloned())
+                .collect();
+            return Ok(Page { items, has_more });
+        } else if let Some(after) = &q.starting_after {
+            let c = cursor(after)?;
+            set.range(..c)
+                .rev()
+                .filter(|k| keep(k))
+                .take(limit + 1)
+                .cloned()
+                .collect()
+        } else {
+            set.iter()
+                .rev()
+                .filter(|k| keep(k))
+                .take(limit + 1)
+                .cloned()
+                .collect()
+        };
+        let has_more = keys.len() > limit;
+        keys.truncate(limit);
+        let items = keys
+            .iter()
+            .filter_map(|k| self.get(q.table, &k.1).cloned())
+            .collect();
+        Ok(Page { items, has_more })
+    }
+
+    fn list_events(&self, q: &EventQuery) -> Result<Page<StoredEvent>, StoreError> {
+        let limit = q.limit.clamp(1, 100) as usize;
+        let Some(seqs) = self.events_by_account.get(&q.account) else {
+            return Ok(Page {
+                items: vec![],
+                has_more: false,
+            });
+        };
+        let seq_of = |id: &str| -> Result<i64, StoreError> {
+            self.event_seq_by_id
+                .get(id)
+                .copied()
+                .ok_or_else(|| StoreError::Invalid(format!("cursor event {id} not found")))
+        };
+        let keep = |seq: &i64| -> bool {
+            let Some(e) = self.events.get(seq) else {
+                return false;
+            };
+            q.kind
+                .as_deref()
+                .is_none_or(|k| event_kind_matches(k, &e.event.kind))
+                && q.object_id
+                    .as_deref()
+                    .is_none_or(|o| e.event.object_id() == Some(o))
+                && q.created_gte.is_none_or(|g| e.event.created >= g)
+        };
+        if let Some(before) = &q.ending_before {
+            let c = seq_of(before)?;
+            let mut newer: Vec<i64> = seqs
+                .range(c + 1..)
+                .filter(|s| keep(s))
+                .take(limit + 1)
+                .copied()
+                .collect();
+            let has_more = newer.len() > limit;
+            newer.truncate(limit);
+            newer.reverse();
+            return Ok(Page {
+                items: newer
+                    .iter()
+                    .filter_map(|s| self.events.get(s).cloned())
+                    .collect(),
+                has_more,
+            });
+        }
+        let mut picked: Vec<i64> = match &q.starting_after {
+            Some(after) => {
+                let c = seq_of(after)?;
+                seqs.range(..c)
+                    .rev()
+                    .filter(|s| keep(s))
+                    .take(limit + 1)
+                    .copied()
+                    .collect()
+            }
+            None => seqs
+                .iter()
+                .rev()
+                .filter(|s| keep(s))
+                .take(limit + 1)
+                .copied()
+                .collect(),
+        };
+        let has_more = picked.len() > limit;
+        picked.truncate(limit);
+        Ok(Page {
+            items: picked
+                .iter()
+                .filter_map(|s| self.events.get(s).cloned())
+                .collect(),
+            has_more,
+        })
+    }
+
+    fn idem_begin(&mut self, b: IdemBegin) -> IdemBeginOutcome {
+        let key = (b.account.clone(), b.key.clone());
+        let fresh = IdemRow {
+            fingerprint: b.fingerprint.clone(),
+            owner: b.owner.clone(),
+            locked_at: Some(b.now),
+            recovery_point: None,
+            status: None,
+            body: None,
+            expires_at: b.expires_at,
+        };
+        let Some(row) = self.idem.get_mut(&key).filter(|r| r.expires_at > b.now) else {
+            self.idem.insert(key, fresh);
+            return IdemBeginOutcome::Started {
+                resumed: false,
+                recovery_point: None,
+            };
+        };
+        if row.fingerprint != b.fingerprint {
+            return IdemBeginOutcome::Mismatch;
+        }
+        if let (Some(status), Some(body)) = (row.status, &row.body) {
+            return IdemBeginOutcome::Completed {
+                status,
+                body: body.clone(),
+            };
+        }
+        let abandoned = row
+            .locked_at
+            .is_none_or(|t| b.now.saturating_sub(t) >= b.lock_timeout_ms);
+        if row.owner == b.owner || abandoned {
+            let resumed = row.owner != b.owner || row.recovery_point.is_some();
+            row.owner = b.owner;
+            row.locked_at = Some(b.now);
+            return IdemBeginOutcome::Started {
+                resumed,
+                recovery_point: row.recovery_point.clone(),
+            };
+        }
+        IdemBeginOutcome::InProgress
+    }
+
+    fn idem_owned(
+        &mut self,
+        account: &str,
+        key: &str,
+        owner: &str,
+    ) -> Result<&mut IdemRow, StoreError> {
+        match self.idem.get_mut(&(account.to_owned(), key.to_owned())) {
+            Some(row) if row.owner == owner => Ok(row),
+            _ => Err(StoreError::NotOwner),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    async fn execute(&self, req: Request) -> Result<Response, StoreError> {
+        self.execute_sync(req)
+    }
+
+    fn describe(&self) -> String {
+        "memory".to_owned()
+    }
+}
+
+impl MemoryBackend {
+    /// Applies one request synchronously (the simulator's db host calls this directly).
+    pub fn execute_sync(&self, req: Request) -> Result<Response, StoreError> {
+        self.with_state(|s| match req {
+            Request::Ping => Ok(Response::Pong),
+            Request::Get { table, id } => Ok(Response::Record {
+                record: s.get(table, &id).cloned(),
+            }),
+            Request::Find {
+                table,
+                account,
+                index,
+                value,
+                limit,
+            } => {
+                let map = match index {
+                    Index::K1 => &s.k1,
+                    Index::K2 => &s.k2,
+                };
+                let records = map
+                    .get(&(table, value))
+                    .map(|set| {
+                        set.iter()
+                            .filter_map(|(_, id)| s.get(table, id))
+                            .filter(|r| account.as_deref().is_none_or(|a| r.account == a))
+                            .take(limit.clamp(1, 1000) as usize)
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok(Response::Records { records })
+            }
+            Request::List(q) => s.list(&q).map(|page| Response::Page { page }),
+            Request::Commit(txn) => s.commit(txn).map(|outcome| Response::Committed { outcome }),
+            Request::GetEvent { account, id } => {
+                let event = s
+                    .event_seq_by_id
+                    .get(&id)
+                    .and_then(|seq| s.events.get(seq))
+                    .filter(|e| {
+                        e.event.account.as_ref().map(|a| a.as_str()) == Some(account.as_str())
+                    })
+                    .cloned();
+                Ok(Response::Event { event })
+            }
+            Request::ListEvents(q) => s.list_events(&q).map(|page| Response::Events { page }),
+            Request::EventsSince { after_seq, limit } => {
+                let limit = limit.clamp(1, 1000) as usize;
+                let mut items: Vec<StoredEvent> = s
+                    .events
+                    .range(after_seq + 1..)
+                    .take(limit + 1)
+                    .map(|(_, e)| e.clone())
+                    .collect();
+                let has_more = items.len() > limit;
+                items.truncate(limit);
+                Ok(Response::Events {
+                    page: Page { items, has_more },
+                })
+            }
+            Request::IdemBegin(b) => Ok(Response::Idem {
+                outcome: s.idem_begin(b),
+            }),
+            Request::IdemCheckpoint {
+                account,
+                key,
+                owner,
+                recovery_point,
+            } => {
+                s.idem_owned(&account, &key, &owner)?.recovery_point = Some(recovery_point);
+                Ok(Response::Done)
+            }
+            Request::IdemFinish {
+                account,
+                key,
+                owner,
+                status,
+                body,
+            } => {
+                let row = s.idem_owned(&account, &key, &owner)?;
+                row.status = Some(status);
+                row.body = Some(body);
+                row.locked_at = None;
+                Ok(Response::Done)
+            }
+            Request::IdemRelease {
+                account,
+                key,
+                owner,
+            } => {
+                // Releasing a key that is already gone is a no-op (a retried release).
+                if s.idem.contains_key(&(account.clone(), key.clone())) {
+                    s.idem_owned(&account, &key, &owner)?;
+                    s.idem.remove(&(account, key));
+                }
+                Ok(Response::Done)
+            }
+            Request::Reap {
+                now,
+                txn_retention_ms,
+            } => {
+                let before_keys = s.idem.len();
+                s.idem.retain(|_, r| r.expires_at > now);
+                let before_txns = s.txns.len();
+                let cutoff = now.saturating_sub(txn_retention_ms);
+                s.txns.retain(|_, at| *at >= cutoff);
+                Ok(Response::Reaped {
+                    keys: (before_keys - s.idem.len()) as u64,
+                    txns: (before_txns - s.txns.len()) as u64,
+                })
+            }
+        })
+    }
+}

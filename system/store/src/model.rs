@@ -1,0 +1,540 @@
+//! What the store holds and the requests it answers.
+//!
+//! Every backend answers the same serializable [`Request`]s, so the simulator can carry them
+//! over its network to the `db` host exactly as a service would send SQL to PostgreSQL, and so
+//! one contract test suite covers every backend.
+
+use pay_core::Event;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A record table. Every table has the same shape (see [`Record`]); what `k1` and `k2` index
+/// differs per table and is listed here and in the migration's column comments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Table {
+    /// Merchant accounts. k1: none.
+    Accounts,
+    /// API keys, id = SHA-256 of the secret. k1: account's key id (`key_…`), k2: kind.
+    ApiKeys,
+    /// Customers. k1: email (lowercase).
+    Customers,
+    /// PaymentMethods (no card data: brand, last4, fingerprint, vault token). k1: customer.
+    PaymentMethods,
+    /// The card vault: encrypted PANs (tokenizer only). k1: fingerprint, k2: data key id.
+    VaultCards,
+    /// Wrapped data-encryption keys (tokenizer only). k1: KEK id, k2: state.
+    DataKeys,
+    /// PaymentIntents. k1: customer, k2: status.
+    PaymentIntents,
+    /// Charges. k1: payment intent.
+    Charges,
+    /// Refunds. k1: charge, k2: payment intent.
+    Refunds,
+    /// Authorization attempts and their recovery points. k1: payment intent, k2: state.
+    PaymentAttempts,
+    /// The acquirer's ledger (acquirer only), id = the operation's idempotency key. k1: kind,
+    /// k2: authorization id.
+    AcquirerOps,
+    /// Webhook endpoints. k1: url.
+    WebhookEndpoints,
+    /// Radar rules. k1: action.
+    RadarRules,
+    /// Radar value lists. k1: alias.
+    ValueLists,
+    /// Radar value list items. k1: value list, k2: value.
+    ValueListItems,
+    /// Radar reviews. k1: payment intent, k2: open/closed.
+    Reviews,
+}
+
+impl Table {
+    /// Every table, in migration order.
+    pub const ALL: [Table; 16] = [
+        Table::Accounts,
+        Table::ApiKeys,
+        Table::Customers,
+        Table::PaymentMethods,
+        Table::VaultCards,
+        Table::DataKeys,
+        Table::PaymentIntents,
+        Table::Charges,
+        Table::Refunds,
+        Table::PaymentAttempts,
+        Table::AcquirerOps,
+        Table::WebhookEndpoints,
+        Table::RadarRules,
+        Table::ValueLists,
+        Table::ValueListItems,
+        Table::Reviews,
+    ];
+
+    /// The SQL table name (a fixed identifier, never user input).
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Accounts => "accounts",
+            Table::ApiKeys => "api_keys",
+            Table::Customers => "customers",
+            Table::PaymentMethods => "payment_methods",
+            Table::VaultCards => "vault_cards",
+            Table::DataKeys => "data_keys",
+            Table::PaymentIntents => "payment_intents",
+            Table::Charges => "charges",
+            Table::Refunds => "refunds",
+            Table::PaymentAttempts => "payment_attempts",
+            Table::AcquirerOps => "acquirer_ops",
+            Table::WebhookEndpoints => "webhook_endpoints",
+            Table::RadarRules => "radar_rules",
+            Table::ValueLists => "value_lists",
+            Table::ValueListItems => "value_list_items",
+            Table::Reviews => "reviews",
+        }
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One stored object: fixed columns for lookup and ordering, the object itself as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Primary key (usually the object's prefixed id).
+    pub id: String,
+    /// Owning merchant account (`""` for system-wide records).
+    pub account: String,
+    /// Optimistic-concurrency version: 1 on insert, +1 on every update.
+    pub version: i64,
+    /// Creation time, Unix milliseconds; lists are ordered by (created, id), newest first.
+    pub created: i64,
+    /// First secondary index (meaning per [`Table`]).
+    pub k1: Option<String>,
+    /// Second secondary index (meaning per [`Table`]).
+    pub k2: Option<String>,
+    /// The object.
+    pub body: serde_json::Value,
+}
+
+/// Which secondary index a lookup uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Index {
+    /// `k1`.
+    K1,
+    /// `k2`.
+    K2,
+}
+
+/// A page request over a table, newest first, in Stripe's pagination model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Table to list.
+    pub table: Table,
+    /// Only this account's records.
+    pub account: String,
+    /// Optional equality filter on a secondary index.
+    pub filter: Option<(Index, String)>,
+    /// Only records created at or after this time (ms).
+    pub created_gte: Option<i64>,
+    /// Only records created before this time (ms).
+    pub created_lt: Option<i64>,
+    /// Return records older than this id (`starting_after`).
+    pub starting_after: Option<String>,
+    /// Return records newer than this id (`ending_before`).
+    pub ending_before: Option<String>,
+    /// At most this many records (1–100).
+    pub limit: u32,
+}
+
+/// A page of results and whether more exist beyond it in the paging direction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items, newest first.
+    pub items: Vec<T>,
+    /// More items exist past the end of this page.
+    pub has_more: bool,
+}
+
+/// One write inside a transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Create a record; fails if the id exists. The record's version is set to 1.
+    Insert {
+        /// Target table.
+        table: Table,
+        /// The new record.
+        record: Record,
+    },
+    /// Replace a record if it is still at `expected_version`; its version becomes
+    /// `expected_version + 1`.
+    Update {
+        /// Target table.
+        table: Table,
+        /// The new content (id, account, created, k1, k2, body).
+        record: Record,
+        /// The version the writer read.
+        expected_version: i64,
+    },
+    /// Delete a record, optionally only if still at `expected_version`.
+    Delete {
+        /// Target table.
+        table: Table,
+        /// Record id.
+        id: String,
+        /// Required current version, if any.
+        expected_version: Option<i64>,
+    },
+    /// Fail the transaction unless the record is still at `expected_version` (a read the
+    /// transaction depends on).
+    Check {
+        /// Target table.
+        table: Table,
+        /// Record id.
+        id: String,
+        /// Required current version.
+        expected_version: i64,
+    },
+}
+
+/// An atomic unit of writes plus the events that announce them (the transactional outbox).
+/// `id` makes the commit idempotent: resubmitting an applied transaction is a no-op that
+/// reports [`CommitOutcome::AlreadyApplied`], which is what makes an ambiguous commit safe to
+/// retry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Txn {
+    /// Unique transaction id (`txn_…`).
+    pub id: String,
+    /// When the writer committed, Unix ms (for reaping the applied-transaction log).
+    pub at: i64,
+    /// The writes, applied in order.
+    pub ops: Vec<Op>,
+    /// Events committed with the writes.
+    pub events: Vec<Event>,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CommitOutcome {
+    /// Applied now; events got these sequence numbers.
+    Applied {
+        /// Outbox sequence numbers of the transaction's events, in order.
+        event_seqs: Vec<i64>,
+    },
+    /// This transaction id had already been applied; nothing changed.
+    AlreadyApplied,
+}
+
+/// An event as stored in the outbox, with its global sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Outbox order (commit order in the memory backend; allocation order in PostgreSQL).
+    pub seq: i64,
+    /// The event.
+    pub event: Event,
+}
+
+/// A page request over events, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventQuery {
+    /// Only this account's events.
+    pub account: String,
+    /// Exact type, or a `prefix.*` wildcard such as `payment_intent.*`.
+    pub kind: Option<String>,
+    /// Only events about this object id.
+    pub object_id: Option<String>,
+    /// Only events created at or after this time (Unix seconds, as Stripe's `created`).
+    pub created_gte: Option<i64>,
+    /// Events older than this event id.
+    pub starting_after: Option<String>,
+    /// Events newer than this event id.
+    pub ending_before: Option<String>,
+    /// At most this many (1–100).
+    pub limit: u32,
+}
+
+/// Starting an idempotent request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdemBegin {
+    /// Scope of the key.
+    pub account: String,
+    /// The client's Idempotency-Key.
+    pub key: String,
+    /// Digest of method, path and parameters: a reuse with other parameters is an error.
+    pub fingerprint: String,
+    /// The request that wants the lock; the same owner may begin again (a retried call).
+    pub owner: String,
+    /// Now, Unix ms.
+    pub now: i64,
+    /// A lock older than this (ms) is considered abandoned and may be taken over.
+    pub lock_timeout_ms: i64,
+    /// When the key expires, Unix ms (24 h after first use).
+    pub expires_at: i64,
+}
+
+/// The answer to [`IdemBegin`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum IdemBeginOutcome {
+    /// The caller holds the lock and must run the request. `recovery_point` is where an
+    /// earlier, interrupted run got to (if `resumed`).
+    Started {
+        /// True when an abandoned run was taken over.
+        resumed: bool,
+        /// The last checkpoint of the earlier run.
+        recovery_point: Option<String>,
+    },
+    /// Another request holds the lock.
+    InProgress,
+    /// The request finished before: replay this response.
+    Completed {
+        /// HTTP status saved.
+        status: u16,
+        /// Response body saved.
+        body: String,
+    },
+    /// The key was used with different parameters.
+    Mismatch,
+}
+
+/// One call to a storage backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum Request {
+    /// Liveness check.
+    Ping,
+    /// One record by id.
+    Get {
+        /// Table.
+        table: Table,
+        /// Id.
+        id: String,
+    },
+    /// Records whose index equals `value`, oldest first, optionally within one account.
+    Find {
+        /// Table.
+        table: Table,
+        /// Restrict to one account.
+        account: Option<String>,
+        /// Which index.
+        index: Index,
+        /// Value to match.
+        value: String,
+        /// At most this many.
+        limit: u32,
+    },
+    /// A page of records.
+    List(ListQuery),
+    /// An atomic transaction.
+    Commit(Txn),
+    /// One event by id within an account.
+    GetEvent {
+        /// Account.
+        account: String,
+        /// Event id.
+        id: String,
+    },
+    /// A page of events.
+    ListEvents(EventQuery),
+    /// Outbox events after `after_seq`, in sequence order, across accounts (the relay).
+    EventsSince {
+        /// Exclusive lower bound.
+        after_seq: i64,
+        /// At most this many.
+        limit: u32,
+    },
+    /// Take (or inspect) an idempotency key.
+    IdemBegin(IdemBegin),
+    /// Save a recovery point for a key the caller holds.
+    IdemCheckpoint {
+        /// Account.
+        account: String,
+        /// Key.
+        key: String,
+        /// Lock owner.
+        owner: String,
+        /// Where the request got to.
+        recovery_point: String,
+    },
+    /// Save the final response and release the lock.
+    IdemFinish {
+        /// Account.
+        account: String,
+        /// Key.
+        key: String,
+        /// Lock owner.
+        owner: String,
+        /// HTTP status.
+        status: u16,
+        /// Response body.
+        body: String,
+    },
+    /// Forget a key the caller holds (requests that failed validation are not saved).
+    IdemRelease {
+        /// Account.
+        account: String,
+        /// Key.
+        key: String,
+        /// Lock owner.
+        owner: String,
+    },
+    /// Delete expired idempotency keys and old applied-transaction ids.
+    Reap {
+        /// Now, Unix ms.
+        now: i64,
+        /// Applied-transaction ids older than this (ms) are forgotten.
+        txn_retention_ms: i64,
+    },
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Response {
+    /// Pong.
+    Pong,
+    /// One record or none.
+    Record {
+        /// The record.
+        record: Option<Record>,
+    },
+    /// Several records.
+    Records {
+        /// The records.
+        records: Vec<Record>,
+    },
+    /// A page of records.
+    Page {
+        /// The page.
+        page: Page<Record>,
+    },
+    /// A commit result.
+    Committed {
+        /// What happened.
+        outcome: CommitOutcome,
+    },
+    /// One event or none.
+    Event {
+        /// The event.
+        event: Option<StoredEvent>,
+    },
+    /// Events.
+    Events {
+        /// The events.
+        page: Page<StoredEvent>,
+    },
+    /// An idempotency decision.
+    Idem {
+        /// The decision.
+        outcome: IdemBeginOutcome,
+    },
+    /// Done (checkpoint, finish, release).
+    Done,
+    /// Reaped counts.
+    Reaped {
+        /// Idempotency keys deleted.
+        keys: u64,
+        /// Applied-transaction ids forgotten.
+        txns: u64,
+    },
+}
+
+/// Why a commit was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ConflictKind {
+    /// Insert of an id that exists.
+    Exists,
+    /// The record is missing.
+    Missing,
+    /// The record changed since it was read.
+    VersionMismatch {
+        /// Version the writer expected.
+        expected: i64,
+        /// Version found.
+        actual: i64,
+    },
+}
+
+/// A storage failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "error", rename_all = "snake_case")]
+pub enum StoreError {
+    /// A commit conflicted; nothing was written.
+    #[error("conflict on {table} {id}: {kind:?}")]
+    Conflict {
+        /// Table.
+        table: Table,
+        /// Record id.
+        id: String,
+        /// What conflicted.
+        kind: ConflictKind,
+    },
+    /// The backend could not be reached or refused work; nothing was applied.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The request may or may not have been applied (the answer was lost).
+    #[error("store outcome unknown: {0}")]
+    Ambiguous(String),
+    /// The request itself was invalid (a bug in the caller).
+    #[error("invalid store request: {0}")]
+    Invalid(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// The caller does not hold the idempotency key it tried to update.
+    #[error("idempotency key is not held by this request")]
+    NotOwner,
+}
+
+impl StoreError {
+    /// True for failures worth retrying later (unavailable or ambiguous).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Ambiguous(_))
+    }
+
+    /// The API error to show a client: conflicts and outages as retryable 5xx/409, never
+    /// with internal details.
+    pub fn into_api_error(self) -> pay_core::ApiError {
+        match self {
+            StoreError::Conflict { .. } => pay_core::ApiError::idempotency_key_in_use()
+                .with_status(409)
+                .tap_message("The object was modified by a concurrent request; retry the request."),
+            StoreError::Unavailable(_) | StoreError::Ambiguous(_) => {
+                pay_core::ApiError::unavailable(
+                    "The payment records store is temporarily unavailable; retry the request.",
+                )
+            }
+            StoreError::Invalid(_) | StoreError::Corrupt(_) | StoreError::NotOwner => {
+                pay_core::ApiError::internal(
+                    "An internal error occurred while storing the request.",
+                )
+            }
+        }
+    }
+}
+
+trait TapMessage {
+    fn tap_message(self, m: &str) -> Self;
+}
+
+impl TapMessage for pay_core::ApiError {
+    fn tap_message(mut self, m: &str) -> Self {
+        self.code = Some("lock_timeout".into());
+        self.message = m.to_owned();
+        self
+    }
+}
+
+/// Matches an event type against an exact type or a `prefix.*` wildcard.
+pub fn event_kind_matches(filter: &str, kind: &str) -> bool {
+    match filter.strip_suffix(".*") {
+        Some(prefix) => kind
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.')),
+        None => filter == "*" || filter == kind,
+    }
+}

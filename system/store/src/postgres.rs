@@ -1,0 +1,762 @@
+//! The PostgreSQL backend (sqlx). Schema in `system/store/migrations`.
+//!
+//! Each [`Request`] runs as one database transaction. Record tables all share one shape, so
+//! the SQL is generic over a table name taken from the fixed [`Table`] enum (never from input).
+//! Conditional writes use `version` (an update with a stale version touches no row and fails
+//! the transaction); the applied-transaction log (`store_txns`) makes commits idempotent.
+
+use crate::model::*;
+use crate::Backend;
+use async_trait::async_trait;
+use pay_core::Event;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The embedded schema migrations.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Connection settings for [`PgBackend::connect`].
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before failing as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PgSettings {
+    fn default() -> Self {
+        PgSettings {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The PostgreSQL storage backend.
+#[derive(Clone)]
+pub struct PgBackend {
+    pool: PgPool,
+    describe: String,
+}
+
+const COLS: &str = "id, account, version, created, k1, k2, body";
+
+impl PgBackend {
+    /// Connects a pool to `url` (`postgres://user:pass@host:port/db`).
+    pub async fn connect(url: &str, settings: &PgSettings) -> Result<PgBackend, StoreError> {
+        let opts = PgConnectOptions::from_str(url).map_err(|e| {
+            StoreError::Invalid(format!(
+                "bad database URL: {}",
+                redact_url_error(&e.to_string())
+            ))
+        })?;
+        let describe = format!(
+            "postgres://{}:{}/{}",
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().unwrap_or("")
+        );
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(opts)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot connect to {describe}: {}",
+                    redact_url_error(&e.to_string())
+                ))
+            })?;
+        Ok(PgBackend { pool, describe })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
+    }
+
+    /// The connection pool (for other crates' specialised SQL on the same database).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn commit(&self, txn: Txn) -> Result<CommitOutcome, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, false))?;
+        let fresh = sqlx::query(
+            "INSERT INTO store_txns (id, applied_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&txn.id)
+        .bind(txn.at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_err(e, false))?
+        .rows_affected();
+        if fresh == 0 {
+            let _ = tx.rollback().await;
+            return Ok(CommitOutcome::AlreadyApplied);
+        }
+        for op in &txn.ops {
+            if let Err(e) = apply_op(&mut tx, op).await {
+                let _ = tx.rollback().await;
+                return Err(e);
+            }
+        }
+        let mut seqs = Vec::with_capacity(txn.events.len());
+        for event in &txn.events {
+            match insert_event(&mut tx, event).await {
+                Ok(seq) => seqs.push(seq),
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    return Err(e);
+                }
+            }
+        }
+        // A failure here may come after the server committed: the outcome is unknown.
+        tx.commit().await.map_err(|e| map_err(e, true))?;
+        Ok(CommitOutcome::Applied { event_seqs: seqs })
+    }
+
+    async fn get(&self, table: Table, id: &str) -> Result<Option<Record>, StoreError> {
+        let sql = format!("SELECT {COLS} FROM {} WHERE id = $1", table.name());
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err(e, false))?;
+        row.map(|r| record_from_row(&r)).transpose()
+    }
+
+    async fn find(
+        &self,
+        table: Table,
+        account: Option<String>,
+        index: Index,
+        value: String,
+        limit: u32,
+    ) -> Result<Vec<Record>, StoreError> {
+        let col = index_col(index);
+        let sql = format!("SELECT {COLS} FROM {} WHERE {col} = $1 AND ($2::text IS NULL OR account = $2) ORDER BY created, id LIMIT $3", table.name());
+        let rows = sqlx::query(&sql)
+            .bind(value)
+            .bind(account)
+            .bind(i64::from(limit.clamp(1, 1000)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_err(e, false))?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn cursor(
+        &self,
+        table: Table,
+        account: &str,
+        id: &str,
+    ) -> Result<(i64, String), StoreError> {
+        let sql = format!(
+            "SELECT created, id FROM {} WHERE id = $1 AND account = $2",
+            table.name()
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err(e, false))?;
+        match row {
+            Some(r) => Ok((
+                r.try_get("created").map_err(decode)?,
+                r.try_get("id").map_err(decode)?,
+            )),
+            None => Err(StoreError::Invalid(format!("cursor object {id} not found"))),
+        }
+    }
+
+    async fn list(&self, q: ListQuery) -> Result<Page<Record>, StoreError> {
+        let limit = i64::from(q.limit.clamp(1, 100));
+        let (k1, k2) = match &q.filter {
+            Some((Index::K1, v)) => (Some(v.clone()), None),
+            Some((Index::K2, v)) => (None, Some(v.clone())),
+            None => (None, None),
+        };
+        let (cursor, newer) = match (&q.starting_after, &q.ending_before) {
+            (_, Some(b)) => (Some(self.cursor(q.table, &q.account, b).await?), true),
+            (Some(a), None) => (Some(self.cursor(q.table, &q.account, a).await?), false),
+            (None, None) => (None, false),
+        };
+        let (cmp, order) = if newer { (">", "ASC") } else { ("<", "DESC") };
+        let sql = format!(
+            "SELECT {COLS} FROM {t} WHERE account = $1 AND ($2::text IS NULL OR k1 = $2) AND ($3::text IS NULL OR k2 = $3) \
+             AND ($4::bigint IS NULL OR created >= $4) AND ($5::bigint IS NULL OR created < $5) \
+             AND ($6::bigint IS NULL OR (created, id) {cmp} ($6, $7::text)) \
+             ORDER BY created {order}, id {order} LIMIT $8",
+            t = q.table.name()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&q.account)
+            .bind(k1)
+            .bind(k2)
+            .bind(q.created_gte)
+            .bind(q.created_lt)
+            .bind(cursor.as_ref().map(|c| c.0))
+            .bind(cursor.as_ref().map(|c| c.1.clone()))
+            .bind(limit + 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_err(e, false))?;
+        let mut items: Vec<Record> = rows.iter().map(record_from_row).collect::<Result<_, _>>()?;
+        let has_more = items.len() as i64 > limit;
+        items.truncate(limit as usize);
+        if newer {
+            items.reverse();
+        }
+        Ok(Page { items, has_more })
+    }
+
+    async fn list_events(&self, q: EventQuery) -> Result<Page<StoredEvent>, StoreError> {
+        let limit = i64::from(q.limit.clamp(1, 100));
+        let seq_of = |id: String| async move {
+            let row = sqlx::query("SELECT seq FROM events WHERE id = $1")
+                .bind(&id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| map_err(e, false))?;
+            match row {
+                Some(r) => r.try_get::<i64, _>("seq").map_err(decode),
+                None => Err(StoreError::Invalid(format!("cursor event {id} not found"))),
+            }
+        };
+        let (cursor, newer) = match (q.starting_after.clone(), q.ending_before.clone()) {
+            (_, Some(b)) => (Some(seq_of(b).await?), true),
+            (Some(a), None) => (Some(seq_of(a).await?), false),
+            (None, None) => (None, false),
+        };
+        let (exact, prefix) = match q.kind.as_deref() {
+            Some("*") | None => (None, None),
+            Some(k) => match k.strip_suffix(".*") {
+                Some(p) => (None, Some(format!("{p}."))),
+                None => (Some(k.to_owned()), None),
+            },
+        };
+        let (cmp, order) = if newer { (">", "ASC") } else { ("<", "DESC") };
+        let sql = format!(
+            "SELECT seq, body FROM events WHERE account = $1 AND ($2::text IS NULL OR type = $2) \
+             AND ($3::text IS NULL OR starts_with(type, $3)) AND ($4::text IS NULL OR object_id = $4) \
+             AND ($5::bigint IS NULL OR created >= $5) AND ($6::bigint IS NULL OR seq {cmp} $6) \
+             ORDER BY seq {order} LIMIT $7"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&q.account)
+            .bind(exact)
+            .bind(prefix)
+            .bind(q.object_id)
+            .bind(q.created_gte)
+            .bind(cursor)
+            .bind(limit + 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_err(e, false))?;
+        let mut items: Vec<StoredEvent> =
+            rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
+        let has_more = items.len() as i64 > limit;
+        items.truncate(limit as usize);
+        if newer {
+            items.reverse();
+        }
+        Ok(Page { items, has_more })
+    }
+
+    async fn idem_begin(&self, b: IdemBegin) -> Result<IdemBeginOutcome, StoreError> {
+        // Two tries: a concurrent first use may insert the row between our read and insert.
+        for _ in 0..3 {
+            let mut tx = self.pool.begin().await.map_err(|e| map_err(e, false))?;
+            let row = sqlx::query("SELECT fingerprint, owner, locked_at, recovery_point, status, response, expires_at FROM idempotency_keys WHERE account = $1 AND key = $2 FOR UPDATE")
+                .bind(&b.account)
+                .bind(&b.key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| map_err(e, false))?;
+            let live = match &row {
+                Some(r) => r.try_get::<i64, _>("expires_at").map_err(decode)? > b.now,
+                None => false,
+            };
+            if !live {
+                let n = sqlx::query(
+                    "INSERT INTO idempotency_keys (account, key, fingerprint, owner, locked_at, recovery_point, status, response, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, NULL, NULL, NULL, $6) \
+                     ON CONFLICT (account, key) DO UPDATE SET fingerprint = $3, owner = $4, locked_at = $5, recovery_point = NULL, status = NULL, response = NULL, expires_at = $6 \
+                     WHERE idempotency_keys.expires_at <= $5",
+                )
+                .bind(&b.account)
+                .bind(&b.key)
+                .bind(&b.fingerprint)
+                .bind(&b.owner)
+                .bind(b.now)
+                .bind(b.expires_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map_err(e, false))?
+                .rows_affected();
+                if n == 1 {
+                    tx.commit().await.map_err(|e| map_err(e, true))?;
+                    return Ok(IdemBeginOutcome::Started {
+                        resumed: false,
+                        recovery_point: None,
+                    });
+                }
+                let _ = tx.rollback().await;
+                continue;
+            }
+            let Some(r) = row else { continue };
+            let fingerprint: String = r.try_get("fingerprint").map_err(decode)?;
+            let owner: String = r.try_get("owner").map_err(decode)?;
+            let locked_at: Option<i64> = r.try_get("locked_at").map_err(decode)?;
+            let recovery_point: Option<String> = r.try_get("recovery_point").map_err(decode)?;
+            let status: Option<i32> = r.try_get("status").map_err(decode)?;
+            let response: Option<String> = r.try_get("response").map_err(decode)?;
+            let outcome = if fingerprint != b.fingerprint {
+                IdemBeginOutcome::Mismatch
+            } else if let (Some(status), Some(body)) = (status, response) {
+                IdemBeginOutcome::Completed {
+                    status: u16::try_from(status).unwrap_or(500),
+                    body,
+                }
+            } else if owner == b.owner
+                || locked_at.is_none_or(|t| b.now.saturating_sub(t) >= b.lock_timeout_ms)
+            {
+                sqlx::query("UPDATE idempotency_keys SET owner = $3, locked_at = $4 WHERE account = $1 AND key = $2")
+                    .bind(&b.account)
+                    .bind(&b.key)
+                    .bind(&b.owner)
+                    .bind(b.now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| map_err(e, false))?;
+                IdemBeginOutcome::Started {
+                    resumed: owner != b.owner || recovery_point.is_some(),
+                    recovery_point,
+                }
+            } else {
+                IdemBeginOutcome::InProgress
+            };
+            tx.commit().await.map_err(|e| map_err(e, true))?;
+            return Ok(outcome);
+        }
+        Err(StoreError::Unavailable(
+            "idempotency key contended; retry".into(),
+        ))
+    }
+
+    /// Runs an UPDATE/DELETE on a key that must be held by the caller (the query filters on
+    /// the owner); touching no row means someone else holds it, or, with `missing_ok`, that
+    /// the key is already gone (a retried release).
+    async fn idem_owned(
+        &self,
+        query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+        account: &str,
+        key: &str,
+        missing_ok: bool,
+    ) -> Result<(), StoreError> {
+        let n = query
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err(e, true))?
+            .rows_affected();
+        if n > 0 {
+            return Ok(());
+        }
+        let holder =
+            sqlx::query("SELECT owner FROM idempotency_keys WHERE account = $1 AND key = $2")
+                .bind(account)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| map_err(e, false))?;
+        match holder {
+            None if missing_ok => Ok(()),
+            _ => Err(StoreError::NotOwner),
+        }
+    }
+}
+
+async fn apply_op(tx: &mut Transaction<'_, Postgres>, op: &Op) -> Result<(), StoreError> {
+    match op {
+        Op::Insert { table, record } => {
+            let sql = format!("INSERT INTO {} ({COLS}) VALUES ($1, $2, 1, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING", table.name());
+            let n = sqlx::query(&sql)
+                .bind(&record.id)
+                .bind(&record.account)
+                .bind(record.created)
+                .bind(&record.k1)
+                .bind(&record.k2)
+                .bind(&record.body)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| map_err(e, false))?
+                .rows_affected();
+            if n == 0 {
+                return Err(StoreError::Conflict {
+                    table: *table,
+                    id: record.id.clone(),
+                    kind: ConflictKind::Exists,
+                });
+            }
+        }
+        Op::Update {
+            table,
+            record,
+            expected_version,
+        } => {
+            let sql = format!(
+                "UPDATE {} SET version = version + 1, account = $3, created = $4, k1 = $5, k2 = $6, body = $7 WHERE id = $1 AND version = $2",
+                table.name()
+            );
+            let n = sqlx::query(&sql)
+                .bind(&record.id)
+                .bind(expected_version)
+                .bind(&record.account)
+                .bind(record.created)
+                .bind(&record.k1)
+                .bind(&record.k2)
+                .bind(&record.body)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| map_err(e, false))?
+                .rows_affected();
+            if n == 0 {
+                return Err(version_conflict(tx, *table, &record.id, *expected_version).await);
+            }
+        }
+        Op::Delete {
+            table,
+            id,
+            expected_version,
+        } => {
+            let sql = format!(
+                "DELETE FROM {} WHERE id = $1 AND ($2::bigint IS NULL OR version = $2)",
+                table.name()
+            );
+            let n = sqlx::query(&sql)
+                .bind(id)
+                .bind(expected_version)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| map_err(e, false))?
+                .rows_affected();
+            if n == 0 {
+                return Err(version_conflict(tx, *table, id, expected_version.unwrap_or(0)).await);
+            }
+        }
+        Op::Check {
+            table,
+            id,
+            expected_version,
+        } => {
+            let sql = format!(
+                "SELECT version FROM {} WHERE id = $1 FOR SHARE",
+                table.name()
+            );
+            let row = sqlx::query(&sql)
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(|e| map_err(e, false))?;
+            match row {
+                None => {
+                    return Err(StoreError::Conflict {
+                        table: *table,
+                        id: id.clone(),
+                        kind: ConflictKind::Missing,
+                    })
+                }
+                Some(r) => {
+                    let v: i64 = r.try_get("version").map_err(decode)?;
+                    if v != *expected_version {
+                        return Err(StoreError::Conflict {
+                            table: *table,
+                            id: id.clone(),
+                            kind: ConflictKind::VersionMismatch {
+                                expected: *expected_version,
+                                actual: v,
+                            },
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn version_conflict(
+    tx: &mut Transaction<'_, Postgres>,
+    table: Table,
+    id: &str,
+    expected: i64,
+) -> StoreError {
+    let sql = format!("SELECT version FROM {} WHERE id = $1", table.name());
+    match sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await {
+        Ok(Some(r)) => match r.try_get::<i64, _>("version") {
+            Ok(actual) => StoreError::Conflict {
+                table,
+                id: id.to_owned(),
+                kind: ConflictKind::VersionMismatch { expected, actual },
+            },
+            Err(e) => decode(e),
+        },
+        Ok(None) => StoreError::Conflict {
+            table,
+            id: id.to_owned(),
+            kind: ConflictKind::Missing,
+        },
+        Err(e) => map_err(e, false),
+    }
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &Event,
+) -> Result<i64, StoreError> {
+    let body = serde_json::to_value(event)
+        .map_err(|e| StoreError::Invalid(format!("cannot encode event: {e}")))?;
+    let row = sqlx::query("INSERT INTO events (id, account, type, object_id, created, body) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq")
+        .bind(event.id.as_str())
+        .bind(event.account.as_ref().map(|a| a.as_str()).unwrap_or(""))
+        .bind(&event.kind)
+        .bind(event.object_id())
+        .bind(event.created)
+        .bind(body)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| map_err(e, false))?;
+    row.try_get("seq").map_err(decode)
+}
+
+fn index_col(i: Index) -> &'static str {
+    match i {
+        Index::K1 => "k1",
+        Index::K2 => "k2",
+    }
+}
+
+fn record_from_row(r: &PgRow) -> Result<Record, StoreError> {
+    Ok(Record {
+        id: r.try_get("id").map_err(decode)?,
+        account: r.try_get("account").map_err(decode)?,
+        version: r.try_get("version").map_err(decode)?,
+        created: r.try_get("created").map_err(decode)?,
+        k1: r.try_get("k1").map_err(decode)?,
+        k2: r.try_get("k2").map_err(decode)?,
+        body: r.try_get("body").map_err(decode)?,
+    })
+}
+
+fn event_from_row(r: &PgRow) -> Result<StoredEvent, StoreError> {
+    let seq: i64 = r.try_get("seq").map_err(decode)?;
+    let body: serde_json::Value = r.try_get("body").map_err(decode)?;
+    let event: Event = serde_json::from_value(body)
+        .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
+    Ok(StoredEvent { seq, event })
+}
+
+fn decode(e: sqlx::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// Maps a driver error: database-side refusals that rolled back are retryable
+/// (`Unavailable`); transport failures are `Ambiguous` when the request may have committed.
+fn map_err(e: sqlx::Error, may_have_committed: bool) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            // Serialization failure, deadlock, too many connections, admin shutdown.
+            if matches!(
+                code.as_str(),
+                "40001" | "40P01" | "53300" | "57P01" | "57P03"
+            ) {
+                StoreError::Unavailable(format!("database refused ({code}); retry"))
+            } else {
+                StoreError::Invalid(format!("database error {code}: {}", db.message()))
+            }
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            StoreError::Unavailable(e.to_string())
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => {
+            if may_have_committed {
+                StoreError::Ambiguous(e.to_string())
+            } else {
+                StoreError::Unavailable(e.to_string())
+            }
+        }
+        _ => StoreError::Corrupt(e.to_string()),
+    }
+}
+
+/// Connection error texts can echo the URL; keep only the part before any credentials.
+fn redact_url_error(s: &str) -> String {
+    match s.find("://") {
+        Some(i) => match s[i + 3..].find('@') {
+            Some(at) => format!("{}://***@{}", &s[..i], &s[i + 3 + at + 1..]),
+            None => s.to_owned(),
+        },
+        None => s.to_owned(),
+    }
+}
+
+#[async_trait]
+impl Backend for PgBackend {
+    async fn execute(&self, req: Request) -> Result<Response, StoreError> {
+        match req {
+            Request::Ping => {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| map_err(e, false))?;
+                Ok(Response::Pong)
+            }
+            Request::Get { table, id } => Ok(Response::Record {
+                record: self.get(table, &id).await?,
+            }),
+            Request::Find {
+                table,
+                account,
+                index,
+                value,
+                limit,
+            } => Ok(Response::Records {
+                records: self.find(table, account, index, value, limit).await?,
+            }),
+            Request::List(q) => Ok(Response::Page {
+                page: self.list(q).await?,
+            }),
+            Request::Commit(txn) => Ok(Response::Committed {
+                outcome: self.commit(txn).await?,
+            }),
+            Request::GetEvent { account, id } => {
+                let row =
+                    sqlx::query("SELECT seq, body FROM events WHERE id = $1 AND account = $2")
+                        .bind(&id)
+                        .bind(&account)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(|e| map_err(e, false))?;
+                Ok(Response::Event {
+                    event: row.as_ref().map(event_from_row).transpose()?,
+                })
+            }
+            Request::ListEvents(q) => Ok(Response::Events {
+                page: self.list_events(q).await?,
+            }),
+            Request::EventsSince { after_seq, limit } => {
+                let limit = i64::from(limit.clamp(1, 1000));
+                let rows = sqlx::query(
+                    "SELECT seq, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(after_seq)
+                .bind(limit + 1)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| map_err(e, false))?;
+                let mut items: Vec<StoredEvent> =
+                    rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
+                let has_more = items.len() as i64 > limit;
+                items.truncate(limit as usize);
+                Ok(Response::Events {
+                    page: Page { items, has_more },
+                })
+            }
+            Request::IdemBegin(b) => Ok(Response::Idem {
+                outcome: self.idem_begin(b).await?,
+            }),
+            Request::IdemCheckpoint {
+                account,
+                key,
+                owner,
+                recovery_point,
+            } => {
+                let q = sqlx::query("UPDATE idempotency_keys SET recovery_point = $4 WHERE account = $1 AND key = $2 AND owner = $3")
+                    .bind(&account)
+                    .bind(&key)
+                    .bind(&owner)
+                    .bind(recovery_point);
+                self.idem_owned(q, &account, &key, false).await?;
+                Ok(Response::Done)
+            }
+            Request::IdemFinish {
+                account,
+                key,
+                owner,
+                status,
+                body,
+            } => {
+                let q = sqlx::query("UPDATE idempotency_keys SET response = $4, status = $5, locked_at = NULL WHERE account = $1 AND key = $2 AND owner = $3")
+                    .bind(&account)
+                    .bind(&key)
+                    .bind(&owner)
+                    .bind(body)
+                    .bind(i32::from(status));
+                self.idem_owned(q, &account, &key, false).await?;
+                Ok(Response::Done)
+            }
+            Request::IdemRelease {
+                account,
+                key,
+                owner,
+            } => {
+                let q = sqlx::query(
+                    "DELETE FROM idempotency_keys WHERE account = $1 AND key = $2 AND owner = $3",
+                )
+                .bind(&account)
+                .bind(&key)
+                .bind(&owner);
+                self.idem_owned(q, &account, &key, true).await?;
+                Ok(Response::Done)
+            }
+            Request::Reap {
+                now,
+                txn_retention_ms,
+            } => {
+                let keys = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| map_err(e, false))?
+                    .rows_affected();
+                let txns = sqlx::query("DELETE FROM store_txns WHERE applied_at < $1")
+                    .bind(now.saturating_sub(txn_retention_ms))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| map_err(e, false))?
+                    .rows_affected();
+                Ok(Response::Reaped { keys, txns })
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_errors_hide_credentials() {
+        assert_eq!(
+            redact_url_error("error connecting to postgres://u:secret@h:5432/db"),
+            "error connecting to postgres://***@h:5432/db"
+        );
+        assert_eq!(redact_url_error("plain"), "plain");
+    }
+}

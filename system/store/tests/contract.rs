@@ -1,0 +1,670 @@
+//! One contract suite, run against every storage backend: memory, remote (memory served over
+//! loopback HTTP, as the simulator's db host) and PostgreSQL.
+
+use pay_core::{AccountId, Env, Event, EventId, SeededEntropy, Timestamp};
+use pay_store::memory::MemoryBackend;
+use pay_store::*;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Widget {
+    id: String,
+    account: String,
+    created: i64,
+    color: Option<String>,
+    size: Option<String>,
+    n: i64,
+}
+
+impl Entity for Widget {
+    const TABLE: Table = Table::Customers;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn account(&self) -> &str {
+        &self.account
+    }
+    fn created(&self) -> Timestamp {
+        Timestamp::from_millis(self.created)
+    }
+    fn k1(&self) -> Option<String> {
+        self.color.clone()
+    }
+    fn k2(&self) -> Option<String> {
+        self.size.clone()
+    }
+}
+
+fn w(id: &str, account: &str, created: i64) -> Widget {
+    Widget {
+        id: id.into(),
+        account: account.into(),
+        created,
+        color: None,
+        size: None,
+        n: 0,
+    }
+}
+
+fn env() -> Env {
+    Env::deterministic("contract", 1, Timestamp::from_secs(1_700_000_000)).0
+}
+
+fn event(seed: &SeededEntropy, account: &str, kind: &str, object_id: &str, created: i64) -> Event {
+    let acct = AccountId::parse(account).unwrap();
+    Event::new(
+        EventId::generate(seed),
+        &acct,
+        kind,
+        serde_json::json!({"id": object_id, "object": "widget"}),
+        Timestamp::from_secs(created),
+    )
+}
+
+async fn memory_db() -> (Db, Option<Box<dyn std::any::Any + Send>>) {
+    (Db::new(Arc::new(MemoryBackend::new()), env()), None)
+}
+
+async fn remote_db() -> (Db, Option<Box<dyn std::any::Any + Send>>) {
+    use pay_net::Transport;
+    let listener = pay_net::TcpTransport.bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = pay_store::remote::router(Arc::new(MemoryBackend::new()));
+    tokio::spawn(pay_net::serve(
+        listener,
+        app,
+        pay_net::ServeOptions::default(),
+        std::future::pending(),
+    ));
+    let http = pay_net::HttpClient::new(Arc::new(pay_net::TcpTransport));
+    let client = pay_net::ServiceClient::new(http, "db", &format!("http://{addr}"), None);
+    (
+        Db::new(
+            Arc::new(pay_store::remote::RemoteBackend::new(client)),
+            env(),
+        ),
+        None,
+    )
+}
+
+async fn pg_db() -> (Db, Option<Box<dyn std::any::Any + Send>>) {
+    let tdb = pay_store::testing::TestDatabase::create()
+        .await
+        .expect("test PostgreSQL");
+    let backend = tdb.backend().await.unwrap();
+    (Db::new(Arc::new(backend), env()), Some(Box::new(tdb)))
+}
+
+async fn insert_get_and_conflicts(db: Db) {
+    let mut t = db.txn();
+    t.insert(&w("cus_a", "acct_1", 10));
+    db.commit(t).await.unwrap();
+    let got = db.get::<Widget>("cus_a").await.unwrap().unwrap();
+    assert_eq!(got.version, 1);
+    assert_eq!(got.value, w("cus_a", "acct_1", 10));
+    assert!(db.get::<Widget>("cus_missing").await.unwrap().is_none());
+    assert!(db
+        .get_owned::<Widget>("acct_other", "cus_a")
+        .await
+        .unwrap()
+        .is_none());
+
+    let mut t = db.txn();
+    t.insert(&w("cus_a", "acct_1", 11));
+    match db.commit(t).await {
+        Err(StoreError::Conflict {
+            kind: ConflictKind::Exists,
+            ..
+        }) => {}
+        other => panic!("duplicate insert must conflict, got {other:?}"),
+    }
+
+    let mut updated = got.value.clone();
+    updated.n = 5;
+    let mut t = db.txn();
+    t.update(1, &updated);
+    db.commit(t).await.unwrap();
+    let again = db.get::<Widget>("cus_a").await.unwrap().unwrap();
+    assert_eq!((again.version, again.value.n), (2, 5));
+
+    let mut t = db.txn();
+    t.update(1, &updated);
+    match db.commit(t).await {
+        Err(StoreError::Conflict {
+            kind:
+                ConflictKind::VersionMismatch {
+                    expected: 1,
+                    actual: 2,
+                },
+            ..
+        }) => {}
+        other => panic!("stale update must conflict, got {other:?}"),
+    }
+    let mut t = db.txn();
+    t.update(1, &w("cus_nope", "acct_1", 1));
+    assert!(matches!(
+        db.commit(t).await,
+        Err(StoreError::Conflict {
+            kind: ConflictKind::Missing,
+            ..
+        })
+    ));
+
+    let mut t = db.txn();
+    t.delete::<Widget>("cus_a", Some(1));
+    assert!(matches!(
+        db.commit(t).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let mut t = db.txn();
+    t.delete::<Widget>("cus_a", Some(2));
+    db.commit(t).await.unwrap();
+    assert!(db.get::<Widget>("cus_a").await.unwrap().is_none());
+}
+
+async fn transactions_are_atomic_with_their_events(db: Db) {
+    let seed = SeededEntropy::new(2, "ev");
+    let mut t = db.txn();
+    t.insert(&w("cus_b", "acct_1", 1));
+    db.commit(t).await.unwrap();
+
+    // One good insert, one stale update: nothing happens, no event appears.
+    let mut t = db.txn();
+    t.insert(&w("cus_c", "acct_1", 2));
+    t.update(7, &w("cus_b", "acct_1", 1));
+    t.event(event(&seed, "acct_1", "customer.created", "cus_c", 2));
+    assert!(db.commit(t).await.is_err());
+    assert!(db.get::<Widget>("cus_c").await.unwrap().is_none());
+    let evs = db
+        .list_events(EventQuery {
+            account: "acct_1".into(),
+            kind: None,
+            object_id: None,
+            created_gte: None,
+            starting_after: None,
+            ending_before: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert!(evs.items.is_empty());
+
+    // A check on a changed record also aborts.
+    let mut t = db.txn();
+    t.insert(&w("cus_c", "acct_1", 2));
+    t.check::<Widget>("cus_b", 3);
+    assert!(db.commit(t).await.is_err());
+    assert!(db.get::<Widget>("cus_c").await.unwrap().is_none());
+
+    // The same transaction submitted twice applies once.
+    let mut t = db.txn();
+    t.insert(&w("cus_c", "acct_1", 2));
+    t.check::<Widget>("cus_b", 1);
+    t.event(event(&seed, "acct_1", "customer.created", "cus_c", 2));
+    let id = t.id().to_owned();
+    let req = match db.commit(t).await.unwrap() {
+        CommitOutcome::Applied { event_seqs } => {
+            assert_eq!(event_seqs.len(), 1);
+            event_seqs
+        }
+        other => panic!("expected applied, got {other:?}"),
+    };
+    assert!(!req.is_empty());
+    let resubmit = Txn {
+        id,
+        at: 0,
+        ops: vec![],
+        events: vec![event(&seed, "acct_1", "customer.created", "cus_c", 2)],
+    };
+    match db.execute(Request::Commit(resubmit)).await.unwrap() {
+        Response::Committed {
+            outcome: CommitOutcome::AlreadyApplied,
+        } => {}
+        other => panic!("resubmission must be a no-op, got {other:?}"),
+    }
+    let evs = db.events_since(0, 100).await.unwrap();
+    assert_eq!(evs.items.len(), 1);
+}
+
+async fn pagination_newest_first(db: Db) {
+    for i in 0..25i64 {
+        let mut x = w(&format!("cus_{i:02}"), "acct_1", 1000 + i);
+        x.color = Some(if i % 2 == 0 {
+            "red".into()
+        } else {
+            "blue".into()
+        });
+        x.size = Some(format!("s{}", i % 3));
+        let mut t = db.txn();
+        t.insert(&x);
+        t.insert(&w(&format!("cus_other{i:02}"), "acct_2", 1000 + i));
+        db.commit(t).await.unwrap();
+    }
+    let q = |after: Option<&str>, before: Option<&str>, limit: u32| ListQuery {
+        table: Table::Customers,
+        account: "acct_1".into(),
+        filter: None,
+        created_gte: None,
+        created_lt: None,
+        starting_after: after.map(str::to_owned),
+        ending_before: before.map(str::to_owned),
+        limit,
+    };
+    let ids = |p: &Page<Versioned<Widget>>| {
+        p.items
+            .iter()
+            .map(|v| v.value.id.clone())
+            .collect::<Vec<_>>()
+    };
+    let p1 = db.list::<Widget>(q(None, None, 10)).await.unwrap();
+    assert_eq!(ids(&p1).first().unwrap(), "cus_24");
+    assert_eq!(ids(&p1).last().unwrap(), "cus_15");
+    assert!(p1.has_more);
+    let p2 = db
+        .list::<Widget>(q(Some("cus_15"), None, 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&p2),
+        (5..15)
+            .rev()
+            .map(|i| format!("cus_{i:02}"))
+            .collect::<Vec<_>>()
+    );
+    let p3 = db
+        .list::<Widget>(q(Some("cus_05"), None, 10))
+        .await
+        .unwrap();
+    assert_eq!(p3.items.len(), 5);
+    assert!(!p3.has_more);
+    // ending_before gives the page just newer than the cursor, still newest first.
+    let back = db.list::<Widget>(q(None, Some("cus_05"), 3)).await.unwrap();
+    assert_eq!(ids(&back), vec!["cus_08", "cus_07", "cus_06"]);
+    assert!(back.has_more);
+    let top = db.list::<Widget>(q(None, Some("cus_22"), 5)).await.unwrap();
+    assert_eq!(ids(&top), vec!["cus_24", "cus_23"]);
+    assert!(!top.has_more);
+    // Filters and ranges.
+    let mut fq = q(None, None, 100);
+    fq.filter = Some((Index::K1, "red".into()));
+    assert_eq!(db.list::<Widget>(fq).await.unwrap().items.len(), 13);
+    let mut rq = q(None, None, 100);
+    rq.created_gte = Some(1010);
+    rq.created_lt = Some(1015);
+    assert_eq!(
+        ids(&db.list::<Widget>(rq).await.unwrap()),
+        vec!["cus_14", "cus_13", "cus_12", "cus_11", "cus_10"]
+    );
+    // Accounts are isolated, also for cursors.
+    assert!(db
+        .list::<Widget>(ListQuery {
+            account: "acct_3".into(),
+            ..q(None, None, 10)
+        })
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(db
+        .list::<Widget>(ListQuery {
+            account: "acct_2".into(),
+            ..q(Some("cus_05"), None, 10)
+        })
+        .await
+        .is_err());
+    // Secondary-index lookups, oldest first.
+    let found = db
+        .find::<Widget>(Some("acct_1"), Index::K2, "s0", 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        found
+            .iter()
+            .map(|v| v.value.id.as_str())
+            .collect::<Vec<_>>(),
+        vec![
+            "cus_00", "cus_03", "cus_06", "cus_09", "cus_12", "cus_15", "cus_18", "cus_21",
+            "cus_24"
+        ]
+    );
+    assert_eq!(
+        db.find::<Widget>(None, Index::K1, "blue", 3)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+async fn events_filter_and_page(db: Db) {
+    let seed = SeededEntropy::new(3, "ev");
+    let kinds = [
+        "payment_intent.created",
+        "payment_intent.succeeded",
+        "charge.succeeded",
+        "payment_intent_x.created",
+    ];
+    let mut ids = vec![];
+    for i in 0..12i64 {
+        let mut t = db.txn();
+        let e = event(
+            &seed,
+            "acct_1",
+            kinds[i as usize % 4],
+            &format!("pi_{}", i % 3),
+            1000 + i,
+        );
+        ids.push(e.id.to_string());
+        t.event(e);
+        t.event(event(&seed, "acct_2", "charge.succeeded", "ch_x", 1000 + i));
+        db.commit(t).await.unwrap();
+    }
+    let q = EventQuery {
+        account: "acct_1".into(),
+        kind: None,
+        object_id: None,
+        created_gte: None,
+        starting_after: None,
+        ending_before: None,
+        limit: 5,
+    };
+    let p = db.list_events(q.clone()).await.unwrap();
+    assert_eq!(
+        p.items
+            .iter()
+            .map(|e| e.event.id.to_string())
+            .collect::<Vec<_>>(),
+        ids.iter().rev().take(5).cloned().collect::<Vec<_>>()
+    );
+    assert!(p.has_more);
+    let next = db
+        .list_events(EventQuery {
+            starting_after: Some(ids[7].clone()),
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.items[0].event.id.to_string(), ids[6]);
+    let prev = db
+        .list_events(EventQuery {
+            ending_before: Some(ids[7].clone()),
+            limit: 2,
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        prev.items
+            .iter()
+            .map(|e| e.event.id.to_string())
+            .collect::<Vec<_>>(),
+        vec![ids[9].clone(), ids[8].clone()]
+    );
+    let wild = db
+        .list_events(EventQuery {
+            kind: Some("payment_intent.*".into()),
+            limit: 100,
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        wild.items.len(),
+        6,
+        "prefix wildcard must not match payment_intent_x.*"
+    );
+    let exact = db
+        .list_events(EventQuery {
+            kind: Some("charge.succeeded".into()),
+            limit: 100,
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(exact.items.len(), 3);
+    let obj = db
+        .list_events(EventQuery {
+            object_id: Some("pi_1".into()),
+            limit: 100,
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(obj.items.len(), 4);
+    let recent = db
+        .list_events(EventQuery {
+            created_gte: Some(1010),
+            limit: 100,
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(recent.items.len(), 2);
+    assert!(db.get_event("acct_1", &ids[3]).await.unwrap().is_some());
+    assert!(
+        db.get_event("acct_2", &ids[3]).await.unwrap().is_none(),
+        "events are scoped by account"
+    );
+    let all = db.events_since(0, 1000).await.unwrap();
+    assert_eq!(all.items.len(), 24);
+    assert!(all.items.windows(2).all(|w| w[0].seq < w[1].seq));
+    let tail = db.events_since(all.items[20].seq, 1000).await.unwrap();
+    assert_eq!(tail.items.len(), 3);
+}
+
+fn begin(key: &str, owner: &str, fp: &str, now: i64) -> IdemBegin {
+    IdemBegin {
+        account: "acct_1".into(),
+        key: key.into(),
+        fingerprint: fp.into(),
+        owner: owner.into(),
+        now,
+        lock_timeout_ms: 60_000,
+        expires_at: now + 86_400_000,
+    }
+}
+
+async fn idempotency_keys_follow_stripe(db: Db) {
+    use IdemBeginOutcome::*;
+    assert_eq!(
+        db.idem_begin(begin("k1", "req_a", "fp1", 0)).await.unwrap(),
+        Started {
+            resumed: false,
+            recovery_point: None
+        }
+    );
+    assert_eq!(
+        db.idem_begin(begin("k1", "req_b", "fp1", 10))
+            .await
+            .unwrap(),
+        InProgress
+    );
+    assert_eq!(
+        db.idem_begin(begin("k1", "req_b", "fp2", 10))
+            .await
+            .unwrap(),
+        Mismatch
+    );
+    // A retried begin from the lock holder proceeds.
+    assert!(matches!(
+        db.idem_begin(begin("k1", "req_a", "fp1", 20))
+            .await
+            .unwrap(),
+        Started { .. }
+    ));
+    db.idem_checkpoint("acct_1", "k1", "req_a", "created:pi_123")
+        .await
+        .unwrap();
+    assert_eq!(
+        db.idem_checkpoint("acct_1", "k1", "req_b", "x").await,
+        Err(StoreError::NotOwner)
+    );
+    // After the lock timeout an abandoned request is taken over from its recovery point.
+    assert_eq!(
+        db.idem_begin(begin("k1", "req_c", "fp1", 70_000))
+            .await
+            .unwrap(),
+        Started {
+            resumed: true,
+            recovery_point: Some("created:pi_123".into())
+        }
+    );
+    assert_eq!(
+        db.idem_finish("acct_1", "k1", "req_a", 200, "{}").await,
+        Err(StoreError::NotOwner)
+    );
+    db.idem_finish("acct_1", "k1", "req_c", 200, "{\"id\":\"pi_123\"}")
+        .await
+        .unwrap();
+    assert_eq!(
+        db.idem_begin(begin("k1", "req_d", "fp1", 80_000))
+            .await
+            .unwrap(),
+        Completed {
+            status: 200,
+            body: "{\"id\":\"pi_123\"}".into()
+        }
+    );
+    assert_eq!(
+        db.idem_begin(begin("k1", "req_d", "fp9", 80_000))
+            .await
+            .unwrap(),
+        Mismatch
+    );
+    // Keys are per account.
+    let mut other = begin("k1", "req_e", "fp9", 80_000);
+    other.account = "acct_2".into();
+    assert!(matches!(
+        db.idem_begin(other).await.unwrap(),
+        Started { .. }
+    ));
+    // Released keys (validation failures) are forgotten; releasing twice is harmless.
+    assert!(matches!(
+        db.idem_begin(begin("k2", "req_f", "fp1", 0)).await.unwrap(),
+        Started { .. }
+    ));
+    db.idem_release("acct_1", "k2", "req_f").await.unwrap();
+    db.idem_release("acct_1", "k2", "req_f").await.unwrap();
+    assert_eq!(
+        db.idem_begin(begin("k2", "req_g", "fpX", 1)).await.unwrap(),
+        Started {
+            resumed: false,
+            recovery_point: None
+        }
+    );
+    // Keys expire after 24 h: the same key starts afresh, even with other parameters.
+    assert_eq!(
+        db.idem_begin(begin("k1", "req_h", "fpNEW", 86_400_001))
+            .await
+            .unwrap(),
+        Started {
+            resumed: false,
+            recovery_point: None
+        }
+    );
+    // The reaper deletes expired keys.
+    let (keys, _) = db
+        .reap(
+            Timestamp::from_millis(10 * 86_400_000),
+            std::time::Duration::from_secs(86_400),
+        )
+        .await
+        .unwrap();
+    assert!(keys >= 3, "reaped {keys}");
+    assert!(matches!(
+        db.idem_begin(begin("k2", "req_i", "fp1", 10 * 86_400_000))
+            .await
+            .unwrap(),
+        Started { resumed: false, .. }
+    ));
+}
+
+async fn concurrent_writers_one_winner(db: Db) {
+    let mut t = db.txn();
+    t.insert(&w("cus_race", "acct_1", 1));
+    db.commit(t).await.unwrap();
+    let mut handles = vec![];
+    for i in 0..16 {
+        let db = db.clone();
+        handles.push(tokio::spawn(async move {
+            let mut x = w("cus_race", "acct_1", 1);
+            x.n = i;
+            let mut t = db.txn();
+            t.update(1, &x);
+            db.commit(t).await.is_ok()
+        }));
+    }
+    let mut wins = 0;
+    for h in handles {
+        wins += usize::from(h.await.unwrap());
+    }
+    assert_eq!(
+        wins, 1,
+        "exactly one concurrent update of version 1 may win"
+    );
+
+    let mut handles = vec![];
+    for i in 0..16 {
+        let db = db.clone();
+        handles.push(tokio::spawn(async move {
+            db.idem_begin(begin("race", &format!("req_{i}"), "fp", 5))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut started = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            IdemBeginOutcome::Started { .. } => started += 1,
+            IdemBeginOutcome::InProgress => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        started, 1,
+        "exactly one concurrent first use of a key may run"
+    );
+}
+
+macro_rules! contract {
+    ($modname:ident, $factory:ident) => {
+        mod $modname {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn insert_get_and_conflicts() {
+                let (db, _guard) = $factory().await;
+                super::insert_get_and_conflicts(db).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn transactions_are_atomic_with_their_events() {
+                let (db, _guard) = $factory().await;
+                super::transactions_are_atomic_with_their_events(db).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pagination_newest_first() {
+                let (db, _guard) = $factory().await;
+                super::pagination_newest_first(db).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn events_filter_and_page() {
+                let (db, _guard) = $factory().await;
+                super::events_filter_and_page(db).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn idempotency_keys_follow_stripe() {
+                let (db, _guard) = $factory().await;
+                super::idempotency_keys_follow_stripe(db).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_writers_one_winner() {
+                let (db, _guard) = $factory().await;
+                super::concurrent_writers_one_winner(db).await;
+            }
+        }
+    };
+}
+
+contract!(memory, memory_db);
+contract!(remote, remote_db);
+contract!(postgres, pg_db);
