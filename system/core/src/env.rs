@@ -316,6 +316,8 @@ pub struct Env {
     pub entropy: Arc<dyn Entropy>,
     /// The host (or role) name, used in logs, traces and service identities.
     pub host: Arc<str>,
+    /// Fault points: [`NoFaults`](crate::faults::NoFaults) except in the simulator and tests.
+    pub faults: Arc<dyn crate::faults::FaultInjector>,
 }
 
 impl Env {
@@ -325,6 +327,7 @@ impl Env {
             clock: Arc::new(SystemClock),
             entropy: Arc::new(OsEntropy::new()),
             host: Arc::from(host),
+            faults: Arc::new(crate::faults::NoFaults),
         }
     }
 
@@ -335,6 +338,7 @@ impl Env {
             clock: clock.clone(),
             entropy: Arc::new(SeededEntropy::new(seed, host)),
             host: Arc::from(host),
+            faults: Arc::new(crate::faults::NoFaults),
         };
         (env, clock)
     }
@@ -345,6 +349,19 @@ impl Env {
             host: Arc::from(host),
             ..self.clone()
         }
+    }
+
+    /// The same environment with another fault injector.
+    pub fn with_faults(&self, faults: Arc<dyn crate::faults::FaultInjector>) -> Env {
+        Env {
+            faults,
+            ..self.clone()
+        }
+    }
+
+    /// The action for fault point `point` about `subject` (always `Proceed` in production).
+    pub fn fault(&self, point: &'static str, subject: &str) -> crate::faults::FaultAction {
+        self.faults.at(point, subject)
     }
 
     /// Shorthand for `self.clock.now()`.

@@ -10,6 +10,7 @@ pub mod currency;
 pub mod env;
 pub mod error;
 pub mod event;
+pub mod faults;
 pub mod ids;
 pub mod money;
 pub mod redact;
