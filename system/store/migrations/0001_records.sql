@@ -108,7 +108,7 @@ CREATE INDEX payment_intents_k1 ON payment_intents (k1, created) WHERE k1 IS NOT
 CREATE INDEX payment_intents_k2 ON payment_intents (k2, created) WHERE k2 IS NOT NULL;
 COMMENT ON TABLE payment_intents IS 'PaymentIntents.';
 COMMENT ON COLUMN payment_intents.k1 IS 'customer id';
-COMMENT ON COLUMN payment_intents.k2 IS 'status';
+COMMENT ON COLUMN payment_intents.k2 IS 'status, or pending_op while a capture or void is in flight';
 
 CREATE TABLE charges (
     id      text PRIMARY KEY,
@@ -139,7 +139,7 @@ CREATE INDEX refunds_k1 ON refunds (k1, created) WHERE k1 IS NOT NULL;
 CREATE INDEX refunds_k2 ON refunds (k2, created) WHERE k2 IS NOT NULL;
 COMMENT ON TABLE refunds IS 'Refunds.';
 COMMENT ON COLUMN refunds.k1 IS 'charge id';
-COMMENT ON COLUMN refunds.k2 IS 'payment intent id';
+COMMENT ON COLUMN refunds.k2 IS 'status';
 
 CREATE TABLE payment_attempts (
     id      text PRIMARY KEY,

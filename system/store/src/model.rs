@@ -25,11 +25,11 @@ pub enum Table {
     VaultCards,
     /// Wrapped data-encryption keys (tokenizer only). k1: KEK id, k2: state.
     DataKeys,
-    /// PaymentIntents. k1: customer, k2: status.
+    /// PaymentIntents. k1: customer, k2: status (or `pending_op` while a capture/void is in flight).
     PaymentIntents,
     /// Charges. k1: payment intent.
     Charges,
-    /// Refunds. k1: charge, k2: payment intent.
+    /// Refunds. k1: charge, k2: status.
     Refunds,
     /// Authorization attempts and their recovery points. k1: payment intent, k2: state.
     PaymentAttempts,
