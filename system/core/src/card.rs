@@ -240,3 +240,70 @@ mod tests {
         }
     }
 }
+
+/// Issuing country and funding type for a BIN, from a small built-in table covering Stripe's
+/// documented test cards (by country and funding) and the major networks' defaults. Unknown
+/// BINs give `(None, "unknown")`. The fraud service may use a richer table of its own.
+pub fn bin_info(bin: &str) -> (Option<&'static str>, &'static str) {
+    // Longest prefix first.
+    const TABLE: &[(&str, &str, &str)] = &[
+        ("400000760", "BR", "credit"),
+        ("400000124", "CA", "credit"),
+        ("400000484", "MX", "credit"),
+        ("400000056", "BE", "credit"),
+        ("400000208", "DK", "credit"),
+        ("400000246", "FI", "credit"),
+        ("400000250", "FR", "credit"),
+        ("400000276", "DE", "credit"),
+        ("400000372", "IE", "credit"),
+        ("400000380", "IT", "credit"),
+        ("400000528", "NL", "credit"),
+        ("400000578", "NO", "credit"),
+        ("400000724", "ES", "credit"),
+        ("400000752", "SE", "credit"),
+        ("400000826", "GB", "credit"),
+        ("400000036", "AU", "credit"),
+        ("400000392", "JP", "credit"),
+        ("400000554", "NZ", "credit"),
+        ("400000702", "SG", "credit"),
+        ("400000344", "HK", "credit"),
+        ("400005", "US", "debit"),
+        ("520082", "US", "debit"),
+        ("510510", "US", "prepaid"),
+        ("4", "US", "credit"),
+        ("5", "US", "credit"),
+        ("2", "US", "credit"),
+        ("34", "US", "credit"),
+        ("37", "US", "credit"),
+        ("6011", "US", "credit"),
+        ("65", "US", "credit"),
+        ("35", "JP", "credit"),
+        ("36", "US", "credit"),
+        ("30", "US", "credit"),
+        ("62", "CN", "credit"),
+    ];
+    let mut best: Option<&(&str, &str, &str)> = None;
+    for row in TABLE {
+        if bin.starts_with(row.0) && best.is_none_or(|b| row.0.len() > b.0.len()) {
+            best = Some(row);
+        }
+    }
+    match best {
+        Some((_, country, funding)) => (Some(country), funding),
+        None => (None, "unknown"),
+    }
+}
+
+#[cfg(test)]
+mod bin_tests {
+    use super::*;
+
+    #[test]
+    fn test_card_countries_and_funding() {
+        assert_eq!(bin_info("424242"), (Some("US"), "credit"));
+        assert_eq!(bin_info("400000"), (Some("US"), "credit"));
+        assert_eq!(bin_info("4000007600000002"), (Some("BR"), "credit"));
+        assert_eq!(bin_info("520082"), (Some("US"), "debit"));
+        assert_eq!(bin_info("999999"), (None, "unknown"));
+    }
+}

@@ -160,7 +160,7 @@ impl ServiceDirectory {
 
 /// Issues tokens for outgoing calls, reusing each until shortly before it expires.
 pub struct TokenIssuer {
-    key: ServiceKey,
+    key: Arc<ServiceKey>,
     env: Env,
     ttl: Duration,
     cache: Mutex<BTreeMap<String, (String, Timestamp)>>,
@@ -168,7 +168,7 @@ pub struct TokenIssuer {
 
 impl TokenIssuer {
     /// An issuer signing with `key`, tokens valid for `ttl`.
-    pub fn new(key: ServiceKey, env: Env, ttl: Duration) -> TokenIssuer {
+    pub fn new(key: Arc<ServiceKey>, env: Env, ttl: Duration) -> TokenIssuer {
         TokenIssuer {
             key,
             env,
@@ -335,7 +335,7 @@ mod tests {
         let payments = ServiceKey::generate("payments", &e);
         let mut dir = ServiceDirectory::new();
         dir.insert("payments", payments.verifying_key());
-        let issuer = TokenIssuer::new(payments, env.clone(), Duration::from_secs(60));
+        let issuer = TokenIssuer::new(Arc::new(payments), env.clone(), Duration::from_secs(60));
         let verifier = TokenVerifier::new("tokenizer", dir, env, Duration::from_secs(30));
         (issuer, verifier, clock)
     }
@@ -377,7 +377,10 @@ mod tests {
         let (_, verifier, _) = setup();
         let (env, _) = Env::deterministic("x", 9, Timestamp::from_secs(1_000_000));
         let rogue = TokenIssuer::new(
-            ServiceKey::generate("payments", &SeededEntropy::new(9, "rogue")),
+            Arc::new(ServiceKey::generate(
+                "payments",
+                &SeededEntropy::new(9, "rogue"),
+            )),
             env,
             Duration::from_secs(60),
         );

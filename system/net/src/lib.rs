@@ -7,6 +7,9 @@
 
 pub mod client;
 pub mod identity;
+pub mod logging;
+pub mod metrics;
+pub mod ratelimit;
 pub mod respond;
 pub mod rpc;
 pub mod server;

@@ -68,7 +68,7 @@ async fn service_tokens_gate_routes_by_caller() {
         "tokenizer",
         &base,
         Some(Arc::new(TokenIssuer::new(
-            payments,
+            Arc::new(payments),
             env.clone(),
             Duration::from_secs(60),
         ))),
@@ -86,7 +86,7 @@ async fn service_tokens_gate_routes_by_caller() {
         "tokenizer",
         &base,
         Some(Arc::new(TokenIssuer::new(
-            api,
+            Arc::new(api),
             env.clone(),
             Duration::from_secs(60),
         ))),

@@ -30,6 +30,9 @@ pub struct TokenizeRequest {
     pub account: AccountId,
     /// The card.
     pub card: CardInput,
+    /// Derives the token id: a re-run of the same API request finds the same vault record.
+    #[serde(default)]
+    pub request_key: Option<String>,
 }
 
 /// A vaulted card: its token and what may be known about it.
