@@ -10,8 +10,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use pay_core::{
-    AccountId, ApiError, ChargeId, Currency, CustomerId, Event, PaymentIntentId, PaymentMethodId,
-    RefundId, SecretString,
+    AccountId, ApiError, ChargeId, Currency, CustomerId, Event, PaymentIntentId, PaymentMethodId, RefundId,
+    SecretString,
 };
 use pay_proto::objects::*;
 use pay_proto::payments::*;
@@ -107,27 +107,17 @@ fn list_json<T: serde::Serialize>(data: Vec<T>, has_more: bool, url: &str) -> An
 fn parse_currency(p: &mut Params, name: &str) -> Result<Option<Currency>, ApiError> {
     match p.opt_str(name)? {
         None => Ok(None),
-        Some(c) => Currency::parse(&c).map(Some).map_err(|e| {
-            ApiError::invalid_param(
-                &p.path(name),
-                "parameter_invalid",
-                format!("Invalid currency: {e}"),
-            )
-        }),
+        Some(c) => Currency::parse(&c)
+            .map(Some)
+            .map_err(|e| ApiError::invalid_param(&p.path(name), "parameter_invalid", format!("Invalid currency: {e}"))),
     }
 }
 
 fn parse_id<T: std::str::FromStr>(value: &str, kind: &str, param: &str) -> Result<T, ApiError> {
-    value
-        .parse::<T>()
-        .map_err(|_| ApiError::no_such(kind, param, value))
+    value.parse::<T>().map_err(|_| ApiError::no_such(kind, param, value))
 }
 
-fn opt_id<T: std::str::FromStr>(
-    p: &mut Params,
-    name: &str,
-    kind: &str,
-) -> Result<Option<T>, ApiError> {
+fn opt_id<T: std::str::FromStr>(p: &mut Params, name: &str, kind: &str) -> Result<Option<T>, ApiError> {
     match p.opt_text(name, 255)? {
         None => Ok(None),
         Some(v) => parse_id::<T>(&v, kind, name).map(Some),
@@ -137,9 +127,8 @@ fn opt_id<T: std::str::FromStr>(
 fn validate_email(p: &Params, name: &str, e: &Option<String>) -> Result<(), ApiError> {
     if let Some(e) = e {
         let valid = e.len() <= 512
-            && e.split_once('@').is_some_and(|(l, d)| {
-                !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
-            })
+            && e.split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.'))
             && !e.contains(char::is_whitespace);
         if !valid {
             return Err(ApiError::invalid_param(
@@ -196,12 +185,7 @@ async fn body(b: Body, api: &Api) -> Result<axum::body::Bytes, Response> {
 
 macro_rules! post_handler {
     ($name:ident, $parse:expr, $exec:ident) => {
-        async fn $name(
-            State(api): S,
-            Extension(ctx): Extension<Ctx>,
-            headers: HeaderMap,
-            b: Body,
-        ) -> Response {
+        async fn $name(State(api): S, Extension(ctx): Extension<Ctx>, headers: HeaderMap, b: Body) -> Response {
             let bytes = match body(b, &api).await {
                 Ok(b) => b,
                 Err(r) => return r,
@@ -239,11 +223,7 @@ macro_rules! get_handler {
         }
     };
     ($name:ident, path, $exec:ident) => {
-        async fn $name(
-            State(api): S,
-            Extension(ctx): Extension<Ctx>,
-            Path(id): Path<String>,
-        ) -> Response {
+        async fn $name(State(api): S, Extension(ctx): Extension<Ctx>, Path(id): Path<String>) -> Response {
             answer_response(async { api.$exec(&ctx, id, Api::query_params(&ctx)?).await }.await)
         }
     };
@@ -280,20 +260,12 @@ fn parse_create_pm(p: &mut Params) -> Result<CreatePm, ApiError> {
     let cvc = c.opt_text("cvc", 8)?;
     c.finish()?;
     let exp_month = u32::try_from(exp_month).map_err(|_| {
-        ApiError::card_declined(
-            "invalid_expiry_month",
-            None,
-            "Your card's expiration month is invalid.",
-        )
-        .with_param("card[exp_month]")
+        ApiError::card_declined("invalid_expiry_month", None, "Your card's expiration month is invalid.")
+            .with_param("card[exp_month]")
     })?;
     let exp_year = i32::try_from(exp_year).map_err(|_| {
-        ApiError::card_declined(
-            "invalid_expiry_year",
-            None,
-            "Your card's expiration year is invalid.",
-        )
-        .with_param("card[exp_year]")
+        ApiError::card_declined("invalid_expiry_year", None, "Your card's expiration year is invalid.")
+            .with_param("card[exp_year]")
     })?;
     let mut billing = BillingDetails::default();
     if let Some(mut b) = p.opt_map("billing_details")? {
@@ -334,11 +306,7 @@ fn pm_object(
         card: PaymentMethodCard {
             brand: card.brand,
             checks: CardChecks {
-                cvc_check: if cvc_held {
-                    Some(CheckResult::Unchecked)
-                } else {
-                    None
-                },
+                cvc_check: if cvc_held { Some(CheckResult::Unchecked) } else { None },
                 ..CardChecks::default()
             },
             country: card.country.clone(),
@@ -362,11 +330,7 @@ fn pm_object(
 }
 
 impl Api {
-    async fn load_pm(
-        &self,
-        account: &AccountId,
-        id: &str,
-    ) -> Result<Versioned<PaymentMethodRecord>, ApiError> {
+    async fn load_pm(&self, account: &AccountId, id: &str) -> Result<Versioned<PaymentMethodRecord>, ApiError> {
         let _: PaymentMethodId = parse_id(id, "PaymentMethod", "payment_method")?;
         self.db
             .get_owned::<PaymentMethodRecord>(account.as_str(), id)
@@ -430,14 +394,7 @@ impl Api {
             .await
             .map_err(call)?;
         let now = self.env.now();
-        let pm = pm_object(
-            id,
-            &tok.card,
-            tok.cvc_held,
-            req.billing,
-            req.metadata,
-            now.unix_secs(),
-        );
+        let pm = pm_object(id, &tok.card, tok.cvc_held, req.billing, req.metadata, now.unix_secs());
         let rec = PaymentMethodRecord {
             account: account.clone(),
             pm: pm.clone(),
@@ -466,12 +423,7 @@ impl Api {
             match e.as_str() {
                 "customer" => {
                     if let Some(c) = &pm.customer {
-                        if let Some(rec) = self
-                            .db
-                            .get::<CustomerRecord>(c.as_str())
-                            .await
-                            .map_err(store)?
-                        {
+                        if let Some(rec) = self.db.get::<CustomerRecord>(c.as_str()).await.map_err(store)? {
                             v["customer"] = to_json(&rec.value.customer);
                         }
                     }
@@ -515,13 +467,7 @@ impl Api {
         )
     }
 
-    async fn exec_update_pm(
-        &self,
-        ctx: &Ctx,
-        id: String,
-        req: UpdatePm,
-        _key: Option<String>,
-    ) -> Answer {
+    async fn exec_update_pm(&self, ctx: &Ctx, id: String, req: UpdatePm, _key: Option<String>) -> Answer {
         for _ in 0..8 {
             let Versioned {
                 version,
@@ -550,16 +496,9 @@ impl Api {
         Err(ApiError::unavailable("Concurrent updates; retry."))
     }
 
-    async fn exec_attach_pm(
-        &self,
-        ctx: &Ctx,
-        id: String,
-        req: AttachPm,
-        _key: Option<String>,
-    ) -> Answer {
+    async fn exec_attach_pm(&self, ctx: &Ctx, id: String, req: AttachPm, _key: Option<String>) -> Answer {
         let account = &ctx.principal.account;
-        self.load_customer(account, req.customer.as_str(), "customer")
-            .await?;
+        self.load_customer(account, req.customer.as_str(), "customer").await?;
         for _ in 0..8 {
             let Versioned {
                 version,
@@ -577,11 +516,8 @@ impl Api {
             }
             rec.pm.customer = Some(req.customer.clone());
             let mut txn = self.db.txn();
-            txn.update(version, &rec).event(self.event(
-                ctx,
-                "payment_method.attached",
-                to_json(&rec.pm),
-            ));
+            txn.update(version, &rec)
+                .event(self.event(ctx, "payment_method.attached", to_json(&rec.pm)));
             match self.db.commit(txn).await {
                 Ok(_) => return self.render_pm(rec.pm, &req.expand).await,
                 Err(StoreError::Conflict { .. }) => continue,
@@ -591,28 +527,22 @@ impl Api {
         Err(ApiError::unavailable("Concurrent updates; retry."))
     }
 
-    async fn exec_detach_pm(
-        &self,
-        ctx: &Ctx,
-        id: String,
-        expand: Vec<String>,
-        _key: Option<String>,
-    ) -> Answer {
+    async fn exec_detach_pm(&self, ctx: &Ctx, id: String, expand: Vec<String>, _key: Option<String>) -> Answer {
         for _ in 0..8 {
             let Versioned {
                 version,
                 value: mut rec,
             } = self.load_pm(&ctx.principal.account, &id).await?;
             if rec.pm.customer.is_none() {
-                return Err(ApiError::unexpected_state("payment_method_unexpected_state", "The payment method you provided is not attached to a customer so detachment is impossible."));
+                return Err(ApiError::unexpected_state(
+                    "payment_method_unexpected_state",
+                    "The payment method you provided is not attached to a customer so detachment is impossible.",
+                ));
             }
             rec.pm.customer = None;
             let mut txn = self.db.txn();
-            txn.update(version, &rec).event(self.event(
-                ctx,
-                "payment_method.detached",
-                to_json(&rec.pm),
-            ));
+            txn.update(version, &rec)
+                .event(self.event(ctx, "payment_method.detached", to_json(&rec.pm)));
             match self.db.commit(txn).await {
                 Ok(_) => return self.render_pm(rec.pm, &expand).await,
                 Err(StoreError::Conflict { .. }) => continue,
@@ -654,16 +584,13 @@ fn parse_update_pm(p: &mut Params) -> Result<UpdatePm, ApiError> {
         exp_month = c
             .opt_i64("exp_month")?
             .map(|m| {
-                u32::try_from(m)
-                    .ok()
-                    .filter(|m| (1..=12).contains(m))
-                    .ok_or_else(|| {
-                        ApiError::invalid_param(
-                            "card[exp_month]",
-                            "invalid_expiry_month",
-                            "Your card's expiration month is invalid.",
-                        )
-                    })
+                u32::try_from(m).ok().filter(|m| (1..=12).contains(m)).ok_or_else(|| {
+                    ApiError::invalid_param(
+                        "card[exp_month]",
+                        "invalid_expiry_month",
+                        "Your card's expiration month is invalid.",
+                    )
+                })
             })
             .transpose()?;
         exp_year = c
@@ -712,12 +639,7 @@ fn cannot_expand(path: &str) -> ApiError {
     )
 }
 
-fn list_query(
-    ctx: &Ctx,
-    table: Table,
-    lp: &ListParams,
-    filter: Option<(Index, String)>,
-) -> ListQuery {
+fn list_query(ctx: &Ctx, table: Table, lp: &ListParams, filter: Option<(Index, String)>) -> ListQuery {
     ListQuery {
         table,
         account: ctx.principal.account.to_string(),
@@ -793,12 +715,7 @@ fn parse_customer(p: &mut Params) -> Result<CustomerParams, ApiError> {
 }
 
 impl Api {
-    async fn exec_create_customer(
-        &self,
-        ctx: &Ctx,
-        req: CustomerParams,
-        key: Option<String>,
-    ) -> Answer {
+    async fn exec_create_customer(&self, ctx: &Ctx, req: CustomerParams, key: Option<String>) -> Answer {
         let account = &ctx.principal.account;
         let id = match &key {
             Some(k) => CustomerId::derived(&[account.as_str(), k]),
@@ -822,10 +739,7 @@ impl Api {
             description: req.description.flatten(),
             email: req.email.flatten(),
             invoice_settings: InvoiceSettings {
-                default_payment_method: req
-                    .default_payment_method
-                    .clone()
-                    .or(req.payment_method.clone()),
+                default_payment_method: req.default_payment_method.clone().or(req.payment_method.clone()),
             },
             livemode: false,
             metadata: new_metadata(req.metadata),
@@ -842,10 +756,7 @@ impl Api {
         txn.insert(&rec)
             .event(self.event(ctx, "customer.created", to_json(&customer)));
         if let Some(pm_id) = &req.payment_method {
-            let Versioned {
-                version,
-                value: mut pm,
-            } = self.load_pm(account, pm_id.as_str()).await?;
+            let Versioned { version, value: mut pm } = self.load_pm(account, pm_id.as_str()).await?;
             if pm.pm.customer.is_some() {
                 return Err(ApiError::unexpected_state(
                     "payment_method_unexpected_state",
@@ -854,11 +765,8 @@ impl Api {
                 .with_param("payment_method"));
             }
             pm.pm.customer = Some(id.clone());
-            txn.update(version, &pm).event(self.event(
-                ctx,
-                "payment_method.attached",
-                to_json(&pm.pm),
-            ));
+            txn.update(version, &pm)
+                .event(self.event(ctx, "payment_method.attached", to_json(&pm.pm)));
         }
         match self.db.commit(txn).await {
             Ok(_)
@@ -889,20 +797,12 @@ impl Api {
         }
     }
 
-    async fn exec_update_customer(
-        &self,
-        ctx: &Ctx,
-        id: String,
-        req: CustomerParams,
-        _key: Option<String>,
-    ) -> Answer {
+    async fn exec_update_customer(&self, ctx: &Ctx, id: String, req: CustomerParams, _key: Option<String>) -> Answer {
         for _ in 0..8 {
             let Versioned {
                 version,
                 value: mut rec,
-            } = self
-                .load_customer(&ctx.principal.account, &id, "id")
-                .await?;
+            } = self.load_customer(&ctx.principal.account, &id, "id").await?;
             let before = to_json(&rec.customer);
             let c = &mut rec.customer;
             if let Some(e) = req.email.clone() {
@@ -944,16 +844,11 @@ impl Api {
             let Versioned {
                 version,
                 value: mut rec,
-            } = self
-                .load_customer(&ctx.principal.account, &id, "id")
-                .await?;
+            } = self.load_customer(&ctx.principal.account, &id, "id").await?;
             rec.deleted = true;
             let mut txn = self.db.txn();
-            txn.update(version, &rec).event(self.event(
-                ctx,
-                "customer.deleted",
-                to_json(&rec.customer),
-            ));
+            txn.update(version, &rec)
+                .event(self.event(ctx, "customer.deleted", to_json(&rec.customer)));
             match self.db.commit(txn).await {
                 Ok(_) => {
                     return ok(&pay_proto::objects::Deleted {
@@ -1061,8 +956,8 @@ fn ignore_compat(p: &mut Params) -> Result<(), ApiError> {
 
 fn parse_create_pi(p: &mut Params) -> Result<CreatePi, ApiError> {
     let amount = p.req_i64("amount")?;
-    let currency =
-        parse_currency(p, "currency")?.ok_or_else(|| ApiError::missing_param("currency"))?;
+    let currency = parse_currency(p, "currency")?.ok_or_else(|| ApiError::missing_param("currency"))?;
+    pay_core::money::validate_charge_amount("amount", amount, currency)?;
     let receipt_email = p.opt_text("receipt_email", 512)?;
     validate_email(p, "receipt_email", &receipt_email)?;
     let r = CreatePi {
@@ -1070,15 +965,9 @@ fn parse_create_pi(p: &mut Params) -> Result<CreatePi, ApiError> {
         currency,
         customer: opt_id(p, "customer", "customer")?,
         payment_method: opt_id(p, "payment_method", "PaymentMethod")?,
-        capture_method: capture_method(p.opt_enum(
-            "capture_method",
-            &["automatic", "automatic_async", "manual"],
-        )?)
-        .unwrap_or_default(),
-        confirmation_method: match p
-            .opt_enum("confirmation_method", &["automatic", "manual"])?
-            .as_deref()
-        {
+        capture_method: capture_method(p.opt_enum("capture_method", &["automatic", "automatic_async", "manual"])?)
+            .unwrap_or_default(),
+        confirmation_method: match p.opt_enum("confirmation_method", &["automatic", "manual"])?.as_deref() {
             Some("manual") => ConfirmationMethod::Manual,
             _ => ConfirmationMethod::Automatic,
         },
@@ -1106,16 +995,17 @@ fn parse_update_pi(p: &mut Params) -> Result<UpdatePi, ApiError> {
         currency: parse_currency(p, "currency")?,
         ..UpdateIntent::default()
     };
+    // Without a currency the payment service checks the amount against the intent's.
+    if let (Some(a), Some(c)) = (upd.amount, upd.currency) {
+        pay_core::money::validate_charge_amount("amount", a, c)?;
+    }
     if let Some(c) = p.opt_clearable("customer", 255)? {
         upd.customer = Some(
             c.map(|c| parse_id::<CustomerId>(&c, "customer", "customer"))
                 .transpose()?,
         );
     }
-    upd.capture_method = capture_method(p.opt_enum(
-        "capture_method",
-        &["automatic", "automatic_async", "manual"],
-    )?);
+    upd.capture_method = capture_method(p.opt_enum("capture_method", &["automatic", "automatic_async", "manual"])?);
     upd.description = p.opt_clearable("description", 1000)?;
     match p.metadata()? {
         None => {}
@@ -1150,10 +1040,7 @@ fn parse_confirm(p: &mut Params) -> Result<ConfirmPi, ApiError> {
     validate_email(p, "receipt_email", &receipt_email)?;
     let r = ConfirmPi {
         payment_method: opt_id(p, "payment_method", "PaymentMethod")?,
-        capture_method: capture_method(p.opt_enum(
-            "capture_method",
-            &["automatic", "automatic_async", "manual"],
-        )?),
+        capture_method: capture_method(p.opt_enum("capture_method", &["automatic", "automatic_async", "manual"])?),
         receipt_email,
         expand: p.expand()?,
     };
@@ -1188,12 +1075,7 @@ fn parse_cancel(p: &mut Params) -> Result<CancelPi, ApiError> {
     Ok(CancelPi {
         reason: p.opt_enum(
             "cancellation_reason",
-            &[
-                "duplicate",
-                "fraudulent",
-                "requested_by_customer",
-                "abandoned",
-            ],
+            &["duplicate", "fraudulent", "requested_by_customer", "abandoned"],
         )?,
         expand: p.expand()?,
     })
@@ -1239,12 +1121,7 @@ impl Api {
     }
 
     /// Renders an intent, expanding what was asked.
-    async fn render_pi(
-        &self,
-        ctx: &Ctx,
-        pi: &PaymentIntent,
-        expand: &[String],
-    ) -> Result<serde_json::Value, ApiError> {
+    async fn render_pi(&self, ctx: &Ctx, pi: &PaymentIntent, expand: &[String]) -> Result<serde_json::Value, ApiError> {
         let mut v = to_json(pi);
         for e in expand {
             match e.as_str() {
@@ -1261,23 +1138,13 @@ impl Api {
                 }
                 "payment_method" => {
                     if let Some(pm) = &pi.payment_method {
-                        v["payment_method"] = to_json(
-                            &self
-                                .load_pm(&ctx.principal.account, pm.as_str())
-                                .await?
-                                .value
-                                .pm,
-                        );
+                        v["payment_method"] =
+                            to_json(&self.load_pm(&ctx.principal.account, pm.as_str()).await?.value.pm);
                     }
                 }
                 "customer" => {
                     if let Some(c) = &pi.customer {
-                        if let Some(rec) = self
-                            .db
-                            .get::<CustomerRecord>(c.as_str())
-                            .await
-                            .map_err(store)?
-                        {
+                        if let Some(rec) = self.db.get::<CustomerRecord>(c.as_str()).await.map_err(store)? {
                             v["customer"] = to_json(&rec.value.customer);
                         }
                     }
@@ -1288,12 +1155,7 @@ impl Api {
         Ok(v)
     }
 
-    async fn pi_answer(
-        &self,
-        ctx: &Ctx,
-        r: Result<PaymentIntent, pay_net::CallError>,
-        expand: &[String],
-    ) -> Answer {
+    async fn pi_answer(&self, ctx: &Ctx, r: Result<PaymentIntent, pay_net::CallError>, expand: &[String]) -> Answer {
         match r {
             Ok(pi) => {
                 self.metrics.inc(
@@ -1329,9 +1191,8 @@ impl Api {
             None => None,
         };
         if req.confirm && pm.is_none() {
-            return Err(ApiError::missing_param("payment_method").tap_message(
-                "You must provide a payment_method when confirming a PaymentIntent at creation.",
-            ));
+            return Err(ApiError::missing_param("payment_method")
+                .tap_message("You must provide a payment_method when confirming a PaymentIntent at creation."));
         }
         let create = CreateIntent {
             account: account.clone(),
@@ -1363,9 +1224,7 @@ impl Api {
             .get_intent(&ctx.principal.account, &pid)
             .await
             .map_err(call)?;
-        if ctx.principal.kind == crate::keys::KeyKind::Publishable
-            && (secret.is_none() || secret != pi.client_secret)
-        {
+        if ctx.principal.kind == crate::keys::KeyKind::Publishable && (secret.is_none() || secret != pi.client_secret) {
             return Err(ApiError::no_such("payment_intent", "intent", &id));
         }
         let mut v = self.render_pi(ctx, &pi, &expand).await?;
@@ -1379,13 +1238,7 @@ impl Api {
         Ok((StatusCode::OK, v))
     }
 
-    async fn exec_update_pi(
-        &self,
-        ctx: &Ctx,
-        id: String,
-        mut req: UpdatePi,
-        _key: Option<String>,
-    ) -> Answer {
+    async fn exec_update_pi(&self, ctx: &Ctx, id: String, mut req: UpdatePi, _key: Option<String>) -> Answer {
         let pid: PaymentIntentId = parse_id(&id, "payment_intent", "intent")?;
         if let Some(pm) = &req.payment_method {
             let current = self
@@ -1426,13 +1279,7 @@ impl Api {
         list_json(page.data, page.has_more, "/v1/payment_intents")
     }
 
-    async fn exec_confirm(
-        &self,
-        ctx: &Ctx,
-        id: String,
-        req: ConfirmPi,
-        _key: Option<String>,
-    ) -> Answer {
+    async fn exec_confirm(&self, ctx: &Ctx, id: String, req: ConfirmPi, _key: Option<String>) -> Answer {
         let pid: PaymentIntentId = parse_id(&id, "payment_intent", "intent")?;
         let current = self
             .payments
@@ -1440,10 +1287,7 @@ impl Api {
             .await
             .map_err(call)?;
         let pm = match &req.payment_method {
-            Some(pm) => Some(
-                self.pm_for_intent(ctx, pm, current.customer.as_ref())
-                    .await?,
-            ),
+            Some(pm) => Some(self.pm_for_intent(ctx, pm, current.customer.as_ref()).await?),
             None => None,
         };
         let confirm = ConfirmIntent {
@@ -1459,13 +1303,7 @@ impl Api {
         self.pi_answer(ctx, r, &req.expand).await
     }
 
-    async fn exec_capture(
-        &self,
-        ctx: &Ctx,
-        id: String,
-        req: CapturePi,
-        _key: Option<String>,
-    ) -> Answer {
+    async fn exec_capture(&self, ctx: &Ctx, id: String, req: CapturePi, _key: Option<String>) -> Answer {
         let pid: PaymentIntentId = parse_id(&id, "payment_intent", "intent")?;
         let r = self
             .payments
@@ -1481,13 +1319,7 @@ impl Api {
         self.pi_answer(ctx, r, &req.expand).await
     }
 
-    async fn exec_cancel(
-        &self,
-        ctx: &Ctx,
-        id: String,
-        req: CancelPi,
-        _key: Option<String>,
-    ) -> Answer {
+    async fn exec_cancel(&self, ctx: &Ctx, id: String, req: CancelPi, _key: Option<String>) -> Answer {
         let pid: PaymentIntentId = parse_id(&id, "payment_intent", "intent")?;
         let r = self
             .payments
@@ -1532,16 +1364,14 @@ fn parse_create_refund(p: &mut Params) -> Result<CreateRefundParams, ApiError> {
         payment_intent: opt_id(p, "payment_intent", "payment_intent")?,
         charge: opt_id(p, "charge", "charge")?,
         amount: p.opt_i64("amount")?,
-        reason: p.opt_enum(
-            "reason",
-            &["duplicate", "fraudulent", "requested_by_customer"],
-        )?,
+        reason: p.opt_enum("reason", &["duplicate", "fraudulent", "requested_by_customer"])?,
         metadata: new_metadata(p.metadata()?),
         expand: p.expand()?,
     };
     if r.payment_intent.is_none() && r.charge.is_none() {
-        return Err(ApiError::missing_param("payment_intent")
-            .tap_message("One of charge or payment_intent is required."));
+        return Err(
+            ApiError::missing_param("payment_intent").tap_message("One of charge or payment_intent is required.")
+        );
     }
     if r.payment_intent.is_some() && r.charge.is_some() {
         return Err(ApiError::invalid_request(
@@ -1562,12 +1392,7 @@ fn parse_create_refund(p: &mut Params) -> Result<CreateRefundParams, ApiError> {
 }
 
 impl Api {
-    async fn exec_create_refund(
-        &self,
-        ctx: &Ctx,
-        req: CreateRefundParams,
-        key: Option<String>,
-    ) -> Answer {
+    async fn exec_create_refund(&self, ctx: &Ctx, req: CreateRefundParams, key: Option<String>) -> Answer {
         let create = CreateRefund {
             account: ctx.principal.account.clone(),
             request_key: key,
@@ -1712,18 +1537,10 @@ impl Api {
             ),
             other => store(other),
         })?;
-        let mut data: Vec<Event> = page
-            .items
-            .into_iter()
-            .map(|e| render_event(e.event))
-            .collect();
+        let mut data: Vec<Event> = page.items.into_iter().map(|e| render_event(e.event)).collect();
         let mut has_more = page.has_more;
         if let Some(types) = &types {
-            data.retain(|e| {
-                types
-                    .iter()
-                    .any(|t| pay_store::event_kind_matches(t, &e.kind))
-            });
+            data.retain(|e| types.iter().any(|t| pay_store::event_kind_matches(t, &e.kind)));
             if data.len() > lp.limit as usize {
                 data.truncate(lp.limit as usize);
                 has_more = true;
@@ -1792,9 +1609,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/customers", post(create_customer).get(list_customers))
         .route(
             "/v1/customers/{id}",
-            get(get_customer)
-                .post(update_customer)
-                .delete(delete_customer),
+            get(get_customer).post(update_customer).delete(delete_customer),
         )
         .route("/v1/payment_intents", post(create_pi).get(list_pi))
         .route("/v1/payment_intents/{id}", get(get_pi).post(update_pi))
@@ -1815,10 +1630,6 @@ pub fn router(api: Arc<Api>) -> Router {
 async fn not_found(Extension(ctx): Extension<Ctx>) -> Response {
     let shown: String = ctx.path.chars().take(100).collect();
     pay_net::api_error_response(
-        &ApiError::invalid_request(format!(
-            "Unrecognized request URL ({} {shown}).",
-            ctx.method
-        ))
-        .with_status(404),
+        &ApiError::invalid_request(format!("Unrecognized request URL ({} {shown}).", ctx.method)).with_status(404),
     )
 }

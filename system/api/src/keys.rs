@@ -125,10 +125,7 @@ pub async fn create_keys(
     };
     let secret = format!("sk_test_{}", pay_core::ids::random_base62(entropy, 32));
     let publishable = format!("pk_test_{}", pay_core::ids::random_base62(entropy, 32));
-    for (key, kind) in [
-        (&secret, KeyKind::Secret),
-        (&publishable, KeyKind::Publishable),
-    ] {
+    for (key, kind) in [(&secret, KeyKind::Secret), (&publishable, KeyKind::Publishable)] {
         txn.insert(&ApiKeyRecord {
             digest: digest(key),
             key_id: ApiKeyId::generate(entropy),
@@ -182,9 +179,7 @@ impl KeyResolver {
     pub async fn resolve(&self, key: &str, now: Timestamp) -> Result<Principal, ApiError> {
         let masked = mask_key(key);
         if !(key.starts_with("sk_test_") || key.starts_with("pk_test_")) || key.len() > 128 {
-            return Err(ApiError::unauthenticated(format!(
-                "Invalid API Key provided: {masked}"
-            )));
+            return Err(ApiError::unauthenticated(format!("Invalid API Key provided: {masked}")));
         }
         let d = digest(key);
         if let Ok(cache) = self.cache.lock() {
@@ -214,13 +209,10 @@ impl KeyResolver {
                 }
                 Ok(p)
             }
-            Some(_) => Err(ApiError::unauthenticated(format!(
-                "The API key provided has been revoked: {masked}"
-            ))
-            .with_status(401)),
-            None => Err(ApiError::unauthenticated(format!(
-                "Invalid API Key provided: {masked}"
-            ))),
+            Some(_) => Err(
+                ApiError::unauthenticated(format!("The API key provided has been revoked: {masked}")).with_status(401),
+            ),
+            None => Err(ApiError::unauthenticated(format!("Invalid API Key provided: {masked}"))),
         }
     }
 }
@@ -265,10 +257,7 @@ mod tests {
             r.resolve(&keys.publishable, env.now()).await.unwrap().kind,
             KeyKind::Publishable
         );
-        let e = r
-            .resolve("sk_test_nope_nope_nope", env.now())
-            .await
-            .unwrap_err();
+        let e = r.resolve("sk_test_nope_nope_nope", env.now()).await.unwrap_err();
         assert_eq!(e.status, 401);
         assert!(!e.message.contains("nope_nope_nope"));
         let dump = serde_json::to_string(&mem.dump()).unwrap();

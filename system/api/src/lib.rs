@@ -142,10 +142,7 @@ pub fn ok<T: Serialize>(v: &T) -> Answer {
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (
         status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
         body,
     )
         .into_response()
@@ -204,7 +201,9 @@ impl Api {
         } else if ct.is_empty() || ct.starts_with("application/x-www-form-urlencoded") {
             parse_form(body)
         } else {
-            Err(ApiError::invalid_request("Unsupported Content-Type: send application/x-www-form-urlencoded or application/json."))
+            Err(ApiError::invalid_request(
+                "Unsupported Content-Type: send application/x-www-form-urlencoded or application/json.",
+            ))
         }
     }
 
@@ -218,14 +217,7 @@ impl Api {
     /// downstream services use to derive the ids of what they create, so a request re-run
     /// after a crash resumes rather than repeats. Answers below 500 are saved; 5xx answers
     /// release the key, because every downstream step is resumable and a retry is safe.
-    pub async fn post<T, P, F, Fut>(
-        &self,
-        ctx: &Ctx,
-        headers: &HeaderMap,
-        body: &[u8],
-        parse: P,
-        exec: F,
-    ) -> Response
+    pub async fn post<T, P, F, Fut>(&self, ctx: &Ctx, headers: &HeaderMap, body: &[u8], parse: P, exec: F) -> Response
     where
         P: FnOnce(&mut Params) -> Result<T, ApiError>,
         F: FnOnce(T, Option<String>) -> Fut,
@@ -263,18 +255,13 @@ impl Api {
             fingerprint,
             owner: ctx.request_id.clone(),
             now: now.millis(),
-            lock_timeout_ms: i64::try_from(self.config.idempotency_lock_timeout.as_millis())
-                .unwrap_or(i64::MAX),
+            lock_timeout_ms: i64::try_from(self.config.idempotency_lock_timeout.as_millis()).unwrap_or(i64::MAX),
             expires_at: now.plus(self.config.idempotency_ttl).millis(),
         };
         match self.db.idem_begin(begin).await {
             Err(e) => api_error_response(&e.into_api_error()),
-            Ok(IdemBeginOutcome::InProgress) => {
-                api_error_response(&ApiError::idempotency_key_in_use())
-            }
-            Ok(IdemBeginOutcome::Mismatch) => {
-                api_error_response(&ApiError::idempotency_key_reused())
-            }
+            Ok(IdemBeginOutcome::InProgress) => api_error_response(&ApiError::idempotency_key_in_use()),
+            Ok(IdemBeginOutcome::Mismatch) => api_error_response(&ApiError::idempotency_key_reused()),
             Ok(IdemBeginOutcome::Completed { status, body }) => {
                 self.metrics.inc(
                     "api_idempotent_replays_total",
@@ -346,10 +333,7 @@ impl Api {
         };
         let (forwarded_for, forwarded_id) = {
             let header = |name: &str| -> Option<String> {
-                req.headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
+                req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
             };
             (header("x-forwarded-for"), header("x-request-id"))
         };
@@ -403,12 +387,8 @@ impl Api {
             Ok(p) => p,
             Err(e) => {
                 if e.status == 401 {
-                    self.metrics.inc(
-                        "api_auth_failures_total",
-                        "Failed API authentications.",
-                        &[],
-                        1,
-                    );
+                    self.metrics
+                        .inc("api_auth_failures_total", "Failed API authentications.", &[], 1);
                     tracing::warn!(request_id, client_ip, key = %keys::mask_key(&key), "authentication failed");
                     if let Err(wait) = self.auth_fail_limiter.check(client_ip, now) {
                         return Some(api_error_response(&ApiError::rate_limited(wait)));
@@ -426,9 +406,7 @@ impl Api {
             );
             return Some(api_error_response(&ApiError::rate_limited(wait)));
         }
-        if principal.kind == KeyKind::Publishable
-            && !publishable_allowed(req.method(), req.uri().path())
-        {
+        if principal.kind == KeyKind::Publishable && !publishable_allowed(req.method(), req.uri().path()) {
             return Some(api_error_response(&ApiError::forbidden(
                 "secret_key_required",
                 "This API call cannot be made with a publishable API key. Please use a secret API key.",
@@ -463,28 +441,18 @@ impl Api {
 
 fn publishable_allowed(method: &Method, path: &str) -> bool {
     (method == Method::POST && path == "/v1/payment_methods")
-        || (method == Method::GET
-            && path.starts_with("/v1/payment_intents/")
-            && path.matches('/').count() == 3)
+        || (method == Method::GET && path.starts_with("/v1/payment_intents/") && path.matches('/').count() == 3)
 }
 
 /// The API key from `Authorization: Bearer …` or Basic with the key as user name.
 fn bearer_key(headers: &HeaderMap) -> Option<String> {
     use base64::Engine as _;
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    if let Some(k) = v
-        .strip_prefix("Bearer ")
-        .or_else(|| v.strip_prefix("bearer "))
-    {
+    if let Some(k) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
         return Some(k.trim().to_owned());
     }
-    if let Some(b) = v
-        .strip_prefix("Basic ")
-        .or_else(|| v.strip_prefix("basic "))
-    {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(b.trim())
-            .ok()?;
+    if let Some(b) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()?;
         let s = String::from_utf8(decoded).ok()?;
         return Some(s.split(':').next().unwrap_or("").to_owned()).filter(|k| !k.is_empty());
     }
@@ -509,14 +477,11 @@ pub fn answer_response(a: Answer) -> Response {
 /// The body limit as a response for oversized requests (used by the router).
 pub fn too_large(limit: usize) -> Response {
     api_error_response(
-        &ApiError::invalid_request(format!("Request body too large (limit {limit} bytes)."))
-            .with_status(413),
+        &ApiError::invalid_request(format!("Request body too large (limit {limit} bytes).")).with_status(413),
     )
 }
 
 /// Reads a request body up to `limit` bytes.
 pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large(limit))
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))
 }

@@ -90,12 +90,7 @@ enum Node {
     },
 }
 
-fn insert(
-    node: &mut BTreeMap<String, Node>,
-    path: &[String],
-    value: String,
-    full: &str,
-) -> Result<(), ApiError> {
+fn insert(node: &mut BTreeMap<String, Node>, path: &[String], value: String, full: &str) -> Result<(), ApiError> {
     let dup = || {
         ApiError::invalid_request(format!(
             "Received conflicting or duplicate values for parameter: {}",
@@ -144,19 +139,12 @@ fn finish_node(n: Node) -> Param {
     match n {
         Node::Leaf(s) => Param::Str(s),
         Node::Branch {
-            children,
-            all_index,
-            ..
+            children, all_index, ..
         } => {
             if all_index && !children.is_empty() {
                 Param::List(children.into_values().map(finish_node).collect())
             } else {
-                Param::Map(
-                    children
-                        .into_iter()
-                        .map(|(k, v)| (unpad(k), finish_node(v)))
-                        .collect(),
-                )
+                Param::Map(children.into_iter().map(|(k, v)| (unpad(k), finish_node(v))).collect())
             }
         }
     }
@@ -197,22 +185,17 @@ pub fn parse_form(body: &[u8]) -> Result<BTreeMap<String, Param>, ApiError> {
 
 /// Parses a JSON object body.
 pub fn parse_json(body: &[u8]) -> Result<BTreeMap<String, Param>, ApiError> {
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid_request(format!("Invalid JSON body: {}", shown(&e.to_string())))
-    })?;
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid_request(format!("Invalid JSON body: {}", shown(&e.to_string()))))?;
     match from_json(v, 0)? {
         Param::Map(m) => Ok(m),
-        _ => Err(ApiError::invalid_request(
-            "The JSON body must be an object.",
-        )),
+        _ => Err(ApiError::invalid_request("The JSON body must be an object.")),
     }
 }
 
 fn from_json(v: serde_json::Value, depth: usize) -> Result<Param, ApiError> {
     if depth > MAX_DEPTH {
-        return Err(ApiError::invalid_request(
-            "The JSON body is nested too deeply.",
-        ));
+        return Err(ApiError::invalid_request("The JSON body is nested too deeply."));
     }
     Ok(match v {
         serde_json::Value::Null => Param::Str(String::new()),
@@ -248,12 +231,7 @@ pub const METADATA_MAX_VALUE_LEN: usize = 500;
 
 impl std::fmt::Debug for Params {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Params({} parameters at `{}`)",
-            self.values.len(),
-            self.prefix
-        )
+        write!(f, "Params({} parameters at `{}`)", self.values.len(), self.prefix)
     }
 }
 
@@ -286,10 +264,7 @@ impl Params {
                 if let Some(Param::Str(v)) = card.get_mut(field) {
                     let digits: String = v.chars().filter(|c| c.is_ascii_digit()).collect();
                     let tail = if keep_last4 {
-                        digits
-                            .get(digits.len().saturating_sub(4)..)
-                            .unwrap_or("")
-                            .to_owned()
+                        digits.get(digits.len().saturating_sub(4)..).unwrap_or("").to_owned()
                     } else {
                         String::new()
                     };
@@ -338,11 +313,7 @@ impl Params {
 
     /// A text parameter that may be explicitly cleared with `""`: `None` absent, `Some(None)`
     /// cleared, `Some(Some(v))` set.
-    pub fn opt_clearable(
-        &mut self,
-        name: &str,
-        max: usize,
-    ) -> Result<Option<Option<String>>, ApiError> {
+    pub fn opt_clearable(&mut self, name: &str, max: usize) -> Result<Option<Option<String>>, ApiError> {
         match self.opt_str(name)? {
             None => Ok(None),
             Some(s) if s.is_empty() => Ok(Some(None)),
@@ -469,11 +440,7 @@ impl Params {
             None => return Ok(None),
             Some(Param::Str(s)) if s.is_empty() => return Ok(Some(None)),
             Some(Param::Map(m)) => m,
-            Some(Param::List(l)) => l
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| (i.to_string(), v))
-                .collect(),
+            Some(Param::List(l)) => l.into_iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect(),
             Some(_) => {
                 return Err(ApiError::invalid_param(
                     &path,
@@ -500,7 +467,11 @@ impl Params {
                 ));
             };
             if k.chars().count() > METADATA_MAX_KEY_LEN || k.contains('[') || k.contains(']') {
-                return Err(ApiError::invalid_param(&kp, "parameter_invalid", format!("Metadata keys must be at most {METADATA_MAX_KEY_LEN} characters without brackets.")));
+                return Err(ApiError::invalid_param(
+                    &kp,
+                    "parameter_invalid",
+                    format!("Metadata keys must be at most {METADATA_MAX_KEY_LEN} characters without brackets."),
+                ));
             }
             if v.chars().count() > METADATA_MAX_VALUE_LEN {
                 return Err(ApiError::invalid_param(
@@ -547,20 +518,13 @@ mod tests {
     fn bracket_notation() {
         let tree = parse_form(b"type=card&card[number]=4242424242424242&card[exp_month]=12&metadata[order id]=A%2B1&expand[]=customer&expand[]=latest_charge").unwrap();
         assert!(tree["type"] == Param::Str("card".into()));
-        let Param::Map(card) = &tree["card"] else {
-            panic!()
-        };
+        let Param::Map(card) = &tree["card"] else { panic!() };
         assert_eq!(card["exp_month"], Param::Str("12".into()));
-        let Param::Map(meta) = &tree["metadata"] else {
-            panic!()
-        };
+        let Param::Map(meta) = &tree["metadata"] else { panic!() };
         assert_eq!(meta["order id"], Param::Str("A+1".into()));
         assert_eq!(
             tree["expand"],
-            Param::List(vec![
-                Param::Str("customer".into()),
-                Param::Str("latest_charge".into())
-            ])
+            Param::List(vec![Param::Str("customer".into()), Param::Str("latest_charge".into())])
         );
         let idx = parse_form(b"items[1][price]=b&items[0][price]=a").unwrap();
         let Param::List(items) = &idx["items"] else {
@@ -587,10 +551,7 @@ mod tests {
     #[test]
     fn typed_access_names_the_parameter() {
         let mut ps = p("amount=12x&card[exp_month]=ab&confirm=yes");
-        assert_eq!(
-            ps.opt_i64("amount").unwrap_err().param.as_deref(),
-            Some("amount")
-        );
+        assert_eq!(ps.opt_i64("amount").unwrap_err().param.as_deref(), Some("amount"));
         let mut card = ps.opt_map("card").unwrap().unwrap();
         let e = card.opt_i64("exp_month").unwrap_err();
         assert_eq!(e.param.as_deref(), Some("card[exp_month]"));
@@ -620,11 +581,7 @@ mod tests {
     #[test]
     fn metadata_rules() {
         assert_eq!(p("metadata=").metadata().unwrap(), Some(None));
-        let m = p("metadata[a]=1&metadata[b]=")
-            .metadata()
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let m = p("metadata[a]=1&metadata[b]=").metadata().unwrap().unwrap().unwrap();
         assert_eq!(m.get("b").map(String::as_str), Some(""));
         let long = format!("metadata[k]={}", "x".repeat(501));
         assert!(p(&long).metadata().is_err());
@@ -634,10 +591,8 @@ mod tests {
 
     #[test]
     fn json_bodies_become_the_same_tree() {
-        let j = parse_json(
-            br#"{"amount": 1000, "confirm": true, "metadata": {"a": "b"}, "expand": ["customer"]}"#,
-        )
-        .unwrap();
+        let j = parse_json(br#"{"amount": 1000, "confirm": true, "metadata": {"a": "b"}, "expand": ["customer"]}"#)
+            .unwrap();
         let f = parse_form(b"amount=1000&confirm=true&metadata[a]=b&expand[0]=customer").unwrap();
         assert_eq!(j, f);
         assert!(parse_json(b"[1]").is_err());

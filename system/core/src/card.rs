@@ -31,8 +31,7 @@ pub enum CardBrand {
 impl CardBrand {
     /// Detects the network from the leading digits (six or more are enough).
     pub fn detect(digits: &str) -> CardBrand {
-        let prefix =
-            |n: usize| -> u32 { digits.get(..n).and_then(|p| p.parse().ok()).unwrap_or(0) };
+        let prefix = |n: usize| -> u32 { digits.get(..n).and_then(|p| p.parse().ok()).unwrap_or(0) };
         if digits.len() < 2 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return CardBrand::Unknown;
         }
@@ -144,9 +143,7 @@ pub struct CardSummary {
 impl CardSummary {
     /// The card as shown to people: BIN, a mask, last four (`424242******4242`).
     pub fn masked(&self, pan_len: usize) -> String {
-        let stars = pan_len
-            .saturating_sub(self.bin.len() + self.last4.len())
-            .max(1);
+        let stars = pan_len.saturating_sub(self.bin.len() + self.last4.len()).max(1);
         format!("{}{}{}", self.bin, "*".repeat(stars), self.last4)
     }
 }
@@ -178,10 +175,7 @@ mod tests {
         for (pan, brand) in cases {
             assert_eq!(CardBrand::detect(pan), brand, "brand of a {} card", brand);
             assert!(luhn_valid(pan), "luhn of a {brand} test card");
-            assert!(
-                brand.valid_lengths().contains(&pan.len()),
-                "length of a {brand} card"
-            );
+            assert!(brand.valid_lengths().contains(&pan.len()), "length of a {brand} card");
         }
         assert_eq!(CardBrand::detect("9999999999999995"), CardBrand::Unknown);
         assert_eq!(CardBrand::detect("2720990000000007"), CardBrand::Mastercard);

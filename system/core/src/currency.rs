@@ -215,17 +215,13 @@ impl Currency {
         let lower = code.to_ascii_lowercase();
         TABLE
             .binary_search_by(|c| c.code.cmp(lower.as_str()))
-            .map(|index| Currency {
-                index: index as u16,
-            })
+            .map(|index| Currency { index: index as u16 })
             .map_err(|_| CurrencyError::Unsupported(lower))
     }
 
     /// All currencies, sorted by code.
     pub fn all() -> impl Iterator<Item = Currency> {
-        (0..TABLE.len()).map(|index| Currency {
-            index: index as u16,
-        })
+        (0..TABLE.len()).map(|index| Currency { index: index as u16 })
     }
 
     /// The static facts about this currency.
@@ -305,12 +301,7 @@ mod tests {
     #[test]
     fn table_is_sorted_unique_and_large_enough() {
         for pair in TABLE.windows(2) {
-            assert!(
-                pair[0].code < pair[1].code,
-                "{} before {}",
-                pair[0].code,
-                pair[1].code
-            );
+            assert!(pair[0].code < pair[1].code, "{} before {}", pair[0].code, pair[1].code);
         }
         assert!(TABLE.len() >= 135, "only {} currencies", TABLE.len());
     }
@@ -333,18 +324,9 @@ mod tests {
     #[test]
     fn parse_is_case_insensitive_and_errors_are_precise() {
         assert_eq!(Currency::parse("EUR").unwrap().code(), "eur");
-        assert!(matches!(
-            Currency::parse("xyz"),
-            Err(CurrencyError::Unsupported(_))
-        ));
-        assert!(matches!(
-            Currency::parse("us"),
-            Err(CurrencyError::Malformed(_))
-        ));
-        assert!(matches!(
-            Currency::parse("u$d"),
-            Err(CurrencyError::Malformed(_))
-        ));
+        assert!(matches!(Currency::parse("xyz"), Err(CurrencyError::Unsupported(_))));
+        assert!(matches!(Currency::parse("us"), Err(CurrencyError::Malformed(_))));
+        assert!(matches!(Currency::parse("u$d"), Err(CurrencyError::Malformed(_))));
         let long = "a".repeat(10_000);
         let msg = Currency::parse(&long).unwrap_err().to_string();
         assert!(msg.len() < 200);

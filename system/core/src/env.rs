@@ -40,17 +40,11 @@ impl Timestamp {
     }
     /// This instant moved forward by `d` (saturating).
     pub fn plus(self, d: Duration) -> Timestamp {
-        Timestamp(
-            self.0
-                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        )
+        Timestamp(self.0.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
     }
     /// This instant moved back by `d` (saturating).
     pub fn minus(self, d: Duration) -> Timestamp {
-        Timestamp(
-            self.0
-                .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        )
+        Timestamp(self.0.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
     }
     /// Time from `earlier` to `self`, zero if `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> Duration {
@@ -135,10 +129,8 @@ impl ManualClock {
     }
     /// Moves the clock forward by `d`.
     pub fn advance(&self, d: Duration) {
-        self.now.fetch_add(
-            i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-            Ordering::SeqCst,
-        );
+        self.now
+            .fetch_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX), Ordering::SeqCst);
     }
     /// Sets the clock to `t` (may move backwards, to test skew handling).
     pub fn set(&self, t: Timestamp) {
@@ -353,10 +345,7 @@ impl Env {
 
     /// The same environment with another fault injector.
     pub fn with_faults(&self, faults: Arc<dyn crate::faults::FaultInjector>) -> Env {
-        Env {
-            faults,
-            ..self.clone()
-        }
+        Env { faults, ..self.clone() }
     }
 
     /// The action for fault point `point` about `subject` (always `Proceed` in production).
@@ -379,9 +368,7 @@ impl Env {
 
 impl fmt::Debug for Env {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Env")
-            .field("host", &self.host)
-            .finish_non_exhaustive()
+        f.debug_struct("Env").field("host", &self.host).finish_non_exhaustive()
     }
 }
 
@@ -417,19 +404,13 @@ mod tests {
 
     #[test]
     fn rfc3339_and_calendar() {
-        assert_eq!(
-            Timestamp::from_secs(0).to_rfc3339(),
-            "1970-01-01T00:00:00.000Z"
-        );
+        assert_eq!(Timestamp::from_secs(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
         assert_eq!(
             Timestamp::from_millis(1_764_064_800_123).to_rfc3339(),
             "2025-11-25T10:00:00.123Z"
         );
         assert_eq!(Timestamp::from_secs(951_782_400).year_month(), (2000, 2)); // 2000-02-29
-        assert_eq!(
-            Timestamp::from_millis(-1).to_rfc3339(),
-            "1969-12-31T23:59:59.999Z"
-        );
+        assert_eq!(Timestamp::from_millis(-1).to_rfc3339(), "1969-12-31T23:59:59.999Z");
     }
 
     #[test]

@@ -80,12 +80,7 @@ pub struct ErrorEnvelope {
 }
 
 impl ApiError {
-    fn new(
-        status: u16,
-        kind: ErrorType,
-        code: Option<&str>,
-        message: impl Into<String>,
-    ) -> ApiError {
+    fn new(status: u16, kind: ErrorType, code: Option<&str>, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             kind,
@@ -105,11 +100,7 @@ impl ApiError {
 
     /// 400 `parameter_missing`.
     pub fn missing_param(param: &str) -> ApiError {
-        ApiError::invalid_param(
-            param,
-            "parameter_missing",
-            format!("Missing required param: {param}."),
-        )
+        ApiError::invalid_param(param, "parameter_missing", format!("Missing required param: {param}."))
     }
 
     /// 400 `parameter_unknown`.
@@ -130,12 +121,7 @@ impl ApiError {
     /// 404 `resource_missing` for an object id.
     pub fn no_such(kind: &str, param: &str, id: &str) -> ApiError {
         let shown: String = id.chars().take(64).collect();
-        ApiError::invalid_param(
-            param,
-            "resource_missing",
-            format!("No such {kind}: '{shown}'"),
-        )
-        .with_status(404)
+        ApiError::invalid_param(param, "resource_missing", format!("No such {kind}: '{shown}'")).with_status(404)
     }
 
     /// 400 when an object is in a state that does not allow the operation.
@@ -144,11 +130,7 @@ impl ApiError {
     }
 
     /// 402 `card_error` with a decline code (`card_declined` / `insufficient_funds`, ...).
-    pub fn card_declined(
-        code: &str,
-        decline_code: Option<&str>,
-        message: impl Into<String>,
-    ) -> ApiError {
+    pub fn card_declined(code: &str, decline_code: Option<&str>, message: impl Into<String>) -> ApiError {
         let mut e = ApiError::new(402, ErrorType::CardError, Some(code), message);
         e.decline_code = decline_code.map(str::to_owned);
         e
@@ -203,12 +185,7 @@ impl ApiError {
 
     /// 503 `api_error`: a dependency is unavailable; the client may retry.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        let mut e = ApiError::new(
-            503,
-            ErrorType::ApiError,
-            Some("service_unavailable"),
-            message,
-        );
+        let mut e = ApiError::new(503, ErrorType::ApiError, Some("service_unavailable"), message);
         e.retry_after_secs = Some(1);
         e
     }
@@ -238,9 +215,7 @@ impl ApiError {
 
     /// Wraps in `{"error": ...}` for the wire.
     pub fn envelope(&self) -> ErrorEnvelope {
-        ErrorEnvelope {
-            error: self.clone(),
-        }
+        ErrorEnvelope { error: self.clone() }
     }
 
     /// Reads an error body that arrived with `status`.
@@ -273,15 +248,9 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(
-            ApiError::no_such("payment_intent", "intent", "pi_x").status,
-            404
-        );
+        assert_eq!(ApiError::no_such("payment_intent", "intent", "pi_x").status, 404);
         assert_eq!(ApiError::idempotency_key_in_use().status, 409);
-        assert_eq!(
-            ApiError::idempotency_key_reused().kind,
-            ErrorType::IdempotencyError
-        );
+        assert_eq!(ApiError::idempotency_key_reused().kind, ErrorType::IdempotencyError);
         assert_eq!(ApiError::rate_limited(0).retry_after_secs, Some(1));
         assert!(ApiError::internal("x").is_retryable());
         assert!(!ApiError::missing_param("amount").is_retryable());

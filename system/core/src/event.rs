@@ -91,13 +91,7 @@ pub struct Event {
 
 impl Event {
     /// A new event of `kind` about `object` at time `at`.
-    pub fn new(
-        id: EventId,
-        account: &AccountId,
-        kind: &str,
-        object: serde_json::Value,
-        at: Timestamp,
-    ) -> Event {
+    pub fn new(id: EventId, account: &AccountId, kind: &str, object: serde_json::Value, at: Timestamp) -> Event {
         Event {
             id,
             object: "event".to_owned(),

@@ -38,9 +38,7 @@ pub enum IdError {
 
 /// Random base62 text of `len` characters from `entropy`.
 pub fn random_base62(entropy: &dyn Entropy, len: usize) -> String {
-    (0..len)
-        .map(|_| ALPHABET[entropy.below(62) as usize] as char)
-        .collect()
+    (0..len).map(|_| ALPHABET[entropy.below(62) as usize] as char).collect()
 }
 
 fn shown(s: &str) -> String {
@@ -210,10 +208,7 @@ mod tests {
             PaymentIntentId::parse("ch_123"),
             Err(IdError::WrongPrefix { .. })
         ));
-        assert!(matches!(
-            PaymentIntentId::parse("pi_"),
-            Err(IdError::Malformed { .. })
-        ));
+        assert!(matches!(PaymentIntentId::parse("pi_"), Err(IdError::Malformed { .. })));
         assert!(matches!(
             PaymentIntentId::parse("pi_a b"),
             Err(IdError::Malformed { .. })
@@ -226,10 +221,7 @@ mod tests {
         let a = AttemptId::derived(&["pi_1", "1"]);
         assert_eq!(a, AttemptId::derived(&["pi_1", "1"]));
         assert_ne!(a, AttemptId::derived(&["pi_1", "2"]));
-        assert_ne!(
-            AttemptId::derived(&["pi_1", "12"]),
-            AttemptId::derived(&["pi_11", "2"])
-        );
+        assert_ne!(AttemptId::derived(&["pi_1", "12"]), AttemptId::derived(&["pi_11", "2"]));
         assert!(AttemptId::parse(a.as_str()).is_ok());
     }
 }

@@ -19,8 +19,7 @@ pub mod secret;
 pub use card::{luhn_valid, CardBrand, CardSummary};
 pub use currency::{Currency, CurrencyError};
 pub use env::{
-    Clock, Entropy, EntropyRng, Env, ManualClock, OsEntropy, SeededEntropy, SystemClock, Timestamp,
-    VirtualClock,
+    Clock, Entropy, EntropyRng, Env, ManualClock, OsEntropy, SeededEntropy, SystemClock, Timestamp, VirtualClock,
 };
 pub use error::{ApiError, ErrorType};
 pub use event::Event;

@@ -48,49 +48,32 @@ impl Money {
 
     /// Zero in `currency`.
     pub const fn zero(currency: Currency) -> Money {
-        Money {
-            amount: 0,
-            currency,
-        }
+        Money { amount: 0, currency }
     }
 
     /// Adds two amounts of the same currency.
     pub fn checked_add(self, other: Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        let amount = self
-            .amount
-            .checked_add(other.amount)
-            .ok_or(MoneyError::Overflow)?;
+        let amount = self.amount.checked_add(other.amount).ok_or(MoneyError::Overflow)?;
         Ok(Money { amount, ..self })
     }
 
     /// Subtracts an amount of the same currency.
     pub fn checked_sub(self, other: Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        let amount = self
-            .amount
-            .checked_sub(other.amount)
-            .ok_or(MoneyError::Overflow)?;
+        let amount = self.amount.checked_sub(other.amount).ok_or(MoneyError::Overflow)?;
         Ok(Money { amount, ..self })
     }
 
     /// Multiplies by an integer factor (quantities, fee tiers).
     pub fn checked_mul(self, factor: i64) -> Result<Money, MoneyError> {
-        let amount = self
-            .amount
-            .checked_mul(factor)
-            .ok_or(MoneyError::Overflow)?;
+        let amount = self.amount.checked_mul(factor).ok_or(MoneyError::Overflow)?;
         Ok(Money { amount, ..self })
     }
 
     /// Sums amounts that must all be in `currency`.
-    pub fn sum<I: IntoIterator<Item = Money>>(
-        currency: Currency,
-        items: I,
-    ) -> Result<Money, MoneyError> {
-        items
-            .into_iter()
-            .try_fold(Money::zero(currency), Money::checked_add)
+    pub fn sum<I: IntoIterator<Item = Money>>(currency: Currency, items: I) -> Result<Money, MoneyError> {
+        items.into_iter().try_fold(Money::zero(currency), Money::checked_add)
     }
 
     /// True when the amount is strictly positive.
@@ -178,6 +161,50 @@ impl fmt::Display for Money {
     }
 }
 
+/// The smallest amount a charge may have in `currency` (Stripe's minimums for the major
+/// currencies; one minor unit elsewhere).
+pub fn minimum_charge_amount(currency: Currency) -> i64 {
+    match currency.code() {
+        "usd" | "eur" | "cad" | "aud" | "nzd" | "chf" | "sgd" | "jpy" => 50,
+        "gbp" => 30,
+        "dkk" => 250,
+        "nok" | "sek" => 300,
+        "hkd" => 400,
+        "mxn" => 1000,
+        "bhd" | "kwd" | "omr" | "jod" | "tnd" => 500,
+        _ => 1,
+    }
+}
+
+/// Checks a charge amount against the currency's minimum, the eight-digit maximum and the
+/// settlement divisor, answering Stripe's error for parameter `param`.
+pub fn validate_charge_amount(param: &str, amount: i64, currency: Currency) -> Result<(), crate::ApiError> {
+    let min = minimum_charge_amount(currency);
+    if amount < min {
+        return Err(crate::ApiError::invalid_param(
+            param,
+            "amount_too_small",
+            format!("Amount must be at least {min} {} minor units.", currency.code()),
+        ));
+    }
+    if amount > MAX_CHARGE_AMOUNT {
+        return Err(crate::ApiError::invalid_param(
+            param,
+            "amount_too_large",
+            format!("Amount must be no more than {MAX_CHARGE_AMOUNT}."),
+        ));
+    }
+    let div = i64::from(currency.info().settlement_divisor);
+    if amount % div != 0 {
+        return Err(crate::ApiError::invalid_param(
+            param,
+            "parameter_invalid_integer",
+            format!("Amounts in {} must be a multiple of {div}.", currency.code()),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,18 +228,9 @@ mod tests {
 
     #[test]
     fn parses_exactly() {
-        assert_eq!(
-            Money::parse_decimal("12.34", cur("usd")).unwrap().amount,
-            1234
-        );
-        assert_eq!(
-            Money::parse_decimal("12.3", cur("usd")).unwrap().amount,
-            1230
-        );
-        assert_eq!(
-            Money::parse_decimal("12", cur("bhd")).unwrap().amount,
-            12000
-        );
+        assert_eq!(Money::parse_decimal("12.34", cur("usd")).unwrap().amount, 1234);
+        assert_eq!(Money::parse_decimal("12.3", cur("usd")).unwrap().amount, 1230);
+        assert_eq!(Money::parse_decimal("12", cur("bhd")).unwrap().amount, 12000);
         assert_eq!(Money::parse_decimal("500", cur("jpy")).unwrap().amount, 500);
         assert!(Money::parse_decimal("5.5", cur("jpy")).is_err());
         assert!(Money::parse_decimal("1.234", cur("usd")).is_err());

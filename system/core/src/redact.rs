@@ -34,11 +34,7 @@ pub fn redact_pans(text: &str) -> Cow<'_, str> {
                 digits.push(b);
                 j += 1;
                 end = j;
-            } else if (b == b' ' || b == b'-')
-                && j + 1 < bytes.len()
-                && bytes[j + 1].is_ascii_digit()
-                && j > start
-            {
+            } else if (b == b' ' || b == b'-') && j + 1 < bytes.len() && bytes[j + 1].is_ascii_digit() && j > start {
                 j += 1;
             } else {
                 break;
@@ -71,8 +67,7 @@ fn looks_like_pan(digits: &[u8]) -> bool {
     }
     // A long run may embed a PAN: check every window that starts with a card-network digit.
     (0..=n - 13).any(|s| {
-        matches!(digits[s], b'2'..=b'6')
-            && (13..=19).any(|len| s + len <= n && luhn_valid_bytes(&digits[s..s + len]))
+        matches!(digits[s], b'2'..=b'6') && (13..=19).any(|len| s + len <= n && luhn_valid_bytes(&digits[s..s + len]))
     })
 }
 
@@ -92,10 +87,7 @@ mod tests {
 
     #[test]
     fn masks_plain_and_grouped_pans() {
-        assert_eq!(
-            redact_pans("card 4242424242424242 ok"),
-            "card 424242******4242 ok"
-        );
+        assert_eq!(redact_pans("card 4242424242424242 ok"), "card 424242******4242 ok");
         assert_eq!(redact_pans("4242 4242 4242 4242"), "424242******4242");
         assert_eq!(redact_pans("x=4000-0000-0000-0002;"), "x=400000******0002;");
         assert_eq!(

@@ -97,11 +97,7 @@ impl hyper::rt::Read for ClientIo {
 }
 
 impl hyper::rt::Write for ClientIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -174,16 +170,8 @@ impl HttpClient {
     }
 
     /// Sends `req` and reads the whole response, giving up after `timeout`.
-    pub async fn send(
-        &self,
-        req: Request<Full<Bytes>>,
-        timeout: Duration,
-    ) -> Result<HttpResponse, ClientError> {
-        let target = req
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+    pub async fn send(&self, req: Request<Full<Bytes>>, timeout: Duration) -> Result<HttpResponse, ClientError> {
+        let target = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
         let fut = async {
             let resp = self.inner.request(req).await.map_err(|e| {
                 let reason = error_chain(&e);
@@ -200,23 +188,16 @@ impl HttpClient {
                 }
             })?;
             let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                    {
-                        ClientError::TooLarge {
-                            target: target.clone(),
-                        }
-                    } else {
-                        ClientError::Io {
-                            target: target.clone(),
-                            reason: e.to_string(),
-                        }
+            let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    ClientError::TooLarge { target: target.clone() }
+                } else {
+                    ClientError::Io {
+                        target: target.clone(),
+                        reason: e.to_string(),
                     }
-                })?;
+                }
+            })?;
             Ok(HttpResponse {
                 status: parts.status,
                 headers: parts.headers,

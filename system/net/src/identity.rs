@@ -18,9 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
-use p256::pkcs8::{
-    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
-};
+use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use pay_core::{ApiError, Entropy, EntropyRng, Env, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -89,9 +87,8 @@ impl ServiceKey {
 
     /// Loads a PKCS#8 PEM private key.
     pub fn from_pkcs8_pem(name: &str, pem: &str) -> Result<ServiceKey, IdentityError> {
-        let key = SigningKey::from_pkcs8_pem(pem).map_err(|_| {
-            IdentityError::KeyFile(format!("for service `{name}`: not a P-256 PKCS#8 PEM key"))
-        })?;
+        let key = SigningKey::from_pkcs8_pem(pem)
+            .map_err(|_| IdentityError::KeyFile(format!("for service `{name}`: not a P-256 PKCS#8 PEM key")))?;
         Ok(ServiceKey {
             name: name.to_owned(),
             key,
@@ -142,9 +139,8 @@ impl ServiceDirectory {
     }
     /// Adds `name`'s key from SPKI PEM.
     pub fn insert_pem(&mut self, name: &str, pem: &str) -> Result<(), IdentityError> {
-        let key = VerifyingKey::from_public_key_pem(pem).map_err(|_| {
-            IdentityError::KeyFile(format!("public key of `{name}`: not a P-256 SPKI PEM"))
-        })?;
+        let key = VerifyingKey::from_public_key_pem(pem)
+            .map_err(|_| IdentityError::KeyFile(format!("public key of `{name}`: not a P-256 SPKI PEM")))?;
         self.insert(name, key);
         Ok(())
     }
@@ -250,8 +246,7 @@ impl TokenVerifier {
         }
         let (payload, sig) = token.split_once('.').ok_or(IdentityError::Malformed)?;
         let claims_bytes = B64.decode(payload).map_err(|_| IdentityError::Malformed)?;
-        let claims: Claims =
-            serde_json::from_slice(&claims_bytes).map_err(|_| IdentityError::Malformed)?;
+        let claims: Claims = serde_json::from_slice(&claims_bytes).map_err(|_| IdentityError::Malformed)?;
         let key = self
             .directory
             .get(&claims.iss)
@@ -261,9 +256,7 @@ impl TokenVerifier {
         key.verify(payload.as_bytes(), &sig)
             .map_err(|_| IdentityError::BadSignature)?;
         if claims.aud != self.me {
-            return Err(IdentityError::WrongAudience(
-                claims.aud.chars().take(32).collect(),
-            ));
+            return Err(IdentityError::WrongAudience(claims.aud.chars().take(32).collect()));
         }
         if now < claims.iat.saturating_sub(leeway) || now > claims.exp.saturating_add(leeway) {
             return Err(IdentityError::Expired);
@@ -296,15 +289,8 @@ pub struct CallerPolicy {
 
 /// Axum middleware: rejects requests without a valid token from an allowed service (401/403),
 /// otherwise inserts [`Caller`] and continues. Use with `axum::middleware::from_fn_with_state`.
-pub async fn require_caller(
-    State(policy): State<CallerPolicy>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let token = req
-        .headers()
-        .get(SERVICE_TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok());
+pub async fn require_caller(State(policy): State<CallerPolicy>, mut req: Request, next: Next) -> Response {
+    let token = req.headers().get(SERVICE_TOKEN_HEADER).and_then(|v| v.to_str().ok());
     let result = match token {
         None => Err(IdentityError::Missing),
         Some(t) => policy.verifier.verify(t),
@@ -366,10 +352,7 @@ mod tests {
         clock.advance(Duration::from_secs(120));
         assert_eq!(verifier.verify(&t), Err(IdentityError::Expired));
         // A fresh token after the old one expired works again.
-        assert_eq!(
-            verifier.verify(&issuer.token_for("tokenizer")).unwrap(),
-            "payments"
-        );
+        assert_eq!(verifier.verify(&issuer.token_for("tokenizer")).unwrap(), "payments");
     }
 
     #[test]
@@ -377,10 +360,7 @@ mod tests {
         let (_, verifier, _) = setup();
         let (env, _) = Env::deterministic("x", 9, Timestamp::from_secs(1_000_000));
         let rogue = TokenIssuer::new(
-            Arc::new(ServiceKey::generate(
-                "payments",
-                &SeededEntropy::new(9, "rogue"),
-            )),
+            Arc::new(ServiceKey::generate("payments", &SeededEntropy::new(9, "rogue"))),
             env,
             Duration::from_secs(60),
         );

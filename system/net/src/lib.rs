@@ -17,9 +17,7 @@ pub mod tls;
 pub mod transport;
 
 pub use client::{ClientError, HttpClient, HttpResponse};
-pub use identity::{
-    Caller, CallerPolicy, ServiceDirectory, ServiceKey, TokenIssuer, TokenVerifier,
-};
+pub use identity::{Caller, CallerPolicy, ServiceDirectory, ServiceKey, TokenIssuer, TokenVerifier};
 pub use respond::{api_error_response, json_response, ApiFailure, ApiResult};
 pub use rpc::{CallError, ServiceClient};
 pub use server::{serve, PeerAddr, ServeOptions};

@@ -102,8 +102,8 @@ impl<'a> MakeWriter<'a> for RedactingMakeWriter {
 /// Installs the process-wide JSON log subscriber with redaction. `filter` is an
 /// `EnvFilter` directive such as `info` or `pay_api=debug,info`.
 pub fn init_json(sink: LogSink, filter: &str) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| format!("bad log filter `{filter}`: {e}"))?;
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| format!("bad log filter `{filter}`: {e}"))?;
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

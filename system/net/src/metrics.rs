@@ -38,10 +38,7 @@ pub struct Metrics {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
-    let mut v: Labels = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let mut v: Labels = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     v.sort();
     v
 }
@@ -81,13 +78,10 @@ impl Metrics {
     /// Records `value` (seconds) in histogram `name{labels}`.
     pub fn observe(&self, name: &str, help: &str, label_pairs: &[(&str, &str)], value: f64) {
         self.with(name, help, |f| {
-            let h = f
-                .histograms
-                .entry(labels(label_pairs))
-                .or_insert_with(|| Histogram {
-                    buckets: vec![0; LATENCY_BUCKETS.len()],
-                    ..Histogram::default()
-                });
+            let h = f.histograms.entry(labels(label_pairs)).or_insert_with(|| Histogram {
+                buckets: vec![0; LATENCY_BUCKETS.len()],
+                ..Histogram::default()
+            });
             for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
                 if value <= *b {
                     h.buckets[i] += 1;
@@ -118,10 +112,7 @@ impl Metrics {
         };
         let mut out = String::new();
         let fmt_labels = |l: &Labels, extra: Option<(&str, String)>| -> String {
-            let mut parts: Vec<String> = l
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                .collect();
+            let mut parts: Vec<String> = l.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
             if let Some((k, v)) = extra {
                 parts.push(format!("{k}=\"{v}\""));
             }
@@ -171,9 +162,7 @@ impl Metrics {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Which service a request metric belongs to.
@@ -210,12 +199,8 @@ pub async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Re
         &l,
         1,
     );
-    m.metrics.observe(
-        "http_request_duration_seconds",
-        "HTTP request latency.",
-        &l[..3],
-        secs,
-    );
+    m.metrics
+        .observe("http_request_duration_seconds", "HTTP request latency.", &l[..3], secs);
     resp
 }
 
@@ -226,12 +211,7 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let m = Metrics::new();
-        m.inc(
-            "payments_total",
-            "Payments by outcome.",
-            &[("outcome", "succeeded")],
-            2,
-        );
+        m.inc("payments_total", "Payments by outcome.", &[("outcome", "succeeded")], 2);
         m.observe("lat", "Latency.", &[], 0.003);
         m.set("queue_depth", "Depth.", &[("queue", "events")], 7.0);
         let text = m.render();

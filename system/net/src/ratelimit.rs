@@ -48,15 +48,10 @@ impl RateLimiter {
         };
         let limit = self.limit;
         if !guard.contains_key(key) && guard.len() >= self.max_keys {
-            let full_after_ms =
-                (limit.burst / limit.per_second.max(f64::MIN_POSITIVE) * 1000.0) as i64;
+            let full_after_ms = (limit.burst / limit.per_second.max(f64::MIN_POSITIVE) * 1000.0) as i64;
             guard.retain(|_, b| now.millis() - b.updated_ms < full_after_ms);
             if guard.len() >= self.max_keys {
-                if let Some(oldest) = guard
-                    .iter()
-                    .min_by_key(|(_, b)| b.updated_ms)
-                    .map(|(k, _)| k.clone())
-                {
+                if let Some(oldest) = guard.iter().min_by_key(|(_, b)| b.updated_ms).map(|(k, _)| k.clone()) {
                     guard.remove(&oldest);
                 }
             }

@@ -15,10 +15,7 @@ pub fn json_with_status<T: Serialize>(status: StatusCode, value: &T) -> Response
     match serde_json::to_vec(value) {
         Ok(body) => (
             status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
             body,
         )
             .into_response(),
@@ -33,10 +30,7 @@ pub fn api_error_response(err: &ApiError) -> Response {
         .unwrap_or_else(|_| b"{\"error\":{\"type\":\"api_error\",\"message\":\"error\"}}".to_vec());
     let mut resp = (
         status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
         body,
     )
         .into_response();

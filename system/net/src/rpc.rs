@@ -45,8 +45,7 @@ pub enum CallError {
 impl CallError {
     /// True when the operation may have taken effect at the callee.
     pub fn is_ambiguous(&self) -> bool {
-        matches!(self, CallError::Ambiguous { .. })
-            || matches!(self, CallError::Api(e) if e.status >= 500)
+        matches!(self, CallError::Ambiguous { .. }) || matches!(self, CallError::Api(e) if e.status >= 500)
     }
 
     /// The error to pass up to our own caller: the callee's decision unchanged, transport
@@ -54,11 +53,9 @@ impl CallError {
     pub fn into_api_error(self) -> ApiError {
         match self {
             CallError::Api(e) => e,
-            CallError::Unreachable { service, .. } | CallError::Ambiguous { service, .. } => {
-                ApiError::unavailable(format!(
-                    "A dependency ({service}) is temporarily unavailable; retry the request."
-                ))
-            }
+            CallError::Unreachable { service, .. } | CallError::Ambiguous { service, .. } => ApiError::unavailable(
+                format!("A dependency ({service}) is temporarily unavailable; retry the request."),
+            ),
             CallError::BadResponse { service, .. } => {
                 ApiError::internal(format!("A dependency ({service}) answered unexpectedly."))
             }
@@ -78,12 +75,7 @@ pub struct ServiceClient {
 
 impl ServiceClient {
     /// A client for `service` at `base_url`, signing calls with `issuer` when present.
-    pub fn new(
-        http: HttpClient,
-        service: &str,
-        base_url: &str,
-        issuer: Option<Arc<TokenIssuer>>,
-    ) -> ServiceClient {
+    pub fn new(http: HttpClient, service: &str, base_url: &str, issuer: Option<Arc<TokenIssuer>>) -> ServiceClient {
         ServiceClient {
             http,
             service: service.to_owned(),
@@ -122,18 +114,10 @@ impl ServiceClient {
         self.call(Method::GET, path, Bytes::new()).await
     }
 
-    async fn call<Resp: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Bytes,
-    ) -> Result<Resp, CallError> {
+    async fn call<Resp: DeserializeOwned>(&self, method: Method, path: &str, body: Bytes) -> Result<Resp, CallError> {
         let url = format!("{}{}", self.base, path);
         let token = self.issuer.as_ref().map(|i| i.token_for(&self.service));
-        let mut headers: Vec<(&str, &str)> = vec![
-            ("content-type", "application/json"),
-            ("accept", "application/json"),
-        ];
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json"), ("accept", "application/json")];
         if let Some(t) = token.as_deref() {
             headers.push((SERVICE_TOKEN_HEADER, t));
         }

@@ -51,12 +51,7 @@ impl Default for ServeOptions {
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting, lets in-flight
 /// requests finish (up to `shutdown_grace`) and returns.
-pub async fn serve<S>(
-    mut listener: BoxListener,
-    app: Router,
-    opts: ServeOptions,
-    shutdown: S,
-) -> io::Result<()>
+pub async fn serve<S>(mut listener: BoxListener, app: Router, opts: ServeOptions, shutdown: S) -> io::Result<()>
 where
     S: Future<Output = ()> + Send,
 {
@@ -85,21 +80,17 @@ where
         tokio::spawn(async move {
             let io: BoxIo = match tls {
                 None => io,
-                Some(acceptor) => {
-                    match tokio::time::timeout(opts.tls_handshake_timeout, acceptor.accept(io))
-                        .await
-                    {
-                        Ok(Ok(stream)) => Box::new(stream),
-                        Ok(Err(e)) => {
-                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(peer = %peer, "TLS handshake timed out");
-                            return;
-                        }
+                Some(acceptor) => match tokio::time::timeout(opts.tls_handshake_timeout, acceptor.accept(io)).await {
+                    Ok(Ok(stream)) => Box::new(stream),
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                        return;
                     }
-                }
+                    Err(_) => {
+                        tracing::debug!(peer = %peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
             };
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(PeerAddr(peer));

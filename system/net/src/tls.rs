@@ -27,10 +27,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A server configuration from PEM certificate chain and private key files.
-pub fn server_config_from_pem_files(
-    cert_path: &Path,
-    key_path: &Path,
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config_from_pem_files(cert_path: &Path, key_path: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let file_err = |p: &Path, reason: String| TlsError::File {
         path: p.display().to_string(),
         reason,
@@ -44,10 +41,7 @@ pub fn server_config_from_pem_files(
 }
 
 /// A server configuration from PEM bytes.
-pub fn server_config_from_pem(
-    cert_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(cert_pem))
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::File {
@@ -87,9 +81,7 @@ pub fn client_config_with_roots(root_pem: &[u8]) -> Result<Arc<rustls::ClientCon
             path: "root certificate".into(),
             reason: e.to_string(),
         })?;
-        roots
-            .add(cert)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+        roots.add(cert).map_err(|e| TlsError::Config(e.to_string()))?;
     }
     let cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

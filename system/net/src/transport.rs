@@ -94,12 +94,9 @@ impl NetListener for SimListener {
 #[async_trait]
 impl Transport for SimTransport {
     async fn bind(&self, addr: &str) -> io::Result<BoxListener> {
-        let addr: SocketAddr = addr.parse().map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("bad bind address `{addr}`: {e}"),
-            )
-        })?;
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad bind address `{addr}`: {e}")))?;
         let l = turmoil::net::TcpListener::bind(addr).await?;
         Ok(Box::new(SimListener(l)))
     }

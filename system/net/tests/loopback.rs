@@ -5,8 +5,8 @@ use axum::{Extension, Json, Router};
 use pay_core::{Env, SeededEntropy};
 use pay_net::identity::{require_caller, CallerPolicy};
 use pay_net::{
-    serve, CallError, Caller, HttpClient, PeerAddr, ServeOptions, ServiceClient, ServiceDirectory,
-    ServiceKey, TcpTransport, TokenIssuer, TokenVerifier, Transport,
+    serve, CallError, Caller, HttpClient, PeerAddr, ServeOptions, ServiceClient, ServiceDirectory, ServiceKey,
+    TcpTransport, TokenIssuer, TokenVerifier, Transport,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +14,7 @@ use std::time::Duration;
 async fn start(
     app: Router,
     opts: ServeOptions,
-) -> (
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let listener = TcpTransport.bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -54,9 +50,13 @@ async fn service_tokens_gate_routes_by_caller() {
     let app = Router::new()
         .route(
             "/forward",
-            post(|Extension(c): Extension<Caller>, Extension(p): Extension<PeerAddr>, Json(v): Json<serde_json::Value>| async move {
-                Json(serde_json::json!({"caller": c.0, "echo": v, "loopback": p.0.ip().is_loopback()}))
-            }),
+            post(
+                |Extension(c): Extension<Caller>,
+                 Extension(p): Extension<PeerAddr>,
+                 Json(v): Json<serde_json::Value>| async move {
+                    Json(serde_json::json!({"caller": c.0, "echo": v, "loopback": p.0.ip().is_loopback()}))
+                },
+            ),
         )
         .route_layer(axum::middleware::from_fn_with_state(policy, require_caller))
         .route("/open", get(|| async { Json(serde_json::json!({"ok": true})) }));
@@ -153,11 +153,9 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
 #[tokio::test]
 async fn tls_listener_speaks_tls12_and_13_only() {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let cfg = pay_net::tls::server_config_from_pem(
-        cert.cert.pem().as_bytes(),
-        cert.key_pair.serialize_pem().as_bytes(),
-    )
-    .unwrap();
+    let cfg =
+        pay_net::tls::server_config_from_pem(cert.cert.pem().as_bytes(), cert.key_pair.serialize_pem().as_bytes())
+            .unwrap();
     let app = Router::new().route("/", get(|| async { "secure" }));
     let (base, stop, handle) = start(
         app,

@@ -20,18 +20,12 @@ pub type PendingEvent = (&'static str, Value);
 pub fn legal_transition(from: Option<IntentStatus>, to: IntentStatus) -> bool {
     use IntentStatus::*;
     match from {
-        None => matches!(
-            to,
-            RequiresPaymentMethod | RequiresConfirmation | Processing
-        ),
+        None => matches!(to, RequiresPaymentMethod | RequiresConfirmation | Processing),
         Some(from) if from == to => true,
         Some(RequiresPaymentMethod) => matches!(to, RequiresConfirmation | Processing | Canceled),
         Some(RequiresConfirmation) => matches!(to, RequiresPaymentMethod | Processing | Canceled),
         Some(RequiresAction) => matches!(to, RequiresPaymentMethod | Processing | Canceled),
-        Some(Processing) => matches!(
-            to,
-            RequiresPaymentMethod | RequiresAction | RequiresCapture | Succeeded
-        ),
+        Some(Processing) => matches!(to, RequiresPaymentMethod | RequiresAction | RequiresCapture | Succeeded),
         Some(RequiresCapture) => matches!(to, Succeeded | Canceled),
         Some(Succeeded) | Some(Canceled) => false,
     }
@@ -133,11 +127,7 @@ pub fn charge_id_for(attempt: &AttemptId) -> ChargeId {
     ChargeId::derived(&[attempt.as_str()])
 }
 
-fn card_details(
-    pm: &PaymentMethodRef,
-    cvc: Option<CheckResult>,
-    ntx: Option<String>,
-) -> PaymentMethodDetails {
+fn card_details(pm: &PaymentMethodRef, cvc: Option<CheckResult>, ntx: Option<String>) -> PaymentMethodDetails {
     let c = &pm.card;
     PaymentMethodDetails {
         kind: "card".to_owned(),
@@ -185,10 +175,7 @@ pub fn settle_attempt(
             false,
             Some(pay_proto::acquirer::Decline {
                 code: e.code.clone().unwrap_or_else(|| "card_declined".into()),
-                decline_code: e
-                    .decline_code
-                    .clone()
-                    .unwrap_or_else(|| "generic_decline".into()),
+                decline_code: e.decline_code.clone().unwrap_or_else(|| "generic_decline".into()),
                 message: e.message.clone(),
             }),
             None,
@@ -216,9 +203,7 @@ pub fn settle_attempt(
     let amount = attempt.amount;
     let captured = approved && attempt.capture;
     let cvc = result.as_ref().and_then(|r| r.cvc_check);
-    let ntx = result
-        .as_ref()
-        .and_then(|r| r.network_transaction_id.clone());
+    let ntx = result.as_ref().and_then(|r| r.network_transaction_id.clone());
     let charge = Charge {
         id: charge_id.clone(),
         object: "charge".into(),
@@ -280,10 +265,7 @@ pub fn settle_attempt(
         events.push(if captured {
             ("payment_intent.succeeded", json(&intent.intent))
         } else {
-            (
-                "payment_intent.amount_capturable_updated",
-                json(&intent.intent),
-            )
+            ("payment_intent.amount_capturable_updated", json(&intent.intent))
         });
     } else {
         attempt.state = AttemptState::Declined;
@@ -385,11 +367,7 @@ pub fn settle_capture(
 ) -> FollowUpSettlement {
     let mut intent = rec.clone();
     let mut ch = charge.clone();
-    let amount = rec
-        .pending
-        .as_ref()
-        .map(|p| p.amount)
-        .unwrap_or(result.amount);
+    let amount = rec.pending.as_ref().map(|p| p.amount).unwrap_or(result.amount);
     intent.pending = None;
     let mut events = vec![];
     let mut error = None;
@@ -407,9 +385,7 @@ pub fn settle_capture(
             .as_ref()
             .map(|d| d.code.clone())
             .unwrap_or_else(|| "capture_failed".into());
-        let message = d
-            .map(|d| d.message)
-            .unwrap_or_else(|| "The capture failed.".into());
+        let message = d.map(|d| d.message).unwrap_or_else(|| "The capture failed.".into());
         if code == "authorization_expired" {
             intent.intent.status = IntentStatus::Canceled;
             intent.intent.amount_capturable = 0;
@@ -417,9 +393,7 @@ pub fn settle_capture(
             intent.intent.cancellation_reason = Some("automatic".into());
             events.push(("payment_intent.canceled", json(&intent.intent)));
         }
-        error = Some(
-            ApiError::unexpected_state(&code, message).with_payment_intent(json(&intent.intent)),
-        );
+        error = Some(ApiError::unexpected_state(&code, message).with_payment_intent(json(&intent.intent)));
     }
     FollowUpSettlement {
         intent,
@@ -439,20 +413,9 @@ pub enum CancelPlan {
 }
 
 /// Validates a cancel and says how it proceeds.
-pub fn begin_cancel(
-    rec: &IntentRecord,
-    reason: Option<String>,
-    now: Timestamp,
-) -> Result<CancelPlan, ApiError> {
+pub fn begin_cancel(rec: &IntentRecord, reason: Option<String>, now: Timestamp) -> Result<CancelPlan, ApiError> {
     if let Some(r) = &reason {
-        if ![
-            "duplicate",
-            "fraudulent",
-            "requested_by_customer",
-            "abandoned",
-        ]
-        .contains(&r.as_str())
-        {
+        if !["duplicate", "fraudulent", "requested_by_customer", "abandoned"].contains(&r.as_str()) {
             return Err(ApiError::invalid_param("cancellation_reason", "parameter_invalid", "Invalid cancellation_reason: must be one of duplicate, fraudulent, requested_by_customer or abandoned."));
         }
     }
@@ -491,10 +454,7 @@ pub fn settle_void(
 ) -> FollowUpSettlement {
     let mut intent = rec.clone();
     let mut ch = charge.clone();
-    let reason = rec
-        .pending
-        .as_ref()
-        .and_then(|p| p.cancellation_reason.clone());
+    let reason = rec.pending.as_ref().and_then(|p| p.cancellation_reason.clone());
     intent.pending = None;
     let mut events = vec![];
     let mut error = None;
@@ -652,9 +612,7 @@ pub fn settle_refund(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pay_core::{
-        AccountId, CardBrand, CardSummary, Currency, PaymentIntentId, PaymentMethodId, VaultTokenId,
-    };
+    use pay_core::{AccountId, CardBrand, CardSummary, Currency, PaymentIntentId, PaymentMethodId, VaultTokenId};
     use pay_proto::acquirer::{Decline, OpKind};
     use proptest::prelude::*;
 
@@ -765,23 +723,14 @@ mod tests {
         assert!(legal_transition(Some(Processing), Succeeded));
         assert!(!legal_transition(Some(Succeeded), Canceled));
         assert!(!legal_transition(Some(Canceled), Processing));
-        assert!(!legal_transition(
-            Some(RequiresCapture),
-            RequiresPaymentMethod
-        ));
+        assert!(!legal_transition(Some(RequiresCapture), RequiresPaymentMethod));
         assert!(legal_transition(Some(RequiresCapture), RequiresCapture));
     }
 
     #[test]
     fn decline_returns_to_requires_payment_method_with_error() {
-        let (rec, att) = begin_attempt(
-            &intent(1000, false),
-            Some(pm()),
-            None,
-            allow(),
-            Timestamp::from_secs(1),
-        )
-        .unwrap();
+        let (rec, att) =
+            begin_attempt(&intent(1000, false), Some(pm()), None, allow(), Timestamp::from_secs(1)).unwrap();
         let s = settle_attempt(
             &rec,
             &att,
@@ -798,25 +747,10 @@ mod tests {
 
     #[test]
     fn fraud_block_never_reaches_the_network() {
-        let (rec, att) = begin_attempt(
-            &intent(1000, false),
-            Some(pm()),
-            None,
-            allow(),
-            Timestamp::from_secs(1),
-        )
-        .unwrap();
-        let s = settle_attempt(
-            &rec,
-            &att,
-            &AttemptOutcome::Blocked,
-            None,
-            Timestamp::from_secs(2),
-        );
-        assert_eq!(
-            s.error.as_ref().unwrap().decline_code.as_deref(),
-            Some("fraudulent")
-        );
+        let (rec, att) =
+            begin_attempt(&intent(1000, false), Some(pm()), None, allow(), Timestamp::from_secs(1)).unwrap();
+        let s = settle_attempt(&rec, &att, &AttemptOutcome::Blocked, None, Timestamp::from_secs(2));
+        assert_eq!(s.error.as_ref().unwrap().decline_code.as_deref(), Some("fraudulent"));
         assert_eq!(
             s.charge.charge.outcome.as_ref().unwrap().network_status,
             "not_sent_to_network"
@@ -846,8 +780,7 @@ mod tests {
             Just(Step::Cancel),
             any::<bool>().prop_map(|approved| Step::SettleVoid { approved }),
             proptest::option::of(-100i64..1500).prop_map(|amount| Step::Refund { amount }),
-            (0usize..8, any::<bool>())
-                .prop_map(|(index, approved)| Step::SettleRefund { index, approved }),
+            (0usize..8, any::<bool>()).prop_map(|(index, approved)| Step::SettleRefund { index, approved }),
         ]
     }
 

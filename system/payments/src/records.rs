@@ -272,8 +272,6 @@ impl Entity for RefundRecord {
 pub fn updatable(status: IntentStatus) -> bool {
     matches!(
         status,
-        IntentStatus::RequiresPaymentMethod
-            | IntentStatus::RequiresConfirmation
-            | IntentStatus::RequiresAction
+        IntentStatus::RequiresPaymentMethod | IntentStatus::RequiresConfirmation | IntentStatus::RequiresAction
     )
 }

@@ -37,11 +37,7 @@ async fn create_intent(State(p): State<Arc<Payments>>, Json(req): Json<CreateInt
     respond(p.create_intent(req).await)
 }
 
-async fn get_intent(
-    State(p): State<Arc<Payments>>,
-    Path(id): Path<String>,
-    Query(a): Query<Acct>,
-) -> Response {
+async fn get_intent(State(p): State<Arc<Payments>>, Path(id): Path<String>, Query(a): Query<Acct>) -> Response {
     respond(async { p.get_intent(&account(&a)?, &pi(&id)?).await }.await)
 }
 
@@ -81,11 +77,7 @@ async fn cancel_intent(
     respond(async { p.cancel_intent(&account(&a)?, &pi(&id)?, req).await }.await)
 }
 
-async fn list_intents(
-    State(p): State<Arc<Payments>>,
-    Query(a): Query<Acct>,
-    Json(req): Json<ListRequest>,
-) -> Response {
+async fn list_intents(State(p): State<Arc<Payments>>, Query(a): Query<Acct>, Json(req): Json<ListRequest>) -> Response {
     respond(async { p.list_intents(&account(&a)?, &req).await }.await)
 }
 
@@ -93,49 +85,31 @@ async fn create_refund(State(p): State<Arc<Payments>>, Json(req): Json<CreateRef
     respond(p.create_refund(req).await)
 }
 
-async fn get_refund(
-    State(p): State<Arc<Payments>>,
-    Path(id): Path<String>,
-    Query(a): Query<Acct>,
-) -> Response {
+async fn get_refund(State(p): State<Arc<Payments>>, Path(id): Path<String>, Query(a): Query<Acct>) -> Response {
     respond(
         async {
-            let id =
-                RefundId::parse(&id).map_err(|_| ApiError::no_such("refund", "refund", &id))?;
+            let id = RefundId::parse(&id).map_err(|_| ApiError::no_such("refund", "refund", &id))?;
             p.get_refund(&account(&a)?, &id).await
         }
         .await,
     )
 }
 
-async fn list_refunds(
-    State(p): State<Arc<Payments>>,
-    Query(a): Query<Acct>,
-    Json(req): Json<ListRequest>,
-) -> Response {
+async fn list_refunds(State(p): State<Arc<Payments>>, Query(a): Query<Acct>, Json(req): Json<ListRequest>) -> Response {
     respond(async { p.list_refunds(&account(&a)?, &req).await }.await)
 }
 
-async fn get_charge(
-    State(p): State<Arc<Payments>>,
-    Path(id): Path<String>,
-    Query(a): Query<Acct>,
-) -> Response {
+async fn get_charge(State(p): State<Arc<Payments>>, Path(id): Path<String>, Query(a): Query<Acct>) -> Response {
     respond(
         async {
-            let id =
-                ChargeId::parse(&id).map_err(|_| ApiError::no_such("charge", "charge", &id))?;
+            let id = ChargeId::parse(&id).map_err(|_| ApiError::no_such("charge", "charge", &id))?;
             p.get_charge(&account(&a)?, &id).await
         }
         .await,
     )
 }
 
-async fn list_charges(
-    State(p): State<Arc<Payments>>,
-    Query(a): Query<Acct>,
-    Json(req): Json<ListRequest>,
-) -> Response {
+async fn list_charges(State(p): State<Arc<Payments>>, Query(a): Query<Acct>, Json(req): Json<ListRequest>) -> Response {
     respond(async { p.list_charges(&account(&a)?, &req).await }.await)
 }
 
@@ -148,10 +122,7 @@ pub fn router(payments: Arc<Payments>, verifier: Arc<TokenVerifier>) -> Router {
     Router::new()
         .route("/v1/payment_intents", post(create_intent))
         .route("/v1/payment_intents/list", post(list_intents))
-        .route(
-            "/v1/payment_intents/{id}",
-            get(get_intent).post(update_intent),
-        )
+        .route("/v1/payment_intents/{id}", get(get_intent).post(update_intent))
         .route("/v1/payment_intents/{id}/confirm", post(confirm_intent))
         .route("/v1/payment_intents/{id}/capture", post(capture_intent))
         .route("/v1/payment_intents/{id}/cancel", post(cancel_intent))

@@ -19,10 +19,7 @@ use crate::machine::{self, AttemptOutcome, CancelPlan, PendingEvent};
 use crate::records::*;
 use async_trait::async_trait;
 use pay_core::faults::{self, FaultAction};
-use pay_core::{
-    AccountId, ApiError, ChargeId, Currency, Env, Event, EventId, PaymentIntentId, RefundId,
-    ReviewId,
-};
+use pay_core::{AccountId, ApiError, ChargeId, Currency, Env, Event, EventId, PaymentIntentId, RefundId, ReviewId};
 use pay_net::CallError;
 use pay_proto::acquirer::NetworkResult;
 use pay_proto::objects::*;
@@ -40,20 +37,9 @@ pub const MAX_AMOUNT: i64 = pay_core::money::MAX_CHARGE_AMOUNT;
 pub trait RiskAssessor: Send + Sync + 'static {
     /// The verdict for authorizing `amount` of `intent` with `pm`. Implementations apply their
     /// own fail-open/fail-closed policy and time budget and never fail.
-    async fn assess(
-        &self,
-        intent: &IntentRecord,
-        pm: &PaymentMethodRef,
-        ctx: &RequestContext,
-    ) -> RiskVerdict;
+    async fn assess(&self, intent: &IntentRecord, pm: &PaymentMethodRef, ctx: &RequestContext) -> RiskVerdict;
     /// Reports the network's answer for velocity features (best effort).
-    async fn record_outcome(
-        &self,
-        _intent: &IntentRecord,
-        _pm: &PaymentMethodRef,
-        _approved: bool,
-    ) {
-    }
+    async fn record_outcome(&self, _intent: &IntentRecord, _pm: &PaymentMethodRef, _approved: bool) {}
 }
 
 /// Tunables of the payment service.
@@ -161,12 +147,7 @@ impl Payments {
         &self.db
     }
 
-    fn event(
-        &self,
-        account: &AccountId,
-        (kind, object): PendingEvent,
-        ctx: Option<&RequestContext>,
-    ) -> Event {
+    fn event(&self, account: &AccountId, (kind, object): PendingEvent, ctx: Option<&RequestContext>) -> Event {
         let mut e = Event::new(
             EventId::generate(self.env.entropy.as_ref()),
             account,
@@ -190,10 +171,7 @@ impl Payments {
         events: Vec<PendingEvent>,
         ctx: Option<&RequestContext>,
     ) -> Result<(), StoreError> {
-        let events: Vec<Event> = events
-            .into_iter()
-            .map(|e| self.event(account, e, ctx))
-            .collect();
+        let events: Vec<Event> = events.into_iter().map(|e| self.event(account, e, ctx)).collect();
         #[cfg(feature = "planted-bugs")]
         if self.config.bugs.event_outside_txn {
             let mut side = self.db.txn();
@@ -291,10 +269,7 @@ impl Payments {
             "payment_intent.created",
             serde_json::to_value(&rec.intent).unwrap_or_default(),
         )];
-        match self
-            .commit_with_events(txn, &req.account, ev, Some(&req.context))
-            .await
-        {
+        match self.commit_with_events(txn, &req.account, ev, Some(&req.context)).await {
             Ok(()) => self.after_create(rec, &req).await,
             Err(StoreError::Conflict {
                 kind: ConflictKind::Exists,
@@ -308,27 +283,19 @@ impl Payments {
         }
     }
 
-    async fn after_create(
-        &self,
-        rec: IntentRecord,
-        req: &CreateIntent,
-    ) -> Result<PaymentIntent, ApiError> {
+    async fn after_create(&self, rec: IntentRecord, req: &CreateIntent) -> Result<PaymentIntent, ApiError> {
         if !req.confirm {
             return Ok(rec.intent);
         }
         // Confirming: also resumes a confirm that an earlier run of this request started.
-        if rec.intent.status == IntentStatus::RequiresConfirmation
-            || rec.intent.status == IntentStatus::Processing
-        {
+        if rec.intent.status == IntentStatus::RequiresConfirmation || rec.intent.status == IntentStatus::Processing {
             let confirm = ConfirmIntent {
                 payment_method: None,
                 capture_method: None,
                 receipt_email: None,
                 context: req.context.clone(),
             };
-            return self
-                .confirm_intent(&req.account, &rec.intent.id, confirm)
-                .await;
+            return self.confirm_intent(&req.account, &rec.intent.id, confirm).await;
         }
         match rec.intent.status {
             IntentStatus::RequiresPaymentMethod if rec.attempt_count == 0 => {
@@ -338,8 +305,7 @@ impl Payments {
                     receipt_email: None,
                     context: req.context.clone(),
                 };
-                self.confirm_intent(&req.account, &rec.intent.id, confirm)
-                    .await
+                self.confirm_intent(&req.account, &rec.intent.id, confirm).await
             }
             // The earlier run already finished its confirm: report how it ended.
             _ => self.replay_attempt_outcome(rec).await,
@@ -362,11 +328,7 @@ impl Payments {
     }
 
     /// Reads an intent.
-    pub async fn get_intent(
-        &self,
-        account: &AccountId,
-        id: &PaymentIntentId,
-    ) -> Result<PaymentIntent, ApiError> {
+    pub async fn get_intent(&self, account: &AccountId, id: &PaymentIntentId) -> Result<PaymentIntent, ApiError> {
         Ok(self.load_intent(account, id).await?.value.intent)
     }
 
@@ -378,10 +340,7 @@ impl Payments {
         upd: UpdateIntent,
     ) -> Result<PaymentIntent, ApiError> {
         for _ in 0..CONFLICT_RETRIES {
-            let Versioned {
-                version,
-                value: rec,
-            } = self.load_intent(account, id).await?;
+            let Versioned { version, value: rec } = self.load_intent(account, id).await?;
             if !updatable(rec.intent.status) {
                 return Err(machine::unexpected_state("update", &rec.intent));
             }
@@ -466,25 +425,13 @@ impl Payments {
         req: ConfirmIntent,
     ) -> Result<PaymentIntent, ApiError> {
         for _ in 0..CONFLICT_RETRIES {
-            let Versioned {
-                version,
-                value: rec,
-            } = self.load_intent(account, id).await?;
+            let Versioned { version, value: rec } = self.load_intent(account, id).await?;
             if rec.intent.status == IntentStatus::Processing {
                 return self.resume_attempt(rec, Some(&req.context)).await;
             }
-            let pm = req
-                .payment_method
-                .clone()
-                .or_else(|| rec.payment_method.clone());
+            let pm = req.payment_method.clone().or_else(|| rec.payment_method.clone());
             // Validate before asking fraud, so an invalid confirm costs nothing.
-            machine::begin_attempt(
-                &rec,
-                pm.clone(),
-                req.capture_method,
-                not_assessed(),
-                self.env.now(),
-            )?;
+            machine::begin_attempt(&rec, pm.clone(), req.capture_method, not_assessed(), self.env.now())?;
             let pm = pm.ok_or_else(|| ApiError::internal("payment method vanished"))?;
             let risk = match &self.risk {
                 Some(r) => r.assess(&rec, &pm, &req.context).await,
@@ -494,35 +441,18 @@ impl Payments {
             if let Some(e) = &req.receipt_email {
                 base.intent.receipt_email = Some(e.clone());
             }
-            let (next, attempt) = machine::begin_attempt(
-                &base,
-                Some(pm),
-                req.capture_method,
-                risk.clone(),
-                self.env.now(),
-            )?;
+            let (next, attempt) =
+                machine::begin_attempt(&base, Some(pm), req.capture_method, risk.clone(), self.env.now())?;
             if risk.action == RiskAction::Block {
                 // Fraud said no: settle at once, the network never sees it.
-                let s = machine::settle_attempt(
-                    &next,
-                    &attempt,
-                    &AttemptOutcome::Blocked,
-                    None,
-                    self.env.now(),
-                );
+                let s = machine::settle_attempt(&next, &attempt, &AttemptOutcome::Blocked, None, self.env.now());
                 let mut txn = self.db.txn();
-                txn.update(version, &s.intent)
-                    .insert(&s.attempt)
-                    .insert(&s.charge);
+                txn.update(version, &s.intent).insert(&s.attempt).insert(&s.charge);
                 match self
                     .commit_with_events(txn, account, s.events, Some(&req.context))
                     .await
                 {
-                    Ok(()) => {
-                        return Err(s
-                            .error
-                            .unwrap_or_else(|| ApiError::internal("blocked without error")))
-                    }
+                    Ok(()) => return Err(s.error.unwrap_or_else(|| ApiError::internal("blocked without error"))),
                     Err(e) if is_conflict(&e) => continue,
                     Err(e) => return Err(store(e)),
                 }
@@ -530,11 +460,7 @@ impl Payments {
             let mut txn = self.db.txn();
             txn.update(version, &next).insert(&attempt);
             match self.db.commit(txn).await {
-                Ok(_) => {
-                    return self
-                        .run_attempt(next, attempt, Some(&req.context), true)
-                        .await
-                }
+                Ok(_) => return self.run_attempt(next, attempt, Some(&req.context), true).await,
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(store(e)),
             }
@@ -543,21 +469,10 @@ impl Payments {
     }
 
     /// Resumes the attempt of a `processing` intent.
-    async fn resume_attempt(
-        &self,
-        rec: IntentRecord,
-        ctx: Option<&RequestContext>,
-    ) -> Result<PaymentIntent, ApiError> {
+    async fn resume_attempt(&self, rec: IntentRecord, ctx: Option<&RequestContext>) -> Result<PaymentIntent, ApiError> {
         let attempt_id = rec.attempt_id(rec.attempt_count);
-        let Some(att) = self
-            .db
-            .get::<Attempt>(attempt_id.as_str())
-            .await
-            .map_err(store)?
-        else {
-            return Err(ApiError::internal(
-                "A processing payment has no attempt record.",
-            ));
+        let Some(att) = self.db.get::<Attempt>(attempt_id.as_str()).await.map_err(store)? else {
+            return Err(ApiError::internal("A processing payment has no attempt record."));
         };
         if att.value.state != AttemptState::Authorizing {
             // Settled by someone else just now: answer from the settled state.
@@ -602,22 +517,14 @@ impl Payments {
                 return Err(ApiError::unavailable("The card network did not answer; the payment is processing. Retry the request or check the PaymentIntent later."));
             }
         };
-        match faults::apply(
-            self.env
-                .fault(faults::PAYMENTS_AFTER_AUTHORIZE, rec.intent.id.as_str()),
-        )
-        .await
-        {
+        match faults::apply(self.env.fault(faults::PAYMENTS_AFTER_AUTHORIZE, rec.intent.id.as_str())).await {
             FaultAction::Fail | FaultAction::DropReply => {
-                return Err(ApiError::unavailable(
-                    "Interrupted before recording the authorization.",
-                ))
+                return Err(ApiError::unavailable("Interrupted before recording the authorization."))
             }
             _ => {}
         }
         if let (Some(r), AttemptOutcome::Network(n)) = (&self.risk, &outcome) {
-            r.record_outcome(&rec, &attempt.payment_method, n.approved)
-                .await;
+            r.record_outcome(&rec, &attempt.payment_method, n.approved).await;
         }
         self.settle_attempt(&rec.account, &rec.intent.id, &attempt.id, outcome, ctx)
             .await
@@ -633,30 +540,14 @@ impl Payments {
     ) -> Result<PaymentIntent, ApiError> {
         let review = ReviewId::generate(self.env.entropy.as_ref());
         for _ in 0..CONFLICT_RETRIES {
-            let Versioned {
-                version,
-                value: rec,
-            } = self.load_intent(account, id).await?;
-            let Some(att) = self
-                .db
-                .get::<Attempt>(attempt_id.as_str())
-                .await
-                .map_err(store)?
-            else {
+            let Versioned { version, value: rec } = self.load_intent(account, id).await?;
+            let Some(att) = self.db.get::<Attempt>(attempt_id.as_str()).await.map_err(store)? else {
                 return Err(ApiError::internal("attempt record missing"));
             };
-            if att.value.state != AttemptState::Authorizing
-                || rec.intent.status != IntentStatus::Processing
-            {
+            if att.value.state != AttemptState::Authorizing || rec.intent.status != IntentStatus::Processing {
                 return self.replay_attempt_outcome(rec).await;
             }
-            let s = machine::settle_attempt(
-                &rec,
-                &att.value,
-                &outcome,
-                Some(review.clone()),
-                self.env.now(),
-            );
+            let s = machine::settle_attempt(&rec, &att.value, &outcome, Some(review.clone()), self.env.now());
             let mut txn = self.db.txn();
             txn.update(version, &s.intent)
                 .update(att.version, &s.attempt)
@@ -709,10 +600,7 @@ impl Payments {
         req: CaptureIntent,
     ) -> Result<PaymentIntent, ApiError> {
         for _ in 0..CONFLICT_RETRIES {
-            let Versioned {
-                version,
-                value: rec,
-            } = self.load_intent(account, id).await?;
+            let Versioned { version, value: rec } = self.load_intent(account, id).await?;
             if let Some(p) = &rec.pending {
                 if p.kind == PendingKind::Capture {
                     return self.resume_follow_up(account, id, Some(&req.context)).await;
@@ -738,10 +626,7 @@ impl Payments {
         req: CancelIntent,
     ) -> Result<PaymentIntent, ApiError> {
         for _ in 0..CONFLICT_RETRIES {
-            let Versioned {
-                version,
-                value: rec,
-            } = self.load_intent(account, id).await?;
+            let Versioned { version, value: rec } = self.load_intent(account, id).await?;
             if let Some(p) = &rec.pending {
                 if p.kind == PendingKind::Void {
                     return self.resume_follow_up(account, id, Some(&req.context)).await;
@@ -751,10 +636,7 @@ impl Payments {
                 CancelPlan::Immediate(next, events) => {
                     let mut txn = self.db.txn();
                     txn.update(version, &next);
-                    match self
-                        .commit_with_events(txn, account, events, Some(&req.context))
-                        .await
-                    {
+                    match self.commit_with_events(txn, account, events, Some(&req.context)).await {
                         Ok(()) => return Ok(next.intent),
                         Err(e) if is_conflict(&e) => continue,
                         Err(e) => return Err(store(e)),
@@ -764,9 +646,7 @@ impl Payments {
                     let mut txn = self.db.txn();
                     txn.update(version, &next);
                     match self.db.commit(txn).await {
-                        Ok(_) => {
-                            return self.resume_follow_up(account, id, Some(&req.context)).await
-                        }
+                        Ok(_) => return self.resume_follow_up(account, id, Some(&req.context)).await,
                         Err(e) if is_conflict(&e) => continue,
                         Err(e) => return Err(store(e)),
                     }
@@ -816,28 +696,18 @@ impl Payments {
             }
         };
         for _ in 0..CONFLICT_RETRIES {
-            let Versioned {
-                version,
-                value: rec,
-            } = self.load_intent(account, id).await?;
+            let Versioned { version, value: rec } = self.load_intent(account, id).await?;
             if rec.pending.as_ref() != Some(&pending) {
                 return Ok(rec.intent); // settled concurrently
             }
             let Some(charge_id) = rec.intent.latest_charge.clone() else {
                 return Err(ApiError::internal("no charge to capture"));
             };
-            let Some(ch) = self
-                .db
-                .get::<ChargeRecord>(charge_id.as_str())
-                .await
-                .map_err(store)?
-            else {
+            let Some(ch) = self.db.get::<ChargeRecord>(charge_id.as_str()).await.map_err(store)? else {
                 return Err(ApiError::internal("charge record missing"));
             };
             let s = match pending.kind {
-                PendingKind::Capture => {
-                    machine::settle_capture(&rec, &ch.value, &result, self.env.now())
-                }
+                PendingKind::Capture => machine::settle_capture(&rec, &ch.value, &result, self.env.now()),
                 PendingKind::Void => machine::settle_void(&rec, &ch.value, &result, self.env.now()),
             };
             let mut txn = self.db.txn();
@@ -901,10 +771,7 @@ impl Payments {
                     .with_param("payment_intent"));
                 }
                 rec.intent.latest_charge.ok_or_else(|| {
-                    ApiError::unexpected_state(
-                        "charge_not_refundable",
-                        "This PaymentIntent has no charge.",
-                    )
+                    ApiError::unexpected_state("charge_not_refundable", "This PaymentIntent has no charge.")
                 })?
             }
             (Some(_), Some(_)) => {
@@ -960,11 +827,7 @@ impl Payments {
 
     /// Sends a pending refund to the network and records the answer; a refund whose answer is
     /// unknown is returned `pending` and settled later by the reconciler.
-    async fn resume_refund(
-        &self,
-        refund: RefundRecord,
-        ctx: Option<&RequestContext>,
-    ) -> Result<Refund, ApiError> {
+    async fn resume_refund(&self, refund: RefundRecord, ctx: Option<&RequestContext>) -> Result<Refund, ApiError> {
         if refund.refund.status != RefundStatus::Pending {
             return Ok(refund.refund);
         }
@@ -1019,21 +882,13 @@ impl Payments {
             let Some(charge_id) = re.value.refund.charge.clone() else {
                 return Err(ApiError::internal("refund without charge"));
             };
-            let Some(ch) = self
-                .db
-                .get::<ChargeRecord>(charge_id.as_str())
-                .await
-                .map_err(store)?
-            else {
+            let Some(ch) = self.db.get::<ChargeRecord>(charge_id.as_str()).await.map_err(store)? else {
                 return Err(ApiError::internal("charge record missing"));
             };
             let (c, r, events) = machine::settle_refund(&ch.value, &re.value, &result);
             let mut txn = self.db.txn();
             txn.update(ch.version, &c).update(re.version, &r);
-            match self
-                .commit_with_events(txn, &refund.account, events, ctx)
-                .await
-            {
+            match self.commit_with_events(txn, &refund.account, events, ctx).await {
                 Ok(()) => return Ok(r.refund),
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(store(e)),
@@ -1053,20 +908,10 @@ impl Payments {
     }
 
     /// Lists refunds, newest first (optionally of one charge or intent).
-    pub async fn list_refunds(
-        &self,
-        account: &AccountId,
-        req: &ListRequest,
-    ) -> Result<ListPage<Refund>, ApiError> {
+    pub async fn list_refunds(&self, account: &AccountId, req: &ListRequest) -> Result<ListPage<Refund>, ApiError> {
         let charge = match (&req.charge, &req.payment_intent) {
             (Some(c), _) => Some(c.to_string()),
-            (None, Some(pi)) => match self
-                .load_intent(account, pi)
-                .await?
-                .value
-                .intent
-                .latest_charge
-            {
+            (None, Some(pi)) => match self.load_intent(account, pi).await?.value.intent.latest_charge {
                 Some(c) => Some(c.to_string()),
                 None => {
                     return Ok(ListPage {
@@ -1099,15 +944,8 @@ impl Payments {
     }
 
     /// Lists charges, newest first (optionally of one intent).
-    pub async fn list_charges(
-        &self,
-        account: &AccountId,
-        req: &ListRequest,
-    ) -> Result<ListPage<Charge>, ApiError> {
-        let filter = req
-            .payment_intent
-            .as_ref()
-            .map(|p| (Index::K1, p.to_string()));
+    pub async fn list_charges(&self, account: &AccountId, req: &ListRequest) -> Result<ListPage<Charge>, ApiError> {
+        let filter = req.payment_intent.as_ref().map(|p| (Index::K1, p.to_string()));
         let page: Page<Versioned<ChargeRecord>> = self
             .db
             .list(list_query(account, req, filter))
@@ -1127,11 +965,7 @@ impl Payments {
     pub async fn reconcile_once(&self) -> ReconcileReport {
         let mut report = ReconcileReport::default();
         let cutoff = self.env.now().minus(self.config.reconcile_grace).millis();
-        match self
-            .db
-            .find::<IntentRecord>(None, Index::K2, "processing", 200)
-            .await
-        {
+        match self.db.find::<IntentRecord>(None, Index::K2, "processing", 200).await {
             Ok(list) => {
                 for v in list {
                     if v.value.processing_since.is_some_and(|t| t > cutoff) {
@@ -1145,20 +979,13 @@ impl Payments {
             }
             Err(e) => tracing::warn!(error = %e, "reconciler cannot list processing intents"),
         }
-        match self
-            .db
-            .find::<IntentRecord>(None, Index::K2, "pending_op", 200)
-            .await
-        {
+        match self.db.find::<IntentRecord>(None, Index::K2, "pending_op", 200).await {
             Ok(list) => {
                 for v in list {
                     if v.value.pending.as_ref().is_some_and(|p| p.since > cutoff) {
                         continue;
                     }
-                    match self
-                        .resume_follow_up(&v.value.account, &v.value.intent.id, None)
-                        .await
-                    {
+                    match self.resume_follow_up(&v.value.account, &v.value.intent.id, None).await {
                         Err(e) if e.status >= 500 => report.unresolved += 1,
                         _ => report.follow_ups += 1,
                     }
@@ -1166,11 +993,7 @@ impl Payments {
             }
             Err(e) => tracing::warn!(error = %e, "reconciler cannot list pending operations"),
         }
-        match self
-            .db
-            .find::<RefundRecord>(None, Index::K2, "pending", 200)
-            .await
-        {
+        match self.db.find::<RefundRecord>(None, Index::K2, "pending", 200).await {
             Ok(list) => {
                 for v in list {
                     if v.value.created_ms > cutoff {
@@ -1189,11 +1012,7 @@ impl Payments {
     }
 
     /// Runs the reconciler every `every` until `stop` resolves.
-    pub async fn run_reconciler<S: std::future::Future<Output = ()>>(
-        self: Arc<Self>,
-        every: Duration,
-        stop: S,
-    ) {
+    pub async fn run_reconciler<S: std::future::Future<Output = ()>>(self: Arc<Self>, every: Duration, stop: S) {
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -1225,61 +1044,12 @@ fn not_assessed() -> RiskVerdict {
     }
 }
 
-/// The smallest amount a charge may have in `currency` (Stripe's minimums for the major
-/// currencies; one minor unit elsewhere).
-pub fn minimum_amount(currency: Currency) -> i64 {
-    match currency.code() {
-        "usd" | "eur" | "cad" | "aud" | "nzd" | "chf" | "sgd" | "jpy" => 50,
-        "gbp" => 30,
-        "dkk" => 250,
-        "nok" | "sek" => 300,
-        "hkd" => 400,
-        "mxn" => 1000,
-        "bhd" | "kwd" | "omr" | "jod" | "tnd" => 500,
-        _ => 1,
-    }
-}
-
-/// Checks an amount against the currency's minimum, the eight-digit maximum and the
-/// settlement divisor.
+/// Checks an amount (see [`pay_core::money::validate_charge_amount`]).
 pub fn validate_amount(param: &str, amount: i64, currency: Currency) -> Result<(), ApiError> {
-    let min = minimum_amount(currency);
-    if amount < min {
-        return Err(ApiError::invalid_param(
-            param,
-            "amount_too_small",
-            format!(
-                "Amount must be at least {min} {} minor units.",
-                currency.code()
-            ),
-        ));
-    }
-    if amount > MAX_AMOUNT {
-        return Err(ApiError::invalid_param(
-            param,
-            "amount_too_large",
-            format!("Amount must be no more than {MAX_AMOUNT}."),
-        ));
-    }
-    let div = i64::from(currency.info().settlement_divisor);
-    if amount % div != 0 {
-        return Err(ApiError::invalid_param(
-            param,
-            "parameter_invalid_integer",
-            format!(
-                "Amounts in {} must be a multiple of {div}.",
-                currency.code()
-            ),
-        ));
-    }
-    Ok(())
+    pay_core::money::validate_charge_amount(param, amount, currency)
 }
 
-fn list_query(
-    account: &AccountId,
-    req: &ListRequest,
-    filter: Option<(Index, String)>,
-) -> ListQuery {
+fn list_query(account: &AccountId, req: &ListRequest, filter: Option<(Index, String)>) -> ListQuery {
     ListQuery {
         table: Table::PaymentIntents,
         account: account.to_string(),

@@ -1,9 +1,7 @@
 //! Stripe-shaped objects as the public API returns them (a compatible subset of Stripe's
 //! fields, named and typed as Stripe's so the official SDKs deserialize them).
 
-use pay_core::{
-    CardBrand, ChargeId, Currency, CustomerId, PaymentIntentId, PaymentMethodId, RefundId, ReviewId,
-};
+use pay_core::{CardBrand, ChargeId, Currency, CustomerId, PaymentIntentId, PaymentMethodId, RefundId, ReviewId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

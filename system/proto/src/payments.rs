@@ -5,8 +5,7 @@
 
 use crate::objects::{CaptureMethod, Charge, ConfirmationMethod, Metadata, PaymentIntent, Refund};
 use pay_core::{
-    AccountId, CardSummary, ChargeId, Currency, CustomerId, PaymentIntentId, PaymentMethodId,
-    RefundId, VaultTokenId,
+    AccountId, CardSummary, ChargeId, Currency, CustomerId, PaymentIntentId, PaymentMethodId, RefundId, VaultTokenId,
 };
 use pay_net::{CallError, ServiceClient};
 use serde::{Deserialize, Serialize};
@@ -199,11 +198,7 @@ impl PaymentsClient {
         self.inner.post("/v1/payment_intents", req).await
     }
     /// Reads an intent.
-    pub async fn get_intent(
-        &self,
-        account: &AccountId,
-        id: &PaymentIntentId,
-    ) -> Result<PaymentIntent, CallError> {
+    pub async fn get_intent(&self, account: &AccountId, id: &PaymentIntentId) -> Result<PaymentIntent, CallError> {
         self.inner
             .get(&format!("/v1/payment_intents/{id}?{}", q(account)))
             .await
@@ -227,10 +222,7 @@ impl PaymentsClient {
         req: &ConfirmIntent,
     ) -> Result<PaymentIntent, CallError> {
         self.inner
-            .post(
-                &format!("/v1/payment_intents/{id}/confirm?{}", q(account)),
-                req,
-            )
+            .post(&format!("/v1/payment_intents/{id}/confirm?{}", q(account)), req)
             .await
     }
     /// Captures an intent.
@@ -241,10 +233,7 @@ impl PaymentsClient {
         req: &CaptureIntent,
     ) -> Result<PaymentIntent, CallError> {
         self.inner
-            .post(
-                &format!("/v1/payment_intents/{id}/capture?{}", q(account)),
-                req,
-            )
+            .post(&format!("/v1/payment_intents/{id}/capture?{}", q(account)), req)
             .await
     }
     /// Cancels an intent.
@@ -255,10 +244,7 @@ impl PaymentsClient {
         req: &CancelIntent,
     ) -> Result<PaymentIntent, CallError> {
         self.inner
-            .post(
-                &format!("/v1/payment_intents/{id}/cancel?{}", q(account)),
-                req,
-            )
+            .post(&format!("/v1/payment_intents/{id}/cancel?{}", q(account)), req)
             .await
     }
     /// Lists intents.
@@ -276,43 +262,19 @@ impl PaymentsClient {
         self.inner.post("/v1/refunds", req).await
     }
     /// Reads a refund.
-    pub async fn get_refund(
-        &self,
-        account: &AccountId,
-        id: &RefundId,
-    ) -> Result<Refund, CallError> {
-        self.inner
-            .get(&format!("/v1/refunds/{id}?{}", q(account)))
-            .await
+    pub async fn get_refund(&self, account: &AccountId, id: &RefundId) -> Result<Refund, CallError> {
+        self.inner.get(&format!("/v1/refunds/{id}?{}", q(account))).await
     }
     /// Lists refunds.
-    pub async fn list_refunds(
-        &self,
-        account: &AccountId,
-        req: &ListRequest,
-    ) -> Result<ListPage<Refund>, CallError> {
-        self.inner
-            .post(&format!("/v1/refunds/list?{}", q(account)), req)
-            .await
+    pub async fn list_refunds(&self, account: &AccountId, req: &ListRequest) -> Result<ListPage<Refund>, CallError> {
+        self.inner.post(&format!("/v1/refunds/list?{}", q(account)), req).await
     }
     /// Reads a charge.
-    pub async fn get_charge(
-        &self,
-        account: &AccountId,
-        id: &ChargeId,
-    ) -> Result<Charge, CallError> {
-        self.inner
-            .get(&format!("/v1/charges/{id}?{}", q(account)))
-            .await
+    pub async fn get_charge(&self, account: &AccountId, id: &ChargeId) -> Result<Charge, CallError> {
+        self.inner.get(&format!("/v1/charges/{id}?{}", q(account))).await
     }
     /// Lists charges.
-    pub async fn list_charges(
-        &self,
-        account: &AccountId,
-        req: &ListRequest,
-    ) -> Result<ListPage<Charge>, CallError> {
-        self.inner
-            .post(&format!("/v1/charges/list?{}", q(account)), req)
-            .await
+    pub async fn list_charges(&self, account: &AccountId, req: &ListRequest) -> Result<ListPage<Charge>, CallError> {
+        self.inner.post(&format!("/v1/charges/list?{}", q(account)), req).await
     }
 }

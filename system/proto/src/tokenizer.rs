@@ -92,11 +92,7 @@ impl TokenizerClient {
         self.inner.post("/v1/tokens", req).await
     }
     /// What may be known about a vaulted card.
-    pub async fn card(
-        &self,
-        account: &AccountId,
-        token: &VaultTokenId,
-    ) -> Result<CardSummary, CallError> {
+    pub async fn card(&self, account: &AccountId, token: &VaultTokenId) -> Result<CardSummary, CallError> {
         self.inner
             .get(&format!("/v1/tokens/{}?account={}", token, account))
             .await

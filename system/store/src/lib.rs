@@ -68,8 +68,8 @@ pub struct Versioned<T> {
 }
 
 fn to_record<T: Entity>(value: &T) -> Result<Record, StoreError> {
-    let body = serde_json::to_value(value)
-        .map_err(|e| StoreError::Invalid(format!("cannot encode {}: {e}", T::TABLE)))?;
+    let body =
+        serde_json::to_value(value).map_err(|e| StoreError::Invalid(format!("cannot encode {}: {e}", T::TABLE)))?;
     Ok(Record {
         id: value.id().to_owned(),
         account: value.account().to_owned(),
@@ -82,8 +82,8 @@ fn to_record<T: Entity>(value: &T) -> Result<Record, StoreError> {
 }
 
 fn from_record<T: Entity>(r: Record) -> Result<Versioned<T>, StoreError> {
-    let value = serde_json::from_value(r.body)
-        .map_err(|e| StoreError::Corrupt(format!("{} {}: {e}", T::TABLE, r.id)))?;
+    let value =
+        serde_json::from_value(r.body).map_err(|e| StoreError::Corrupt(format!("{} {}: {e}", T::TABLE, r.id)))?;
     Ok(Versioned {
         version: r.version,
         value,
@@ -222,9 +222,7 @@ impl Db {
                     delay = delay.saturating_mul(2);
                     attempt += 1;
                 }
-                Err(StoreError::Unavailable(m)) if ambiguous => {
-                    return Err(StoreError::Ambiguous(m))
-                }
+                Err(StoreError::Unavailable(m)) if ambiguous => return Err(StoreError::Ambiguous(m)),
                 Err(e) => return Err(e),
             }
         }
@@ -253,15 +251,8 @@ impl Db {
     }
 
     /// One entity by id, only if it belongs to `account`.
-    pub async fn get_owned<T: Entity>(
-        &self,
-        account: &str,
-        id: &str,
-    ) -> Result<Option<Versioned<T>>, StoreError> {
-        Ok(self
-            .get::<T>(id)
-            .await?
-            .filter(|v| v.value.account() == account))
+    pub async fn get_owned<T: Entity>(&self, account: &str, id: &str) -> Result<Option<Versioned<T>>, StoreError> {
+        Ok(self.get::<T>(id).await?.filter(|v| v.value.account() == account))
     }
 
     /// Entities whose secondary index equals `value`, oldest first.
@@ -286,18 +277,11 @@ impl Db {
     }
 
     /// A page of entities, newest first. `q.table` is set from `T`.
-    pub async fn list<T: Entity>(
-        &self,
-        mut q: ListQuery,
-    ) -> Result<Page<Versioned<T>>, StoreError> {
+    pub async fn list<T: Entity>(&self, mut q: ListQuery) -> Result<Page<Versioned<T>>, StoreError> {
         q.table = T::TABLE;
         match self.execute(Request::List(q)).await? {
             Response::Page { page } => Ok(Page {
-                items: page
-                    .items
-                    .into_iter()
-                    .map(from_record)
-                    .collect::<Result<_, _>>()?,
+                items: page.items.into_iter().map(from_record).collect::<Result<_, _>>()?,
                 has_more: page.has_more,
             }),
             other => Err(unexpected(other)),
@@ -329,11 +313,7 @@ impl Db {
     }
 
     /// One event of `account`.
-    pub async fn get_event(
-        &self,
-        account: &str,
-        id: &str,
-    ) -> Result<Option<StoredEvent>, StoreError> {
+    pub async fn get_event(&self, account: &str, id: &str) -> Result<Option<StoredEvent>, StoreError> {
         match self
             .execute(Request::GetEvent {
                 account: account.to_owned(),
@@ -355,15 +335,8 @@ impl Db {
     }
 
     /// Outbox events after `after_seq` in sequence order.
-    pub async fn events_since(
-        &self,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<Page<StoredEvent>, StoreError> {
-        match self
-            .execute(Request::EventsSince { after_seq, limit })
-            .await?
-        {
+    pub async fn events_since(&self, after_seq: i64, limit: u32) -> Result<Page<StoredEvent>, StoreError> {
+        match self.execute(Request::EventsSince { after_seq, limit }).await? {
             Response::Events { page } => Ok(page),
             other => Err(unexpected(other)),
         }
@@ -378,13 +351,7 @@ impl Db {
     }
 
     /// Records how far a request holding `key` got.
-    pub async fn idem_checkpoint(
-        &self,
-        account: &str,
-        key: &str,
-        owner: &str,
-        point: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn idem_checkpoint(&self, account: &str, key: &str, owner: &str, point: &str) -> Result<(), StoreError> {
         let req = Request::IdemCheckpoint {
             account: account.into(),
             key: key.into(),
@@ -414,12 +381,7 @@ impl Db {
     }
 
     /// Forgets `key` (the request failed validation and is not saved).
-    pub async fn idem_release(
-        &self,
-        account: &str,
-        key: &str,
-        owner: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn idem_release(&self, account: &str, key: &str, owner: &str) -> Result<(), StoreError> {
         self.expect_done(Request::IdemRelease {
             account: account.into(),
             key: key.into(),
@@ -429,11 +391,7 @@ impl Db {
     }
 
     /// Deletes expired idempotency keys and old transaction ids; returns (keys, txns).
-    pub async fn reap(
-        &self,
-        now: Timestamp,
-        txn_retention: Duration,
-    ) -> Result<(u64, u64), StoreError> {
+    pub async fn reap(&self, now: Timestamp, txn_retention: Duration) -> Result<(u64, u64), StoreError> {
         let req = Request::Reap {
             now: now.millis(),
             txn_retention_ms: i64::try_from(txn_retention.as_millis()).unwrap_or(i64::MAX),

@@ -103,10 +103,7 @@ impl State {
             .or_default()
             .insert(key.clone());
         if let Some(k) = &r.k1 {
-            self.k1
-                .entry((table, k.clone()))
-                .or_default()
-                .insert(key.clone());
+            self.k1.entry((table, k.clone())).or_default().insert(key.clone());
         }
         if let Some(k) = &r.k2 {
             self.k2.entry((table, k.clone())).or_default().insert(key);
@@ -118,10 +115,7 @@ impl State {
             self.unindex(table, &old);
         }
         self.index(table, &r);
-        self.tables
-            .entry(table)
-            .or_default()
-            .insert(r.id.clone(), r);
+        self.tables.entry(table).or_default().insert(r.id.clone(), r);
     }
 
     fn remove(&mut self, table: Table, id: &str) {
@@ -137,16 +131,13 @@ impl State {
         // Validate every op against the state as it will be after the earlier ops, without
         // touching the real state: stage versions in an overlay.
         let mut overlay: BTreeMap<(Table, String), Option<i64>> = BTreeMap::new();
-        let current = |s: &State,
-                       overlay: &BTreeMap<(Table, String), Option<i64>>,
-                       t: Table,
-                       id: &str|
-         -> Option<i64> {
-            match overlay.get(&(t, id.to_owned())) {
-                Some(v) => *v,
-                None => s.get(t, id).map(|r| r.version),
-            }
-        };
+        let current =
+            |s: &State, overlay: &BTreeMap<(Table, String), Option<i64>>, t: Table, id: &str| -> Option<i64> {
+                match overlay.get(&(t, id.to_owned())) {
+                    Some(v) => *v,
+                    None => s.get(t, id).map(|r| r.version),
+                }
+            };
         for op in &txn.ops {
             match op {
                 Op::Insert { table, record } => {
@@ -265,16 +256,9 @@ impl State {
         for event in txn.events {
             self.next_seq += 1;
             let seq = self.next_seq;
-            let account = event
-                .account
-                .as_ref()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
+            let account = event.account.as_ref().map(|a| a.to_string()).unwrap_or_default();
             self.event_seq_by_id.insert(event.id.to_string(), seq);
-            self.events_by_account
-                .entry(account)
-                .or_default()
-                .insert(seq);
+            self.events_by_account.entry(account).or_default().insert(seq);
             self.events.insert(seq, StoredEvent { seq, event });
             seqs.push(seq);
         }
@@ -320,10 +304,7 @@ impl State {
             let has_more = newer.len() > limit;
             newer.truncate(limit);
             newer.reverse();
-            let items = newer
-                .iter()
-                .filter_map(|k| self.get(q.table, &k.1).cloned())
-                .collect();
+            let items = newer.iter().filter_map(|k| self.get(q.table, &k.1).cloned()).collect();
             return Ok(Page { items, has_more });
         } else if let Some(after) = &q.starting_after {
             let c = cursor(after)?;
@@ -334,19 +315,11 @@ impl State {
                 .cloned()
                 .collect()
         } else {
-            set.iter()
-                .rev()
-                .filter(|k| keep(k))
-                .take(limit + 1)
-                .cloned()
-                .collect()
+            set.iter().rev().filter(|k| keep(k)).take(limit + 1).cloned().collect()
         };
         let has_more = keys.len() > limit;
         keys.truncate(limit);
-        let items = keys
-            .iter()
-            .filter_map(|k| self.get(q.table, &k.1).cloned())
-            .collect();
+        let items = keys.iter().filter_map(|k| self.get(q.table, &k.1).cloned()).collect();
         Ok(Page { items, has_more })
     }
 
@@ -368,12 +341,8 @@ impl State {
             let Some(e) = self.events.get(seq) else {
                 return false;
             };
-            q.kind
-                .as_deref()
-                .is_none_or(|k| event_kind_matches(k, &e.event.kind))
-                && q.object_id
-                    .as_deref()
-                    .is_none_or(|o| e.event.object_id() == Some(o))
+            q.kind.as_deref().is_none_or(|k| event_kind_matches(k, &e.event.kind))
+                && q.object_id.as_deref().is_none_or(|o| e.event.object_id() == Some(o))
                 && q.created_gte.is_none_or(|g| e.event.created >= g)
         };
         if let Some(before) = &q.ending_before {
@@ -388,10 +357,7 @@ impl State {
             newer.truncate(limit);
             newer.reverse();
             return Ok(Page {
-                items: newer
-                    .iter()
-                    .filter_map(|s| self.events.get(s).cloned())
-                    .collect(),
+                items: newer.iter().filter_map(|s| self.events.get(s).cloned()).collect(),
                 has_more,
             });
         }
@@ -405,21 +371,12 @@ impl State {
                     .copied()
                     .collect()
             }
-            None => seqs
-                .iter()
-                .rev()
-                .filter(|s| keep(s))
-                .take(limit + 1)
-                .copied()
-                .collect(),
+            None => seqs.iter().rev().filter(|s| keep(s)).take(limit + 1).copied().collect(),
         };
         let has_more = picked.len() > limit;
         picked.truncate(limit);
         Ok(Page {
-            items: picked
-                .iter()
-                .filter_map(|s| self.events.get(s).cloned())
-                .collect(),
+            items: picked.iter().filter_map(|s| self.events.get(s).cloned()).collect(),
             has_more,
         })
     }
@@ -466,12 +423,7 @@ impl State {
         IdemBeginOutcome::InProgress
     }
 
-    fn idem_owned(
-        &mut self,
-        account: &str,
-        key: &str,
-        owner: &str,
-    ) -> Result<&mut IdemRow, StoreError> {
+    fn idem_owned(&mut self, account: &str, key: &str, owner: &str) -> Result<&mut IdemRow, StoreError> {
         match self.idem.get_mut(&(account.to_owned(), key.to_owned())) {
             Some(row) if row.owner == owner => Ok(row),
             _ => Err(StoreError::NotOwner),
@@ -529,9 +481,7 @@ impl MemoryBackend {
                     .event_seq_by_id
                     .get(&id)
                     .and_then(|seq| s.events.get(seq))
-                    .filter(|e| {
-                        e.event.account.as_ref().map(|a| a.as_str()) == Some(account.as_str())
-                    })
+                    .filter(|e| e.event.account.as_ref().map(|a| a.as_str()) == Some(account.as_str()))
                     .cloned();
                 Ok(Response::Event { event })
             }
@@ -575,11 +525,7 @@ impl MemoryBackend {
                 row.locked_at = None;
                 Ok(Response::Done)
             }
-            Request::IdemRelease {
-                account,
-                key,
-                owner,
-            } => {
+            Request::IdemRelease { account, key, owner } => {
                 // Releasing a key that is already gone is a no-op (a retried release).
                 if s.idem.contains_key(&(account.clone(), key.clone())) {
                     s.idem_owned(&account, &key, &owner)?;
@@ -587,10 +533,7 @@ impl MemoryBackend {
                 }
                 Ok(Response::Done)
             }
-            Request::Reap {
-                now,
-                txn_retention_ms,
-            } => {
+            Request::Reap { now, txn_retention_ms } => {
                 let before_keys = s.idem.len();
                 s.idem.retain(|_, r| r.expires_at > now);
                 let before_txns = s.txns.len();

@@ -503,15 +503,11 @@ impl StoreError {
             StoreError::Conflict { .. } => pay_core::ApiError::idempotency_key_in_use()
                 .with_status(409)
                 .tap_message("The object was modified by a concurrent request; retry the request."),
-            StoreError::Unavailable(_) | StoreError::Ambiguous(_) => {
-                pay_core::ApiError::unavailable(
-                    "The payment records store is temporarily unavailable; retry the request.",
-                )
-            }
+            StoreError::Unavailable(_) | StoreError::Ambiguous(_) => pay_core::ApiError::unavailable(
+                "The payment records store is temporarily unavailable; retry the request.",
+            ),
             StoreError::Invalid(_) | StoreError::Corrupt(_) | StoreError::NotOwner => {
-                pay_core::ApiError::internal(
-                    "An internal error occurred while storing the request.",
-                )
+                pay_core::ApiError::internal("An internal error occurred while storing the request.")
             }
         }
     }
@@ -532,9 +528,7 @@ impl TapMessage for pay_core::ApiError {
 /// Matches an event type against an exact type or a `prefix.*` wildcard.
 pub fn event_kind_matches(filter: &str, kind: &str) -> bool {
     match filter.strip_suffix(".*") {
-        Some(prefix) => kind
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('.')),
+        Some(prefix) => kind.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.')),
         None => filter == "*" || filter == kind,
     }
 }

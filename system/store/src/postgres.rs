@@ -47,12 +47,8 @@ const COLS: &str = "id, account, version, created, k1, k2, body";
 impl PgBackend {
     /// Connects a pool to `url` (`postgres://user:pass@host:port/db`).
     pub async fn connect(url: &str, settings: &PgSettings) -> Result<PgBackend, StoreError> {
-        let opts = PgConnectOptions::from_str(url).map_err(|e| {
-            StoreError::Invalid(format!(
-                "bad database URL: {}",
-                redact_url_error(&e.to_string())
-            ))
-        })?;
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Invalid(format!("bad database URL: {}", redact_url_error(&e.to_string()))))?;
         let describe = format!(
             "postgres://{}:{}/{}",
             opts.get_host(),
@@ -88,15 +84,13 @@ impl PgBackend {
 
     async fn commit(&self, txn: Txn) -> Result<CommitOutcome, StoreError> {
         let mut tx = self.pool.begin().await.map_err(|e| map_err(e, false))?;
-        let fresh = sqlx::query(
-            "INSERT INTO store_txns (id, applied_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(&txn.id)
-        .bind(txn.at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| map_err(e, false))?
-        .rows_affected();
+        let fresh = sqlx::query("INSERT INTO store_txns (id, applied_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(&txn.id)
+            .bind(txn.at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, false))?
+            .rows_affected();
         if fresh == 0 {
             let _ = tx.rollback().await;
             return Ok(CommitOutcome::AlreadyApplied);
@@ -152,12 +146,7 @@ impl PgBackend {
         rows.iter().map(record_from_row).collect()
     }
 
-    async fn cursor(
-        &self,
-        table: Table,
-        account: &str,
-        id: &str,
-    ) -> Result<(i64, String), StoreError> {
+    async fn cursor(&self, table: Table, account: &str, id: &str) -> Result<(i64, String), StoreError> {
         let sql = format!(
             "SELECT created, id FROM {} WHERE id = $1 AND account = $2",
             table.name()
@@ -169,10 +158,7 @@ impl PgBackend {
             .await
             .map_err(|e| map_err(e, false))?;
         match row {
-            Some(r) => Ok((
-                r.try_get("created").map_err(decode)?,
-                r.try_get("id").map_err(decode)?,
-            )),
+            Some(r) => Ok((r.try_get("created").map_err(decode)?, r.try_get("id").map_err(decode)?)),
             None => Err(StoreError::Invalid(format!("cursor object {id} not found"))),
         }
     }
@@ -261,8 +247,7 @@ impl PgBackend {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| map_err(e, false))?;
-        let mut items: Vec<StoredEvent> =
-            rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
+        let mut items: Vec<StoredEvent> = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
         let has_more = items.len() as i64 > limit;
         items.truncate(limit as usize);
         if newer {
@@ -326,9 +311,7 @@ impl PgBackend {
                     status: u16::try_from(status).unwrap_or(500),
                     body,
                 }
-            } else if owner == b.owner
-                || locked_at.is_none_or(|t| b.now.saturating_sub(t) >= b.lock_timeout_ms)
-            {
+            } else if owner == b.owner || locked_at.is_none_or(|t| b.now.saturating_sub(t) >= b.lock_timeout_ms) {
                 sqlx::query("UPDATE idempotency_keys SET owner = $3, locked_at = $4 WHERE account = $1 AND key = $2")
                     .bind(&b.account)
                     .bind(&b.key)
@@ -347,9 +330,7 @@ impl PgBackend {
             tx.commit().await.map_err(|e| map_err(e, true))?;
             return Ok(outcome);
         }
-        Err(StoreError::Unavailable(
-            "idempotency key contended; retry".into(),
-        ))
+        Err(StoreError::Unavailable("idempotency key contended; retry".into()))
     }
 
     /// Runs an UPDATE/DELETE on a key that must be held by the caller (the query filters on
@@ -370,13 +351,12 @@ impl PgBackend {
         if n > 0 {
             return Ok(());
         }
-        let holder =
-            sqlx::query("SELECT owner FROM idempotency_keys WHERE account = $1 AND key = $2")
-                .bind(account)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| map_err(e, false))?;
+        let holder = sqlx::query("SELECT owner FROM idempotency_keys WHERE account = $1 AND key = $2")
+            .bind(account)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err(e, false))?;
         match holder {
             None if missing_ok => Ok(()),
             _ => Err(StoreError::NotOwner),
@@ -387,7 +367,10 @@ impl PgBackend {
 async fn apply_op(tx: &mut Transaction<'_, Postgres>, op: &Op) -> Result<(), StoreError> {
     match op {
         Op::Insert { table, record } => {
-            let sql = format!("INSERT INTO {} ({COLS}) VALUES ($1, $2, 1, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING", table.name());
+            let sql = format!(
+                "INSERT INTO {} ({COLS}) VALUES ($1, $2, 1, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                table.name()
+            );
             let n = sqlx::query(&sql)
                 .bind(&record.id)
                 .bind(&record.account)
@@ -457,10 +440,7 @@ async fn apply_op(tx: &mut Transaction<'_, Postgres>, op: &Op) -> Result<(), Sto
             id,
             expected_version,
         } => {
-            let sql = format!(
-                "SELECT version FROM {} WHERE id = $1 FOR SHARE",
-                table.name()
-            );
+            let sql = format!("SELECT version FROM {} WHERE id = $1 FOR SHARE", table.name());
             let row = sqlx::query(&sql)
                 .bind(id)
                 .fetch_optional(&mut **tx)
@@ -493,12 +473,7 @@ async fn apply_op(tx: &mut Transaction<'_, Postgres>, op: &Op) -> Result<(), Sto
     Ok(())
 }
 
-async fn version_conflict(
-    tx: &mut Transaction<'_, Postgres>,
-    table: Table,
-    id: &str,
-    expected: i64,
-) -> StoreError {
+async fn version_conflict(tx: &mut Transaction<'_, Postgres>, table: Table, id: &str, expected: i64) -> StoreError {
     let sql = format!("SELECT version FROM {} WHERE id = $1", table.name());
     match sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await {
         Ok(Some(r)) => match r.try_get::<i64, _>("version") {
@@ -518,12 +493,8 @@ async fn version_conflict(
     }
 }
 
-async fn insert_event(
-    tx: &mut Transaction<'_, Postgres>,
-    event: &Event,
-) -> Result<i64, StoreError> {
-    let body = serde_json::to_value(event)
-        .map_err(|e| StoreError::Invalid(format!("cannot encode event: {e}")))?;
+async fn insert_event(tx: &mut Transaction<'_, Postgres>, event: &Event) -> Result<i64, StoreError> {
+    let body = serde_json::to_value(event).map_err(|e| StoreError::Invalid(format!("cannot encode event: {e}")))?;
     let row = sqlx::query("INSERT INTO events (id, account, type, object_id, created, body) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq")
         .bind(event.id.as_str())
         .bind(event.account.as_ref().map(|a| a.as_str()).unwrap_or(""))
@@ -559,8 +530,7 @@ fn record_from_row(r: &PgRow) -> Result<Record, StoreError> {
 fn event_from_row(r: &PgRow) -> Result<StoredEvent, StoreError> {
     let seq: i64 = r.try_get("seq").map_err(decode)?;
     let body: serde_json::Value = r.try_get("body").map_err(decode)?;
-    let event: Event = serde_json::from_value(body)
-        .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
+    let event: Event = serde_json::from_value(body).map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
     Ok(StoredEvent { seq, event })
 }
 
@@ -575,22 +545,14 @@ fn map_err(e: sqlx::Error, may_have_committed: bool) -> StoreError {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
             // Serialization failure, deadlock, too many connections, admin shutdown.
-            if matches!(
-                code.as_str(),
-                "40001" | "40P01" | "53300" | "57P01" | "57P03"
-            ) {
+            if matches!(code.as_str(), "40001" | "40P01" | "53300" | "57P01" | "57P03") {
                 StoreError::Unavailable(format!("database refused ({code}); retry"))
             } else {
                 StoreError::Invalid(format!("database error {code}: {}", db.message()))
             }
         }
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-            StoreError::Unavailable(e.to_string())
-        }
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
             if may_have_committed {
                 StoreError::Ambiguous(e.to_string())
             } else {
@@ -642,13 +604,12 @@ impl Backend for PgBackend {
                 outcome: self.commit(txn).await?,
             }),
             Request::GetEvent { account, id } => {
-                let row =
-                    sqlx::query("SELECT seq, body FROM events WHERE id = $1 AND account = $2")
-                        .bind(&id)
-                        .bind(&account)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(|e| map_err(e, false))?;
+                let row = sqlx::query("SELECT seq, body FROM events WHERE id = $1 AND account = $2")
+                    .bind(&id)
+                    .bind(&account)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| map_err(e, false))?;
                 Ok(Response::Event {
                     event: row.as_ref().map(event_from_row).transpose()?,
                 })
@@ -658,16 +619,13 @@ impl Backend for PgBackend {
             }),
             Request::EventsSince { after_seq, limit } => {
                 let limit = i64::from(limit.clamp(1, 1000));
-                let rows = sqlx::query(
-                    "SELECT seq, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
-                )
-                .bind(after_seq)
-                .bind(limit + 1)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| map_err(e, false))?;
-                let mut items: Vec<StoredEvent> =
-                    rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
+                let rows = sqlx::query("SELECT seq, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+                    .bind(after_seq)
+                    .bind(limit + 1)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| map_err(e, false))?;
+                let mut items: Vec<StoredEvent> = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
                 let has_more = items.len() as i64 > limit;
                 items.truncate(limit as usize);
                 Ok(Response::Events {
@@ -683,11 +641,13 @@ impl Backend for PgBackend {
                 owner,
                 recovery_point,
             } => {
-                let q = sqlx::query("UPDATE idempotency_keys SET recovery_point = $4 WHERE account = $1 AND key = $2 AND owner = $3")
-                    .bind(&account)
-                    .bind(&key)
-                    .bind(&owner)
-                    .bind(recovery_point);
+                let q = sqlx::query(
+                    "UPDATE idempotency_keys SET recovery_point = $4 WHERE account = $1 AND key = $2 AND owner = $3",
+                )
+                .bind(&account)
+                .bind(&key)
+                .bind(&owner)
+                .bind(recovery_point);
                 self.idem_owned(q, &account, &key, false).await?;
                 Ok(Response::Done)
             }
@@ -707,24 +667,15 @@ impl Backend for PgBackend {
                 self.idem_owned(q, &account, &key, false).await?;
                 Ok(Response::Done)
             }
-            Request::IdemRelease {
-                account,
-                key,
-                owner,
-            } => {
-                let q = sqlx::query(
-                    "DELETE FROM idempotency_keys WHERE account = $1 AND key = $2 AND owner = $3",
-                )
-                .bind(&account)
-                .bind(&key)
-                .bind(&owner);
+            Request::IdemRelease { account, key, owner } => {
+                let q = sqlx::query("DELETE FROM idempotency_keys WHERE account = $1 AND key = $2 AND owner = $3")
+                    .bind(&account)
+                    .bind(&key)
+                    .bind(&owner);
                 self.idem_owned(q, &account, &key, true).await?;
                 Ok(Response::Done)
             }
-            Request::Reap {
-                now,
-                txn_retention_ms,
-            } => {
+            Request::Reap { now, txn_retention_ms } => {
                 let keys = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
                     .bind(now)
                     .execute(&self.pool)

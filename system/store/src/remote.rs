@@ -29,9 +29,7 @@ pub enum Reply {
 
 /// Serves `backend` at [`EXECUTE_PATH`].
 pub fn router(backend: Arc<dyn Backend>) -> Router {
-    Router::new()
-        .route(EXECUTE_PATH, post(execute))
-        .with_state(backend)
+    Router::new().route(EXECUTE_PATH, post(execute)).with_state(backend)
 }
 
 async fn execute(State(backend): State<Arc<dyn Backend>>, Json(req): Json<Request>) -> Json<Reply> {

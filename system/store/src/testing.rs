@@ -42,8 +42,7 @@ impl TestDatabase {
             COUNTER.fetch_add(1, Ordering::SeqCst),
             nanos_suffix()
         );
-        let admin_opts =
-            PgConnectOptions::from_str(&admin_url).map_err(|e| format!("bad DATABASE_URL: {e}"))?;
+        let admin_opts = PgConnectOptions::from_str(&admin_url).map_err(|e| format!("bad DATABASE_URL: {e}"))?;
         let mut admin = admin_opts
             .connect()
             .await
@@ -53,11 +52,7 @@ impl TestDatabase {
             .await
             .map_err(|e| format!("CREATE DATABASE failed: {e}"))?;
         let _ = admin.close().await;
-        let url = admin_opts
-            .clone()
-            .database(&name)
-            .to_url_lossy()
-            .to_string();
+        let url = admin_opts.clone().database(&name).to_url_lossy().to_string();
         let db = TestDatabase {
             url,
             admin_url,
@@ -96,18 +91,13 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         // Drop is synchronous and may run inside a runtime: use a private thread and runtime.
         let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 rt.block_on(async {
                     if let Ok(opts) = PgConnectOptions::from_str(&admin_url) {
                         if let Ok(mut c) = opts.connect().await {
-                            let _ = sqlx::query(&format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            ))
-                            .execute(&mut c)
-                            .await;
+                            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut c)
+                                .await;
                         }
                     }
                 });
@@ -134,11 +124,7 @@ pub fn pg_bindir() -> Option<PathBuf> {
         }
     }
     let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .collect()
-        })
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
         .unwrap_or_default();
     candidates.sort();
     candidates
@@ -206,7 +192,9 @@ fn start_cluster() -> Result<String, String> {
 
 fn run_cluster() -> Result<(String, std::process::Child), String> {
     use std::os::unix::process::CommandExt;
-    let bindir = pg_bindir().ok_or("PostgreSQL server binaries (initdb, postgres) not found: install the postgresql package or set DATABASE_URL")?;
+    let bindir = pg_bindir().ok_or(
+        "PostgreSQL server binaries (initdb, postgres) not found: install the postgresql package or set DATABASE_URL",
+    )?;
     let tmp = std::env::temp_dir();
     sweep_stale(&tmp);
     let dir = tmp.join(format!("pay-pg-{}-{}", std::process::id(), nanos_suffix()));
@@ -214,16 +202,12 @@ fn run_cluster() -> Result<(String, std::process::Child), String> {
     // SAFETY: geteuid has no preconditions.
     let as_root = unsafe { libc::geteuid() } == 0;
     let ids = if as_root {
-        Some(
-            postgres_ids()
-                .ok_or("running as root but there is no `postgres` user to run the test server")?,
-        )
+        Some(postgres_ids().ok_or("running as root but there is no `postgres` user to run the test server")?)
     } else {
         None
     };
     if let Some((uid, gid)) = ids {
-        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-            .map_err(|e| e.to_string())?;
+        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
         // SAFETY: chown on a path we just created, with a valid C string.
         if unsafe { libc::chown(c.as_ptr(), uid, gid) } != 0 {
             return Err(format!("cannot chown {} to postgres", dir.display()));
@@ -247,14 +231,9 @@ fn run_cluster() -> Result<(String, std::process::Child), String> {
     if let Some((uid, gid)) = ids {
         initdb.uid(uid).gid(gid);
     }
-    let out = initdb
-        .output()
-        .map_err(|e| format!("cannot run initdb: {e}"))?;
+    let out = initdb.output().map_err(|e| format!("cannot run initdb: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
+        return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
     let port = free_port()?;
     let mut pg = Command::new(bindir.join("postgres"));
@@ -286,9 +265,7 @@ fn run_cluster() -> Result<(String, std::process::Child), String> {
             Ok(())
         });
     }
-    let child = pg
-        .spawn()
-        .map_err(|e| format!("cannot start postgres: {e}"))?;
+    let child = pg.spawn().map_err(|e| format!("cannot start postgres: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
@@ -313,9 +290,7 @@ fn run_cluster() -> Result<(String, std::process::Child), String> {
                     let _ = c.close().await;
                     return Ok::<(), String>(());
                 }
-                Err(e) if Instant::now() > deadline => {
-                    return Err(format!("test PostgreSQL refused logins: {e}"))
-                }
+                Err(e) if Instant::now() > deadline => return Err(format!("test PostgreSQL refused logins: {e}")),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }

@@ -80,10 +80,7 @@ async fn remote_db() -> (Db, Option<Box<dyn std::any::Any + Send>>) {
     let http = pay_net::HttpClient::new(Arc::new(pay_net::TcpTransport));
     let client = pay_net::ServiceClient::new(http, "db", &format!("http://{addr}"), None);
     (
-        Db::new(
-            Arc::new(pay_store::remote::RemoteBackend::new(client)),
-            env(),
-        ),
+        Db::new(Arc::new(pay_store::remote::RemoteBackend::new(client)), env()),
         None,
     )
 }
@@ -104,11 +101,7 @@ async fn insert_get_and_conflicts(db: Db) {
     assert_eq!(got.version, 1);
     assert_eq!(got.value, w("cus_a", "acct_1", 10));
     assert!(db.get::<Widget>("cus_missing").await.unwrap().is_none());
-    assert!(db
-        .get_owned::<Widget>("acct_other", "cus_a")
-        .await
-        .unwrap()
-        .is_none());
+    assert!(db.get_owned::<Widget>("acct_other", "cus_a").await.unwrap().is_none());
 
     let mut t = db.txn();
     t.insert(&w("cus_a", "acct_1", 11));
@@ -132,11 +125,7 @@ async fn insert_get_and_conflicts(db: Db) {
     t.update(1, &updated);
     match db.commit(t).await {
         Err(StoreError::Conflict {
-            kind:
-                ConflictKind::VersionMismatch {
-                    expected: 1,
-                    actual: 2,
-                },
+            kind: ConflictKind::VersionMismatch { expected: 1, actual: 2 },
             ..
         }) => {}
         other => panic!("stale update must conflict, got {other:?}"),
@@ -153,10 +142,7 @@ async fn insert_get_and_conflicts(db: Db) {
 
     let mut t = db.txn();
     t.delete::<Widget>("cus_a", Some(1));
-    assert!(matches!(
-        db.commit(t).await,
-        Err(StoreError::Conflict { .. })
-    ));
+    assert!(matches!(db.commit(t).await, Err(StoreError::Conflict { .. })));
     let mut t = db.txn();
     t.delete::<Widget>("cus_a", Some(2));
     db.commit(t).await.unwrap();
@@ -230,11 +216,7 @@ async fn transactions_are_atomic_with_their_events(db: Db) {
 async fn pagination_newest_first(db: Db) {
     for i in 0..25i64 {
         let mut x = w(&format!("cus_{i:02}"), "acct_1", 1000 + i);
-        x.color = Some(if i % 2 == 0 {
-            "red".into()
-        } else {
-            "blue".into()
-        });
+        x.color = Some(if i % 2 == 0 { "red".into() } else { "blue".into() });
         x.size = Some(format!("s{}", i % 3));
         let mut t = db.txn();
         t.insert(&x);
@@ -251,31 +233,17 @@ async fn pagination_newest_first(db: Db) {
         ending_before: before.map(str::to_owned),
         limit,
     };
-    let ids = |p: &Page<Versioned<Widget>>| {
-        p.items
-            .iter()
-            .map(|v| v.value.id.clone())
-            .collect::<Vec<_>>()
-    };
+    let ids = |p: &Page<Versioned<Widget>>| p.items.iter().map(|v| v.value.id.clone()).collect::<Vec<_>>();
     let p1 = db.list::<Widget>(q(None, None, 10)).await.unwrap();
     assert_eq!(ids(&p1).first().unwrap(), "cus_24");
     assert_eq!(ids(&p1).last().unwrap(), "cus_15");
     assert!(p1.has_more);
-    let p2 = db
-        .list::<Widget>(q(Some("cus_15"), None, 10))
-        .await
-        .unwrap();
+    let p2 = db.list::<Widget>(q(Some("cus_15"), None, 10)).await.unwrap();
     assert_eq!(
         ids(&p2),
-        (5..15)
-            .rev()
-            .map(|i| format!("cus_{i:02}"))
-            .collect::<Vec<_>>()
+        (5..15).rev().map(|i| format!("cus_{i:02}")).collect::<Vec<_>>()
     );
-    let p3 = db
-        .list::<Widget>(q(Some("cus_05"), None, 10))
-        .await
-        .unwrap();
+    let p3 = db.list::<Widget>(q(Some("cus_05"), None, 10)).await.unwrap();
     assert_eq!(p3.items.len(), 5);
     assert!(!p3.has_more);
     // ending_before gives the page just newer than the cursor, still newest first.
@@ -314,27 +282,12 @@ async fn pagination_newest_first(db: Db) {
         .await
         .is_err());
     // Secondary-index lookups, oldest first.
-    let found = db
-        .find::<Widget>(Some("acct_1"), Index::K2, "s0", 100)
-        .await
-        .unwrap();
+    let found = db.find::<Widget>(Some("acct_1"), Index::K2, "s0", 100).await.unwrap();
     assert_eq!(
-        found
-            .iter()
-            .map(|v| v.value.id.as_str())
-            .collect::<Vec<_>>(),
-        vec![
-            "cus_00", "cus_03", "cus_06", "cus_09", "cus_12", "cus_15", "cus_18", "cus_21",
-            "cus_24"
-        ]
+        found.iter().map(|v| v.value.id.as_str()).collect::<Vec<_>>(),
+        vec!["cus_00", "cus_03", "cus_06", "cus_09", "cus_12", "cus_15", "cus_18", "cus_21", "cus_24"]
     );
-    assert_eq!(
-        db.find::<Widget>(None, Index::K1, "blue", 3)
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(db.find::<Widget>(None, Index::K1, "blue", 3).await.unwrap().len(), 3);
 }
 
 async fn events_filter_and_page(db: Db) {
@@ -371,10 +324,7 @@ async fn events_filter_and_page(db: Db) {
     };
     let p = db.list_events(q.clone()).await.unwrap();
     assert_eq!(
-        p.items
-            .iter()
-            .map(|e| e.event.id.to_string())
-            .collect::<Vec<_>>(),
+        p.items.iter().map(|e| e.event.id.to_string()).collect::<Vec<_>>(),
         ids.iter().rev().take(5).cloned().collect::<Vec<_>>()
     );
     assert!(p.has_more);
@@ -395,10 +345,7 @@ async fn events_filter_and_page(db: Db) {
         .await
         .unwrap();
     assert_eq!(
-        prev.items
-            .iter()
-            .map(|e| e.event.id.to_string())
-            .collect::<Vec<_>>(),
+        prev.items.iter().map(|e| e.event.id.to_string()).collect::<Vec<_>>(),
         vec![ids[9].clone(), ids[8].clone()]
     );
     let wild = db
@@ -409,11 +356,7 @@ async fn events_filter_and_page(db: Db) {
         })
         .await
         .unwrap();
-    assert_eq!(
-        wild.items.len(),
-        6,
-        "prefix wildcard must not match payment_intent_x.*"
-    );
+    assert_eq!(wild.items.len(), 6, "prefix wildcard must not match payment_intent_x.*");
     let exact = db
         .list_events(EventQuery {
             kind: Some("charge.succeeded".into()),
@@ -475,22 +418,13 @@ async fn idempotency_keys_follow_stripe(db: Db) {
         }
     );
     assert_eq!(
-        db.idem_begin(begin("k1", "req_b", "fp1", 10))
-            .await
-            .unwrap(),
+        db.idem_begin(begin("k1", "req_b", "fp1", 10)).await.unwrap(),
         InProgress
     );
-    assert_eq!(
-        db.idem_begin(begin("k1", "req_b", "fp2", 10))
-            .await
-            .unwrap(),
-        Mismatch
-    );
+    assert_eq!(db.idem_begin(begin("k1", "req_b", "fp2", 10)).await.unwrap(), Mismatch);
     // A retried begin from the lock holder proceeds.
     assert!(matches!(
-        db.idem_begin(begin("k1", "req_a", "fp1", 20))
-            .await
-            .unwrap(),
+        db.idem_begin(begin("k1", "req_a", "fp1", 20)).await.unwrap(),
         Started { .. }
     ));
     db.idem_checkpoint("acct_1", "k1", "req_a", "created:pi_123")
@@ -502,9 +436,7 @@ async fn idempotency_keys_follow_stripe(db: Db) {
     );
     // After the lock timeout an abandoned request is taken over from its recovery point.
     assert_eq!(
-        db.idem_begin(begin("k1", "req_c", "fp1", 70_000))
-            .await
-            .unwrap(),
+        db.idem_begin(begin("k1", "req_c", "fp1", 70_000)).await.unwrap(),
         Started {
             resumed: true,
             recovery_point: Some("created:pi_123".into())
@@ -518,27 +450,20 @@ async fn idempotency_keys_follow_stripe(db: Db) {
         .await
         .unwrap();
     assert_eq!(
-        db.idem_begin(begin("k1", "req_d", "fp1", 80_000))
-            .await
-            .unwrap(),
+        db.idem_begin(begin("k1", "req_d", "fp1", 80_000)).await.unwrap(),
         Completed {
             status: 200,
             body: "{\"id\":\"pi_123\"}".into()
         }
     );
     assert_eq!(
-        db.idem_begin(begin("k1", "req_d", "fp9", 80_000))
-            .await
-            .unwrap(),
+        db.idem_begin(begin("k1", "req_d", "fp9", 80_000)).await.unwrap(),
         Mismatch
     );
     // Keys are per account.
     let mut other = begin("k1", "req_e", "fp9", 80_000);
     other.account = "acct_2".into();
-    assert!(matches!(
-        db.idem_begin(other).await.unwrap(),
-        Started { .. }
-    ));
+    assert!(matches!(db.idem_begin(other).await.unwrap(), Started { .. }));
     // Released keys (validation failures) are forgotten; releasing twice is harmless.
     assert!(matches!(
         db.idem_begin(begin("k2", "req_f", "fp1", 0)).await.unwrap(),
@@ -555,9 +480,7 @@ async fn idempotency_keys_follow_stripe(db: Db) {
     );
     // Keys expire after 24 h: the same key starts afresh, even with other parameters.
     assert_eq!(
-        db.idem_begin(begin("k1", "req_h", "fpNEW", 86_400_001))
-            .await
-            .unwrap(),
+        db.idem_begin(begin("k1", "req_h", "fpNEW", 86_400_001)).await.unwrap(),
         Started {
             resumed: false,
             recovery_point: None
@@ -599,10 +522,7 @@ async fn concurrent_writers_one_winner(db: Db) {
     for h in handles {
         wins += usize::from(h.await.unwrap());
     }
-    assert_eq!(
-        wins, 1,
-        "exactly one concurrent update of version 1 may win"
-    );
+    assert_eq!(wins, 1, "exactly one concurrent update of version 1 may win");
 
     let mut handles = vec![];
     for i in 0..16 {
@@ -621,10 +541,7 @@ async fn concurrent_writers_one_winner(db: Db) {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(
-        started, 1,
-        "exactly one concurrent first use of a key may run"
-    );
+    assert_eq!(started, 1, "exactly one concurrent first use of a key may run");
 }
 
 macro_rules! contract {

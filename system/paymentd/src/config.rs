@@ -1,0 +1,388 @@
+//! The `paymentd serve` configuration file (YAML), with environment overrides.
+//!
+//! Serve mode has no default secrets: the database URL, TLS certificate and key, the HSM
+//! settings and the service keys must all be given, and a missing or bad setting stops the
+//! process with a message naming it. Secrets are read from files named in the config (or the
+//! database URL from `PAYMENTD_DATABASE_URL`), never written to logs.
+//!
+//! Environment overrides (applied after the file):
+//! `PAYMENTD_DATABASE_URL`, `PAYMENTD_PUBLIC_LISTEN`, `PAYMENTD_LOG_LEVEL`, `PAYMENTD_LOG_FILE`,
+//! `PAYMENTD_HSM_PIN_FILE`, `PAYMENTD_MASTER_KEY_FILE`.
+
+use crate::wiring::Role;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Read {
+        /// Path.
+        path: String,
+        /// Error.
+        reason: String,
+    },
+    /// The YAML does not match the schema.
+    #[error("config file {path}: {reason}")]
+    Parse {
+        /// Path.
+        path: String,
+        /// Error with line and column.
+        reason: String,
+    },
+    /// A setting is missing or invalid.
+    #[error("config setting `{setting}`: {reason}")]
+    Invalid {
+        /// Dotted setting name.
+        setting: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(setting: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners.
+    pub listen: Listen,
+    /// TLS for the public listener (required in serve mode).
+    pub tls: Option<Tls>,
+    /// PostgreSQL.
+    pub database: Database,
+    /// A separate database for the acquirer simulator's ledger (defaults to `database`).
+    pub acquirer_database: Option<Database>,
+    /// The HSM.
+    pub hsm: Option<HsmConfig>,
+    /// Service identity keys.
+    pub service_keys: ServiceKeys,
+    /// Base URLs of roles running elsewhere (when this node runs only some roles).
+    #[serde(default)]
+    pub peers: BTreeMap<Role, String>,
+    /// Logging.
+    #[serde(default)]
+    pub logging: Logging,
+    /// Simulator-style fault points, for crash tests; refused unless the binary was built
+    /// with the `fault-injection` feature.
+    #[serde(default)]
+    pub faults: Option<Faults>,
+}
+
+/// Listener addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// The public address (the API; TLS).
+    pub public: String,
+    /// Internal addresses per role (plain HTTP on a private network; every call carries a
+    /// signed service token).
+    #[serde(default)]
+    pub roles: BTreeMap<Role, String>,
+}
+
+/// TLS certificate and key files (PEM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Certificate chain.
+    pub cert_file: PathBuf,
+    /// Private key.
+    pub key_file: PathBuf,
+}
+
+/// A PostgreSQL database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// Connection URL (or use `url_file` / `PAYMENTD_DATABASE_URL` to keep the password out
+    /// of the file).
+    pub url: Option<String>,
+    /// A file holding the connection URL.
+    pub url_file: Option<PathBuf>,
+    /// Pool size.
+    #[serde(default = "default_pool")]
+    pub max_connections: u32,
+}
+
+fn default_pool() -> u32 {
+    32
+}
+
+/// The HSM backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "backend", rename_all = "lowercase")]
+pub enum HsmConfig {
+    /// The software HSM with a keystore file, unlocked by a master key file or by custodian
+    /// shares (`paymentd unseal`).
+    Soft {
+        /// Keystore file.
+        keystore: PathBuf,
+        /// Master key file (hex); omit to require unsealing with shares.
+        master_key_file: Option<PathBuf>,
+        /// Shares needed to unseal when there is no master key file.
+        unseal_threshold: Option<u8>,
+    },
+    /// A PKCS#11 module (AWS CloudHSM, SoftHSMv2, …).
+    Pkcs11 {
+        /// Module path, e.g. `/opt/cloudhsm/lib/libcloudhsm_pkcs11.so`.
+        module: PathBuf,
+        /// Token label.
+        token_label: String,
+        /// File holding the user PIN (CloudHSM: `user:password`).
+        pin_file: PathBuf,
+        /// Session pool size.
+        #[serde(default = "default_sessions")]
+        sessions: usize,
+    },
+}
+
+fn default_sessions() -> usize {
+    8
+}
+
+/// Where service keys live: `<role>.key.pem` (private, for roles on this node) and
+/// `<role>.pub.pem` (public, for every role). `paymentd keys init-service-keys` creates them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceKeys {
+    /// Directory.
+    pub dir: PathBuf,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    /// Filter, e.g. `info` or `pay_payments=debug,info`.
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// Append JSON lines to this file instead of standard output.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            level: default_level(),
+            file: None,
+        }
+    }
+}
+
+fn default_level() -> String {
+    "info".to_owned()
+}
+
+/// Test-only fault points.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Abort the process at this fault point (e.g. `payments.after_authorize`).
+    pub crash_at: Option<String>,
+}
+
+impl Config {
+    /// Loads, applies environment overrides, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut cfg: Config = serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        cfg.apply_env(|k| std::env::var(k).ok());
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Applies environment overrides through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("PAYMENTD_DATABASE_URL") {
+            self.database.url = Some(v);
+            self.database.url_file = None;
+        }
+        if let Some(v) = get("PAYMENTD_PUBLIC_LISTEN") {
+            self.listen.public = v;
+        }
+        if let Some(v) = get("PAYMENTD_LOG_LEVEL") {
+            self.logging.level = v;
+        }
+        if let Some(v) = get("PAYMENTD_LOG_FILE") {
+            self.logging.file = Some(PathBuf::from(v));
+        }
+        match (
+            &mut self.hsm,
+            get("PAYMENTD_HSM_PIN_FILE"),
+            get("PAYMENTD_MASTER_KEY_FILE"),
+        ) {
+            (Some(HsmConfig::Pkcs11 { pin_file, .. }), Some(v), _) => *pin_file = PathBuf::from(v),
+            (Some(HsmConfig::Soft { master_key_file, .. }), _, Some(v)) => *master_key_file = Some(PathBuf::from(v)),
+            _ => {}
+        }
+    }
+
+    /// Checks every setting that can be checked without connecting anywhere.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen
+            .public
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| invalid("listen.public", format!("not an address:port: {e}")))?;
+        for (role, addr) in &self.listen.roles {
+            addr.parse::<std::net::SocketAddr>()
+                .map_err(|e| invalid(&format!("listen.roles.{role}"), format!("not an address:port: {e}")))?;
+        }
+        let tls = self.tls.as_ref().ok_or_else(|| {
+            invalid(
+                "tls",
+                "serve mode requires TLS on the public listener (tls.cert_file and tls.key_file)",
+            )
+        })?;
+        for (name, p) in [("tls.cert_file", &tls.cert_file), ("tls.key_file", &tls.key_file)] {
+            if !p.exists() {
+                return Err(invalid(name, format!("file {} does not exist", p.display())));
+            }
+        }
+        if self.database.url.is_none() && self.database.url_file.is_none() {
+            return Err(invalid(
+                "database.url",
+                "set database.url, database.url_file or PAYMENTD_DATABASE_URL",
+            ));
+        }
+        if !(1..=1000).contains(&self.database.max_connections) {
+            return Err(invalid("database.max_connections", "must be between 1 and 1000"));
+        }
+        match &self.hsm {
+            None => return Err(invalid("hsm", "serve mode requires an HSM (backend: soft or pkcs11)")),
+            Some(HsmConfig::Soft {
+                master_key_file,
+                unseal_threshold,
+                ..
+            }) => {
+                if master_key_file.is_none() && unseal_threshold.is_none() {
+                    return Err(invalid(
+                        "hsm.master_key_file",
+                        "give a master key file or unseal_threshold (custodian shares)",
+                    ));
+                }
+                if let Some(p) = master_key_file {
+                    if !p.exists() {
+                        return Err(invalid(
+                            "hsm.master_key_file",
+                            format!("file {} does not exist", p.display()),
+                        ));
+                    }
+                }
+            }
+            Some(HsmConfig::Pkcs11 {
+                module,
+                pin_file,
+                sessions,
+                ..
+            }) => {
+                if !module.exists() {
+                    return Err(invalid(
+                        "hsm.module",
+                        format!("PKCS#11 module {} does not exist", module.display()),
+                    ));
+                }
+                if !pin_file.exists() {
+                    return Err(invalid(
+                        "hsm.pin_file",
+                        format!("file {} does not exist", pin_file.display()),
+                    ));
+                }
+                if *sessions == 0 {
+                    return Err(invalid("hsm.sessions", "must be at least 1"));
+                }
+            }
+        }
+        if !self.service_keys.dir.is_dir() {
+            return Err(invalid(
+                "service_keys.dir",
+                format!(
+                    "{} is not a directory (create it with `paymentd keys init-service-keys`)",
+                    self.service_keys.dir.display()
+                ),
+            ));
+        }
+        if self.faults.as_ref().is_some_and(|f| f.crash_at.is_some()) && !cfg!(feature = "fault-injection") {
+            return Err(invalid("faults", "fault injection is not compiled into this build"));
+        }
+        Ok(())
+    }
+
+    /// The database URL (from the file if configured that way).
+    pub fn database_url(db: &Database, setting: &str) -> Result<String, ConfigError> {
+        if let Some(u) = &db.url {
+            return Ok(u.clone());
+        }
+        let p = db
+            .url_file
+            .as_ref()
+            .ok_or_else(|| invalid(setting, "no database URL"))?;
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| invalid(setting, format!("cannot read {}: {e}", p.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn good_config_loads_and_bad_ones_name_the_setting() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "c.pem", "x");
+        write(d.path(), "k.pem", "x");
+        write(d.path(), "mk", "00");
+        std::fs::create_dir(d.path().join("keys")).unwrap();
+        let base = format!(
+            "listen:\n  public: 127.0.0.1:8443\n  roles:\n    tokenizer: 127.0.0.1:7102\ntls:\n  cert_file: {0}/c.pem\n  key_file: {0}/k.pem\ndatabase:\n  url: postgres://u@h/db\nhsm:\n  backend: soft\n  keystore: {0}/ks\n  master_key_file: {0}/mk\nservice_keys:\n  dir: {0}/keys\n",
+            d.path().display()
+        );
+        let p = write(d.path(), "ok.yaml", &base);
+        let cfg = Config::load(&p).unwrap();
+        assert_eq!(
+            cfg.listen.roles.get(&Role::Tokenizer).map(String::as_str),
+            Some("127.0.0.1:7102")
+        );
+
+        let bad = write(d.path(), "bad.yaml", &base.replace("127.0.0.1:8443", "nowhere"));
+        assert!(Config::load(&bad).unwrap_err().to_string().contains("listen.public"));
+        let no_tls = write(d.path(), "notls.yaml", &base.replace("tls:", "tlsx:"));
+        let e = Config::load(&no_tls).unwrap_err().to_string();
+        assert!(e.contains("tlsx"), "{e}");
+        let unknown_role = write(d.path(), "role.yaml", &base.replace("tokenizer: 127", "teapot: 127"));
+        assert!(Config::load(&unknown_role).is_err());
+        let mut cfg2 = cfg.clone();
+        cfg2.apply_env(|k| {
+            if k == "PAYMENTD_DATABASE_URL" {
+                Some("postgres://other/db".into())
+            } else {
+                None
+            }
+        });
+        assert_eq!(cfg2.database.url.as_deref(), Some("postgres://other/db"));
+        cfg2.database.url = None;
+        assert!(cfg2.validate().unwrap_err().to_string().contains("database.url"));
+    }
+}

@@ -1,0 +1,115 @@
+//! Every role in one process on loopback: `paymentd dev` (in-memory stores, an ephemeral
+//! software HSM) and the integration tests (the same, on PostgreSQL).
+
+use crate::node::{start, RunningNode};
+use crate::wiring::{ensure_hsm_keys, generated_service_keys, NodeDeps, Role, Topology, Tuning};
+use pay_core::{AccountId, Env, SecretString};
+use pay_net::metrics::Metrics;
+use pay_net::{HttpClient, ServeOptions, TcpTransport, Transport};
+use pay_store::{Backend, Db};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// How to start a local node.
+pub struct LocalOptions {
+    /// Public port (0 picks a free one).
+    pub public_port: u16,
+    /// Clock, entropy, fault points.
+    pub env: Env,
+    /// Records store.
+    pub store: Arc<dyn Backend>,
+    /// Acquirer ledger store.
+    pub acquirer_store: Arc<dyn Backend>,
+    /// The HSM.
+    pub hsm: Arc<dyn pay_hsm::Hsm>,
+    /// Tunables.
+    pub tuning: Tuning,
+    /// Create a merchant account and keys at start.
+    pub create_account: bool,
+}
+
+/// A running local node.
+pub struct LocalNode {
+    /// The public base URL (`http://127.0.0.1:PORT`).
+    pub public_url: String,
+    /// Base URL of each role.
+    pub topology: Topology,
+    /// The merchant account created at start.
+    pub account: Option<AccountId>,
+    /// Its secret key.
+    pub secret_key: Option<SecretString>,
+    /// Its publishable key.
+    pub publishable_key: Option<String>,
+    /// The metrics registry.
+    pub metrics: Metrics,
+    /// The service keys of every role (tests act as a service with them).
+    pub service_keys: std::collections::BTreeMap<Role, Arc<pay_net::ServiceKey>>,
+    /// The node.
+    pub node: RunningNode,
+}
+
+/// Starts every role on loopback.
+pub async fn start_local(opts: LocalOptions) -> Result<LocalNode, String> {
+    let transport: Arc<dyn Transport> = Arc::new(TcpTransport);
+    ensure_hsm_keys(opts.hsm.as_ref()).await?;
+    let mut listeners = BTreeMap::new();
+    let mut topology = Topology::default();
+    for role in Role::ALL {
+        let addr = if role == Role::Api {
+            format!("127.0.0.1:{}", opts.public_port)
+        } else {
+            "127.0.0.1:0".to_owned()
+        };
+        let l = transport
+            .bind(&addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} for {role}: {e}"))?;
+        let bound = l.local_addr().map_err(|e| e.to_string())?;
+        topology.urls.insert(role, format!("http://{bound}"));
+        listeners.insert(role, l);
+    }
+    let (service_keys, directory) = generated_service_keys(&opts.env);
+    let metrics = Metrics::new();
+    let deps = NodeDeps {
+        env: opts.env.clone(),
+        http: HttpClient::new(transport.clone()),
+        store: opts.store.clone(),
+        acquirer_store: opts.acquirer_store,
+        hsm: Some(opts.hsm),
+        service_keys: service_keys.clone(),
+        directory,
+        topology: topology.clone(),
+        metrics: metrics.clone(),
+        tuning: opts.tuning,
+    };
+    let roles = listeners
+        .into_iter()
+        .map(|(r, l)| (r, l, ServeOptions::default()))
+        .collect();
+    let node = start(&deps, roles)?;
+    let (account, secret_key, publishable_key) = if opts.create_account {
+        let db = Db::new(opts.store, opts.env.clone());
+        let keys = pay_api::keys::create_keys(
+            &db,
+            opts.env.entropy.as_ref(),
+            opts.env.now(),
+            None,
+            "Development account",
+        )
+        .await
+        .map_err(|e| format!("cannot create the development account: {e}"))?;
+        (Some(keys.account), Some(keys.secret), Some(keys.publishable))
+    } else {
+        (None, None, None)
+    };
+    Ok(LocalNode {
+        public_url: topology.url(Role::Api)?.to_owned(),
+        topology,
+        account,
+        secret_key,
+        publishable_key,
+        metrics,
+        service_keys,
+        node,
+    })
+}

@@ -1,0 +1,443 @@
+//! `paymentd`: the reference payment system.
+//!
+//! * `paymentd dev` — every role in one process on loopback, in-memory stores, an ephemeral
+//!   software HSM; prints the base URL and test keys.
+//! * `paymentd serve --config FILE [--role all|api|tokenizer|payments|acquirer]` — production
+//!   mode on PostgreSQL with TLS and a real HSM.
+//! * `paymentd migrate`, `paymentd keys create-api-key`, `paymentd keys init-service-keys`.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use pay_core::Env;
+use pay_net::logging::{init_json, LogSink};
+use pay_net::{HttpClient, ServeOptions, ServiceDirectory, ServiceKey, TcpTransport, Transport};
+use pay_store::memory::MemoryBackend;
+use pay_store::postgres::{PgBackend, PgSettings};
+use paymentd::config::{Config, HsmConfig};
+use paymentd::local::{start_local, LocalOptions};
+use paymentd::wiring::{ensure_hsm_keys, NodeDeps, Role, Topology, Tuning};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "paymentd",
+    version,
+    about = "Reference payment system: Stripe-compatible API, card vault, payments, acquirer simulator."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every role in one process with in-memory stores (development).
+    Dev {
+        /// Public port.
+        #[arg(long, default_value_t = 4242)]
+        port: u16,
+        /// Log filter.
+        #[arg(long, default_value = "warn")]
+        log_level: String,
+    },
+    /// Run in production mode.
+    Serve {
+        /// Configuration file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Which role to run (`all` runs every role).
+        #[arg(long, default_value = "all")]
+        role: String,
+        /// Do not apply pending database migrations at start.
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Apply database migrations.
+    Migrate {
+        /// Configuration file (for the database URL).
+        #[arg(long, conflicts_with = "database_url")]
+        config: Option<PathBuf>,
+        /// Database URL (instead of a config file).
+        #[arg(long, env = "PAYMENTD_DATABASE_URL")]
+        database_url: Option<String>,
+    },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a merchant account (or use one) and a secret + publishable API key pair.
+    CreateApiKey {
+        /// Configuration file (for the database URL).
+        #[arg(long, conflicts_with = "database_url")]
+        config: Option<PathBuf>,
+        /// Database URL (instead of a config file).
+        #[arg(long, env = "PAYMENTD_DATABASE_URL")]
+        database_url: Option<String>,
+        /// Existing account to add keys to; a new account is created when omitted.
+        #[arg(long)]
+        account: Option<String>,
+        /// Name of a new account.
+        #[arg(long, default_value = "Merchant")]
+        name: String,
+    },
+    /// Create the P-256 identity key pairs of every role in a directory.
+    InitServiceKeys {
+        /// Directory to write `<role>.key.pem` and `<role>.pub.pem` into.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Dev { port, log_level } => dev(port, &log_level).await,
+            Command::Serve {
+                config,
+                role,
+                no_migrate,
+            } => serve(&config, &role, no_migrate).await,
+            Command::Migrate { config, database_url } => migrate(config.as_deref(), database_url).await,
+            Command::Keys {
+                command:
+                    KeysCommand::CreateApiKey {
+                        config,
+                        database_url,
+                        account,
+                        name,
+                    },
+            } => create_api_key(config.as_deref(), database_url, account, &name).await,
+            Command::Keys {
+                command: KeysCommand::InitServiceKeys { dir },
+            } => init_service_keys(&dir),
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn dev(port: u16, log_level: &str) -> Result<()> {
+    init_json(LogSink::Stdout, log_level).map_err(|e| anyhow!(e))?;
+    let env = Env::real("dev");
+    let hsm = Arc::new(pay_hsm::SoftHsm::new_ephemeral(env.entropy.clone(), env.clock.clone()));
+    let local = start_local(LocalOptions {
+        public_port: port,
+        env,
+        store: Arc::new(MemoryBackend::new()),
+        acquirer_store: Arc::new(MemoryBackend::new()),
+        hsm,
+        tuning: Tuning::default(),
+        create_account: true,
+    })
+    .await
+    .map_err(|e| anyhow!(e))?;
+    let secret = local
+        .secret_key
+        .as_ref()
+        .map(|s| s.expose().clone())
+        .unwrap_or_default();
+    println!("paymentd dev is running (in-memory; data is lost on exit)\n");
+    println!("  API base URL:     {}", local.public_url);
+    println!("  Secret key:       {secret}");
+    println!(
+        "  Publishable key:  {}",
+        local.publishable_key.clone().unwrap_or_default()
+    );
+    println!("  Metrics:          {}/metrics\n", local.public_url);
+    println!("Try:\n  curl {}/v1/payment_intents -u {secret}: -d amount=2000 -d currency=usd -d payment_method=<pm_…> -d confirm=true\n", local.public_url);
+    shutdown_signal().await;
+    eprintln!("shutting down");
+    local.node.shutdown().await;
+    Ok(())
+}
+
+fn read_service_keys(dir: &Path, local_roles: &[Role]) -> Result<(BTreeMap<Role, Arc<ServiceKey>>, ServiceDirectory)> {
+    let mut keys = BTreeMap::new();
+    let mut directory = ServiceDirectory::new();
+    for role in Role::ALL {
+        let pub_path = dir.join(format!("{role}.pub.pem"));
+        let pem = std::fs::read_to_string(&pub_path)
+            .with_context(|| format!("service_keys: cannot read {}", pub_path.display()))?;
+        directory
+            .insert_pem(role.name(), &pem)
+            .map_err(|e| anyhow!("service_keys: {e}"))?;
+        if local_roles.contains(&role) {
+            let key_path = dir.join(format!("{role}.key.pem"));
+            let pem = std::fs::read_to_string(&key_path)
+                .with_context(|| format!("service_keys: cannot read {}", key_path.display()))?;
+            keys.insert(
+                role,
+                Arc::new(ServiceKey::from_pkcs8_pem(role.name(), &pem).map_err(|e| anyhow!("service_keys: {e}"))?),
+            );
+        }
+    }
+    Ok((keys, directory))
+}
+
+async fn open_hsm(cfg: &Config, env: &Env) -> Result<Arc<dyn pay_hsm::Hsm>> {
+    match cfg.hsm.as_ref().ok_or_else(|| anyhow!("hsm: not configured"))? {
+        HsmConfig::Soft {
+            keystore,
+            master_key_file,
+            ..
+        } => {
+            let mk_path = master_key_file
+                .as_ref()
+                .ok_or_else(|| anyhow!("hsm.master_key_file: unsealing with shares is done with `paymentd unseal`"))?;
+            let master = pay_hsm::MasterKey::from_file(mk_path).map_err(|e| anyhow!("hsm.master_key_file: {e}"))?;
+            let h = pay_hsm::SoftHsm::open(keystore, master, env.entropy.clone(), env.clock.clone())
+                .map_err(|e| anyhow!("hsm: {e}"))?;
+            Ok(Arc::new(h))
+        }
+        HsmConfig::Pkcs11 { module, .. } => bail!(
+            "hsm: the PKCS#11 backend ({}) is not available in this build yet",
+            module.display()
+        ),
+    }
+}
+
+async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
+    let cfg = Config::load(config).map_err(|e| anyhow!(e))?;
+    match &cfg.logging.file {
+        Some(f) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(f)
+                .with_context(|| format!("logging.file: cannot open {}", f.display()))?;
+            init_json(LogSink::File(Arc::new(std::sync::Mutex::new(file))), &cfg.logging.level)
+                .map_err(|e| anyhow!(e))?;
+        }
+        None => init_json(LogSink::Stdout, &cfg.logging.level).map_err(|e| anyhow!(e))?,
+    }
+    let roles: Vec<Role> = if role == "all" {
+        Role::ALL.to_vec()
+    } else {
+        vec![role.parse::<Role>().map_err(|e| anyhow!(e))?]
+    };
+    let env = Env::real(if roles.len() == 1 { roles[0].name() } else { "paymentd" });
+    #[cfg(feature = "fault-injection")]
+    let env = match cfg.faults.as_ref().and_then(|f| f.crash_at.clone()) {
+        Some(point) => env.with_faults(Arc::new(CrashAt(point))),
+        None => env,
+    };
+    let db_url = Config::database_url(&cfg.database, "database.url").map_err(|e| anyhow!(e))?;
+    let store = PgBackend::connect(
+        &db_url,
+        &PgSettings {
+            max_connections: cfg.database.max_connections,
+            ..PgSettings::default()
+        },
+    )
+    .await
+    .map_err(|e| anyhow!("database: {e}"))?;
+    if !no_migrate {
+        store.migrate().await.map_err(|e| anyhow!("database: {e}"))?;
+    }
+    let acquirer_store: Arc<dyn pay_store::Backend> = match &cfg.acquirer_database {
+        Some(db) => {
+            let url = Config::database_url(db, "acquirer_database.url").map_err(|e| anyhow!(e))?;
+            let s = PgBackend::connect(
+                &url,
+                &PgSettings {
+                    max_connections: db.max_connections,
+                    ..PgSettings::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow!("acquirer_database: {e}"))?;
+            if !no_migrate {
+                s.migrate().await.map_err(|e| anyhow!("acquirer_database: {e}"))?;
+            }
+            Arc::new(s)
+        }
+        None => Arc::new(store.clone()),
+    };
+    let hsm = if roles.contains(&Role::Tokenizer) {
+        let h = open_hsm(&cfg, &env).await?;
+        ensure_hsm_keys(h.as_ref()).await.map_err(|e| anyhow!(e))?;
+        Some(h)
+    } else {
+        None
+    };
+    let (service_keys, directory) = read_service_keys(&cfg.service_keys.dir, &roles)?;
+    let tls = match &cfg.tls {
+        Some(t) => Some(
+            pay_net::tls::server_config_from_pem_files(&t.cert_file, &t.key_file).map_err(|e| anyhow!("tls: {e}"))?,
+        ),
+        None => bail!("tls: required in serve mode"),
+    };
+    let transport: Arc<dyn Transport> = Arc::new(TcpTransport);
+    let mut topology = Topology::default();
+    for (r, url) in &cfg.peers {
+        topology.urls.insert(*r, url.clone());
+    }
+    let mut listeners = vec![];
+    for r in &roles {
+        let (addr, opts) = if *r == Role::Api {
+            (
+                cfg.listen.public.clone(),
+                ServeOptions {
+                    tls: tls.clone(),
+                    ..ServeOptions::default()
+                },
+            )
+        } else {
+            (
+                cfg.listen
+                    .roles
+                    .get(r)
+                    .cloned()
+                    .unwrap_or_else(|| "127.0.0.1:0".to_owned()),
+                ServeOptions::default(),
+            )
+        };
+        let l = transport
+            .bind(&addr)
+            .await
+            .with_context(|| format!("listen: cannot bind {addr} for the {r} role"))?;
+        let bound = l.local_addr()?;
+        if *r != Role::Api || !topology.urls.contains_key(r) {
+            let scheme = if *r == Role::Api && tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            topology.urls.insert(*r, format!("{scheme}://{bound}"));
+        }
+        tracing::info!(role = %r, address = %bound, "listening");
+        listeners.push((*r, l, opts));
+    }
+    let metrics = pay_net::metrics::Metrics::new();
+    let deps = NodeDeps {
+        env,
+        http: HttpClient::new(transport),
+        store: Arc::new(store),
+        acquirer_store,
+        hsm,
+        service_keys,
+        directory,
+        topology,
+        metrics,
+        tuning: Tuning::default(),
+    };
+    let node = paymentd::node::start(&deps, listeners).map_err(|e| anyhow!(e))?;
+    tracing::info!(roles = ?roles.iter().map(|r| r.name()).collect::<Vec<_>>(), "paymentd ready");
+    println!("paymentd ready");
+    shutdown_signal().await;
+    tracing::info!("shutdown requested; finishing in-flight requests");
+    node.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Aborts the process at one named fault point (crash tests only).
+#[cfg(feature = "fault-injection")]
+struct CrashAt(String);
+
+#[cfg(feature = "fault-injection")]
+impl pay_core::faults::FaultInjector for CrashAt {
+    fn at(&self, point: &'static str, _subject: &str) -> pay_core::faults::FaultAction {
+        if point == self.0 {
+            pay_core::faults::FaultAction::Crash
+        } else {
+            pay_core::faults::FaultAction::Proceed
+        }
+    }
+}
+
+async fn database_from(config: Option<&Path>, url: Option<String>) -> Result<PgBackend> {
+    let url = match (config, url) {
+        (_, Some(u)) => u,
+        (Some(c), None) => {
+            let text = std::fs::read_to_string(c).with_context(|| format!("cannot read {}", c.display()))?;
+            let cfg: Config = serde_yaml_ng::from_str(&text).with_context(|| format!("config file {}", c.display()))?;
+            Config::database_url(&cfg.database, "database.url").map_err(|e| anyhow!(e))?
+        }
+        (None, None) => bail!("give --config FILE or --database-url (or PAYMENTD_DATABASE_URL)"),
+    };
+    PgBackend::connect(&url, &PgSettings::default())
+        .await
+        .map_err(|e| anyhow!("database: {e}"))
+}
+
+async fn migrate(config: Option<&Path>, url: Option<String>) -> Result<()> {
+    let db = database_from(config, url).await?;
+    db.migrate().await.map_err(|e| anyhow!(e))?;
+    println!("migrations applied");
+    Ok(())
+}
+
+async fn create_api_key(config: Option<&Path>, url: Option<String>, account: Option<String>, name: &str) -> Result<()> {
+    let backend = database_from(config, url).await?;
+    let env = Env::real("paymentd");
+    let db = pay_store::Db::new(Arc::new(backend), env.clone());
+    let account = account
+        .map(|a| pay_core::AccountId::parse(&a))
+        .transpose()
+        .map_err(|e| anyhow!("--account: {e}"))?;
+    let keys = pay_api::keys::create_keys(&db, env.entropy.as_ref(), env.now(), account, name)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    println!("account:         {}", keys.account);
+    println!("secret key:      {}", keys.secret.expose());
+    println!("publishable key: {}", keys.publishable);
+    println!("\nThe secret key is shown only now; it is stored as a SHA-256 digest.");
+    Ok(())
+}
+
+fn init_service_keys(dir: &Path) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let entropy = pay_core::OsEntropy::new();
+    for role in Role::ALL {
+        let key = ServiceKey::generate(role.name(), &entropy);
+        let priv_path = dir.join(format!("{role}.key.pem"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&priv_path)
+            .with_context(|| format!("cannot create {} (already there?)", priv_path.display()))?;
+        f.write_all(key.to_pkcs8_pem().map_err(|e| anyhow!(e))?.expose().as_bytes())?;
+        std::fs::write(
+            dir.join(format!("{role}.pub.pem")),
+            key.public_pem().map_err(|e| anyhow!(e))?,
+        )?;
+    }
+    println!("service keys written to {}", dir.display());
+    Ok(())
+}

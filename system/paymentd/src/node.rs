@@ -1,0 +1,72 @@
+//! Running a node: serve each role on its listener, run background tasks, stop cleanly.
+
+use crate::wiring::{build_role, BuiltRole, NodeDeps, Role};
+use pay_net::{BoxListener, ServeOptions};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A started node.
+pub struct RunningNode {
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    /// Handles of the built services (for tests and tooling).
+    pub payments: Option<Arc<pay_payments::Payments>>,
+    /// The tokenizer, if hosted here.
+    pub tokenizer: Option<Arc<pay_tokenizer::Tokenizer>>,
+}
+
+impl RunningNode {
+    /// Stops accepting, lets in-flight requests finish, stops background tasks.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for h in self.servers {
+            let _ = h.await;
+        }
+        for h in self.background {
+            let _ = h.await;
+        }
+    }
+}
+
+/// Builds and serves `roles`, each on its listener with its serve options.
+pub fn start(deps: &NodeDeps, roles: Vec<(Role, BoxListener, ServeOptions)>) -> Result<RunningNode, String> {
+    let (stop, _) = watch::channel(false);
+    let mut servers = vec![];
+    let mut background = vec![];
+    let mut built: BTreeMap<Role, BuiltRole> = BTreeMap::new();
+    for (role, _, _) in &roles {
+        built.insert(*role, build_role(*role, deps)?);
+    }
+    let mut payments = None;
+    let mut tokenizer = None;
+    for (role, listener, opts) in roles {
+        let Some(b) = built.remove(&role) else {
+            continue;
+        };
+        payments = payments.or(b.payments.clone());
+        tokenizer = tokenizer.or(b.tokenizer.clone());
+        for task in b.background {
+            background.push(tokio::spawn(task(stop.subscribe())));
+        }
+        let mut rx = stop.subscribe();
+        let router = b.router;
+        servers.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = pay_net::serve(listener, router, opts, shutdown).await {
+                tracing::error!(role = %role, error = %e, "server failed");
+            }
+        }));
+    }
+    Ok(RunningNode {
+        stop,
+        servers,
+        background,
+        payments,
+        tokenizer,
+    })
+}

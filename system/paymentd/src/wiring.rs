@@ -1,0 +1,368 @@
+//! How a node is put together: which services run, what each one is handed, and the routes
+//! every role shares (`/healthz`, `/readyz`, `/metrics`).
+//!
+//! This is the one place services are constructed. `paymentd dev`, `paymentd serve` and the
+//! simulator all call [`build_role`]; they differ only in the [`NodeDeps`] they pass — the
+//! `Env` (clock, entropy, fault points), the transport, and the storage and HSM backends.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use pay_core::Env;
+use pay_hsm::Hsm;
+use pay_net::metrics::{HttpMetrics, Metrics};
+use pay_net::{HttpClient, ServiceClient, ServiceDirectory, ServiceKey, TokenIssuer, TokenVerifier};
+use pay_store::{Backend, Db};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A service role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The public API.
+    Api,
+    /// The card vault.
+    Tokenizer,
+    /// The payment service.
+    Payments,
+    /// The card network simulator.
+    Acquirer,
+}
+
+impl Role {
+    /// Every role, in start order (dependencies first).
+    pub const ALL: [Role; 4] = [Role::Acquirer, Role::Tokenizer, Role::Payments, Role::Api];
+
+    /// The role's name (also its service identity).
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Tokenizer => "tokenizer",
+            Role::Payments => "payments",
+            Role::Acquirer => "acquirer",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| format!("unknown role `{s}` (expected one of: api, tokenizer, payments, acquirer)"))
+    }
+}
+
+/// Where each role can be reached (base URLs such as `http://127.0.0.1:7102` or, in the
+/// simulator, `http://tokenizer:80`).
+#[derive(Debug, Clone, Default)]
+pub struct Topology {
+    /// Base URL per role.
+    pub urls: BTreeMap<Role, String>,
+}
+
+impl Topology {
+    /// The base URL of `role`.
+    pub fn url(&self, role: Role) -> Result<&str, String> {
+        self.urls
+            .get(&role)
+            .map(String::as_str)
+            .ok_or_else(|| format!("no address configured for the {role} role"))
+    }
+}
+
+/// Everything a node's services are built from.
+#[derive(Clone)]
+pub struct NodeDeps {
+    /// Clock, entropy and fault points.
+    pub env: Env,
+    /// HTTP client over the node's transport.
+    pub http: HttpClient,
+    /// Records, events, idempotency keys.
+    pub store: Arc<dyn Backend>,
+    /// The acquirer simulator's own ledger.
+    pub acquirer_store: Arc<dyn Backend>,
+    /// The HSM (tokenizer only).
+    pub hsm: Option<Arc<dyn Hsm>>,
+    /// Private keys of the roles hosted on this node.
+    pub service_keys: BTreeMap<Role, Arc<ServiceKey>>,
+    /// Public keys of every role.
+    pub directory: ServiceDirectory,
+    /// Where roles live.
+    pub topology: Topology,
+    /// The node's metrics registry.
+    pub metrics: Metrics,
+    /// Tunables.
+    pub tuning: Tuning,
+}
+
+/// Per-service tunables (defaults suit production; the simulator and tests shorten some).
+#[derive(Clone, Default)]
+pub struct Tuning {
+    /// Payment service settings.
+    pub payments: pay_payments::PaymentsConfig,
+    /// API settings.
+    pub api: pay_api::ApiConfig,
+    /// Tokenizer settings.
+    pub tokenizer: pay_tokenizer::TokenizerConfig,
+    /// How often the payment reconciler runs.
+    pub reconcile_every: Option<Duration>,
+    /// Per-call timeout between services.
+    pub call_timeout: Option<Duration>,
+}
+
+/// Leeway for clock differences when checking internal service tokens.
+pub const TOKEN_LEEWAY: Duration = Duration::from_secs(300);
+/// Lifetime of internal service tokens.
+pub const TOKEN_TTL: Duration = Duration::from_secs(60);
+
+impl NodeDeps {
+    fn issuer(&self, role: Role) -> Result<Arc<TokenIssuer>, String> {
+        let key = self
+            .service_keys
+            .get(&role)
+            .ok_or_else(|| format!("no service key for the {role} role on this node"))?;
+        Ok(Arc::new(TokenIssuer::new(
+            key.clone(),
+            self.env.with_host(role.name()),
+            TOKEN_TTL,
+        )))
+    }
+
+    fn verifier(&self, role: Role) -> Arc<TokenVerifier> {
+        Arc::new(TokenVerifier::new(
+            role.name(),
+            self.directory.clone(),
+            self.env.clone(),
+            TOKEN_LEEWAY,
+        ))
+    }
+
+    fn client(&self, from: Role, to: Role) -> Result<ServiceClient, String> {
+        let c = ServiceClient::new(
+            self.http.clone(),
+            to.name(),
+            self.topology.url(to)?,
+            Some(self.issuer(from)?),
+        );
+        Ok(match self.tuning.call_timeout {
+            Some(t) => c.with_timeout(t),
+            None => c,
+        })
+    }
+}
+
+/// A built role: its router and the background tasks it needs.
+pub struct BuiltRole {
+    /// The role.
+    pub role: Role,
+    /// Its HTTP routes, including health and metrics.
+    pub router: Router,
+    /// Background work (the payment reconciler), to be spawned by the caller.
+    pub background: Vec<BackgroundTask>,
+    /// The payment service, when this is the payments role (tests and the simulator drive
+    /// its reconciler directly).
+    pub payments: Option<Arc<pay_payments::Payments>>,
+    /// The tokenizer, when this is the tokenizer role.
+    pub tokenizer: Option<Arc<pay_tokenizer::Tokenizer>>,
+}
+
+/// A long-running task of a role; it stops when the shutdown future resolves.
+pub type BackgroundTask =
+    Box<dyn FnOnce(tokio::sync::watch::Receiver<bool>) -> futures::future::BoxFuture<'static, ()> + Send>;
+
+#[derive(Clone)]
+struct Readiness {
+    db: Option<Db>,
+    hsm: Option<Arc<dyn Hsm>>,
+    metrics: Metrics,
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(r): State<Readiness>) -> Response {
+    let mut checks = BTreeMap::new();
+    let mut ready = true;
+    if let Some(db) = &r.db {
+        let ok = db.ping().await.is_ok();
+        ready &= ok;
+        checks.insert("database", if ok { "ok" } else { "unavailable" });
+    }
+    if let Some(h) = &r.hsm {
+        let ok = h.current_key(pay_hsm::KeyPurpose::Kek).await.is_ok();
+        ready &= ok;
+        checks.insert("hsm", if ok { "ok" } else { "unavailable" });
+    }
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks})),
+    )
+        .into_response()
+}
+
+async fn metrics(State(r): State<Readiness>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        r.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Builds `role` from `deps`.
+pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
+    let env = deps.env.with_host(role.name());
+    let db = Db::new(deps.store.clone(), env.clone());
+    let mut background: Vec<BackgroundTask> = vec![];
+    let mut payments_handle = None;
+    let mut tokenizer_handle = None;
+    let (router, ready) = match role {
+        Role::Acquirer => {
+            let adb = Db::new(deps.acquirer_store.clone(), env.clone());
+            let acq = Arc::new(pay_acquirer::Acquirer::new(adb.clone(), env.clone()));
+            (
+                pay_acquirer::router(acq, deps.verifier(role)),
+                Readiness {
+                    db: Some(adb),
+                    hsm: None,
+                    metrics: deps.metrics.clone(),
+                },
+            )
+        }
+        Role::Tokenizer => {
+            let hsm = deps.hsm.clone().ok_or("the tokenizer role needs an HSM")?;
+            let acquirer = pay_proto::acquirer::AcquirerClient::new(deps.client(role, Role::Acquirer)?);
+            let t = Arc::new(pay_tokenizer::Tokenizer::new(
+                db.clone(),
+                env.clone(),
+                hsm.clone(),
+                acquirer,
+                deps.tuning.tokenizer.clone(),
+            ));
+            tokenizer_handle = Some(t.clone());
+            (
+                pay_tokenizer::router(t, deps.verifier(role)),
+                Readiness {
+                    db: Some(db),
+                    hsm: Some(hsm),
+                    metrics: deps.metrics.clone(),
+                },
+            )
+        }
+        Role::Payments => {
+            let tokenizer = pay_proto::tokenizer::TokenizerClient::new(deps.client(role, Role::Tokenizer)?);
+            let p = Arc::new(pay_payments::Payments::new(
+                db.clone(),
+                env.clone(),
+                tokenizer,
+                None,
+                deps.tuning.payments.clone(),
+            ));
+            payments_handle = Some(p.clone());
+            let every = deps.tuning.reconcile_every.unwrap_or(Duration::from_secs(10));
+            let rp = p.clone();
+            background.push(Box::new(move |mut stop| {
+                Box::pin(async move {
+                    rp.run_reconciler(every, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+                })
+            }));
+            (
+                pay_payments::routes::router(p, deps.verifier(role)),
+                Readiness {
+                    db: Some(db),
+                    hsm: None,
+                    metrics: deps.metrics.clone(),
+                },
+            )
+        }
+        Role::Api => {
+            let tokenizer = pay_proto::tokenizer::TokenizerClient::new(deps.client(role, Role::Tokenizer)?);
+            let payments = pay_proto::payments::PaymentsClient::new(deps.client(role, Role::Payments)?);
+            let api = Arc::new(pay_api::Api::new(
+                db.clone(),
+                env.clone(),
+                tokenizer,
+                payments,
+                Some(deps.verifier(role)),
+                deps.metrics.clone(),
+                deps.tuning.api.clone(),
+            ));
+            (
+                pay_api::handlers::router(api),
+                Readiness {
+                    db: Some(db),
+                    hsm: None,
+                    metrics: deps.metrics.clone(),
+                },
+            )
+        }
+    };
+    let ops = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(ready);
+    let tracked = router.layer(axum::middleware::from_fn_with_state(
+        HttpMetrics {
+            metrics: deps.metrics.clone(),
+            service: role.name(),
+        },
+        pay_net::metrics::track,
+    ));
+    Ok(BuiltRole {
+        role,
+        router: ops.merge(tracked),
+        background,
+        payments: payments_handle,
+        tokenizer: tokenizer_handle,
+    })
+}
+
+/// Generates service keys for every role from `env`'s entropy (dev mode and the simulator),
+/// returning the private keys and the matching directory.
+pub fn generated_service_keys(env: &Env) -> (BTreeMap<Role, Arc<ServiceKey>>, ServiceDirectory) {
+    let mut keys = BTreeMap::new();
+    let mut dir = ServiceDirectory::new();
+    for role in Role::ALL {
+        let k = ServiceKey::generate(role.name(), env.entropy.as_ref());
+        dir.insert(role.name(), k.verifying_key());
+        keys.insert(role, Arc::new(k));
+    }
+    (keys, dir)
+}
+
+/// Makes sure the HSM has a current KEK and fingerprint key (first start).
+pub async fn ensure_hsm_keys(hsm: &dyn Hsm) -> Result<(), String> {
+    for (purpose, label) in [
+        (pay_hsm::KeyPurpose::Kek, "kek"),
+        (pay_hsm::KeyPurpose::Fingerprint, "fingerprint"),
+    ] {
+        if hsm.current_key(purpose).await.is_err() {
+            hsm.generate_key(purpose, label)
+                .await
+                .map_err(|e| format!("cannot create the {label} key in the HSM: {e}"))?;
+        }
+    }
+    Ok(())
+}
