@@ -24,8 +24,7 @@ use pay_core::{AccountId, AcquirerOpId, ApiError, Currency, Env, Timestamp};
 use pay_net::identity::{require_caller, CallerPolicy};
 use pay_net::{api_error_response, json_response, TokenVerifier};
 use pay_proto::acquirer::{
-    AuthorizeRequest, CaptureRequest, Decline, LedgerPage, NetworkResult, OpKind, RefundRequest,
-    VoidRequest,
+    AuthorizeRequest, CaptureRequest, Decline, LedgerPage, NetworkResult, OpKind, RefundRequest, VoidRequest,
 };
 use pay_store::{ConflictKind, Db, Entity, Index, StoreError, Table, Versioned};
 use serde::{Deserialize, Serialize};
@@ -191,20 +190,13 @@ impl Acquirer {
 
     /// Runs one operation exactly once per key: replays a recorded answer, otherwise decides
     /// with `decide` and records the answer and the authorization change atomically.
-    async fn once<F, Fut>(
-        &self,
-        key: &str,
-        request_digest: String,
-        decide: F,
-    ) -> Result<NetworkResult, ApiError>
+    async fn once<F, Fut>(&self, key: &str, request_digest: String, decide: F) -> Result<NetworkResult, ApiError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Applied, ApiError>>,
     {
         if key.is_empty() || key.len() > 255 {
-            return Err(invalid(
-                "An idempotency key of 1 to 255 characters is required.",
-            ));
+            return Err(invalid("An idempotency key of 1 to 255 characters is required."));
         }
         for _ in 0..8 {
             if let Some(existing) = self
@@ -220,9 +212,7 @@ impl Acquirer {
             }
             match faults::apply(self.env.fault(faults::ACQUIRER_APPLY, key)).await {
                 FaultAction::Fail | FaultAction::DropReply => {
-                    return Err(ApiError::unavailable(
-                        "The card network is temporarily unavailable.",
-                    ))
+                    return Err(ApiError::unavailable("The card network is temporarily unavailable."))
                 }
                 _ => {}
             }
@@ -250,9 +240,7 @@ impl Acquirer {
                 Err(e) => return Err(e.into_api_error()),
             }
         }
-        Err(ApiError::unavailable(
-            "The card network is busy; retry the request.",
-        ))
+        Err(ApiError::unavailable("The card network is busy; retry the request."))
     }
 
     /// Authorizes (or sells) on a card.
@@ -267,16 +255,9 @@ impl Acquirer {
             .chars()
             .filter(|c| c.is_ascii_digit())
             .collect();
-        let kind = if req.capture {
-            OpKind::Sale
-        } else {
-            OpKind::Authorize
-        };
+        let kind = if req.capture { OpKind::Sale } else { OpKind::Authorize };
         // The digest covers the card by its last four only: the ledger never holds the number.
-        let last4 = number
-            .get(number.len().saturating_sub(4)..)
-            .unwrap_or("")
-            .to_owned();
+        let last4 = number.get(number.len().saturating_sub(4)..).unwrap_or("").to_owned();
         let d = digest(&[
             kind.as_str(),
             req.merchant.as_str(),
@@ -294,13 +275,7 @@ impl Acquirer {
                 now,
             );
             let brand = pay_core::CardBrand::detect(&number).as_str().to_owned();
-            let mut result = self.base_result(
-                &req.idempotency_key,
-                kind,
-                &req.merchant,
-                req.amount,
-                req.currency,
-            );
+            let mut result = self.base_result(&req.idempotency_key, kind, &req.merchant, req.amount, req.currency);
             result.cvc_check = decision.cvc_check;
             result.brand = Some(brand.clone());
             result.last4 = Some(last4.clone());
@@ -339,11 +314,7 @@ impl Acquirer {
         .await
     }
 
-    async fn load_auth(
-        &self,
-        merchant: &AccountId,
-        id: &str,
-    ) -> Result<Versioned<Authorization>, ApiError> {
+    async fn load_auth(&self, merchant: &AccountId, id: &str) -> Result<Versioned<Authorization>, ApiError> {
         match self
             .db
             .get::<Authorization>(id)
@@ -378,14 +349,7 @@ impl Acquirer {
         }
     }
 
-    fn accepted(
-        &self,
-        key: &str,
-        kind: OpKind,
-        version: i64,
-        auth: Authorization,
-        amount: i64,
-    ) -> Applied {
+    fn accepted(&self, key: &str, kind: OpKind, version: i64, auth: Authorization, amount: i64) -> Applied {
         let mut result = self.base_result(key, kind, &auth.merchant, amount, auth.currency);
         result.approved = true;
         result.authorization_id = Some(auth.id.clone());
@@ -552,26 +516,20 @@ impl Acquirer {
             })
             .await
             .map_err(StoreError::into_api_error)?;
-        let operations: Vec<NetworkResult> =
-            page.items.into_iter().map(|v| v.value.result).collect();
+        let operations: Vec<NetworkResult> = page.items.into_iter().map(|v| v.value.result).collect();
         let next_after = if page.has_more {
             operations.last().map(|o| o.idempotency_key.clone())
         } else {
             None
         };
-        Ok(LedgerPage {
-            operations,
-            next_after,
-        })
+        Ok(LedgerPage { operations, next_after })
     }
 }
 
 /// Answers with `result`, unless the fault injector says to lose or delay the answer.
 async fn reply(acq: &Acquirer, key: &str, result: Result<NetworkResult, ApiError>) -> Response {
     if result.is_ok() {
-        if let FaultAction::DropReply =
-            faults::apply(acq.env.fault(faults::ACQUIRER_REPLY, key)).await
-        {
+        if let FaultAction::DropReply = faults::apply(acq.env.fault(faults::ACQUIRER_REPLY, key)).await {
             // Applied, but the answer never arrives: the caller times out (an ambiguous outcome).
             std::future::pending::<()>().await;
         }
@@ -582,10 +540,7 @@ async fn reply(acq: &Acquirer, key: &str, result: Result<NetworkResult, ApiError
     }
 }
 
-async fn authorize(
-    State(acq): State<Arc<Acquirer>>,
-    Json(req): Json<AuthorizeRequest>,
-) -> Response {
+async fn authorize(State(acq): State<Arc<Acquirer>>, Json(req): Json<AuthorizeRequest>) -> Response {
     let r = acq.authorize(&req).await;
     reply(&acq, &req.idempotency_key, r).await
 }

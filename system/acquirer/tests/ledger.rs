@@ -3,19 +3,13 @@
 
 use pay_acquirer::{Acquirer, Authorization, LedgerEntry};
 use pay_core::{AccountId, Currency, Env, SecretString, Timestamp};
-use pay_proto::acquirer::{
-    AuthorizeRequest, CaptureRequest, NetworkCard, RefundRequest, VoidRequest,
-};
+use pay_proto::acquirer::{AuthorizeRequest, CaptureRequest, NetworkCard, RefundRequest, VoidRequest};
 use pay_store::memory::MemoryBackend;
 use pay_store::Db;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn setup() -> (
-    Arc<Acquirer>,
-    Arc<MemoryBackend>,
-    Arc<pay_core::ManualClock>,
-) {
+fn setup() -> (Arc<Acquirer>, Arc<MemoryBackend>, Arc<pay_core::ManualClock>) {
     let (env, clock) = Env::deterministic("acquirer", 7, Timestamp::from_secs(1_764_064_800));
     let mem = Arc::new(MemoryBackend::new());
     (
@@ -138,21 +132,11 @@ async fn capture_refund_void_respect_totals() {
         amount,
     };
     assert_eq!(
-        acq.refund(&refund("r0", 1))
-            .await
-            .unwrap()
-            .decline
-            .unwrap()
-            .code,
+        acq.refund(&refund("r0", 1)).await.unwrap().decline.unwrap().code,
         "amount_too_large"
     );
     assert_eq!(
-        acq.capture(&cap("c0", 1001))
-            .await
-            .unwrap()
-            .decline
-            .unwrap()
-            .code,
+        acq.capture(&cap("c0", 1001)).await.unwrap().decline.unwrap().code,
         "amount_too_large"
     );
     assert!(acq.capture(&cap("c1", 600)).await.unwrap().approved);
@@ -161,23 +145,13 @@ async fn capture_refund_void_respect_totals() {
         "a retried capture replays"
     );
     assert_eq!(
-        acq.capture(&cap("c2", 100))
-            .await
-            .unwrap()
-            .decline
-            .unwrap()
-            .code,
+        acq.capture(&cap("c2", 100)).await.unwrap().decline.unwrap().code,
         "already_captured"
     );
     assert!(acq.refund(&refund("r1", 400)).await.unwrap().approved);
     assert!(acq.refund(&refund("r2", 200)).await.unwrap().approved);
     assert_eq!(
-        acq.refund(&refund("r3", 1))
-            .await
-            .unwrap()
-            .decline
-            .unwrap()
-            .code,
+        acq.refund(&refund("r3", 1)).await.unwrap().decline.unwrap().code,
         "amount_too_large"
     );
     let void = VoidRequest {
@@ -185,10 +159,7 @@ async fn capture_refund_void_respect_totals() {
         merchant: merchant(),
         authorization_id: id.clone(),
     };
-    assert_eq!(
-        acq.void(&void).await.unwrap().decline.unwrap().code,
-        "already_captured"
-    );
+    assert_eq!(acq.void(&void).await.unwrap().decline.unwrap().code, "already_captured");
 
     // An authorization expires after seven days.
     let b = acq
