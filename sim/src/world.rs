@@ -265,6 +265,16 @@ impl Backend for SimDb {
         if let FaultAction::Fail = faults::apply(self.env.fault(faults::DB_APPLY, "db")).await {
             return Err(StoreError::Unavailable("database unavailable (injected)".into()));
         }
+        // The database stamps idempotency locks with its own clock (as PostgreSQL does).
+        let req = match req {
+            Request::IdemBegin(mut b) => {
+                let now = self.env.now().millis();
+                b.expires_at = now.saturating_add(b.expires_at - b.now);
+                b.now = now;
+                Request::IdemBegin(b)
+            }
+            other => other,
+        };
         let what = describe(&req);
         let result = self.mem.execute_sync(req);
         self.shared.trace("db", "db", format!("{what} -> {}", outcome(&result)));

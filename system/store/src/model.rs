@@ -267,7 +267,9 @@ pub struct IdemBegin {
     pub fingerprint: String,
     /// The request that wants the lock; the same owner may begin again (a retried call).
     pub owner: String,
-    /// Now, Unix ms.
+    /// Now, Unix ms, as the caller sees it. Backends that have a clock of their own (PostgreSQL,
+    /// the simulator's db host) use theirs instead, so that lock ages do not depend on which
+    /// host's clock stamped the lock.
     pub now: i64,
     /// A lock older than this (ms) is considered abandoned and may be taken over.
     pub lock_timeout_ms: i64,

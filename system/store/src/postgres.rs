@@ -257,6 +257,21 @@ impl PgBackend {
     }
 
     async fn idem_begin(&self, b: IdemBegin) -> Result<IdemBeginOutcome, StoreError> {
+        // Lock ages are measured with the database's clock, not the caller's: API hosts may
+        // disagree about the time, and a lock stamped by a host whose clock ran ahead must
+        // still expire on schedule.
+        let ttl = b.expires_at - b.now;
+        let db_now: i64 = sqlx::query("SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| map_err(e, false))?
+            .try_get(0)
+            .map_err(decode)?;
+        let b = IdemBegin {
+            now: db_now,
+            expires_at: db_now.saturating_add(ttl),
+            ..b
+        };
         // Two tries: a concurrent first use may insert the row between our read and insert.
         for _ in 0..3 {
             let mut tx = self.pool.begin().await.map_err(|e| map_err(e, false))?;

@@ -396,6 +396,13 @@ async fn events_filter_and_page(db: Db) {
     assert_eq!(tail.items.len(), 3);
 }
 
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 fn begin(key: &str, owner: &str, fp: &str, now: i64) -> IdemBegin {
     IdemBegin {
         account: "acct_1".into(),
@@ -408,23 +415,26 @@ fn begin(key: &str, owner: &str, fp: &str, now: i64) -> IdemBegin {
     }
 }
 
+/// Lock ages and expiry are measured by the backend's clock where it has one (PostgreSQL),
+/// else by the caller's; the test uses real time and short timeouts so both agree.
 async fn idempotency_keys_follow_stripe(db: Db) {
     use IdemBeginOutcome::*;
+    let t0 = wall_ms();
     assert_eq!(
-        db.idem_begin(begin("k1", "req_a", "fp1", 0)).await.unwrap(),
+        db.idem_begin(begin("k1", "req_a", "fp1", t0)).await.unwrap(),
         Started {
             resumed: false,
             recovery_point: None
         }
     );
     assert_eq!(
-        db.idem_begin(begin("k1", "req_b", "fp1", 10)).await.unwrap(),
+        db.idem_begin(begin("k1", "req_b", "fp1", t0)).await.unwrap(),
         InProgress
     );
-    assert_eq!(db.idem_begin(begin("k1", "req_b", "fp2", 10)).await.unwrap(), Mismatch);
+    assert_eq!(db.idem_begin(begin("k1", "req_b", "fp2", t0)).await.unwrap(), Mismatch);
     // A retried begin from the lock holder proceeds.
     assert!(matches!(
-        db.idem_begin(begin("k1", "req_a", "fp1", 20)).await.unwrap(),
+        db.idem_begin(begin("k1", "req_a", "fp1", t0)).await.unwrap(),
         Started { .. }
     ));
     db.idem_checkpoint("acct_1", "k1", "req_a", "created:pi_123")
@@ -435,8 +445,13 @@ async fn idempotency_keys_follow_stripe(db: Db) {
         Err(StoreError::NotOwner)
     );
     // After the lock timeout an abandoned request is taken over from its recovery point.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let short = |owner: &str| IdemBegin {
+        lock_timeout_ms: 300,
+        ..begin("k1", owner, "fp1", wall_ms())
+    };
     assert_eq!(
-        db.idem_begin(begin("k1", "req_c", "fp1", 70_000)).await.unwrap(),
+        db.idem_begin(short("req_c")).await.unwrap(),
         Started {
             resumed: true,
             recovery_point: Some("created:pi_123".into())
@@ -450,55 +465,68 @@ async fn idempotency_keys_follow_stripe(db: Db) {
         .await
         .unwrap();
     assert_eq!(
-        db.idem_begin(begin("k1", "req_d", "fp1", 80_000)).await.unwrap(),
+        db.idem_begin(begin("k1", "req_d", "fp1", wall_ms())).await.unwrap(),
         Completed {
             status: 200,
             body: "{\"id\":\"pi_123\"}".into()
         }
     );
     assert_eq!(
-        db.idem_begin(begin("k1", "req_d", "fp9", 80_000)).await.unwrap(),
+        db.idem_begin(begin("k1", "req_d", "fp9", wall_ms())).await.unwrap(),
         Mismatch
     );
     // Keys are per account.
-    let mut other = begin("k1", "req_e", "fp9", 80_000);
+    let mut other = begin("k1", "req_e", "fp9", wall_ms());
     other.account = "acct_2".into();
     assert!(matches!(db.idem_begin(other).await.unwrap(), Started { .. }));
     // Released keys (validation failures) are forgotten; releasing twice is harmless.
     assert!(matches!(
-        db.idem_begin(begin("k2", "req_f", "fp1", 0)).await.unwrap(),
+        db.idem_begin(begin("k2", "req_f", "fp1", wall_ms())).await.unwrap(),
         Started { .. }
     ));
     db.idem_release("acct_1", "k2", "req_f").await.unwrap();
     db.idem_release("acct_1", "k2", "req_f").await.unwrap();
     assert_eq!(
-        db.idem_begin(begin("k2", "req_g", "fpX", 1)).await.unwrap(),
+        db.idem_begin(begin("k2", "req_g", "fpX", wall_ms())).await.unwrap(),
         Started {
             resumed: false,
             recovery_point: None
         }
     );
-    // Keys expire after 24 h: the same key starts afresh, even with other parameters.
+    // Expired keys start afresh, even with other parameters.
+    let now = wall_ms();
+    let brief = IdemBegin {
+        expires_at: now + 300,
+        ..begin("k3", "req_h", "fp1", now)
+    };
+    assert!(matches!(db.idem_begin(brief).await.unwrap(), Started { .. }));
+    db.idem_finish("acct_1", "k3", "req_h", 200, "{}").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(
-        db.idem_begin(begin("k1", "req_h", "fpNEW", 86_400_001)).await.unwrap(),
+        db.idem_begin(begin("k3", "req_i", "fpNEW", wall_ms())).await.unwrap(),
         Started {
             resumed: false,
             recovery_point: None
         }
     );
     // The reaper deletes expired keys.
+    let now = wall_ms();
+    let brief = IdemBegin {
+        expires_at: now + 200,
+        ..begin("k4", "req_j", "fp1", now)
+    };
+    assert!(matches!(db.idem_begin(brief).await.unwrap(), Started { .. }));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let (keys, _) = db
         .reap(
-            Timestamp::from_millis(10 * 86_400_000),
+            Timestamp::from_millis(wall_ms()),
             std::time::Duration::from_secs(86_400),
         )
         .await
         .unwrap();
-    assert!(keys >= 3, "reaped {keys}");
+    assert!(keys >= 1, "reaped {keys}");
     assert!(matches!(
-        db.idem_begin(begin("k2", "req_i", "fp1", 10 * 86_400_000))
-            .await
-            .unwrap(),
+        db.idem_begin(begin("k4", "req_k", "fp2", wall_ms())).await.unwrap(),
         Started { resumed: false, .. }
     ));
 }
