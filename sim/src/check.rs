@@ -51,7 +51,7 @@ pub struct Evidence<'a> {
 }
 
 /// A broken invariant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Violation {
     /// Which invariant.
     pub invariant: Invariant,
@@ -746,13 +746,61 @@ fn no_cvc_at_rest(ev: &Evidence, out: &mut Vec<Violation>) {
     }
 }
 
-/// Finds test card numbers in bytes (plain digits, as JSON and forms carry them).
+/// Finds test card numbers in bytes (plain digits, as JSON and forms carry them): one pass
+/// over the runs of digits, checking each run (and, for longer runs, each window of a card
+/// number's length) against the set of test numbers.
 pub fn find_pans(bytes: &[u8], test_pans: &[String]) -> Vec<String> {
-    let mut found = vec![];
-    for p in test_pans {
-        if bytes.windows(p.len()).any(|w| w == p.as_bytes()) {
-            found.push(masked(p));
+    let mut found: Vec<String> = vec![];
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let run = &bytes[start..i];
+        if run.len() < 12 {
+            continue;
+        }
+        for p in test_pans {
+            let pb = p.as_bytes();
+            if pb.len() <= run.len() && run.windows(pb.len()).any(|w| w == pb) {
+                let m = masked(p);
+                if !found.contains(&m) {
+                    found.push(m);
+                }
+            }
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_card_numbers_in_forms_and_json() {
+        let pans = vec!["4242424242424242".to_owned(), "4000000000000002".to_owned()];
+        assert_eq!(
+            find_pans(b"card%5Bnumber%5D=4242424242424242&x=1", &pans),
+            vec!["424242******4242".to_owned()]
+        );
+        assert_eq!(find_pans(b"{\"n\":\"4000000000000002\"}", &pans).len(), 1);
+        assert!(find_pans(b"amount=4242&id=424242424242424", &pans).is_empty());
+        assert_eq!(
+            find_pans(b"99424242424242424242", &pans).len(),
+            1,
+            "inside a longer digit run"
+        );
+        assert!(
+            pan_allowed("client-1", "api") && pan_allowed("api", "tokenizer") && pan_allowed("tokenizer", "acquirer")
+        );
+        assert!(
+            !pan_allowed("api", "payments") && !pan_allowed("tokenizer", "db") && !pan_allowed("acquirer", "tokenizer")
+        );
+    }
 }

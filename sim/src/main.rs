@@ -6,8 +6,13 @@ use sim::run::{run, RunOptions, RunReport};
 use sim::scenario::Scenario;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// mimalloc: the simulator allocates heavily (every simulated message is real bytes), and
+/// allocation order does not affect behaviour, so a faster allocator is free speed.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -82,6 +87,20 @@ enum Command {
         #[arg(long)]
         object: Option<String>,
     },
+    /// Internal: run a stride of seeds and print one JSON report per line (swarm workers).
+    #[command(name = "__worker", hide = true)]
+    Worker {
+        #[arg(long)]
+        scenario: PathBuf,
+        #[arg(long)]
+        first: u64,
+        #[arg(long)]
+        end: u64,
+        #[arg(long)]
+        stride: u64,
+        #[arg(long)]
+        draw: bool,
+    },
     /// Shrink a failing seed to a minimal scenario.
     Shrink {
         /// Scenario file.
@@ -114,7 +133,7 @@ fn opts(path: &std::path::Path, seed: u64, swarm: bool, keep_trace: bool) -> Run
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    sim::world::logs::install("info");
+    sim::world::logs::install("info,turmoil=warn,hyper=warn,hyper_util=warn");
     match cli.command {
         Command::Run {
             scenario,
@@ -161,6 +180,26 @@ fn main() -> Result<()> {
             no_draw,
             json,
         } => swarm(&scenario, seeds, start, jobs.max(1), !no_draw, json),
+        Command::Worker {
+            scenario,
+            first,
+            end,
+            stride,
+            draw,
+        } => {
+            let s = load(&scenario)?;
+            let stdout = std::io::stdout();
+            let mut seed = first;
+            while seed < end {
+                let r = run(&s, &opts(&scenario, seed, draw, false));
+                let _ = sim::world::logs::take();
+                let mut out = stdout.lock();
+                writeln!(out, "{}", serde_json::to_string(&r)?)?;
+                out.flush()?;
+                seed += stride.max(1);
+            }
+            Ok(())
+        }
         Command::Replay {
             scenario,
             seed,
@@ -291,44 +330,62 @@ fn print_report(r: &RunReport) {
     println!("reproduce: {}", r.repro);
 }
 
+/// Runs seeds in `jobs` worker processes (runs sharing a process must not overlap; see
+/// `sim::world::align_task_ids`), collecting one JSON report per seed.
 fn swarm(path: &PathBuf, seeds: u64, start: u64, jobs: usize, draw: bool, json: bool) -> Result<()> {
-    let s = Arc::new(load(path)?);
-    let next = Arc::new(AtomicU64::new(start));
+    use std::io::BufRead;
+    let s = load(path)?;
+    let exe = std::env::current_exe().context("cannot find the paysim executable")?;
+    let began = std::time::Instant::now();
     let done = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let reports: Arc<Mutex<Vec<RunReport>>> = Arc::new(Mutex::new(vec![]));
-    let began = std::time::Instant::now();
-    let mut handles = vec![];
-    for _ in 0..jobs {
-        let (s, next, done, failed, reports, path) = (
-            s.clone(),
-            next.clone(),
-            done.clone(),
-            failed.clone(),
-            reports.clone(),
-            path.clone(),
-        );
-        handles.push(
-            std::thread::Builder::new()
-                .stack_size(64 * 1024 * 1024)
-                .spawn(move || loop {
-                    let seed = next.fetch_add(1, Ordering::SeqCst);
-                    if seed >= start + seeds {
-                        return;
-                    }
-                    let r = run(&s, &opts(&path, seed, draw, false));
-                    let _ = sim::world::logs::take();
+    let mut children = vec![];
+    let mut readers = vec![];
+    for i in 0..jobs as u64 {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("__worker")
+            .arg("--scenario")
+            .arg(path)
+            .arg("--first")
+            .arg((start + i).to_string())
+            .arg("--end")
+            .arg((start + seeds).to_string())
+            .arg("--stride")
+            .arg(jobs.to_string());
+        if draw {
+            cmd.arg("--draw");
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("cannot start a swarm worker")?;
+        let out = child.stdout.take().ok_or_else(|| anyhow!("worker has no stdout"))?;
+        let (done, failed, reports) = (done.clone(), failed.clone(), reports.clone());
+        readers.push(std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(r) = serde_json::from_str::<RunReport>(&line) {
                     if !r.passed() {
                         failed.fetch_add(1, Ordering::SeqCst);
                     }
                     sim::world::lock(&reports).push(r);
                     let d = done.fetch_add(1, Ordering::SeqCst) + 1;
                     progress(d, seeds as usize, failed.load(Ordering::SeqCst), began);
-                })?,
-        );
+                }
+            }
+        }));
+        children.push(child);
     }
-    for h in handles {
-        let _ = h.join();
+    for r in readers {
+        let _ = r.join();
+    }
+    let mut worker_error = None;
+    for mut c in children {
+        match c.wait() {
+            Ok(st) if st.success() => {}
+            Ok(st) => worker_error = Some(format!("a swarm worker exited with {st}")),
+            Err(e) => worker_error = Some(e.to_string()),
+        }
     }
     eprintln!();
     let mut reports = std::mem::take(&mut *sim::world::lock(&reports));
@@ -340,12 +397,14 @@ fn swarm(path: &PathBuf, seeds: u64, start: u64, jobs: usize, draw: bool, json: 
         let summary = serde_json::json!({
             "scenario": s.name,
             "seeds": seeds,
+            "completed": reports.len(),
             "passed": reports.len() - failures.len(),
             "failed": failures.len(),
             "wall_seconds": wall,
             "simulated_seconds": sim_s,
             "seeds_per_minute": reports.len() as f64 / wall * 60.0,
             "failures": failures.iter().map(|r| serde_json::json!({"seed": r.seed, "failing": failing(r), "repro": r.repro, "faults": r.faults})).collect::<Vec<_>>(),
+            "worker_error": worker_error,
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -397,8 +456,11 @@ fn swarm(path: &PathBuf, seeds: u64, start: u64, jobs: usize, draw: bool, json: 
                 r.repro
             );
         }
+        if let Some(e) = &worker_error {
+            println!("error: {e}");
+        }
     }
-    if !failures.is_empty() {
+    if !failures.is_empty() || worker_error.is_some() || reports.len() as u64 != seeds {
         std::process::exit(1);
     }
     Ok(())

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// Simulated time per step.
-pub const TICK: Duration = Duration::from_millis(2);
+pub const TICK: Duration = Duration::from_millis(25);
 /// Normal message latency range.
 pub const LATENCY: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(4));
 
@@ -38,7 +38,7 @@ pub struct RunOptions {
 }
 
 /// What a run found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunReport {
     /// Scenario name.
     pub scenario: String,
@@ -74,7 +74,7 @@ impl RunReport {
 }
 
 /// Run statistics.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Client requests.
     pub requests: usize,
@@ -158,6 +158,7 @@ fn setup(seed: u64, db: &Arc<MemoryBackend>, hsm: &Arc<dyn pay_hsm::Hsm>) -> Res
 /// Runs `scenario` with `opts`.
 pub fn run(base: &Scenario, opts: &RunOptions) -> RunReport {
     let wall = Instant::now();
+    world::align_task_ids();
     let scenario = if opts.swarm {
         crate::swarm::draw(base, opts.seed)
     } else {
@@ -187,6 +188,17 @@ pub fn run(base: &Scenario, opts: &RunOptions) -> RunReport {
     let soft = pay_hsm::SoftHsm::new_ephemeral(Arc::new(SeededEntropy::new(seed, "hsm")), hsm_env_clock);
     let hsm: Arc<dyn pay_hsm::Hsm> = Arc::new(crate::faulty_hsm::FaultyHsm::new(Arc::new(soft), shared.clone()));
     let repro = repro_command(&opts.scenario_path, seed, opts.swarm);
+    if scenario.planted_bug.is_some() && !cfg!(feature = "planted-bugs") {
+        return failed(
+            &scenario,
+            opts,
+            repro,
+            vec![],
+            "this scenario plants a bug, but planted bugs are not compiled into this build (feature `planted-bugs`)"
+                .into(),
+            wall,
+        );
+    }
     let faults_desc: Vec<String> = scenario
         .faults
         .iter()

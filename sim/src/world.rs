@@ -22,6 +22,31 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// Aligns tokio's process-wide task-id counter to a multiple of four.
+///
+/// A current-thread tokio runtime keeps its tasks in four lists chosen by `task id & 3`, and
+/// drops them list by list when it shuts down — which is what a simulated crash does. Task ids
+/// come from one counter shared by the whole process, so without this the order in which a
+/// crashed host's connections close (and with it the seeded latency of every later message)
+/// would depend on how many tasks earlier runs in the process spawned. Aligning the counter
+/// at the start of every run makes a run independent of what came before it in the process.
+/// Runs in one process must not overlap (`paysim swarm` uses worker processes).
+pub fn align_task_ids() {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
+        return;
+    };
+    for _ in 0..4 {
+        let handle = rt.spawn(async {});
+        let id: u64 = handle.id().to_string().parse().unwrap_or(3);
+        rt.block_on(async {
+            let _ = handle.await;
+        });
+        if id % 4 == 3 {
+            return;
+        }
+    }
+}
+
 /// The simulation's wall-clock epoch: 2026-01-01T00:00:00Z.
 pub const EPOCH_MS: i64 = 1_767_225_600_000;
 
