@@ -595,14 +595,12 @@ fn no_lost_ack(ev: &Evidence, m: &Model, out: &mut Vec<Violation>) {
                     _ => {}
                 }
             }
-            "payment_method" => {
-                if !ev.db.iter().any(|(t, r)| *t == Table::PaymentMethods && r.id == id) {
-                    out.push(v(
-                        inv,
-                        vec![id.to_owned()],
-                        format!("the client was given PaymentMethod {id}, but it is gone"),
-                    ));
-                }
+            "payment_method" if !ev.db.iter().any(|(t, r)| *t == Table::PaymentMethods && r.id == id) => {
+                out.push(v(
+                    inv,
+                    vec![id.to_owned()],
+                    format!("the client was given PaymentMethod {id}, but it is gone"),
+                ));
             }
             _ => {}
         }

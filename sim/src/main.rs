@@ -118,7 +118,7 @@ enum Command {
     },
 }
 
-fn load(path: &PathBuf) -> Result<Scenario> {
+fn load(path: &std::path::Path) -> Result<Scenario> {
     Scenario::load(path).map_err(|e| anyhow!("{e}"))
 }
 

@@ -56,7 +56,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3_600_000.0,
         _ => return Err(format!("invalid duration unit in `{s}` (use ms, s, m or h)")),
     };
-    if !ms.is_finite() || ms < 0.0 || ms > 1e12 {
+    if !ms.is_finite() || !(0.0..=1e12).contains(&ms) {
         return Err(format!("duration `{s}` out of range"));
     }
     Ok(Duration::from_millis(ms.round() as u64))

@@ -18,6 +18,9 @@ fn failing_invariants(r: &RunReport) -> BTreeSet<String> {
     s
 }
 
+/// One way of making a scenario smaller (None when it cannot shrink further that way).
+type Shrinker = Box<dyn Fn(&Scenario) -> Option<Scenario>>;
+
 /// The outcome of shrinking.
 pub struct Shrunk {
     /// The smallest failing scenario found.
@@ -74,7 +77,7 @@ pub fn shrink(base: &Scenario, opts: &RunOptions, mut progress: impl FnMut(&str)
         }
     }
     // 2. Fewer clients, slower rate, shorter run, fewer flows and cards.
-    let mut shrinkers: Vec<Box<dyn Fn(&Scenario) -> Option<Scenario>>> = vec![];
+    let mut shrinkers: Vec<Shrinker> = vec![];
     shrinkers.push(Box::new(|s| {
         (s.workload.clients > 1).then(|| {
             let mut c = s.clone();

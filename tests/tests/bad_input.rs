@@ -11,7 +11,8 @@ use proptest::prelude::*;
 async fn bad_parameters_name_the_field() {
     let stack = stack_in_memory(Tuning::default()).await;
     let c = &stack.client;
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![("currency", "usd")], "amount", "parameter_missing"),
         (
             vec![("amount", "12x"), ("currency", "usd")],

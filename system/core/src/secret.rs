@@ -58,6 +58,21 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Serializes a secret's clear value. Only for fields that must cross a service boundary in
+/// clear inside an authenticated internal call (the card number on its way to the tokenizer
+/// or the card network); use as `#[serde(serialize_with = "pay_core::secret::serialize_exposed")]`.
+pub fn serialize_exposed<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(secret.expose())
+}
+
+/// [`serialize_exposed`] for an optional secret.
+pub fn serialize_exposed_opt<S: serde::Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(v) => s.serialize_some(v.expose().as_str()),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,20 +91,5 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
-    }
-}
-
-/// Serializes a secret's clear value. Only for fields that must cross a service boundary in
-/// clear inside an authenticated internal call (the card number on its way to the tokenizer
-/// or the card network); use as `#[serde(serialize_with = "pay_core::secret::serialize_exposed")]`.
-pub fn serialize_exposed<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(secret.expose())
-}
-
-/// [`serialize_exposed`] for an optional secret.
-pub fn serialize_exposed_opt<S: serde::Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
-    match secret {
-        Some(v) => s.serialize_some(v.expose().as_str()),
-        None => s.serialize_none(),
     }
 }

@@ -76,6 +76,40 @@ pub struct Config {
     /// with the `fault-injection` feature.
     #[serde(default)]
     pub faults: Option<Faults>,
+    /// Service tunables.
+    #[serde(default)]
+    pub tuning: TuningConfig,
+}
+
+/// Tunables with production defaults.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TuningConfig {
+    /// After how many seconds an Idempotency-Key lock held by a request that died may be
+    /// taken over (default 30).
+    pub idempotency_lock_timeout_secs: Option<u64>,
+    /// How often the payment reconciler runs, seconds (default 10).
+    pub reconcile_interval_secs: Option<u64>,
+    /// How old an unsettled operation must be before the reconciler takes it, seconds
+    /// (default 5).
+    pub reconcile_grace_secs: Option<u64>,
+}
+
+impl TuningConfig {
+    /// The service tuning these settings give.
+    pub fn to_tuning(&self) -> crate::wiring::Tuning {
+        let mut t = crate::wiring::Tuning::default();
+        if let Some(s) = self.idempotency_lock_timeout_secs {
+            t.api.idempotency_lock_timeout = std::time::Duration::from_secs(s);
+        }
+        if let Some(s) = self.reconcile_interval_secs {
+            t.reconcile_every = Some(std::time::Duration::from_secs(s.max(1)));
+        }
+        if let Some(s) = self.reconcile_grace_secs {
+            t.payments.reconcile_grace = std::time::Duration::from_secs(s);
+        }
+        t
+    }
 }
 
 /// Listener addresses.

@@ -351,7 +351,7 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
         directory,
         topology,
         metrics,
-        tuning: Tuning::default(),
+        tuning: cfg.tuning.to_tuning(),
     };
     let node = paymentd::node::start(&deps, listeners).map_err(|e| anyhow!(e))?;
     tracing::info!(roles = ?roles.iter().map(|r| r.name()).collect::<Vec<_>>(), "paymentd ready");

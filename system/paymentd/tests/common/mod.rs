@@ -1,0 +1,228 @@
+//! Runs the real `paymentd serve` binary for tests: a throwaway PostgreSQL database, a TLS
+//! certificate, service keys, a software-HSM master key and a config file, all in a temporary
+//! directory.
+
+#![allow(dead_code)]
+
+use pay_store::testing::TestDatabase;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A prepared serve environment.
+pub struct Served {
+    /// The database.
+    pub db: TestDatabase,
+    /// Working directory (certs, keys, config).
+    pub dir: tempfile::TempDir,
+    /// Public base URL (`https://127.0.0.1:PORT`).
+    pub base: String,
+    /// The merchant's secret key.
+    pub secret: String,
+    /// The running process, if started.
+    pub child: Option<Child>,
+    /// Where the process writes its logs.
+    pub log_file: PathBuf,
+    /// Extra YAML appended to the config.
+    pub extra_config: String,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_paymentd")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Served {
+    /// Prepares everything and creates a merchant key (does not start the server).
+    pub async fn prepare(extra_config: &str) -> Served {
+        let db = TestDatabase::create().await.expect("test PostgreSQL");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A test CA and a server certificate it signs (clients refuse a bare self-signed leaf).
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "paymentd test CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .unwrap();
+        std::fs::write(d.join("ca.crt"), ca.pem()).unwrap();
+        std::fs::write(d.join("tls.crt"), leaf.pem()).unwrap();
+        std::fs::write(d.join("tls.key"), leaf_key.serialize_pem()).unwrap();
+        std::fs::write(d.join("master.key"), hex::encode([7u8; 32])).unwrap();
+        let out = Command::new(bin())
+            .args(["keys", "init-service-keys", "--dir"])
+            .arg(d.join("service-keys"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "init-service-keys: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new(bin())
+            .args([
+                "keys",
+                "create-api-key",
+                "--database-url",
+                &db.url,
+                "--name",
+                "Test merchant",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "create-api-key: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let secret = text
+            .lines()
+            .find_map(|l| l.strip_prefix("secret key:"))
+            .map(|s| s.trim().to_owned())
+            .expect("secret key printed");
+        let port = free_port();
+        let log_file = d.join("paymentd.log");
+        Served {
+            db,
+            base: format!("https://127.0.0.1:{port}"),
+            secret,
+            child: None,
+            log_file,
+            dir,
+            extra_config: extra_config.to_owned(),
+        }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("paymentd.yaml")
+    }
+
+    /// Writes the config file.
+    pub fn write_config(&self, extra: &str) {
+        let d = self.dir.path();
+        let port = self.base.rsplit(':').next().unwrap();
+        let yaml = format!(
+            "listen:\n  public: 127.0.0.1:{port}\ntls:\n  cert_file: {d}/tls.crt\n  key_file: {d}/tls.key\ndatabase:\n  url: {url}\n  max_connections: 8\nhsm:\n  backend: soft\n  keystore: {d}/keystore\n  master_key_file: {d}/master.key\nservice_keys:\n  dir: {d}/service-keys\nlogging:\n  level: info\n  file: {log}\n{extra}\n",
+            d = d.display(),
+            url = self.db.url,
+            log = self.log_file.display(),
+        );
+        std::fs::write(self.config_path(), yaml).unwrap();
+    }
+
+    /// Starts `paymentd serve` and waits until it is ready.
+    pub fn start(&mut self, extra: &str) {
+        self.write_config(&format!("{}\n{extra}", self.extra_config));
+        let mut child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(self.config_path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("paymentd ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                panic!("paymentd exited before ready ({status}): {err}");
+            }
+            assert!(Instant::now() < deadline, "paymentd not ready within 30 s");
+        }
+        self.child = Some(child);
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "paymentd did not stop within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to die on its own (crash tests).
+    pub fn wait_for_death(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "paymentd did not die");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The CA bundle for the server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// The process's log output so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The Python with the official `stripe` SDK: `PAY_PYTHON`, else the repository's `.venv`.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("PAY_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with the stripe SDK: run scripts/test.sh (it creates .venv) or set PAY_PYTHON"
+    );
+    venv
+}
