@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every test of the project, installing what the tests need first.
+#
+#   scripts/test.sh            everything (what CI runs)
+#   SEEDS=200 scripts/test.sh  fewer simulation seeds in the chaos smoke (default 1000)
+#
+# Needs: the Rust toolchain, python3, and PostgreSQL's initdb/postgres binaries (or
+# DATABASE_URL pointing at a server where test databases may be created).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+SEEDS="${SEEDS:-1000}"
+JOBS="${JOBS:-$(nproc)}"
+started=$(date +%s)
+step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
+
+step "Python SDKs for the compatibility tests (official stripe and standardwebhooks packages)"
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import stripe, standardwebhooks' 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check stripe==16.1.0 standardwebhooks==1.1.0
+fi
+export PAY_PYTHON="$PWD/.venv/bin/python"
+
+step "Formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "Unit, property, contract and integration tests"
+cargo test --workspace --locked
+
+step "Crash-and-resume test (fault-injection build of paymentd)"
+cargo test --locked -p paymentd --features fault-injection --test crash
+
+step "Simulator self-tests: determinism, every scenario, planted bugs (release)"
+cargo test --release --locked -p sim
+cargo test --release --locked -p sim --features planted-bugs --test simulation
+
+step "Simulator smoke: ${SEEDS} seeds of chaos in swarm mode (release)"
+cargo build --release --locked -p sim --bin paysim
+./target/release/paysim swarm --scenario scenarios/chaos.yaml --seeds "$SEEDS" --jobs "$JOBS"
+
+step "All tests passed"
