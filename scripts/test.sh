@@ -26,7 +26,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "Unit, property, contract and integration tests"
-cargo test --workspace --locked
+cargo test --workspace --locked --exclude sim
 
 step "Crash-and-resume test (fault-injection build of paymentd)"
 cargo test --locked -p paymentd --features fault-injection --test crash

@@ -10,7 +10,7 @@ use crate::check::{find_pans, Tap};
 use async_trait::async_trait;
 use pay_core::faults::{self, FaultAction, FaultInjector};
 use pay_core::{Clock, Entropy, Env, SeededEntropy, Timestamp};
-use pay_net::{BoxIo, BoxListener, NetListener, Transport};
+use pay_net::{BoxIo, BoxListener, Transport};
 use pay_store::memory::MemoryBackend;
 use pay_store::{Backend, Request, Response, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -323,31 +323,15 @@ pub struct TappedTransport {
     pub shared: Arc<Shared>,
 }
 
-struct SimListener(turmoil::net::TcpListener);
-
-#[async_trait]
-impl NetListener for SimListener {
-    async fn accept(&mut self) -> io::Result<(BoxIo, std::net::SocketAddr)> {
-        let (s, peer) = self.0.accept().await?;
-        Ok((Box::new(s), peer))
-    }
-    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.0.local_addr()
-    }
-}
-
 #[async_trait]
 impl Transport for TappedTransport {
     async fn bind(&self, addr: &str) -> io::Result<BoxListener> {
-        let a: std::net::SocketAddr = addr
-            .parse()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e}")))?;
-        Ok(Box::new(SimListener(turmoil::net::TcpListener::bind(a).await?)))
+        pay_net::SimTransport.bind(addr).await
     }
     async fn connect(&self, host: &str, port: u16) -> io::Result<BoxIo> {
-        let s = turmoil::net::TcpStream::connect((host, port)).await?;
+        let inner = pay_net::SimTransport.connect(host, port).await?;
         Ok(Box::new(TapIo {
-            inner: s,
+            inner,
             from: self.host.clone(),
             to: host.to_owned(),
             shared: self.shared.clone(),
@@ -358,7 +342,7 @@ impl Transport for TappedTransport {
 }
 
 struct TapIo {
-    inner: turmoil::net::TcpStream,
+    inner: BoxIo,
     from: String,
     to: String,
     shared: Arc<Shared>,

@@ -172,3 +172,27 @@ fn an_event_outside_the_transaction_is_caught() {
     eprintln!("event_outside_txn caught by seed {seed}: {broken:?}");
     assert!(broken.iter().any(|b| b == "legal_transitions"), "{broken:?}");
 }
+
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn shrinking_keeps_the_failure_and_drops_what_is_not_needed() {
+    let (mut s, path) = scenario("acquirer-lost-replies");
+    s.planted_bug = Some(sim::scenario::PlantedBug::FreshAcquirerKey);
+    let _g = serial();
+    let seed = (0..50)
+        .find(|seed| !run(&s, &opts(&path, *seed, false, false)).passed())
+        .expect("a failing seed");
+    let shrunk =
+        sim::shrink::shrink(&s, &opts(&path, seed, false, false), |_| {}).expect("the seed fails, so it shrinks");
+    assert!(!shrunk.report.passed());
+    assert!(shrunk.scenario.faults.len() <= s.faults.len());
+    assert!(shrunk.scenario.workload.clients <= s.workload.clients);
+    assert!(shrunk.tries > 1);
+    // The printed scenario is a valid file that still fails with the same seed.
+    let yaml = shrunk.scenario.to_yaml();
+    let reparsed = Scenario::parse(&yaml, "shrunk.yaml").unwrap();
+    assert!(
+        !run(&reparsed, &opts("shrunk.yaml", seed, false, false)).passed(),
+        "{yaml}"
+    );
+}

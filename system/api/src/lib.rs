@@ -476,9 +476,14 @@ pub fn answer_response(a: Answer) -> Response {
 
 /// The body limit as a response for oversized requests (used by the router).
 pub fn too_large(limit: usize) -> Response {
-    api_error_response(
+    let mut r = api_error_response(
         &ApiError::invalid_request(format!("Request body too large (limit {limit} bytes).")).with_status(413),
-    )
+    );
+    // The rest of the body is left unread, so this connection cannot carry another request:
+    // say so, or a client would reuse it and lose its next request.
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// Reads a request body up to `limit` bytes.

@@ -304,10 +304,13 @@ impl Config {
                 unseal_threshold,
                 ..
             }) => {
-                if master_key_file.is_none() && unseal_threshold.is_none() {
+                if master_key_file.is_none()
+                    && unseal_threshold.is_none()
+                    && std::env::var_os("PAYMENTD_MASTER_KEY").is_none()
+                {
                     return Err(invalid(
                         "hsm.master_key_file",
-                        "give a master key file or unseal_threshold (custodian shares)",
+                        "give a master key file, PAYMENTD_MASTER_KEY, or unseal_threshold (custodian shares)",
                     ));
                 }
                 if let Some(p) = master_key_file {

@@ -213,10 +213,13 @@ async fn open_hsm(cfg: &Config, env: &Env) -> Result<Arc<dyn pay_hsm::Hsm>> {
             master_key_file,
             ..
         } => {
-            let mk_path = master_key_file
-                .as_ref()
-                .ok_or_else(|| anyhow!("hsm.master_key_file: unsealing with shares is done with `paymentd unseal`"))?;
-            let master = pay_hsm::MasterKey::from_file(mk_path).map_err(|e| anyhow!("hsm.master_key_file: {e}"))?;
+            // The master key comes from a file or, for orchestrators that inject secrets into
+            // the environment, from PAYMENTD_MASTER_KEY (64 hex characters).
+            let master = match (master_key_file, std::env::var("PAYMENTD_MASTER_KEY").ok()) {
+                (Some(path), _) => pay_hsm::MasterKey::from_file(path).map_err(|e| anyhow!("hsm.master_key_file: {e}"))?,
+                (None, Some(hex)) => pay_hsm::MasterKey::from_hex(&hex).map_err(|e| anyhow!("PAYMENTD_MASTER_KEY: {e}"))?,
+                (None, None) => bail!("hsm: give hsm.master_key_file or PAYMENTD_MASTER_KEY (unsealing with custodian shares comes with `paymentd unseal`)"),
+            };
             let h = pay_hsm::SoftHsm::open(keystore, master, env.entropy.clone(), env.clock.clone())
                 .map_err(|e| anyhow!("hsm: {e}"))?;
             Ok(Arc::new(h))

@@ -123,6 +123,9 @@ pub struct Tuning {
     pub call_timeout: Option<Duration>,
 }
 
+/// How often expired idempotency keys are deleted.
+pub const REAP_EVERY: Duration = Duration::from_secs(600);
+
 /// Leeway for clock differences when checking internal service tokens.
 pub const TOKEN_LEEWAY: Duration = Duration::from_secs(300);
 /// Lifetime of internal service tokens.
@@ -297,6 +300,28 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
             )
         }
         Role::Api => {
+            // The reaper: idempotency keys expire after 24 h; applied-transaction ids are kept
+            // for two days (far longer than any retry of a lost commit answer can take).
+            let reaper_db = db.clone();
+            let reaper_env = env.clone();
+            background.push(Box::new(move |mut stop| {
+                Box::pin(async move {
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = stop.wait_for(|s| *s) => return,
+                            _ = tokio::time::sleep(REAP_EVERY) => {}
+                        }
+                        match reaper_db.reap(reaper_env.now(), Duration::from_secs(2 * 86_400)).await {
+                            Ok((keys, txns)) if keys + txns > 0 => {
+                                tracing::info!(keys, txns, "reaped expired idempotency keys and transaction ids")
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "reaper failed"),
+                        }
+                    }
+                })
+            }));
             let tokenizer = pay_proto::tokenizer::TokenizerClient::new(deps.client(role, Role::Tokenizer)?);
             let payments = pay_proto::payments::PaymentsClient::new(deps.client(role, Role::Payments)?);
             let api = Arc::new(pay_api::Api::new(
