@@ -263,6 +263,16 @@ fn describe(req: &Request) -> String {
         Request::IdemFinish { key, status, .. } => format!("idem_finish {key} {status}"),
         Request::IdemRelease { key, .. } => format!("idem_release {key}"),
         Request::Reap { .. } => "reap".into(),
+        Request::QueueSend { queue, messages, .. } => format!("queue_send {queue} x{}", messages.len()),
+        Request::QueueReceive { queue, max, .. } => format!("queue_receive {queue} max {max}"),
+        Request::QueueAck { receipt, .. } => format!("queue_ack {receipt}"),
+        Request::QueueNack { receipt, delay_ms, .. } => format!("queue_nack {receipt} +{delay_ms}ms"),
+        Request::QueueExtend { receipt, .. } => format!("queue_extend {receipt}"),
+        Request::QueueDeadLetter { receipt, .. } => format!("queue_dead_letter {receipt}"),
+        Request::QueueDepth { queue, .. } => format!("queue_depth {queue}"),
+        Request::QueueDeadLetters { queue, .. } => format!("queue_dead_letters {queue}"),
+        Request::QueueRedrive { id, .. } => format!("queue_redrive {id}"),
+        Request::RelayOutbox { queue, limit, .. } => format!("relay_outbox {queue} max {limit}"),
     }
 }
 

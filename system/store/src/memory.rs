@@ -22,8 +22,24 @@ struct IdemRow {
     expires_at: i64,
 }
 
+#[derive(Debug, Clone)]
+struct QMsg {
+    msg: QueueMessage,
+    available_at: i64,
+    invisible_until: Option<i64>,
+}
+
+/// How long a deduplication id is remembered after its message was acknowledged.
+pub const DEDUP_WINDOW_MS: i64 = 24 * 3_600_000;
+
 #[derive(Default)]
 struct State {
+    queues: BTreeMap<String, BTreeMap<i64, QMsg>>,
+    q_ids: BTreeMap<String, (String, i64)>,
+    q_dedup: BTreeMap<(String, String), (String, Option<i64>)>,
+    q_dead: BTreeMap<String, BTreeMap<i64, DeadLetter>>,
+    q_next_seq: i64,
+    relay_cursor: i64,
     tables: BTreeMap<Table, BTreeMap<String, Record>>,
     by_account: BTreeMap<(Table, String), BTreeSet<(i64, String)>>,
     k1: BTreeMap<(Table, String), BTreeSet<(i64, String)>>,
@@ -381,6 +397,139 @@ impl State {
         })
     }
 
+    fn q_send(&mut self, queue: &str, now: i64, messages: Vec<NewMessage>) -> Vec<String> {
+        let mut ids = vec![];
+        for m in messages {
+            if let Some(d) = &m.dedup {
+                if let Some((existing, _)) = self.q_dedup.get(&(queue.to_owned(), d.clone())) {
+                    ids.push(existing.clone());
+                    continue;
+                }
+            }
+            if self.q_ids.contains_key(&m.id) {
+                ids.push(m.id.clone());
+                continue;
+            }
+            self.q_next_seq += 1;
+            let seq = self.q_next_seq;
+            if let Some(d) = &m.dedup {
+                self.q_dedup.insert((queue.to_owned(), d.clone()), (m.id.clone(), None));
+            }
+            self.q_ids.insert(m.id.clone(), (queue.to_owned(), seq));
+            let msg = QueueMessage { id: m.id.clone(), queue: queue.to_owned(), seq, group: m.group, dedup: m.dedup, body: m.body, created: now, receive_count: 0 };
+            self.queues.entry(queue.to_owned()).or_default().insert(seq, QMsg { msg, available_at: now + m.delay_ms.max(0), invisible_until: None });
+            ids.push(m.id);
+        }
+        ids
+    }
+
+    fn q_receive(&mut self, queue: &str, now: i64, max: u32, visibility_ms: i64, mode: QueueMode, max_receives: u32) -> Vec<Received> {
+        let mut out = vec![];
+        let mut to_dead = vec![];
+        let Some(q) = self.queues.get_mut(queue) else { return out };
+        let mut decided: BTreeSet<String> = BTreeSet::new();
+        for (seq, m) in q.iter_mut() {
+            if out.len() >= max as usize {
+                break;
+            }
+            let group = m.msg.group.clone().unwrap_or_else(|| m.msg.id.clone());
+            if mode == QueueMode::Fifo && decided.contains(&group) {
+                continue;
+            }
+            let deliverable = m.available_at <= now && m.invisible_until.is_none_or(|t| t <= now);
+            if !deliverable {
+                if mode == QueueMode::Fifo {
+                    decided.insert(group);
+                }
+                continue;
+            }
+            if m.msg.receive_count >= max_receives.max(1) {
+                // Too many receives: dead-letter it; in FIFO mode the next message of the
+                // group becomes the head.
+                to_dead.push(*seq);
+                continue;
+            }
+            if mode == QueueMode::Fifo {
+                decided.insert(group);
+            }
+            m.msg.receive_count += 1;
+            m.invisible_until = Some(now + visibility_ms.max(0));
+            out.push(Received { receipt: format!("{}:{}", m.msg.id, m.msg.receive_count), message: m.msg.clone() });
+        }
+        for seq in to_dead {
+            self.q_move_dead(queue, seq, now, "max_receives");
+        }
+        out
+    }
+
+    fn q_move_dead(&mut self, queue: &str, seq: i64, now: i64, reason: &str) {
+        if let Some(m) = self.queues.get_mut(queue).and_then(|q| q.remove(&seq)) {
+            self.q_dead.entry(queue.to_owned()).or_default().insert(seq, DeadLetter { message: m.msg, reason: reason.to_owned(), dead_at: now });
+        }
+    }
+
+    /// The message a receipt names, if the receipt is current.
+    fn q_by_receipt(&mut self, receipt: &str) -> Result<(String, i64), StoreError> {
+        let (id, n) = receipt.rsplit_once(':').ok_or(StoreError::StaleReceipt)?;
+        let n: u32 = n.parse().map_err(|_| StoreError::StaleReceipt)?;
+        let (queue, seq) = self.q_ids.get(id).cloned().ok_or(StoreError::StaleReceipt)?;
+        let m = self.queues.get(&queue).and_then(|q| q.get(&seq)).ok_or(StoreError::StaleReceipt)?;
+        if m.msg.receive_count != n || m.invisible_until.is_none() {
+            return Err(StoreError::StaleReceipt);
+        }
+        Ok((queue, seq))
+    }
+
+    fn q_ack(&mut self, receipt: &str, now: i64) -> Result<(), StoreError> {
+        let (queue, seq) = self.q_by_receipt(receipt)?;
+        if let Some(m) = self.queues.get_mut(&queue).and_then(|q| q.remove(&seq)) {
+            self.q_ids.remove(&m.msg.id);
+            if let Some(d) = m.msg.dedup {
+                self.q_dedup.insert((queue, d), (m.msg.id, Some(now)));
+            }
+        }
+        Ok(())
+    }
+
+    fn q_depth(&self, queue: &str, now: i64) -> QueueDepth {
+        let mut d = QueueDepth::default();
+        if let Some(q) = self.queues.get(queue) {
+            let mut oldest = None;
+            for m in q.values() {
+                if m.available_at > now {
+                    d.delayed += 1;
+                } else if m.invisible_until.is_some_and(|t| t > now) {
+                    d.in_flight += 1;
+                } else {
+                    d.visible += 1;
+                }
+                oldest = Some(oldest.map_or(m.msg.created, |o: i64| o.min(m.msg.created)));
+            }
+            d.oldest_age_ms = oldest.map(|o| (now - o).max(0)).unwrap_or(0);
+        }
+        d.dead = self.q_dead.get(queue).map(|x| x.len() as u64).unwrap_or(0);
+        d
+    }
+
+    fn relay_outbox(&mut self, queue: &str, now: i64, limit: u32) -> u64 {
+        // In memory, sequence order is commit order, so a cursor is exact. (PostgreSQL marks
+        // each event instead: there, sequence order is not commit order.)
+        let picked: Vec<StoredEvent> = self.events.range(self.relay_cursor + 1..).take(limit.clamp(1, 10_000) as usize).map(|(_, e)| e.clone()).collect();
+        let count = picked.len() as u64;
+        for e in picked {
+            self.relay_cursor = e.seq;
+            let msg = NewMessage {
+                id: format!("msg_{}", e.event.id),
+                group: e.event.account.as_ref().map(|a| a.to_string()),
+                dedup: Some(e.event.id.to_string()),
+                body: serde_json::to_value(&e.event).unwrap_or_default(),
+                delay_ms: 0,
+            };
+            self.q_send(queue, now, vec![msg]);
+        }
+        count
+    }
+
     fn idem_begin(&mut self, b: IdemBegin) -> IdemBeginOutcome {
         let key = (b.account.clone(), b.key.clone());
         let fresh = IdemRow {
@@ -533,7 +682,54 @@ impl MemoryBackend {
                 }
                 Ok(Response::Done)
             }
+            Request::QueueSend { queue, now, messages } => Ok(Response::Sent { ids: s.q_send(&queue, now, messages) }),
+            Request::QueueReceive { queue, now, max, visibility_ms, mode, max_receives } => {
+                Ok(Response::Received { messages: s.q_receive(&queue, now, max, visibility_ms, mode, max_receives) })
+            }
+            Request::QueueAck { receipt, now } => s.q_ack(&receipt, now).map(|_| Response::Done),
+            Request::QueueNack { receipt, now, delay_ms } => {
+                let (queue, seq) = s.q_by_receipt(&receipt)?;
+                if let Some(m) = s.queues.get_mut(&queue).and_then(|q| q.get_mut(&seq)) {
+                    m.invisible_until = Some(now + delay_ms.max(0));
+                }
+                Ok(Response::Done)
+            }
+            Request::QueueExtend { receipt, now, visibility_ms } => {
+                let (queue, seq) = s.q_by_receipt(&receipt)?;
+                if let Some(m) = s.queues.get_mut(&queue).and_then(|q| q.get_mut(&seq)) {
+                    if m.invisible_until.is_none_or(|t| t <= now) {
+                        return Err(StoreError::StaleReceipt);
+                    }
+                    m.invisible_until = Some(now + visibility_ms.max(0));
+                }
+                Ok(Response::Done)
+            }
+            Request::QueueDeadLetter { receipt, now, reason } => {
+                let (queue, seq) = s.q_by_receipt(&receipt)?;
+                s.q_move_dead(&queue, seq, now, &reason);
+                Ok(Response::Done)
+            }
+            Request::QueueDepth { queue, now } => Ok(Response::Depth { depth: s.q_depth(&queue, now) }),
+            Request::QueueDeadLetters { queue, limit } => Ok(Response::DeadLetters {
+                letters: s.q_dead.get(&queue).map(|d| d.values().take(limit.clamp(1, 1000) as usize).cloned().collect()).unwrap_or_default(),
+            }),
+            Request::QueueRedrive { id, now } => {
+                let found = s.q_dead.iter().find_map(|(q, d)| d.iter().find(|(_, l)| l.message.id == id).map(|(seq, _)| (q.clone(), *seq)));
+                let Some((queue, seq)) = found else { return Err(StoreError::Invalid(format!("no dead letter {id}"))) };
+                if let Some(l) = s.q_dead.get_mut(&queue).and_then(|d| d.remove(&seq)) {
+                    s.q_next_seq += 1;
+                    let new_seq = s.q_next_seq;
+                    let mut msg = l.message;
+                    msg.receive_count = 0;
+                    msg.seq = new_seq;
+                    s.q_ids.insert(msg.id.clone(), (queue.clone(), new_seq));
+                    s.queues.entry(queue).or_default().insert(new_seq, QMsg { msg, available_at: now, invisible_until: None });
+                }
+                Ok(Response::Done)
+            }
+            Request::RelayOutbox { queue, now, limit } => Ok(Response::Relayed { count: s.relay_outbox(&queue, now, limit) }),
             Request::Reap { now, txn_retention_ms } => {
+                s.q_dedup.retain(|_, (_, acked)| acked.is_none_or(|t| now - t < DEDUP_WINDOW_MS));
                 let before_keys = s.idem.len();
                 s.idem.retain(|_, r| r.expires_at > now);
                 let before_txns = s.txns.len();

@@ -302,6 +302,89 @@ pub enum IdemBeginOutcome {
     Mismatch,
 }
 
+/// A message to enqueue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewMessage {
+    /// Message id (`msg_…`), chosen by the sender so a resend after a lost answer is a no-op.
+    pub id: String,
+    /// FIFO message group (ignored by standard queues).
+    pub group: Option<String>,
+    /// Deduplication id: a send whose dedup id is already in the queue returns the existing
+    /// message instead of adding one.
+    pub dedup: Option<String>,
+    /// The payload.
+    pub body: serde_json::Value,
+    /// Not deliverable until this many milliseconds after `now`.
+    pub delay_ms: i64,
+}
+
+/// A message in a queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueMessage {
+    /// Message id.
+    pub id: String,
+    /// Queue name.
+    pub queue: String,
+    /// Order of arrival in the queue.
+    pub seq: i64,
+    /// FIFO group.
+    pub group: Option<String>,
+    /// Deduplication id.
+    pub dedup: Option<String>,
+    /// Payload.
+    pub body: serde_json::Value,
+    /// When it was sent (Unix ms).
+    pub created: i64,
+    /// How many times it has been received.
+    pub receive_count: u32,
+}
+
+/// A message handed to a receiver, with the receipt that acknowledges this particular receive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Received {
+    /// The message (its receive count includes this receive).
+    pub message: QueueMessage,
+    /// Identifies this receive (`<id>:<receive count>`); a receipt from an earlier receive of
+    /// the same message is stale and refused.
+    pub receipt: String,
+}
+
+/// How a queue is consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueMode {
+    /// Any visible message, in parallel; order not guaranteed.
+    Standard,
+    /// Per message group: strictly in send order, at most one message in flight per group.
+    Fifo,
+}
+
+/// Counts for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDepth {
+    /// Deliverable now.
+    pub visible: u64,
+    /// Received and not yet acknowledged.
+    pub in_flight: u64,
+    /// Waiting for their delay.
+    pub delayed: u64,
+    /// Dead-lettered.
+    pub dead: u64,
+    /// Age of the oldest live message (ms), 0 when empty.
+    pub oldest_age_ms: i64,
+}
+
+/// A dead-lettered message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The message.
+    pub message: QueueMessage,
+    /// Why (`max_receives` or the consumer's reason).
+    pub reason: String,
+    /// When (Unix ms).
+    pub dead_at: i64,
+}
+
 /// One call to a storage backend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "call", rename_all = "snake_case")]
@@ -383,6 +466,97 @@ pub enum Request {
         /// Lock owner.
         owner: String,
     },
+    /// Enqueue messages.
+    QueueSend {
+        /// Queue name.
+        queue: String,
+        /// Now, Unix ms.
+        now: i64,
+        /// Messages.
+        messages: Vec<NewMessage>,
+    },
+    /// Receive up to `max` messages, hiding them for `visibility_ms`. A message already
+    /// received `max_receives` times is dead-lettered instead of delivered again.
+    QueueReceive {
+        /// Queue name.
+        queue: String,
+        /// Now, Unix ms.
+        now: i64,
+        /// At most this many.
+        max: u32,
+        /// Hidden from other receivers for this long.
+        visibility_ms: i64,
+        /// Standard or FIFO.
+        mode: QueueMode,
+        /// Dead-letter after this many receives.
+        max_receives: u32,
+    },
+    /// Acknowledge (delete) a received message.
+    QueueAck {
+        /// The receipt.
+        receipt: String,
+        /// Now, Unix ms (starts the deduplication window of the message's dedup id).
+        now: i64,
+    },
+    /// Give a received message back, deliverable again after `delay_ms`.
+    QueueNack {
+        /// The receipt.
+        receipt: String,
+        /// Now, Unix ms.
+        now: i64,
+        /// Delay before redelivery.
+        delay_ms: i64,
+    },
+    /// Keep a received message hidden for `visibility_ms` more.
+    QueueExtend {
+        /// The receipt.
+        receipt: String,
+        /// Now, Unix ms.
+        now: i64,
+        /// New visibility timeout from now.
+        visibility_ms: i64,
+    },
+    /// Move a received message to the dead letters now.
+    QueueDeadLetter {
+        /// The receipt.
+        receipt: String,
+        /// Now, Unix ms.
+        now: i64,
+        /// Why.
+        reason: String,
+    },
+    /// Counts of a queue.
+    QueueDepth {
+        /// Queue name.
+        queue: String,
+        /// Now, Unix ms.
+        now: i64,
+    },
+    /// Dead letters of a queue, oldest first.
+    QueueDeadLetters {
+        /// Queue name.
+        queue: String,
+        /// At most this many.
+        limit: u32,
+    },
+    /// Put a dead-lettered message back in its queue (receive count reset).
+    QueueRedrive {
+        /// Message id.
+        id: String,
+        /// Now, Unix ms.
+        now: i64,
+    },
+    /// Move committed outbox events into `queue`, each exactly once (one message per event,
+    /// group = the event's account, dedup = the event id), in one transaction with marking
+    /// them relayed.
+    RelayOutbox {
+        /// Queue name.
+        queue: String,
+        /// Now, Unix ms.
+        now: i64,
+        /// At most this many events.
+        limit: u32,
+    },
     /// Delete expired idempotency keys and old applied-transaction ids.
     Reap {
         /// Now, Unix ms.
@@ -435,6 +609,31 @@ pub enum Response {
     },
     /// Done (checkpoint, finish, release).
     Done,
+    /// Ids of sent messages (existing ids for deduplicated sends).
+    Sent {
+        /// Message ids, in request order.
+        ids: Vec<String>,
+    },
+    /// Received messages.
+    Received {
+        /// Messages.
+        messages: Vec<Received>,
+    },
+    /// Queue counts.
+    Depth {
+        /// Counts.
+        depth: QueueDepth,
+    },
+    /// Dead letters.
+    DeadLetters {
+        /// Dead letters.
+        letters: Vec<DeadLetter>,
+    },
+    /// Events relayed into a queue.
+    Relayed {
+        /// How many.
+        count: u64,
+    },
     /// Reaped counts.
     Reaped {
         /// Idempotency keys deleted.
@@ -490,6 +689,9 @@ pub enum StoreError {
     /// The caller does not hold the idempotency key it tried to update.
     #[error("idempotency key is not held by this request")]
     NotOwner,
+    /// A queue receipt from an earlier receive, or for a message no longer in flight.
+    #[error("stale or unknown queue receipt")]
+    StaleReceipt,
 }
 
 impl StoreError {
@@ -508,7 +710,7 @@ impl StoreError {
             StoreError::Unavailable(_) | StoreError::Ambiguous(_) => pay_core::ApiError::unavailable(
                 "The payment records store is temporarily unavailable; retry the request.",
             ),
-            StoreError::Invalid(_) | StoreError::Corrupt(_) | StoreError::NotOwner => {
+            StoreError::Invalid(_) | StoreError::Corrupt(_) | StoreError::NotOwner | StoreError::StaleReceipt => {
                 pay_core::ApiError::internal("An internal error occurred while storing the request.")
             }
         }

@@ -523,6 +523,149 @@ async fn insert_event(tx: &mut Transaction<'_, Postgres>, event: &Event) -> Resu
     row.try_get("seq").map_err(decode)
 }
 
+const QCOLS: &str = "id, queue, seq, grp, dedup, body, created, receive_count";
+
+fn queue_message(r: &PgRow) -> Result<QueueMessage, StoreError> {
+    Ok(QueueMessage {
+        id: r.try_get("id").map_err(decode)?,
+        queue: r.try_get("queue").map_err(decode)?,
+        seq: r.try_get("seq").map_err(decode)?,
+        group: r.try_get("grp").map_err(decode)?,
+        dedup: r.try_get("dedup").map_err(decode)?,
+        body: r.try_get("body").map_err(decode)?,
+        created: r.try_get("created").map_err(decode)?,
+        receive_count: u32::try_from(r.try_get::<i32, _>("receive_count").map_err(decode)?).unwrap_or(0),
+    })
+}
+
+/// The fourth parameter of a receipt-guarded update.
+enum Arg<'a> {
+    Ms(i64),
+    Text(&'a str),
+}
+
+fn split_receipt(receipt: &str) -> Result<(String, i32), StoreError> {
+    let (id, n) = receipt.rsplit_once(':').ok_or(StoreError::StaleReceipt)?;
+    Ok((id.to_owned(), n.parse().map_err(|_| StoreError::StaleReceipt)?))
+}
+
+impl PgBackend {
+    async fn q_send(&self, queue: &str, now: i64, messages: Vec<NewMessage>) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::with_capacity(messages.len());
+        for m in messages {
+            let row = sqlx::query("INSERT INTO queue_messages (id, queue, grp, dedup, body, created, available_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id")
+                .bind(&m.id)
+                .bind(queue)
+                .bind(&m.group)
+                .bind(&m.dedup)
+                .bind(&m.body)
+                .bind(now)
+                .bind(now + m.delay_ms.max(0))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| map_err(e, true))?;
+            match row {
+                Some(r) => ids.push(r.try_get("id").map_err(decode)?),
+                None => {
+                    let existing = sqlx::query("SELECT id FROM queue_messages WHERE id = $3 OR (queue = $1 AND dedup = $2) ORDER BY seq LIMIT 1")
+                        .bind(queue)
+                        .bind(&m.dedup)
+                        .bind(&m.id)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(|e| map_err(e, false))?;
+                    ids.push(existing.try_get("id").map_err(decode)?);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn q_receive(&self, queue: &str, now: i64, max: u32, visibility_ms: i64, mode: QueueMode, max_receives: u32) -> Result<Vec<Received>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, false))?;
+        // Messages received too often go to the dead letters instead of being delivered again.
+        sqlx::query(
+            "UPDATE queue_messages SET state = 'dead', done_at = $2, dead_reason = 'max_receives', invisible_until = NULL \
+             WHERE id IN (SELECT id FROM queue_messages WHERE queue = $1 AND state = 'live' AND available_at <= $2 \
+             AND (invisible_until IS NULL OR invisible_until <= $2) AND receive_count >= $3 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(queue)
+        .bind(now)
+        .bind(i32::try_from(max_receives.max(1)).unwrap_or(i32::MAX))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_err(e, false))?;
+        // Visibility is checked on the locked row itself (re-evaluated if a concurrent receiver
+        // changed it), so two receivers never take the same message, and in FIFO mode only the
+        // head of each group is a candidate, so a group has at most one message in flight.
+        let picked = match mode {
+            QueueMode::Standard => "picked AS (SELECT m.id FROM queue_messages m WHERE m.queue = $1 AND m.state = 'live' AND m.available_at <= $2 \
+                 AND (m.invisible_until IS NULL OR m.invisible_until <= $2) ORDER BY m.seq LIMIT $3 FOR UPDATE SKIP LOCKED)",
+            QueueMode::Fifo => "heads AS (SELECT DISTINCT ON (COALESCE(grp, id)) id FROM queue_messages WHERE queue = $1 AND state = 'live' ORDER BY COALESCE(grp, id), seq), \
+                 picked AS (SELECT m.id FROM queue_messages m JOIN heads h ON m.id = h.id WHERE m.state = 'live' AND m.available_at <= $2 \
+                 AND (m.invisible_until IS NULL OR m.invisible_until <= $2) ORDER BY m.seq LIMIT $3 FOR UPDATE OF m SKIP LOCKED)",
+        };
+        let sql = format!(
+            "WITH {picked} UPDATE queue_messages q SET receive_count = q.receive_count + 1, invisible_until = $2 + $4 FROM picked WHERE q.id = picked.id RETURNING q.{}",
+            QCOLS.replace(", ", ", q.")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(queue)
+            .bind(now)
+            .bind(i64::from(max.clamp(1, 1000)))
+            .bind(visibility_ms.max(0))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, false))?;
+        tx.commit().await.map_err(|e| map_err(e, true))?;
+        let mut out: Vec<Received> = rows
+            .iter()
+            .map(|r| {
+                let message = queue_message(r)?;
+                Ok(Received { receipt: format!("{}:{}", message.id, message.receive_count), message })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        out.sort_by_key(|r| r.message.seq);
+        Ok(out)
+    }
+
+    /// Runs a receipt-guarded update (`$1` id, `$2` receive count, `$3` now, then `$4` when
+    /// `arg` is given); no row updated means the receipt is stale.
+    async fn q_update(&self, sql: &str, receipt: &str, now: i64, arg: Option<Arg<'_>>) -> Result<(), StoreError> {
+        let (id, n) = split_receipt(receipt)?;
+        let mut q = sqlx::query(sql).bind(id).bind(n).bind(now);
+        q = match arg {
+            Some(Arg::Ms(v)) => q.bind(v),
+            Some(Arg::Text(t)) => q.bind(t),
+            None => q,
+        };
+        let done = q.execute(&self.pool).await.map_err(|e| map_err(e, true))?.rows_affected();
+        if done == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::StaleReceipt)
+        }
+    }
+
+    async fn q_depth(&self, queue: &str, now: i64) -> Result<QueueDepth, StoreError> {
+        let r = sqlx::query(
+            "SELECT count(*) FILTER (WHERE state = 'live' AND available_at > $2) AS delayed, \
+             count(*) FILTER (WHERE state = 'live' AND available_at <= $2 AND invisible_until > $2) AS in_flight, \
+             count(*) FILTER (WHERE state = 'live' AND available_at <= $2 AND (invisible_until IS NULL OR invisible_until <= $2)) AS visible, \
+             count(*) FILTER (WHERE state = 'dead') AS dead, min(created) FILTER (WHERE state = 'live') AS oldest \
+             FROM queue_messages WHERE queue = $1",
+        )
+        .bind(queue)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| map_err(e, false))?;
+        let n = |c: &str| -> Result<u64, StoreError> { Ok(u64::try_from(r.try_get::<i64, _>(c).map_err(decode)?).unwrap_or(0)) };
+        let oldest: Option<i64> = r.try_get("oldest").map_err(decode)?;
+        Ok(QueueDepth { visible: n("visible")?, in_flight: n("in_flight")?, delayed: n("delayed")?, dead: n("dead")?, oldest_age_ms: oldest.map(|o| (now - o).max(0)).unwrap_or(0) })
+    }
+}
+
 fn index_col(i: Index) -> &'static str {
     match i {
         Index::K1 => "k1",
@@ -690,7 +833,83 @@ impl Backend for PgBackend {
                 self.idem_owned(q, &account, &key, true).await?;
                 Ok(Response::Done)
             }
+            Request::QueueSend { queue, now, messages } => Ok(Response::Sent { ids: self.q_send(&queue, now, messages).await? }),
+            Request::QueueReceive { queue, now, max, visibility_ms, mode, max_receives } => {
+                Ok(Response::Received { messages: self.q_receive(&queue, now, max, visibility_ms, mode, max_receives).await? })
+            }
+            Request::QueueAck { receipt, now } => {
+                let sql = "UPDATE queue_messages SET state = 'acked', done_at = $3, invisible_until = NULL WHERE id = $1 AND receive_count = $2 AND state = 'live' AND invisible_until IS NOT NULL";
+                self.q_update(sql, &receipt, now, None).await.map(|_| Response::Done)
+            }
+            Request::QueueNack { receipt, now, delay_ms } => {
+                let sql = "UPDATE queue_messages SET invisible_until = $3 + $4 WHERE id = $1 AND receive_count = $2 AND state = 'live' AND invisible_until IS NOT NULL";
+                self.q_update(sql, &receipt, now, Some(Arg::Ms(delay_ms.max(0)))).await.map(|_| Response::Done)
+            }
+            Request::QueueExtend { receipt, now, visibility_ms } => {
+                let sql = "UPDATE queue_messages SET invisible_until = $3 + $4 WHERE id = $1 AND receive_count = $2 AND state = 'live' AND invisible_until > $3";
+                self.q_update(sql, &receipt, now, Some(Arg::Ms(visibility_ms.max(0)))).await.map(|_| Response::Done)
+            }
+            Request::QueueDeadLetter { receipt, now, reason } => {
+                let sql = "UPDATE queue_messages SET state = 'dead', done_at = $3, dead_reason = $4, invisible_until = NULL WHERE id = $1 AND receive_count = $2 AND state = 'live' AND invisible_until IS NOT NULL";
+                self.q_update(sql, &receipt, now, Some(Arg::Text(&reason))).await.map(|_| Response::Done)
+            }
+            Request::QueueDepth { queue, now } => Ok(Response::Depth { depth: self.q_depth(&queue, now).await? }),
+            Request::QueueDeadLetters { queue, limit } => {
+                let sql = format!("SELECT {QCOLS}, dead_reason, done_at FROM queue_messages WHERE queue = $1 AND state = 'dead' ORDER BY seq LIMIT $2");
+                let rows = sqlx::query(&sql).bind(&queue).bind(i64::from(limit.clamp(1, 1000))).fetch_all(&self.pool).await.map_err(|e| map_err(e, false))?;
+                let letters = rows
+                    .iter()
+                    .map(|r| {
+                        Ok(DeadLetter {
+                            message: queue_message(r)?,
+                            reason: r.try_get::<Option<String>, _>("dead_reason").map_err(decode)?.unwrap_or_default(),
+                            dead_at: r.try_get::<Option<i64>, _>("done_at").map_err(decode)?.unwrap_or(0),
+                        })
+                    })
+                    .collect::<Result<_, StoreError>>()?;
+                Ok(Response::DeadLetters { letters })
+            }
+            Request::QueueRedrive { id, now } => {
+                let n = sqlx::query(
+                    "UPDATE queue_messages SET state = 'live', receive_count = 0, available_at = $2, invisible_until = NULL, done_at = NULL, dead_reason = NULL, \
+                     seq = nextval(pg_get_serial_sequence('queue_messages', 'seq')) WHERE id = $1 AND state = 'dead'",
+                )
+                .bind(&id)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| map_err(e, true))?
+                .rows_affected();
+                if n == 1 {
+                    Ok(Response::Done)
+                } else {
+                    Err(StoreError::Invalid(format!("no dead letter {id}")))
+                }
+            }
+            Request::RelayOutbox { queue, now, limit } => {
+                // One statement: the messages and the relayed marks commit together, so an
+                // event is enqueued exactly once; concurrent relays skip each other's rows.
+                let row = sqlx::query(
+                    "WITH picked AS (SELECT seq, id, account, body FROM events WHERE NOT relayed ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED), \
+                     ins AS (INSERT INTO queue_messages (id, queue, grp, dedup, body, created, available_at) \
+                       SELECT 'msg_' || picked.id, $1, NULLIF(picked.account, ''), picked.id, picked.body, $2, $2 FROM picked ORDER BY picked.seq ON CONFLICT DO NOTHING), \
+                     upd AS (UPDATE events SET relayed = true FROM picked WHERE events.seq = picked.seq) \
+                     SELECT count(*) AS n FROM picked",
+                )
+                .bind(&queue)
+                .bind(now)
+                .bind(i64::from(limit.clamp(1, 10_000)))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| map_err(e, true))?;
+                Ok(Response::Relayed { count: u64::try_from(row.try_get::<i64, _>("n").map_err(decode)?).unwrap_or(0) })
+            }
             Request::Reap { now, txn_retention_ms } => {
+                sqlx::query("DELETE FROM queue_messages WHERE state = 'acked' AND done_at < $1")
+                    .bind(now.saturating_sub(crate::memory::DEDUP_WINDOW_MS))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| map_err(e, false))?;
                 let keys = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
                     .bind(now)
                     .execute(&self.pool)
