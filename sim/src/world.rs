@@ -276,6 +276,22 @@ fn describe(req: &Request) -> String {
     }
 }
 
+/// Replaces the caller's `now` in a queue request with the database host's.
+fn stamp_queue_now(req: &mut Request, db_now: i64) {
+    match req {
+        Request::QueueSend { now, .. }
+        | Request::QueueReceive { now, .. }
+        | Request::QueueAck { now, .. }
+        | Request::QueueNack { now, .. }
+        | Request::QueueExtend { now, .. }
+        | Request::QueueDeadLetter { now, .. }
+        | Request::QueueDepth { now, .. }
+        | Request::QueueRedrive { now, .. }
+        | Request::RelayOutbox { now, .. } => *now = db_now,
+        _ => {}
+    }
+}
+
 fn outcome(r: &Result<Response, StoreError>) -> String {
     match r {
         Ok(Response::Committed { outcome }) => format!("{outcome:?}"),
@@ -308,7 +324,12 @@ impl Backend for SimDb {
                 b.now = now;
                 Request::IdemBegin(b)
             }
-            other => other,
+            mut other => {
+                // Queue visibility and delays are measured on the database's clock too, so a
+                // worker with a skewed clock cannot see a message in flight elsewhere as visible.
+                stamp_queue_now(&mut other, self.env.now().millis());
+                other
+            }
         };
         let what = describe(&req);
         let result = self.mem.execute_sync(req);

@@ -14,3 +14,4 @@ pub mod acquirer;
 pub mod objects;
 pub mod payments;
 pub mod tokenizer;
+pub mod webhooks;

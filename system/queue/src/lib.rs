@@ -138,7 +138,15 @@ impl StoreQueue {
     /// Moves up to `limit` committed outbox events into this queue (see the crate docs);
     /// returns how many.
     pub async fn relay_outbox(&self, limit: u32) -> Result<u64, QueueError> {
-        match self.db.execute(Request::RelayOutbox { queue: self.config.name.clone(), now: self.now(), limit }).await? {
+        match self
+            .db
+            .execute(Request::RelayOutbox {
+                queue: self.config.name.clone(),
+                now: self.now(),
+                limit,
+            })
+            .await?
+        {
             Response::Relayed { count } => Ok(count),
             _ => Err(unexpected()),
         }
@@ -155,7 +163,12 @@ impl Queue for StoreQueue {
                 // With a dedup id the message id derives from it, so a resent message is the
                 // same message even when the first answer was lost.
                 id: match &m.dedup {
-                    Some(d) => format!("msg_{}", pay_core::ids::EventId::derived(&[&self.config.name, d]).as_str().trim_start_matches("evt_")),
+                    Some(d) => format!(
+                        "msg_{}",
+                        pay_core::ids::EventId::derived(&[&self.config.name, d])
+                            .as_str()
+                            .trim_start_matches("evt_")
+                    ),
                     None => format!("msg_{}", pay_core::ids::random_base62(entropy, 24)),
                 },
                 group: m.group,
@@ -164,7 +177,15 @@ impl Queue for StoreQueue {
                 delay_ms: ms(m.delay),
             })
             .collect();
-        match self.db.execute(Request::QueueSend { queue: self.config.name.clone(), now: self.now(), messages }).await? {
+        match self
+            .db
+            .execute(Request::QueueSend {
+                queue: self.config.name.clone(),
+                now: self.now(),
+                messages,
+            })
+            .await?
+        {
             Response::Sent { ids } => Ok(ids),
             _ => Err(unexpected()),
         }
@@ -186,36 +207,73 @@ impl Queue for StoreQueue {
     }
 
     async fn ack(&self, receipt: &str) -> Result<(), QueueError> {
-        self.done(Request::QueueAck { receipt: receipt.to_owned(), now: self.now() }).await
+        self.done(Request::QueueAck {
+            receipt: receipt.to_owned(),
+            now: self.now(),
+        })
+        .await
     }
 
     async fn nack(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
-        self.done(Request::QueueNack { receipt: receipt.to_owned(), now: self.now(), delay_ms: ms(delay) }).await
+        self.done(Request::QueueNack {
+            receipt: receipt.to_owned(),
+            now: self.now(),
+            delay_ms: ms(delay),
+        })
+        .await
     }
 
     async fn extend(&self, receipt: &str, visibility: Duration) -> Result<(), QueueError> {
-        self.done(Request::QueueExtend { receipt: receipt.to_owned(), now: self.now(), visibility_ms: ms(visibility) }).await
+        self.done(Request::QueueExtend {
+            receipt: receipt.to_owned(),
+            now: self.now(),
+            visibility_ms: ms(visibility),
+        })
+        .await
     }
 
     async fn dead_letter(&self, receipt: &str, reason: &str) -> Result<(), QueueError> {
-        self.done(Request::QueueDeadLetter { receipt: receipt.to_owned(), now: self.now(), reason: reason.to_owned() }).await
+        self.done(Request::QueueDeadLetter {
+            receipt: receipt.to_owned(),
+            now: self.now(),
+            reason: reason.to_owned(),
+        })
+        .await
     }
 
     async fn depth(&self) -> Result<QueueDepth, QueueError> {
-        match self.db.execute(Request::QueueDepth { queue: self.config.name.clone(), now: self.now() }).await? {
+        match self
+            .db
+            .execute(Request::QueueDepth {
+                queue: self.config.name.clone(),
+                now: self.now(),
+            })
+            .await?
+        {
             Response::Depth { depth } => Ok(depth),
             _ => Err(unexpected()),
         }
     }
 
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, QueueError> {
-        match self.db.execute(Request::QueueDeadLetters { queue: self.config.name.clone(), limit }).await? {
+        match self
+            .db
+            .execute(Request::QueueDeadLetters {
+                queue: self.config.name.clone(),
+                limit,
+            })
+            .await?
+        {
             Response::DeadLetters { letters } => Ok(letters),
             _ => Err(unexpected()),
         }
     }
 
     async fn redrive(&self, id: &str) -> Result<(), QueueError> {
-        self.done(Request::QueueRedrive { id: id.to_owned(), now: self.now() }).await
+        self.done(Request::QueueRedrive {
+            id: id.to_owned(),
+            now: self.now(),
+        })
+        .await
     }
 }

@@ -416,17 +416,43 @@ impl State {
                 self.q_dedup.insert((queue.to_owned(), d.clone()), (m.id.clone(), None));
             }
             self.q_ids.insert(m.id.clone(), (queue.to_owned(), seq));
-            let msg = QueueMessage { id: m.id.clone(), queue: queue.to_owned(), seq, group: m.group, dedup: m.dedup, body: m.body, created: now, receive_count: 0 };
-            self.queues.entry(queue.to_owned()).or_default().insert(seq, QMsg { msg, available_at: now + m.delay_ms.max(0), invisible_until: None });
+            let msg = QueueMessage {
+                id: m.id.clone(),
+                queue: queue.to_owned(),
+                seq,
+                group: m.group,
+                dedup: m.dedup,
+                body: m.body,
+                created: now,
+                receive_count: 0,
+            };
+            self.queues.entry(queue.to_owned()).or_default().insert(
+                seq,
+                QMsg {
+                    msg,
+                    available_at: now + m.delay_ms.max(0),
+                    invisible_until: None,
+                },
+            );
             ids.push(m.id);
         }
         ids
     }
 
-    fn q_receive(&mut self, queue: &str, now: i64, max: u32, visibility_ms: i64, mode: QueueMode, max_receives: u32) -> Vec<Received> {
+    fn q_receive(
+        &mut self,
+        queue: &str,
+        now: i64,
+        max: u32,
+        visibility_ms: i64,
+        mode: QueueMode,
+        max_receives: u32,
+    ) -> Vec<Received> {
         let mut out = vec![];
         let mut to_dead = vec![];
-        let Some(q) = self.queues.get_mut(queue) else { return out };
+        let Some(q) = self.queues.get_mut(queue) else {
+            return out;
+        };
         let mut decided: BTreeSet<String> = BTreeSet::new();
         for (seq, m) in q.iter_mut() {
             if out.len() >= max as usize {
@@ -454,7 +480,10 @@ impl State {
             }
             m.msg.receive_count += 1;
             m.invisible_until = Some(now + visibility_ms.max(0));
-            out.push(Received { receipt: format!("{}:{}", m.msg.id, m.msg.receive_count), message: m.msg.clone() });
+            out.push(Received {
+                receipt: format!("{}:{}", m.msg.id, m.msg.receive_count),
+                message: m.msg.clone(),
+            });
         }
         for seq in to_dead {
             self.q_move_dead(queue, seq, now, "max_receives");
@@ -464,7 +493,14 @@ impl State {
 
     fn q_move_dead(&mut self, queue: &str, seq: i64, now: i64, reason: &str) {
         if let Some(m) = self.queues.get_mut(queue).and_then(|q| q.remove(&seq)) {
-            self.q_dead.entry(queue.to_owned()).or_default().insert(seq, DeadLetter { message: m.msg, reason: reason.to_owned(), dead_at: now });
+            self.q_dead.entry(queue.to_owned()).or_default().insert(
+                seq,
+                DeadLetter {
+                    message: m.msg,
+                    reason: reason.to_owned(),
+                    dead_at: now,
+                },
+            );
         }
     }
 
@@ -473,7 +509,11 @@ impl State {
         let (id, n) = receipt.rsplit_once(':').ok_or(StoreError::StaleReceipt)?;
         let n: u32 = n.parse().map_err(|_| StoreError::StaleReceipt)?;
         let (queue, seq) = self.q_ids.get(id).cloned().ok_or(StoreError::StaleReceipt)?;
-        let m = self.queues.get(&queue).and_then(|q| q.get(&seq)).ok_or(StoreError::StaleReceipt)?;
+        let m = self
+            .queues
+            .get(&queue)
+            .and_then(|q| q.get(&seq))
+            .ok_or(StoreError::StaleReceipt)?;
         if m.msg.receive_count != n || m.invisible_until.is_none() {
             return Err(StoreError::StaleReceipt);
         }
@@ -514,7 +554,12 @@ impl State {
     fn relay_outbox(&mut self, queue: &str, now: i64, limit: u32) -> u64 {
         // In memory, sequence order is commit order, so a cursor is exact. (PostgreSQL marks
         // each event instead: there, sequence order is not commit order.)
-        let picked: Vec<StoredEvent> = self.events.range(self.relay_cursor + 1..).take(limit.clamp(1, 10_000) as usize).map(|(_, e)| e.clone()).collect();
+        let picked: Vec<StoredEvent> = self
+            .events
+            .range(self.relay_cursor + 1..)
+            .take(limit.clamp(1, 10_000) as usize)
+            .map(|(_, e)| e.clone())
+            .collect();
         let count = picked.len() as u64;
         for e in picked {
             self.relay_cursor = e.seq;
@@ -682,10 +727,19 @@ impl MemoryBackend {
                 }
                 Ok(Response::Done)
             }
-            Request::QueueSend { queue, now, messages } => Ok(Response::Sent { ids: s.q_send(&queue, now, messages) }),
-            Request::QueueReceive { queue, now, max, visibility_ms, mode, max_receives } => {
-                Ok(Response::Received { messages: s.q_receive(&queue, now, max, visibility_ms, mode, max_receives) })
-            }
+            Request::QueueSend { queue, now, messages } => Ok(Response::Sent {
+                ids: s.q_send(&queue, now, messages),
+            }),
+            Request::QueueReceive {
+                queue,
+                now,
+                max,
+                visibility_ms,
+                mode,
+                max_receives,
+            } => Ok(Response::Received {
+                messages: s.q_receive(&queue, now, max, visibility_ms, mode, max_receives),
+            }),
             Request::QueueAck { receipt, now } => s.q_ack(&receipt, now).map(|_| Response::Done),
             Request::QueueNack { receipt, now, delay_ms } => {
                 let (queue, seq) = s.q_by_receipt(&receipt)?;
@@ -694,7 +748,11 @@ impl MemoryBackend {
                 }
                 Ok(Response::Done)
             }
-            Request::QueueExtend { receipt, now, visibility_ms } => {
+            Request::QueueExtend {
+                receipt,
+                now,
+                visibility_ms,
+            } => {
                 let (queue, seq) = s.q_by_receipt(&receipt)?;
                 if let Some(m) = s.queues.get_mut(&queue).and_then(|q| q.get_mut(&seq)) {
                     if m.invisible_until.is_none_or(|t| t <= now) {
@@ -709,13 +767,25 @@ impl MemoryBackend {
                 s.q_move_dead(&queue, seq, now, &reason);
                 Ok(Response::Done)
             }
-            Request::QueueDepth { queue, now } => Ok(Response::Depth { depth: s.q_depth(&queue, now) }),
+            Request::QueueDepth { queue, now } => Ok(Response::Depth {
+                depth: s.q_depth(&queue, now),
+            }),
             Request::QueueDeadLetters { queue, limit } => Ok(Response::DeadLetters {
-                letters: s.q_dead.get(&queue).map(|d| d.values().take(limit.clamp(1, 1000) as usize).cloned().collect()).unwrap_or_default(),
+                letters: s
+                    .q_dead
+                    .get(&queue)
+                    .map(|d| d.values().take(limit.clamp(1, 1000) as usize).cloned().collect())
+                    .unwrap_or_default(),
             }),
             Request::QueueRedrive { id, now } => {
-                let found = s.q_dead.iter().find_map(|(q, d)| d.iter().find(|(_, l)| l.message.id == id).map(|(seq, _)| (q.clone(), *seq)));
-                let Some((queue, seq)) = found else { return Err(StoreError::Invalid(format!("no dead letter {id}"))) };
+                let found = s.q_dead.iter().find_map(|(q, d)| {
+                    d.iter()
+                        .find(|(_, l)| l.message.id == id)
+                        .map(|(seq, _)| (q.clone(), *seq))
+                });
+                let Some((queue, seq)) = found else {
+                    return Err(StoreError::Invalid(format!("no dead letter {id}")));
+                };
                 if let Some(l) = s.q_dead.get_mut(&queue).and_then(|d| d.remove(&seq)) {
                     s.q_next_seq += 1;
                     let new_seq = s.q_next_seq;
@@ -723,13 +793,23 @@ impl MemoryBackend {
                     msg.receive_count = 0;
                     msg.seq = new_seq;
                     s.q_ids.insert(msg.id.clone(), (queue.clone(), new_seq));
-                    s.queues.entry(queue).or_default().insert(new_seq, QMsg { msg, available_at: now, invisible_until: None });
+                    s.queues.entry(queue).or_default().insert(
+                        new_seq,
+                        QMsg {
+                            msg,
+                            available_at: now,
+                            invisible_until: None,
+                        },
+                    );
                 }
                 Ok(Response::Done)
             }
-            Request::RelayOutbox { queue, now, limit } => Ok(Response::Relayed { count: s.relay_outbox(&queue, now, limit) }),
+            Request::RelayOutbox { queue, now, limit } => Ok(Response::Relayed {
+                count: s.relay_outbox(&queue, now, limit),
+            }),
             Request::Reap { now, txn_retention_ms } => {
-                s.q_dedup.retain(|_, (_, acked)| acked.is_none_or(|t| now - t < DEDUP_WINDOW_MS));
+                s.q_dedup
+                    .retain(|_, (_, acked)| acked.is_none_or(|t| now - t < DEDUP_WINDOW_MS));
                 let before_keys = s.idem.len();
                 s.idem.retain(|_, r| r.expires_at > now);
                 let before_txns = s.txns.len();

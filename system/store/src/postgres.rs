@@ -581,7 +581,15 @@ impl PgBackend {
         Ok(ids)
     }
 
-    async fn q_receive(&self, queue: &str, now: i64, max: u32, visibility_ms: i64, mode: QueueMode, max_receives: u32) -> Result<Vec<Received>, StoreError> {
+    async fn q_receive(
+        &self,
+        queue: &str,
+        now: i64,
+        max: u32,
+        visibility_ms: i64,
+        mode: QueueMode,
+        max_receives: u32,
+    ) -> Result<Vec<Received>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(|e| map_err(e, false))?;
         // Messages received too often go to the dead letters instead of being delivered again.
         sqlx::query(
@@ -622,7 +630,10 @@ impl PgBackend {
             .iter()
             .map(|r| {
                 let message = queue_message(r)?;
-                Ok(Received { receipt: format!("{}:{}", message.id, message.receive_count), message })
+                Ok(Received {
+                    receipt: format!("{}:{}", message.id, message.receive_count),
+                    message,
+                })
             })
             .collect::<Result<_, StoreError>>()?;
         out.sort_by_key(|r| r.message.seq);
@@ -639,7 +650,11 @@ impl PgBackend {
             Some(Arg::Text(t)) => q.bind(t),
             None => q,
         };
-        let done = q.execute(&self.pool).await.map_err(|e| map_err(e, true))?.rows_affected();
+        let done = q
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err(e, true))?
+            .rows_affected();
         if done == 1 {
             Ok(())
         } else {
@@ -660,9 +675,17 @@ impl PgBackend {
         .fetch_one(&self.pool)
         .await
         .map_err(|e| map_err(e, false))?;
-        let n = |c: &str| -> Result<u64, StoreError> { Ok(u64::try_from(r.try_get::<i64, _>(c).map_err(decode)?).unwrap_or(0)) };
+        let n = |c: &str| -> Result<u64, StoreError> {
+            Ok(u64::try_from(r.try_get::<i64, _>(c).map_err(decode)?).unwrap_or(0))
+        };
         let oldest: Option<i64> = r.try_get("oldest").map_err(decode)?;
-        Ok(QueueDepth { visible: n("visible")?, in_flight: n("in_flight")?, delayed: n("delayed")?, dead: n("dead")?, oldest_age_ms: oldest.map(|o| (now - o).max(0)).unwrap_or(0) })
+        Ok(QueueDepth {
+            visible: n("visible")?,
+            in_flight: n("in_flight")?,
+            delayed: n("delayed")?,
+            dead: n("dead")?,
+            oldest_age_ms: oldest.map(|o| (now - o).max(0)).unwrap_or(0),
+        })
     }
 }
 
@@ -833,36 +856,67 @@ impl Backend for PgBackend {
                 self.idem_owned(q, &account, &key, true).await?;
                 Ok(Response::Done)
             }
-            Request::QueueSend { queue, now, messages } => Ok(Response::Sent { ids: self.q_send(&queue, now, messages).await? }),
-            Request::QueueReceive { queue, now, max, visibility_ms, mode, max_receives } => {
-                Ok(Response::Received { messages: self.q_receive(&queue, now, max, visibility_ms, mode, max_receives).await? })
-            }
+            Request::QueueSend { queue, now, messages } => Ok(Response::Sent {
+                ids: self.q_send(&queue, now, messages).await?,
+            }),
+            Request::QueueReceive {
+                queue,
+                now,
+                max,
+                visibility_ms,
+                mode,
+                max_receives,
+            } => Ok(Response::Received {
+                messages: self
+                    .q_receive(&queue, now, max, visibility_ms, mode, max_receives)
+                    .await?,
+            }),
             Request::QueueAck { receipt, now } => {
                 let sql = "UPDATE queue_messages SET state = 'acked', done_at = $3, invisible_until = NULL WHERE id = $1 AND receive_count = $2 AND state = 'live' AND invisible_until IS NOT NULL";
                 self.q_update(sql, &receipt, now, None).await.map(|_| Response::Done)
             }
             Request::QueueNack { receipt, now, delay_ms } => {
                 let sql = "UPDATE queue_messages SET invisible_until = $3 + $4 WHERE id = $1 AND receive_count = $2 AND state = 'live' AND invisible_until IS NOT NULL";
-                self.q_update(sql, &receipt, now, Some(Arg::Ms(delay_ms.max(0)))).await.map(|_| Response::Done)
+                self.q_update(sql, &receipt, now, Some(Arg::Ms(delay_ms.max(0))))
+                    .await
+                    .map(|_| Response::Done)
             }
-            Request::QueueExtend { receipt, now, visibility_ms } => {
+            Request::QueueExtend {
+                receipt,
+                now,
+                visibility_ms,
+            } => {
                 let sql = "UPDATE queue_messages SET invisible_until = $3 + $4 WHERE id = $1 AND receive_count = $2 AND state = 'live' AND invisible_until > $3";
-                self.q_update(sql, &receipt, now, Some(Arg::Ms(visibility_ms.max(0)))).await.map(|_| Response::Done)
+                self.q_update(sql, &receipt, now, Some(Arg::Ms(visibility_ms.max(0))))
+                    .await
+                    .map(|_| Response::Done)
             }
             Request::QueueDeadLetter { receipt, now, reason } => {
                 let sql = "UPDATE queue_messages SET state = 'dead', done_at = $3, dead_reason = $4, invisible_until = NULL WHERE id = $1 AND receive_count = $2 AND state = 'live' AND invisible_until IS NOT NULL";
-                self.q_update(sql, &receipt, now, Some(Arg::Text(&reason))).await.map(|_| Response::Done)
+                self.q_update(sql, &receipt, now, Some(Arg::Text(&reason)))
+                    .await
+                    .map(|_| Response::Done)
             }
-            Request::QueueDepth { queue, now } => Ok(Response::Depth { depth: self.q_depth(&queue, now).await? }),
+            Request::QueueDepth { queue, now } => Ok(Response::Depth {
+                depth: self.q_depth(&queue, now).await?,
+            }),
             Request::QueueDeadLetters { queue, limit } => {
                 let sql = format!("SELECT {QCOLS}, dead_reason, done_at FROM queue_messages WHERE queue = $1 AND state = 'dead' ORDER BY seq LIMIT $2");
-                let rows = sqlx::query(&sql).bind(&queue).bind(i64::from(limit.clamp(1, 1000))).fetch_all(&self.pool).await.map_err(|e| map_err(e, false))?;
+                let rows = sqlx::query(&sql)
+                    .bind(&queue)
+                    .bind(i64::from(limit.clamp(1, 1000)))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| map_err(e, false))?;
                 let letters = rows
                     .iter()
                     .map(|r| {
                         Ok(DeadLetter {
                             message: queue_message(r)?,
-                            reason: r.try_get::<Option<String>, _>("dead_reason").map_err(decode)?.unwrap_or_default(),
+                            reason: r
+                                .try_get::<Option<String>, _>("dead_reason")
+                                .map_err(decode)?
+                                .unwrap_or_default(),
                             dead_at: r.try_get::<Option<i64>, _>("done_at").map_err(decode)?.unwrap_or(0),
                         })
                     })
@@ -902,7 +956,9 @@ impl Backend for PgBackend {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(|e| map_err(e, true))?;
-                Ok(Response::Relayed { count: u64::try_from(row.try_get::<i64, _>("n").map_err(decode)?).unwrap_or(0) })
+                Ok(Response::Relayed {
+                    count: u64::try_from(row.try_get::<i64, _>("n").map_err(decode)?).unwrap_or(0),
+                })
             }
             Request::Reap { now, txn_retention_ms } => {
                 sqlx::query("DELETE FROM queue_messages WHERE state = 'acked' AND done_at < $1")

@@ -1,0 +1,398 @@
+//! The delivery pipeline: relay, fan-out and delivery passes (see the crate docs).
+
+use crate::endpoints::EndpointRecord;
+use crate::signing::{standard_signature_header, stripe_signature_header};
+use crate::{Webhooks, RETRY_DELAYS};
+use bytes::Bytes;
+use pay_core::{AccountId, ApiError, Event};
+use pay_proto::webhooks::{ResendEvent, Resent};
+use pay_queue::{Outgoing, Queue, QueueError, QueueMessage};
+use pay_store::{Received, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One delivery: an event for an endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The merchant.
+    pub account: AccountId,
+    /// `we_…`
+    pub endpoint: String,
+    /// The event as it is POSTed.
+    pub event: Event,
+}
+
+/// What one pass did (tests and the simulator drive passes directly).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Events moved from the outbox into the events queue.
+    pub relayed: u64,
+    /// Events fanned out.
+    pub fanned_out: u64,
+    /// Delivery messages created.
+    pub enqueued: u64,
+    /// Deliveries acknowledged by the endpoint (2xx).
+    pub delivered: u64,
+    /// Deliveries that failed and will be retried.
+    pub retried: u64,
+    /// Deliveries moved to the dead letters.
+    pub dead: u64,
+    /// Deliveries dropped because their endpoint was deleted.
+    pub dropped: u64,
+}
+
+impl TickReport {
+    /// True when the pass did anything.
+    pub fn busy(&self) -> bool {
+        self.relayed + self.fanned_out + self.delivered + self.retried + self.dead + self.dropped > 0
+    }
+}
+
+/// Why a pass stopped early.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PassError {
+    /// The queue or database failed; the pass is retried later and loses nothing.
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
+    /// The database failed.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+}
+
+enum Outcome {
+    Delivered,
+    Retry(Duration),
+    Dead(String),
+    Dropped,
+}
+
+impl Webhooks {
+    /// Runs passes until `stop` resolves.
+    pub async fn run(&self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            let busy = match self.tick().await {
+                Ok(r) => r.busy(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook pass failed; retrying");
+                    false
+                }
+            };
+            let pause = if busy { Duration::ZERO } else { self.config.idle_poll };
+            tokio::select! {
+                biased;
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One pass: relay, fan out, deliver, refresh metrics.
+    pub async fn tick(&self) -> Result<TickReport, PassError> {
+        let mut r = TickReport::default();
+        for _ in 0..10 {
+            let n = self.events.relay_outbox(200).await?;
+            r.relayed += n;
+            if n < 200 {
+                break;
+            }
+        }
+        self.fan_out(&mut r).await?;
+        let (mut standard, mut fifo) = (TickReport::default(), TickReport::default());
+        let (a, b) = tokio::join!(self.deliver(false, &mut standard), self.deliver(true, &mut fifo));
+        a?;
+        b?;
+        for x in [standard, fifo] {
+            r.delivered += x.delivered;
+            r.retried += x.retried;
+            r.dead += x.dead;
+            r.dropped += x.dropped;
+        }
+        self.refresh_metrics().await;
+        Ok(r)
+    }
+
+    async fn fan_out(&self, r: &mut TickReport) -> Result<(), PassError> {
+        let batch = self.events.receive(100).await?;
+        let mut endpoints: BTreeMap<String, Vec<EndpointRecord>> = BTreeMap::new();
+        for m in batch {
+            let event: Event = match serde_json::from_value(m.message.body.clone()) {
+                Ok(e) => e,
+                Err(_) => {
+                    self.events.dead_letter(&m.receipt, "not an event").await?;
+                    continue;
+                }
+            };
+            let Some(account) = event.account.clone() else {
+                self.events.ack(&m.receipt).await?;
+                continue;
+            };
+            if !endpoints.contains_key(account.as_str()) {
+                let all = self.all_endpoints(account.as_str()).await?;
+                endpoints.insert(account.to_string(), all);
+            }
+            let targets: Vec<&EndpointRecord> = endpoints[account.as_str()]
+                .iter()
+                .filter(|e| e.is_enabled() && e.subscribes_to(&event.kind))
+                .collect();
+            let mut shown = event.clone();
+            shown.account = None;
+            shown.pending_webhooks = targets.len() as u32;
+            let (mut standard, mut fifo) = (vec![], vec![]);
+            for ep in targets {
+                let d = Delivery {
+                    account: account.clone(),
+                    endpoint: ep.endpoint.id.clone(),
+                    event: shown.clone(),
+                };
+                let out = Outgoing {
+                    group: Some(ep.endpoint.id.clone()),
+                    dedup: Some(format!("{}/{}", event.id, ep.endpoint.id)),
+                    body: serde_json::to_value(&d).unwrap_or_default(),
+                    delay: Duration::ZERO,
+                };
+                if ep.endpoint.fifo {
+                    fifo.push(out);
+                } else {
+                    standard.push(out);
+                }
+            }
+            r.enqueued += (standard.len() + fifo.len()) as u64;
+            if !standard.is_empty() {
+                self.deliveries.send(standard).await?;
+            }
+            if !fifo.is_empty() {
+                self.fifo_deliveries.send(fifo).await?;
+            }
+            // Only now: a crash before this ack re-runs the fan-out, which the dedup ids absorb.
+            self.events.ack(&m.receipt).await?;
+            r.fanned_out += 1;
+        }
+        Ok(())
+    }
+
+    async fn deliver(&self, fifo: bool, r: &mut TickReport) -> Result<(), PassError> {
+        let q = self.delivery_queue(fifo);
+        let batch = q.receive(self.config.concurrency).await?;
+        let results = futures::future::join_all(batch.iter().map(|m| self.attempt(m))).await;
+        for (m, outcome) in batch.iter().zip(results) {
+            let label = match outcome {
+                Outcome::Delivered => {
+                    ack_or_stale(q.ack(&m.receipt).await)?;
+                    r.delivered += 1;
+                    "delivered"
+                }
+                Outcome::Retry(delay) => {
+                    ack_or_stale(q.nack(&m.receipt, delay).await)?;
+                    r.retried += 1;
+                    "retry"
+                }
+                Outcome::Dead(reason) => {
+                    ack_or_stale(q.dead_letter(&m.receipt, &reason).await)?;
+                    r.dead += 1;
+                    "dead_letter"
+                }
+                Outcome::Dropped => {
+                    ack_or_stale(q.ack(&m.receipt).await)?;
+                    r.dropped += 1;
+                    "dropped"
+                }
+            };
+            self.metrics.inc(
+                "webhook_deliveries_total",
+                "Webhook delivery attempts by outcome.",
+                &[("outcome", label)],
+                1,
+            );
+        }
+        Ok(())
+    }
+
+    fn retry_or_die(&self, m: &QueueMessage, why: &str) -> Outcome {
+        let attempt = m.receive_count as usize;
+        match RETRY_DELAYS.get(attempt.saturating_sub(1)) {
+            Some(base) => {
+                let base_ms = base.as_millis() as u64;
+                let spread = (base_ms as f64 * self.config.jitter) as u64;
+                let jitter = if spread > 0 { self.env.entropy.below(spread) } else { 0 };
+                Outcome::Retry(Duration::from_millis(base_ms + jitter))
+            }
+            None => Outcome::Dead(format!("retries exhausted after {attempt} attempts (last: {why})")),
+        }
+    }
+
+    async fn attempt(&self, m: &Received) -> Outcome {
+        let d: Delivery = match serde_json::from_value(m.message.body.clone()) {
+            Ok(d) => d,
+            Err(_) => return Outcome::Dead("not a delivery".into()),
+        };
+        let rec = match self
+            .db
+            .get_owned::<EndpointRecord>(d.account.as_str(), &d.endpoint)
+            .await
+        {
+            Ok(Some(r)) => r.value,
+            Ok(None) => return Outcome::Dropped,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load webhook endpoint; retrying");
+                return Outcome::Retry(Duration::from_secs(5));
+            }
+        };
+        if !rec.is_enabled() {
+            return Outcome::Dead("endpoint disabled".into());
+        }
+        let secrets = match self.signing_secrets(&rec).await {
+            Ok(s) if !s.is_empty() => s,
+            Ok(_) => return Outcome::Dead("endpoint has no signing secret".into()),
+            Err(e) => {
+                tracing::warn!(error = %e, endpoint = %rec.endpoint.id, "cannot unseal webhook secret; retrying");
+                return Outcome::Retry(Duration::from_secs(5));
+            }
+        };
+        let body = match serde_json::to_vec_pretty(&d.event) {
+            Ok(b) => Bytes::from(b),
+            Err(_) => return Outcome::Dead("event not serializable".into()),
+        };
+        let t = self.env.now().unix_secs();
+        let refs: Vec<&pay_core::SecretString> = secrets.iter().collect();
+        let stripe = stripe_signature_header(&refs, t, &body);
+        let standard = match standard_signature_header(&refs, d.event.id.as_str(), t, &body) {
+            Ok(s) => s,
+            Err(_) => return Outcome::Dead("invalid signing secret".into()),
+        };
+        let headers = [
+            ("content-type", "application/json; charset=utf-8".to_owned()),
+            (
+                "user-agent",
+                "Stripe/1.0 (+https://stripe.com/docs/webhooks)".to_owned(),
+            ),
+            ("stripe-signature", stripe),
+            ("webhook-id", d.event.id.to_string()),
+            ("webhook-timestamp", t.to_string()),
+            ("webhook-signature", standard),
+        ];
+        let answer = self
+            .outbound
+            .post(&rec.endpoint.url, &headers, body, self.config.attempt_timeout)
+            .await;
+        match answer {
+            Ok(a) if (200..300).contains(&a.status) => {
+                tracing::info!(event = %d.event.id, endpoint = %rec.endpoint.id, attempt = m.message.receive_count, "webhook delivered");
+                Outcome::Delivered
+            }
+            Ok(a) if a.status == 410 => {
+                self.disable(&d.account, &rec.endpoint.id, "the endpoint answered 410 Gone")
+                    .await;
+                Outcome::Dead("endpoint answered 410 Gone; endpoint disabled".into())
+            }
+            Ok(a) => {
+                tracing::info!(event = %d.event.id, endpoint = %rec.endpoint.id, status = a.status, attempt = m.message.receive_count, "webhook attempt failed");
+                self.retry_or_die(&m.message, &format!("HTTP {}", a.status))
+            }
+            Err(crate::outbound::OutboundError::Forbidden(what)) => {
+                tracing::warn!(endpoint = %rec.endpoint.id, target = %what, "webhook URL refused by the SSRF guard");
+                Outcome::Dead(format!("refused: {what} is not a public address"))
+            }
+            Err(e) => {
+                tracing::info!(event = %d.event.id, endpoint = %rec.endpoint.id, error = %e, attempt = m.message.receive_count, "webhook attempt failed");
+                self.retry_or_die(&m.message, &e.to_string())
+            }
+        }
+    }
+
+    async fn disable(&self, account: &AccountId, id: &str, reason: &str) {
+        for _ in 0..3 {
+            let Ok(Some(cur)) = self.db.get_owned::<EndpointRecord>(account.as_str(), id).await else {
+                return;
+            };
+            let mut rec = cur.value.clone();
+            rec.endpoint.status = "disabled".into();
+            rec.disabled_reason = Some(reason.to_owned());
+            let mut t = self.db.txn();
+            t.update(cur.version, &rec);
+            if self.db.commit(t).await.is_ok() {
+                tracing::warn!(endpoint = %id, reason, "webhook endpoint disabled");
+                return;
+            }
+        }
+    }
+
+    async fn refresh_metrics(&self) {
+        let now = self.env.now().millis();
+        {
+            let mut last = self.last_metrics.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|l| now - l < self.config.metrics_every.as_millis() as i64) {
+                return;
+            }
+            *last = Some(now);
+        }
+        for q in [&self.events, &self.deliveries, &self.fifo_deliveries] {
+            if let Ok(d) = q.depth().await {
+                let name = q.config().name.as_str();
+                for (state, v) in [
+                    ("visible", d.visible),
+                    ("in_flight", d.in_flight),
+                    ("delayed", d.delayed),
+                    ("dead", d.dead),
+                ] {
+                    self.metrics.set(
+                        "webhook_queue_depth",
+                        "Messages in the webhook queues by state.",
+                        &[("queue", name), ("state", state)],
+                        v as f64,
+                    );
+                }
+                self.metrics.set(
+                    "webhook_queue_oldest_age_seconds",
+                    "Age of the oldest live message.",
+                    &[("queue", name)],
+                    d.oldest_age_ms as f64 / 1000.0,
+                );
+            }
+        }
+    }
+
+    /// Enqueues a delivery of a past event to an endpoint (resending a dead-lettered one, or
+    /// any event the merchant asks for).
+    pub async fn resend(&self, endpoint: &str, req: ResendEvent) -> Result<Resent, ApiError> {
+        let rec = self.endpoint(&req.account, endpoint).await?.value;
+        let stored = self
+            .db
+            .get_event(req.account.as_str(), &req.event)
+            .await
+            .map_err(|e| e.into_api_error())?
+            .ok_or_else(|| ApiError::no_such("event", "event", &req.event))?;
+        let mut event = stored.event;
+        event.account = None;
+        event.pending_webhooks = 1;
+        let d = Delivery {
+            account: req.account.clone(),
+            endpoint: rec.endpoint.id.clone(),
+            event,
+        };
+        let out = Outgoing {
+            group: Some(rec.endpoint.id.clone()),
+            dedup: req.request_key.map(|k| format!("resend/{}/{k}", rec.endpoint.id)),
+            body: serde_json::to_value(&d).unwrap_or_default(),
+            delay: Duration::ZERO,
+        };
+        let ids = self
+            .delivery_queue(rec.endpoint.fifo)
+            .send(vec![out])
+            .await
+            .map_err(|e| ApiError::unavailable(format!("webhook queue unavailable: {e}")))?;
+        Ok(Resent {
+            delivery: ids.into_iter().next().unwrap_or_default(),
+        })
+    }
+}
+
+/// A stale receipt means the message's visibility lapsed and someone else has it now: nothing
+/// to do here (the other receiver finishes it).
+fn ack_or_stale(r: Result<(), QueueError>) -> Result<(), QueueError> {
+    match r {
+        Err(QueueError::StaleReceipt) => Ok(()),
+        other => other,
+    }
+}
