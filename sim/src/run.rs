@@ -295,8 +295,14 @@ pub fn run(base: &Scenario, opts: &RunOptions) -> RunReport {
                 let http = HttpClient::new(transport.clone());
                 let db_client =
                     ServiceClient::new(http.clone(), "db", "http://db:80", None).with_timeout(Duration::from_secs(1));
+                let webhook_outbound = pay_webhooks::Outbound::new(
+                    transport.clone(),
+                    pay_webhooks::Outbound::web_pki(None)?,
+                    pay_webhooks::SsrfPolicy::permissive(),
+                );
                 let deps = NodeDeps {
                     env,
+                    webhook_outbound: Some(webhook_outbound),
                     http,
                     store: Arc::new(RemoteBackend::new(db_client)),
                     acquirer_store: acq_mem,

@@ -13,6 +13,7 @@ pub mod handlers;
 pub mod keys;
 pub mod params;
 pub mod records;
+pub mod webhook_endpoints;
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
@@ -85,6 +86,7 @@ pub struct Api {
     pub(crate) env: Env,
     pub(crate) tokenizer: TokenizerClient,
     pub(crate) payments: PaymentsClient,
+    pub(crate) webhooks: Option<pay_proto::webhooks::WebhooksClient>,
     keys: KeyResolver,
     key_limiter: RateLimiter,
     ip_limiter: RateLimiter,
@@ -171,10 +173,17 @@ impl Api {
             env,
             tokenizer,
             payments,
+            webhooks: None,
             waf_verifier,
             metrics,
             config,
         }
+    }
+
+    /// Serves `/v1/webhook_endpoints` through the webhooks service.
+    pub fn with_webhooks(mut self, client: pay_proto::webhooks::WebhooksClient) -> Api {
+        self.webhooks = Some(client);
+        self
     }
 
     /// The store.

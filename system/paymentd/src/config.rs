@@ -79,6 +79,35 @@ pub struct Config {
     /// Service tunables.
     #[serde(default)]
     pub tuning: TuningConfig,
+    /// Webhook delivery.
+    #[serde(default)]
+    pub webhooks: WebhooksSettings,
+}
+
+/// Webhook delivery settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksSettings {
+    /// Internal address blocks (CIDR) webhook URLs may reach anyway; everything else that is
+    /// loopback, private, link-local or otherwise internal is refused (SSRF guard).
+    #[serde(default)]
+    pub allow_cidrs: Vec<String>,
+    /// Extra CA certificates (PEM) trusted for https webhook URLs, besides the public roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Per-attempt timeout, seconds (default 15).
+    pub attempt_timeout_secs: Option<u64>,
+    /// Deliveries in flight per queue (default 32).
+    pub concurrency: Option<u32>,
+}
+
+impl WebhooksSettings {
+    /// The SSRF allow list.
+    pub fn allow_list(&self) -> Result<Vec<pay_webhooks::Cidr>, ConfigError> {
+        self.allow_cidrs
+            .iter()
+            .map(|c| pay_webhooks::Cidr::parse(c).map_err(|e| invalid("webhooks.allow_cidrs", e)))
+            .collect()
+    }
 }
 
 /// Tunables with production defaults.
@@ -296,6 +325,15 @@ impl Config {
         }
         if !(1..=1000).contains(&self.database.max_connections) {
             return Err(invalid("database.max_connections", "must be between 1 and 1000"));
+        }
+        self.webhooks.allow_list()?;
+        if let Some(p) = &self.webhooks.ca_file {
+            if !p.exists() {
+                return Err(invalid(
+                    "webhooks.ca_file",
+                    format!("file {} does not exist", p.display()),
+                ));
+            }
         }
         match &self.hsm {
             None => return Err(invalid("hsm", "serve mode requires an HSM (backend: soft or pkcs11)")),

@@ -76,6 +76,11 @@ pub async fn start_local(opts: LocalOptions) -> Result<LocalNode, String> {
         store: opts.store.clone(),
         acquirer_store: opts.acquirer_store,
         hsm: Some(opts.hsm),
+        webhook_outbound: Some(pay_webhooks::Outbound::new(
+            transport.clone(),
+            pay_webhooks::Outbound::web_pki(None)?,
+            pay_webhooks::SsrfPolicy::permissive(),
+        )),
         service_keys: service_keys.clone(),
         directory,
         topology: topology.clone(),

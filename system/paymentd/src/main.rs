@@ -288,7 +288,7 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
         }
         None => Arc::new(store.clone()),
     };
-    let hsm = if roles.contains(&Role::Tokenizer) {
+    let hsm = if roles.contains(&Role::Tokenizer) || roles.contains(&Role::Webhooks) {
         let h = open_hsm(&cfg, &env).await?;
         ensure_hsm_keys(h.as_ref()).await.map_err(|e| anyhow!(e))?;
         Some(h)
@@ -344,8 +344,26 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
         listeners.push((*r, l, opts));
     }
     let metrics = pay_net::metrics::Metrics::new();
+    let extra_roots = match &cfg.webhooks.ca_file {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("webhooks.ca_file: cannot read {}", p.display()))?),
+        None => None,
+    };
+    let webhook_outbound = pay_webhooks::Outbound::new(
+        transport.clone(),
+        pay_webhooks::Outbound::web_pki(extra_roots.as_deref()).map_err(|e| anyhow!("webhooks.ca_file: {e}"))?,
+        pay_webhooks::SsrfPolicy::strict(cfg.webhooks.allow_list().map_err(|e| anyhow!(e))?),
+    );
+    let mut tuning = cfg.tuning.to_tuning();
+    if let Some(s) = cfg.webhooks.attempt_timeout_secs {
+        tuning.webhooks.attempt_timeout = std::time::Duration::from_secs(s.clamp(1, 60));
+        tuning.webhooks.visibility = tuning.webhooks.attempt_timeout * 4;
+    }
+    if let Some(c) = cfg.webhooks.concurrency {
+        tuning.webhooks.concurrency = c.clamp(1, 1000);
+    }
     let deps = NodeDeps {
         env,
+        webhook_outbound: Some(webhook_outbound),
         http: HttpClient::new(transport),
         store: Arc::new(store),
         acquirer_store,
@@ -354,7 +372,7 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
         directory,
         topology,
         metrics,
-        tuning: cfg.tuning.to_tuning(),
+        tuning,
     };
     let node = paymentd::node::start(&deps, listeners).map_err(|e| anyhow!(e))?;
     tracing::info!(roles = ?roles.iter().map(|r| r.name()).collect::<Vec<_>>(), "paymentd ready");

@@ -32,11 +32,19 @@ pub enum Role {
     Payments,
     /// The card network simulator.
     Acquirer,
+    /// Webhook endpoints and delivery.
+    Webhooks,
 }
 
 impl Role {
     /// Every role, in start order (dependencies first).
-    pub const ALL: [Role; 4] = [Role::Acquirer, Role::Tokenizer, Role::Payments, Role::Api];
+    pub const ALL: [Role; 5] = [
+        Role::Acquirer,
+        Role::Tokenizer,
+        Role::Payments,
+        Role::Webhooks,
+        Role::Api,
+    ];
 
     /// The role's name (also its service identity).
     pub fn name(self) -> &'static str {
@@ -45,6 +53,7 @@ impl Role {
             Role::Tokenizer => "tokenizer",
             Role::Payments => "payments",
             Role::Acquirer => "acquirer",
+            Role::Webhooks => "webhooks",
         }
     }
 }
@@ -58,10 +67,9 @@ impl fmt::Display for Role {
 impl FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Role, String> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.name() == s)
-            .ok_or_else(|| format!("unknown role `{s}` (expected one of: api, tokenizer, payments, acquirer)"))
+        Role::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| {
+            format!("unknown role `{s}` (expected one of: api, tokenizer, payments, acquirer, webhooks)")
+        })
     }
 }
 
@@ -94,8 +102,10 @@ pub struct NodeDeps {
     pub store: Arc<dyn Backend>,
     /// The acquirer simulator's own ledger.
     pub acquirer_store: Arc<dyn Backend>,
-    /// The HSM (tokenizer only).
+    /// The HSM (tokenizer and webhooks only).
     pub hsm: Option<Arc<dyn Hsm>>,
+    /// Outbound HTTP(S) to merchant webhook URLs, with the SSRF policy of this mode.
+    pub webhook_outbound: Option<pay_webhooks::Outbound>,
     /// Private keys of the roles hosted on this node.
     pub service_keys: BTreeMap<Role, Arc<ServiceKey>>,
     /// Public keys of every role.
@@ -121,6 +131,8 @@ pub struct Tuning {
     pub reconcile_every: Option<Duration>,
     /// Per-call timeout between services.
     pub call_timeout: Option<Duration>,
+    /// Webhook delivery settings.
+    pub webhooks: pay_webhooks::WebhooksConfig,
 }
 
 /// How often expired idempotency keys are deleted.
@@ -180,6 +192,8 @@ pub struct BuiltRole {
     pub payments: Option<Arc<pay_payments::Payments>>,
     /// The tokenizer, when this is the tokenizer role.
     pub tokenizer: Option<Arc<pay_tokenizer::Tokenizer>>,
+    /// The webhook service, when this is the webhooks role.
+    pub webhooks: Option<Arc<pay_webhooks::Webhooks>>,
 }
 
 /// A long-running task of a role; it stops when the shutdown future resolves.
@@ -237,7 +251,45 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
     let mut background: Vec<BackgroundTask> = vec![];
     let mut payments_handle = None;
     let mut tokenizer_handle = None;
+    let mut webhooks_handle = None;
     let (router, ready) = match role {
+        Role::Webhooks => {
+            let hsm = deps
+                .hsm
+                .clone()
+                .ok_or("the webhooks role needs an HSM (webhook secrets are sealed by it)")?;
+            let outbound = deps
+                .webhook_outbound
+                .clone()
+                .ok_or("the webhooks role needs outbound HTTP settings")?;
+            let w = Arc::new(pay_webhooks::Webhooks::new(
+                db.clone(),
+                env.clone(),
+                hsm.clone(),
+                outbound,
+                deps.metrics.clone(),
+                deps.tuning.webhooks.clone(),
+            ));
+            webhooks_handle = Some(w.clone());
+            let worker = w.clone();
+            background.push(Box::new(move |mut stop| {
+                Box::pin(async move {
+                    worker
+                        .run(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await
+                })
+            }));
+            (
+                pay_webhooks::routes::router(w, deps.verifier(role)),
+                Readiness {
+                    db: Some(db),
+                    hsm: Some(hsm),
+                    metrics: deps.metrics.clone(),
+                },
+            )
+        }
         Role::Acquirer => {
             let adb = Db::new(deps.acquirer_store.clone(), env.clone());
             let acq = Arc::new(pay_acquirer::Acquirer::new(adb.clone(), env.clone()));
@@ -324,7 +376,7 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
             }));
             let tokenizer = pay_proto::tokenizer::TokenizerClient::new(deps.client(role, Role::Tokenizer)?);
             let payments = pay_proto::payments::PaymentsClient::new(deps.client(role, Role::Payments)?);
-            let api = Arc::new(pay_api::Api::new(
+            let mut api = pay_api::Api::new(
                 db.clone(),
                 env.clone(),
                 tokenizer,
@@ -332,7 +384,13 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
                 Some(deps.verifier(role)),
                 deps.metrics.clone(),
                 deps.tuning.api.clone(),
-            ));
+            );
+            if deps.topology.urls.contains_key(&Role::Webhooks) {
+                api = api.with_webhooks(pay_proto::webhooks::WebhooksClient::new(
+                    deps.client(role, Role::Webhooks)?,
+                ));
+            }
+            let api = Arc::new(api);
             (
                 pay_api::handlers::router(api),
                 Readiness {
@@ -361,6 +419,7 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
         background,
         payments: payments_handle,
         tokenizer: tokenizer_handle,
+        webhooks: webhooks_handle,
     })
 }
 

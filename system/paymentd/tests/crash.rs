@@ -7,50 +7,11 @@
 
 mod common;
 
-use common::Served;
-use pay_net::{HttpClient, TcpTransport};
+use common::{post, Served, TlsTransport};
+use pay_net::HttpClient;
 use sqlx::Row;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-async fn post(
-    http: &HttpClient,
-    base: &str,
-    key: &str,
-    path: &str,
-    form: &[(&str, &str)],
-    idem: Option<&str>,
-) -> Result<(u16, serde_json::Value), String> {
-    let body = form_urlencoded_body(form);
-    let auth = format!("Bearer {key}");
-    let mut headers = vec![
-        ("authorization", auth.as_str()),
-        ("content-type", "application/x-www-form-urlencoded"),
-    ];
-    if let Some(k) = idem {
-        headers.push(("idempotency-key", k));
-    }
-    match http
-        .request(
-            http::Method::POST,
-            &format!("{base}{path}"),
-            &headers,
-            bytes::Bytes::from(body),
-            Duration::from_secs(10),
-        )
-        .await
-    {
-        Ok(r) => Ok((r.status.as_u16(), serde_json::from_slice(&r.body).unwrap_or_default())),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-fn form_urlencoded_body(form: &[(&str, &str)]) -> String {
-    form.iter()
-        .map(|(k, v)| format!("{}={}", k.replace('[', "%5B").replace(']', "%5D"), v))
-        .collect::<Vec<_>>()
-        .join("&")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_authorizing_is_resumed_not_repeated() {
@@ -170,20 +131,4 @@ async fn a_crash_after_authorizing_is_resumed_not_repeated() {
     .unwrap();
     assert_eq!((st2, again["id"].clone()), (200, pi["id"].clone()));
     assert!(s.stop().success());
-}
-
-/// TCP with TLS on top, trusting the test CA.
-struct TlsTransport(tokio_rustls::TlsConnector);
-
-#[async_trait::async_trait]
-impl pay_net::Transport for TlsTransport {
-    async fn bind(&self, addr: &str) -> std::io::Result<pay_net::BoxListener> {
-        TcpTransport.bind(addr).await
-    }
-    async fn connect(&self, host: &str, port: u16) -> std::io::Result<pay_net::BoxIo> {
-        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
-        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        Ok(Box::new(self.0.connect(name, tcp).await?))
-    }
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use pay_net::{HttpClient, TcpTransport};
 use pay_store::testing::TestDatabase;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -225,4 +226,64 @@ pub fn python() -> PathBuf {
         "no Python with the stripe SDK: run scripts/test.sh (it creates .venv) or set PAY_PYTHON"
     );
     venv
+}
+
+/// POSTs a form to the public API; answers status and JSON.
+#[allow(dead_code)]
+pub async fn post(
+    http: &HttpClient,
+    base: &str,
+    key: &str,
+    path: &str,
+    form: &[(&str, &str)],
+    idem: Option<&str>,
+) -> Result<(u16, serde_json::Value), String> {
+    let body = form_urlencoded_body(form);
+    let auth = format!("Bearer {key}");
+    let mut headers = vec![
+        ("authorization", auth.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    if let Some(k) = idem {
+        headers.push(("idempotency-key", k));
+    }
+    match http
+        .request(
+            http::Method::POST,
+            &format!("{base}{path}"),
+            &headers,
+            bytes::Bytes::from(body),
+            Duration::from_secs(10),
+        )
+        .await
+    {
+        Ok(r) => Ok((r.status.as_u16(), serde_json::from_slice(&r.body).unwrap_or_default())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Encodes a form (brackets escaped).
+#[allow(dead_code)]
+pub fn form_urlencoded_body(form: &[(&str, &str)]) -> String {
+    form.iter()
+        .map(|(k, v)| format!("{}={}", k.replace('[', "%5B").replace(']', "%5D"), v))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// TCP + TLS (trusting a given CA) for test clients of the public listener.
+#[allow(dead_code)]
+pub struct TlsTransport(pub tokio_rustls::TlsConnector);
+
+#[async_trait::async_trait]
+impl pay_net::Transport for TlsTransport {
+    async fn bind(&self, addr: &str) -> std::io::Result<pay_net::BoxListener> {
+        TcpTransport.bind(addr).await
+    }
+    async fn connect(&self, host: &str, port: u16) -> std::io::Result<pay_net::BoxIo> {
+        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        Ok(Box::new(self.0.connect(name, tcp).await?))
+    }
 }
