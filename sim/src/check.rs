@@ -48,6 +48,10 @@ pub struct Evidence<'a> {
     pub raw_logs: &'a str,
     /// The card numbers the workload used.
     pub test_pans: &'a [String],
+    /// Webhook requests the merchant received: (endpoint path, event id, status answered).
+    pub webhooks: &'a [(String, String, u16)],
+    /// The queues at the end of the run.
+    pub queues: &'a pay_store::memory::QueueSnapshot,
 }
 
 /// A broken invariant.
@@ -140,6 +144,8 @@ pub fn check(invariants: &[Invariant], ev: &Evidence) -> Vec<Violation> {
             Invariant::Liveness => liveness(ev, &m, &mut out),
             Invariant::PanConfined => pan_confined(ev, &mut out),
             Invariant::NoCvcAtRest => no_cvc_at_rest(ev, &mut out),
+            Invariant::WebhookDelivery => webhook_delivery(ev, &mut out),
+            Invariant::NoPhantomWebhook => no_phantom_webhook(ev, &mut out),
         }
     }
     out
@@ -800,5 +806,109 @@ mod tests {
         assert!(
             !pan_allowed("api", "payments") && !pan_allowed("tokenizer", "db") && !pan_allowed("acquirer", "tokenizer")
         );
+    }
+}
+
+/// The merchant's webhook endpoints: (id, URL path, FIFO).
+fn webhook_endpoints(ev: &Evidence) -> Vec<(String, String, bool)> {
+    ev.db
+        .iter()
+        .filter(|(t, _)| *t == Table::WebhookEndpoints)
+        .filter_map(|(_, r)| {
+            let url = r.body.pointer("/endpoint/url")?.as_str()?;
+            let path = url.splitn(4, '/').nth(3).map(|p| format!("/{p}"))?;
+            let fifo = r.body.pointer("/endpoint/fifo")?.as_bool()?;
+            Some((r.id.clone(), path, fifo))
+        })
+        .collect()
+}
+
+fn webhook_delivery(ev: &Evidence, out: &mut Vec<Violation>) {
+    let endpoints = webhook_endpoints(ev);
+    // Deliveries still on their way: the event not yet relayed, in the events queue, or a
+    // delivery message waiting for its next attempt.
+    let mut pending_fanout: BTreeSet<&str> = BTreeSet::new();
+    let mut pending: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for m in &ev.queues.live {
+        if let Some(id) = m.body.pointer("/id").and_then(|v| v.as_str()) {
+            pending_fanout.insert(id);
+        }
+        if let (Some(e), Some(ep)) = (
+            m.body.pointer("/event/id").and_then(|v| v.as_str()),
+            m.body.pointer("/endpoint").and_then(|v| v.as_str()),
+        ) {
+            pending.insert((e, ep));
+        }
+    }
+    for d in &ev.queues.dead {
+        out.push(v(
+            Invariant::WebhookDelivery,
+            vec![d.message.id.clone()],
+            format!("a webhook message was given up ({}): {}", d.reason, d.message.body),
+        ));
+    }
+    let ok: BTreeSet<(&str, &str)> = ev
+        .webhooks
+        .iter()
+        .filter(|(_, _, s)| (200..300).contains(s))
+        .map(|(p, e, _)| (p.as_str(), e.as_str()))
+        .collect();
+    for e in ev.events {
+        let Some(account) = &e.event.account else { continue };
+        let id = e.event.id.as_str();
+        if e.seq > ev.queues.relayed_through || pending_fanout.contains(id) {
+            continue;
+        }
+        for (ep_id, path, _) in &endpoints {
+            let owner = ev
+                .db
+                .iter()
+                .any(|(t, r)| *t == Table::WebhookEndpoints && r.id == *ep_id && r.account == account.as_str());
+            if !owner || ok.contains(&(path.as_str(), id)) || pending.contains(&(id, ep_id.as_str())) {
+                continue;
+            }
+            out.push(v(
+                Invariant::WebhookDelivery,
+                vec![id.to_owned(), ep_id.clone()],
+                format!("committed event {id} ({}) never reached endpoint {ep_id} and is not queued", e.event.kind),
+            ));
+        }
+    }
+    // FIFO endpoints: events first delivered in commit order.
+    let seq: BTreeMap<&str, i64> = ev.events.iter().map(|e| (e.event.id.as_str(), e.seq)).collect();
+    for (ep_id, path, fifo) in &endpoints {
+        if !fifo {
+            continue;
+        }
+        let mut done: BTreeSet<&str> = BTreeSet::new();
+        let mut last = i64::MIN;
+        for (p, e, s) in ev.webhooks {
+            if p != path || !(200..300).contains(s) || !done.insert(e.as_str()) {
+                continue;
+            }
+            let Some(&n) = seq.get(e.as_str()) else { continue };
+            if n < last {
+                out.push(v(
+                    Invariant::WebhookDelivery,
+                    vec![e.clone(), ep_id.clone()],
+                    format!("FIFO endpoint {ep_id} got event {e} after a later-committed one"),
+                ));
+            }
+            last = last.max(n);
+        }
+    }
+}
+
+fn no_phantom_webhook(ev: &Evidence, out: &mut Vec<Violation>) {
+    let committed: BTreeSet<&str> = ev.events.iter().map(|e| e.event.id.as_str()).collect();
+    let mut reported = BTreeSet::new();
+    for (path, e, _) in ev.webhooks {
+        if !committed.contains(e.as_str()) && reported.insert(e.clone()) {
+            out.push(v(
+                Invariant::NoPhantomWebhook,
+                vec![e.clone()],
+                format!("webhook {path} received event {e}, which was never committed"),
+            ));
+        }
     }
 }

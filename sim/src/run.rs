@@ -113,6 +113,9 @@ pub fn sim_tuning(scenario: &Scenario) -> Tuning {
         burst: 10_000.0,
     };
     t.api.ip_rate = t.api.key_rate;
+    t.webhooks.idle_poll = Duration::from_millis(500);
+    t.webhooks.attempt_timeout = Duration::from_secs(5);
+    t.webhooks.visibility = Duration::from_secs(20);
     apply_planted_bug(&mut t, scenario);
     t
 }
@@ -131,10 +134,20 @@ fn apply_planted_bug(t: &mut Tuning, scenario: &Scenario) {
 #[cfg(not(feature = "planted-bugs"))]
 fn apply_planted_bug(_t: &mut Tuning, _scenario: &Scenario) {}
 
+/// The merchant's webhook receiver host.
+pub const MERCHANT: &str = "merchant";
+
+/// The merchant's webhook endpoints (URL path, FIFO): every event to each.
+pub const MERCHANT_ENDPOINTS: [(&str, bool); 2] = [("/hooks/standard", false), ("/hooks/fifo", true)];
+
+/// Share of webhook deliveries the merchant answers with 503 (so retries happen in every run).
+const MERCHANT_FAILURE_PERCENT: u64 = 5;
+
 /// Hosts of the topology in start order.
 pub fn hosts(scenario: &Scenario) -> Vec<String> {
     let mut h: Vec<String> = vec!["db".into()];
     h.extend(Role::ALL.iter().map(|r| r.name().to_owned()));
+    h.push(MERCHANT.to_owned());
     h.extend((1..=scenario.workload.clients).map(|i| format!("client-{i}")));
     h
 }
@@ -151,6 +164,34 @@ fn setup(seed: u64, db: &Arc<MemoryBackend>, hsm: &Arc<dyn pay_hsm::Hsm>) -> Res
         let keys = pay_api::keys::create_keys(&store, env.entropy.as_ref(), env.now(), None, "Simulated merchant")
             .await
             .map_err(|e| e.to_string())?;
+        // The merchant's webhook endpoints, created as the API would (secrets sealed by the HSM).
+        let outbound = pay_webhooks::Outbound::new(
+            Arc::new(pay_net::TcpTransport),
+            pay_webhooks::Outbound::web_pki(None)?,
+            pay_webhooks::SsrfPolicy::permissive(),
+        );
+        let webhooks = pay_webhooks::Webhooks::new(
+            store.clone(),
+            env.clone(),
+            hsm.clone(),
+            outbound,
+            Metrics::new(),
+            pay_webhooks::WebhooksConfig::default(),
+        );
+        for (path, fifo) in MERCHANT_ENDPOINTS {
+            webhooks
+                .create_endpoint(pay_proto::webhooks::CreateEndpoint {
+                    account: keys.account.clone(),
+                    request_key: None,
+                    url: format!("http://{MERCHANT}:80{path}"),
+                    enabled_events: vec!["*".into()],
+                    description: None,
+                    metadata: Default::default(),
+                    fifo,
+                })
+                .await
+                .map_err(|e| e.message)?;
+        }
         Ok(keys.secret.expose().clone())
     })
 }
@@ -180,6 +221,7 @@ pub fn run(base: &Scenario, opts: &RunOptions) -> RunReport {
             .collect(),
         taps: Mutex::new(BTreeMap::new()),
         test_pans: scenario.workload.cards.keys().cloned().collect(),
+        webhooks: Mutex::new(vec![]),
     });
     let db_mem = Arc::new(MemoryBackend::new());
     let acq_mem = Arc::new(MemoryBackend::new());
@@ -324,6 +366,27 @@ pub fn run(base: &Scenario, opts: &RunOptions) -> RunReport {
             }
         });
     }
+    // The merchant's webhook receiver.
+    {
+        let shared = shared.clone();
+        sim.host(MERCHANT, move || {
+            let shared = shared.clone();
+            async move {
+                bump(&shared, MERCHANT);
+                let env = host_env(&shared, MERCHANT);
+                let transport = TappedTransport {
+                    host: MERCHANT.into(),
+                    shared: shared.clone(),
+                };
+                let app = axum::Router::new()
+                    .route("/hooks/{ep}", axum::routing::post(merchant_receive))
+                    .with_state((shared, env));
+                let listener = transport.bind("0.0.0.0:80").await?;
+                pay_net::serve(listener, app, ServeOptions::default(), std::future::pending()).await?;
+                Ok(())
+            }
+        });
+    }
     // The workload.
     let history = Arc::new(Mutex::new(History::default()));
     let scenario_arc = Arc::new(scenario.clone());
@@ -397,6 +460,8 @@ pub fn run(base: &Scenario, opts: &RunOptions) -> RunReport {
     let events = db_mem.all_events();
     let ledger = acq_mem.dump();
     let taps = shared.tap_list();
+    let webhooks = lock(&shared.webhooks).clone();
+    let queues = db_mem.queue_snapshot();
     let raw_logs = world::logs::take();
     let evidence = Evidence {
         history: &history,
@@ -406,6 +471,8 @@ pub fn run(base: &Scenario, opts: &RunOptions) -> RunReport {
         taps: &taps,
         raw_logs: &raw_logs,
         test_pans: &shared.test_pans,
+        webhooks: &webhooks,
+        queues: &queues,
     };
     let violations = check(&scenario.invariants, &evidence);
     let mut verdicts: BTreeMap<String, Vec<Violation>> = scenario
@@ -500,8 +567,47 @@ fn bump(shared: &Shared, host: &str) {
 }
 
 /// True when nothing is in flight: no processing intent, pending follow-up or pending refund.
+/// The merchant's webhook receiver: records every request, answers 503 to a few.
+async fn merchant_receive(
+    axum::extract::State((shared, env)): axum::extract::State<(Arc<Shared>, Env)>,
+    axum::extract::Path(ep): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let id = v["id"].as_str().unwrap_or("").to_owned();
+    let status = if env.entropy.below(100) < MERCHANT_FAILURE_PERCENT {
+        503
+    } else {
+        200
+    };
+    shared.trace(MERCHANT, "webhook", format!("{ep} {id} -> {status}"));
+    lock(&shared.webhooks).push((format!("/hooks/{ep}"), id, status));
+    axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK)
+}
+
 fn settled(mem: &MemoryBackend) -> bool {
     use pay_store::{Request, Response};
+    // Webhooks: everything relayed, nothing deliverable or in flight (only retries waiting for
+    // their delay may remain).
+    let snapshot = mem.queue_snapshot();
+    if mem.all_events().last().is_some_and(|e| e.seq > snapshot.relayed_through) {
+        return false;
+    }
+    let now = EPOCH_MS + world::sim_ms() as i64;
+    for queue in [
+        pay_webhooks::EVENTS_QUEUE,
+        pay_webhooks::DELIVERIES_QUEUE,
+        pay_webhooks::FIFO_DELIVERIES_QUEUE,
+    ] {
+        if let Ok(Response::Depth { depth }) = mem.execute_sync(Request::QueueDepth {
+            queue: queue.into(),
+            now,
+        }) {
+            if depth.visible + depth.in_flight > 0 {
+                return false;
+            }
+        }
+    }
     for (table, value) in [
         (pay_store::Table::PaymentIntents, "processing"),
         (pay_store::Table::PaymentIntents, "pending_op"),

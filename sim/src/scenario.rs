@@ -248,11 +248,16 @@ pub enum Invariant {
     PanConfined,
     /// No CVC in any store.
     NoCvcAtRest,
+    /// Every committed event reaches every subscribed webhook endpoint (or is still on its way
+    /// in the queue), none is given up, and FIFO endpoints see commit order.
+    WebhookDelivery,
+    /// No webhook carries an event whose change did not commit.
+    NoPhantomWebhook,
 }
 
 impl Invariant {
     /// Every invariant.
-    pub const ALL: [Invariant; 8] = [
+    pub const ALL: [Invariant; 10] = [
         Invariant::NoDoubleCharge,
         Invariant::IdempotentReplay,
         Invariant::LedgerReconciliation,
@@ -261,6 +266,8 @@ impl Invariant {
         Invariant::Liveness,
         Invariant::PanConfined,
         Invariant::NoCvcAtRest,
+        Invariant::WebhookDelivery,
+        Invariant::NoPhantomWebhook,
     ];
 
     /// snake_case name.
@@ -274,6 +281,8 @@ impl Invariant {
             Invariant::Liveness => "liveness",
             Invariant::PanConfined => "pan_confined",
             Invariant::NoCvcAtRest => "no_cvc_at_rest",
+            Invariant::WebhookDelivery => "webhook_delivery",
+            Invariant::NoPhantomWebhook => "no_phantom_webhook",
         }
     }
 }

@@ -108,6 +108,8 @@ pub struct Shared {
     pub taps: Mutex<BTreeMap<(String, String), BTreeSet<String>>>,
     /// The workload's card numbers.
     pub test_pans: Vec<String>,
+    /// Webhook requests the merchant host received: (path, event id, status answered).
+    pub webhooks: Mutex<Vec<(String, String, u16)>>,
 }
 
 impl Shared {

@@ -88,6 +88,27 @@ impl MemoryBackend {
     pub fn all_events(&self) -> Vec<StoredEvent> {
         self.with_state(|s| s.events.values().cloned().collect())
     }
+
+    /// The queues as they stand (for the simulator's checkers): live messages of every queue,
+    /// dead letters, and the sequence number of the last event relayed from the outbox.
+    pub fn queue_snapshot(&self) -> QueueSnapshot {
+        self.with_state(|s| QueueSnapshot {
+            live: s.queues.values().flat_map(|q| q.values().map(|m| m.msg.clone())).collect(),
+            dead: s.q_dead.values().flat_map(|d| d.values().cloned()).collect(),
+            relayed_through: s.relay_cursor,
+        })
+    }
+}
+
+/// See [`MemoryBackend::queue_snapshot`].
+#[derive(Debug, Clone, Default)]
+pub struct QueueSnapshot {
+    /// Messages not yet acknowledged or dead-lettered.
+    pub live: Vec<QueueMessage>,
+    /// Dead letters.
+    pub dead: Vec<DeadLetter>,
+    /// Outbox events with a sequence number up to this have been relayed.
+    pub relayed_through: i64,
 }
 
 impl State {
