@@ -175,7 +175,14 @@ fn main() -> Result<()> {
                 include_pending,
                 concurrency,
                 fault,
-            }))?;
+            }));
+            let report = match report {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("pcicheck: {e}");
+                    std::process::exit(2);
+                }
+            };
             println!("\n{}", report.table());
             for s in report.scenarios.iter().filter(|s| s.status == pay_compliance::report::Status::Failed) {
                 println!(

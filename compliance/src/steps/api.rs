@@ -298,17 +298,31 @@ async fn refunds(w: &mut PciWorld) -> StepResult {
 #[when("the merchant reads back the payment, its charge, the card and the list of cards")]
 async fn reads_back(w: &mut PciWorld) -> StepResult {
     let p = payment(w)?.clone();
-    let pi = p.str("/id").ok_or("no payment id")?.to_owned();
-    let charge = p.str("/latest_charge/id").ok_or("no charge on the payment")?.to_owned();
+    // A declined payment comes back as an error carrying the PaymentIntent.
+    let pi = p
+        .str("/id")
+        .or(p.str("/error/payment_intent/id"))
+        .ok_or("no payment id")?
+        .to_owned();
+    let charge = p
+        .str("/latest_charge/id")
+        .or(p.str("/error/payment_intent/latest_charge"))
+        .or(p.str("/error/payment_intent/latest_charge/id"))
+        .map(str::to_owned);
     let pm = w.card()?.payment_method.clone();
-    for path in [
-        format!("/v1/payment_intents/{pi}?expand[]=latest_charge&expand[]=payment_method"),
-        format!("/v1/charges/{charge}"),
+    let mut paths = vec![format!(
+        "/v1/payment_intents/{pi}?expand[]=latest_charge&expand[]=payment_method"
+    )];
+    if let Some(c) = charge {
+        paths.push(format!("/v1/charges/{c}"));
+    }
+    paths.extend([
         format!("/v1/payment_methods/{pm}"),
         "/v1/payment_methods?type=card&limit=100".to_owned(),
         "/v1/charges?limit=100".to_owned(),
         "/v1/events?limit=100".to_owned(),
-    ] {
+    ]);
+    for path in paths {
         let a = w.get(&path).await?;
         if a.status != 200 {
             return Err(format!("GET {path} → {} {}", a.status, a.json));
