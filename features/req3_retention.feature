@@ -16,4 +16,4 @@ Feature: PCI DSS 3.2.1 — account data is kept no longer than needed
     When the data retention job runs 25 hours later
     Then the stored idempotency record for key "pcicheck-retention-1" has been deleted
     When the merchant sends a different request with idempotency key "pcicheck-retention-1"
-    Then the different request is processed as a new payment
+    Then the key is no longer remembered: a different request with it is not refused as a reuse

@@ -61,7 +61,8 @@ pub enum CatalogError {
 impl Catalog {
     /// Loads `path`.
     pub fn load(path: &Path) -> Result<Catalog, CatalogError> {
-        let text = std::fs::read_to_string(path).map_err(|e| CatalogError::Read(path.display().to_string(), e.to_string()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| CatalogError::Read(path.display().to_string(), e.to_string()))?;
         serde_yaml_ng::from_str(&text).map_err(|e| CatalogError::Parse(path.display().to_string(), e.to_string()))
     }
 

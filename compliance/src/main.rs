@@ -8,7 +8,10 @@ use pay_compliance::target::{Deployed, EmbeddedStore, FaultInjection, TargetSpec
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "pcicheck", about = "PCI DSS v4.0 compliance scenarios against an embedded or deployed payment system")]
+#[command(
+    name = "pcicheck",
+    about = "PCI DSS v4.0 compliance scenarios against an embedded or deployed payment system"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -184,7 +187,11 @@ fn main() -> Result<()> {
                 }
             };
             println!("\n{}", report.table());
-            for s in report.scenarios.iter().filter(|s| s.status == pay_compliance::report::Status::Failed) {
+            for s in report
+                .scenarios
+                .iter()
+                .filter(|s| s.status == pay_compliance::report::Status::Failed)
+            {
                 println!(
                     "FAILED {} ({}:{}) [{}]: {}",
                     s.name,
@@ -238,7 +245,10 @@ fn main() -> Result<()> {
             } else {
                 println!("{evidenced} of {total} in-scope requirements have runnable (non-pending) scenarios");
             }
-            println!("{} requirements judged organisational (see controls.yaml)", catalog.organisational.len());
+            println!(
+                "{} requirements judged organisational (see controls.yaml)",
+                catalog.organisational.len()
+            );
             Ok(())
         }
     }

@@ -228,7 +228,11 @@ impl Report {
     /// The requirement table as plain text for a terminal.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "{:<10} {:<8} {:<58} scenarios (pass/fail/pending/not run)", "req", "result", "title");
+        let _ = writeln!(
+            s,
+            "{:<10} {:<8} {:<58} scenarios (pass/fail/pending/not run)",
+            "req", "result", "title"
+        );
         for r in &self.requirements {
             let _ = writeln!(
                 s,
@@ -261,7 +265,10 @@ impl Report {
             "PENDING means the scenario is written but waits for a part of the system not built yet; it is never counted as passed.\n"
         );
         let _ = writeln!(s, "## Requirements\n");
-        let _ = writeln!(s, "| Requirement | Title | Result | Passed | Failed | Pending | Not run | Evidence |");
+        let _ = writeln!(
+            s,
+            "| Requirement | Title | Result | Passed | Failed | Pending | Not run | Evidence |"
+        );
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
         for r in &self.requirements {
             let _ = writeln!(
@@ -398,7 +405,11 @@ code{{background:#f4f4f4;padding:0 .2em}}details{{margin:.4em 0 .8em 1em}}li{{fo
                     let _ = write!(s, "<p><b>{}:</b> {}</p>", sc.status.label(), h(m));
                 }
                 if !sc.evidence.is_empty() {
-                    let _ = write!(s, "<details open><summary>Evidence ({} items)</summary><ul>", sc.evidence.len());
+                    let _ = write!(
+                        s,
+                        "<details open><summary>Evidence ({} items)</summary><ul>",
+                        sc.evidence.len()
+                    );
                     for e in &sc.evidence {
                         let _ = write!(s, "<li>{}</li>", h(e));
                     }
@@ -411,7 +422,13 @@ code{{background:#f4f4f4;padding:0 .2em}}details{{margin:.4em 0 .8em 1em}}li{{fo
             "<h2>Out of software scope (organisational)</h2><table><tr><th>Requirement</th><th>Title</th><th>Reason</th></tr>"
         );
         for o in &self.organisational {
-            let _ = write!(s, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", h(&o.id), h(&o.title), h(&o.reason));
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                h(&o.id),
+                h(&o.title),
+                h(&o.reason)
+            );
         }
         let _ = write!(s, "</table></body></html>");
         s
@@ -461,7 +478,10 @@ pub fn h(s: &str) -> String {
 
 /// UTC RFC 3339 of a system time (no time zone database needed).
 pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     // Civil from days (Howard Hinnant's algorithm).
@@ -500,7 +520,10 @@ mod tests {
             rfc3339(UNIX_EPOCH + Duration::from_secs(1_764_534_896)),
             "2025-11-30T20:34:56Z"
         );
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
     }
 
     #[test]

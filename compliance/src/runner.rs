@@ -193,9 +193,10 @@ pub async fn run(opts: RunOptions) -> Result<Report, RunError> {
     let collected = Arc::new(Mutex::new(Collected::default()));
     let json_path = opts.out.join("cucumber.json");
     let junit_path = opts.out.join("junit.xml");
-    let json = std::fs::File::create(&json_path).map_err(|e| RunError::Output(json_path.display().to_string(), e.to_string()))?;
-    let junit =
-        std::fs::File::create(&junit_path).map_err(|e| RunError::Output(junit_path.display().to_string(), e.to_string()))?;
+    let json = std::fs::File::create(&json_path)
+        .map_err(|e| RunError::Output(json_path.display().to_string(), e.to_string()))?;
+    let junit = std::fs::File::create(&junit_path)
+        .map_err(|e| RunError::Output(junit_path.display().to_string(), e.to_string()))?;
 
     let writer = writer::Basic::raw(std::io::stdout(), writer::Coloring::Never, 0)
         .discard_stats_writes()
@@ -262,8 +263,14 @@ pub async fn run(opts: RunOptions) -> Result<Report, RunError> {
         .await;
 
     let finished = rfc3339(std::time::SystemTime::now());
+    if opts.target.is_embedded() {
+        // The log lines the log checks scanned, for the assessor to inspect.
+        let path = opts.out.join("embedded-node.log");
+        std::fs::write(&path, ctx.logs.text())
+            .map_err(|e| RunError::Output(path.display().to_string(), e.to_string()))?;
+    }
     let collected = match collected.lock() {
-        Ok(g) => std::mem::take(&mut *g),
+        Ok(mut g) => std::mem::take(&mut *g),
         Err(p) => std::mem::take(&mut *p.into_inner()),
     };
     let mut results = vec![];

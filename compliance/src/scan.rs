@@ -21,7 +21,11 @@ pub struct Finding {
 pub fn pan_encodings(pan: &str) -> Vec<(String, &'static str)> {
     let mut v = vec![(pan.to_owned(), "plain digits")];
     if pan.len() >= 16 {
-        let groups: Vec<&str> = pan.as_bytes().chunks(4).filter_map(|c| std::str::from_utf8(c).ok()).collect();
+        let groups: Vec<&str> = pan
+            .as_bytes()
+            .chunks(4)
+            .filter_map(|c| std::str::from_utf8(c).ok())
+            .collect();
         v.push((groups.join(" "), "digits in groups with spaces"));
         v.push((groups.join("-"), "digits in groups with dashes"));
     }
@@ -90,7 +94,10 @@ pub fn find_pan_like(location: &str, text: &str) -> Vec<Finding> {
 /// Whether a digit run has a card network's leading digits (cuts false positives on
 /// timestamps and counters, which never start with 2–6 and pass Luhn by chance only).
 fn looks_like_card(run: &str) -> bool {
-    !matches!(pay_core::card::CardBrand::detect(run), pay_core::card::CardBrand::Unknown)
+    !matches!(
+        pay_core::card::CardBrand::detect(run),
+        pay_core::card::CardBrand::Unknown
+    )
 }
 
 /// Field names that hold a card verification code.
@@ -128,7 +135,8 @@ pub fn find_cvc(location: &str, text: &str, cvc: &str) -> Vec<Finding> {
         }
         let form = format!("{field}=");
         if let Some(pos) = lower.find(&form) {
-            let before_ok = pos == 0 || !lower.as_bytes()[pos - 1].is_ascii_alphanumeric() && lower.as_bytes()[pos - 1] != b'_';
+            let before_ok =
+                pos == 0 || !lower.as_bytes()[pos - 1].is_ascii_alphanumeric() && lower.as_bytes()[pos - 1] != b'_';
             if before_ok {
                 out.push(Finding {
                     location: location.to_owned(),
@@ -186,7 +194,10 @@ mod tests {
         assert_eq!(find_pan_like("x", "charge 5555555555554444 ok").len(), 1);
         assert!(find_pan_like("x", "pm_5555555555554444").is_empty(), "glued to an id");
         assert!(find_pan_like("x", "555555******4444").is_empty());
-        assert!(find_pan_like("x", "ts 1764534000123").is_empty(), "not a card prefix or not Luhn");
+        assert!(
+            find_pan_like("x", "ts 1764534000123").is_empty(),
+            "not a card prefix or not Luhn"
+        );
         assert!(find_pan_like("x", "12345678901234567890123").is_empty(), "too long");
     }
 
@@ -194,16 +205,25 @@ mod tests {
     fn the_log_scanner_fails_on_a_planted_line_and_passes_a_clean_log() {
         let pans = vec!["4242424242424242".to_owned()];
         let cvcs = vec!["739".to_owned()];
-        let clean = "{\"level\":\"INFO\",\"fields\":{\"message\":\"tokenized\",\"last4\":\"4242\",\"bin\":\"424242\"}}\n\
+        let clean =
+            "{\"level\":\"INFO\",\"fields\":{\"message\":\"tokenized\",\"last4\":\"4242\",\"bin\":\"424242\"}}\n\
                      {\"level\":\"INFO\",\"fields\":{\"message\":\"request\",\"status\":200}}\n";
         let (lines, f) = scan_log(clean, &pans, &cvcs);
         assert_eq!((lines, f.len()), (2, 0), "{f:?}");
-        let planted = format!("{clean}{{\"level\":\"DEBUG\",\"fields\":{{\"message\":\"card 4242424242424242 cvc=739\"}}}}\n");
+        let planted =
+            format!("{clean}{{\"level\":\"DEBUG\",\"fields\":{{\"message\":\"card 4242424242424242 cvc=739\"}}}}\n");
         let (lines, f) = scan_log(&planted, &pans, &cvcs);
         assert_eq!(lines, 3);
-        assert!(f.iter().any(|x| x.location == "log line 3" && x.what.contains("plain digits")), "{f:?}");
+        assert!(
+            f.iter()
+                .any(|x| x.location == "log line 3" && x.what.contains("plain digits")),
+            "{f:?}"
+        );
         assert!(f.iter().any(|x| x.what.contains("cvc=")), "{f:?}");
-        assert!(f.iter().all(|x| !x.what.contains("4242424242424242")), "findings never repeat the PAN");
+        assert!(
+            f.iter().all(|x| !x.what.contains("4242424242424242")),
+            "findings never repeat the PAN"
+        );
     }
 
     #[test]

@@ -188,7 +188,7 @@ impl LogCapture {
                 let buf = Arc::new(Mutex::new(Vec::new()));
                 // Fails only if another subscriber was installed first (then logs go there and
                 // the log checks see nothing, which the "logs were captured" step reports).
-                let _ = pay_net::logging::init_json(LogSink::Buffer(buf.clone()), "info");
+                let _ = pay_net::logging::init_json(LogSink::Buffer(buf.clone()), "debug,hyper_util=info");
                 LogCapture { buf }
             })
             .clone()
@@ -328,7 +328,13 @@ impl ApiClient {
     }
 
     /// A request with a raw body and extra headers (no `Authorization` when the key is empty).
-    pub async fn raw(&self, method: Method, path: &str, body: Bytes, headers: &[(&str, &str)]) -> Result<Answer, TargetError> {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, TargetError> {
         let auth = format!("Bearer {}", self.key);
         let mut h: Vec<(&str, &str)> = vec![];
         if !self.key.is_empty() {
@@ -338,7 +344,13 @@ impl ApiClient {
         let request = format!("{method} {path}");
         let resp = self
             .http
-            .request(method, &format!("{}{path}", self.base), &h, body, Duration::from_secs(30))
+            .request(
+                method,
+                &format!("{}{path}", self.base),
+                &h,
+                body,
+                Duration::from_secs(30),
+            )
             .await
             .map_err(|e| TargetError::Http(request.clone(), e.to_string()))?;
         Ok(Answer {
@@ -415,14 +427,18 @@ impl System {
                                 max_connections: 8,
                                 ..PgSettings::default()
                             };
-                            let connect = |u: String| async move {
-                                PgBackend::connect(&u, &settings)
-                                    .await
-                                    .map_err(|e| format!("cannot connect to the database: {e}"))
+                            let mut conns = vec![];
+                            for _ in 0..3 {
+                                conns.push(
+                                    PgBackend::connect(&pg.url, &settings)
+                                        .await
+                                        .map_err(|e| format!("cannot connect to the database: {e}"))?,
+                                );
+                            }
+                            let (r, l, b) = match (conns.pop(), conns.pop(), conns.pop()) {
+                                (Some(r), Some(l), Some(b)) => (r, l, b),
+                                _ => return Err("database connections".into()),
                             };
-                            let b = connect(pg.url.clone()).await?;
-                            let l = connect(pg.url.clone()).await?;
-                            let r = connect(pg.url.clone()).await?;
                             (Arc::new(b), Arc::new(l), Records::Postgres(r))
                         }
                     };

@@ -40,7 +40,9 @@ impl HelloOutcome {
             HelloOutcome::Accepted { version, suite } => {
                 format!("ServerHello (version 0x{version:04x}, suite {})", suite_name(*suite))
             }
-            HelloOutcome::Alert(level, desc) => format!("alert level {level} description {} ({desc})", alert_name(*desc)),
+            HelloOutcome::Alert(level, desc) => {
+                format!("alert level {level} description {} ({desc})", alert_name(*desc))
+            }
             HelloOutcome::Closed => "connection closed without a ServerHello".to_owned(),
             HelloOutcome::Garbage(b) => format!("non-TLS answer {}", hex::encode(b)),
         }
@@ -136,7 +138,9 @@ pub fn client_hello(version: u16, suites: &[u16], sni: Option<&str>) -> Vec<u8> 
     push_ext(
         &mut ext,
         0x000d,
-        &[0, 14, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01, 0x05, 0x03, 0x08, 0x05, 0x05, 0x01, 0x08, 0x07],
+        &[
+            0, 14, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01, 0x05, 0x03, 0x08, 0x05, 0x05, 0x01, 0x08, 0x07,
+        ],
     );
     // extended_master_secret and renegotiation_info (empty), as real clients send.
     push_ext(&mut ext, 0x0017, &[]);
@@ -263,7 +267,9 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
 }
 
 /// A rustls client config for probing: one protocol version, any certificate.
-pub fn probe_client_config(version: &'static rustls::SupportedProtocolVersion) -> Result<Arc<rustls::ClientConfig>, ProbeError> {
+pub fn probe_client_config(
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Result<Arc<rustls::ClientConfig>, ProbeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[version])
@@ -285,7 +291,8 @@ pub async fn handshake(
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| ProbeError::Connect(addr.to_owned(), e.to_string()))?;
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| ProbeError::Setup(e.to_string()))?;
+    let name =
+        rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| ProbeError::Setup(e.to_string()))?;
     let connector = tokio_rustls::TlsConnector::from(cfg);
     match tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await {
         Err(_) => Ok(Err("handshake timed out".into())),

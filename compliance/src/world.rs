@@ -24,7 +24,8 @@ fn current_context() -> Result<Arc<RunContext>, String> {
         Ok(g) => g,
         Err(p) => p.into_inner(),
     };
-    g.clone().ok_or_else(|| "no run context: scenarios must be started through pcicheck".to_owned())
+    g.clone()
+        .ok_or_else(|| "no run context: scenarios must be started through pcicheck".to_owned())
 }
 
 /// A card the scenario tokenized.
@@ -154,7 +155,13 @@ impl PciWorld {
 
     /// A form POST with the merchant's secret key.
     pub async fn post(&mut self, path: &str, form: &[(&str, &str)], idem: Option<&str>) -> Result<Answer, String> {
-        let a = self.system().await?.client.post(path, form, idem).await.map_err(|e| e.to_string())?;
+        let a = self
+            .system()
+            .await?
+            .client
+            .post(path, form, idem)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(self.saw(a))
     }
 
@@ -174,7 +181,12 @@ impl PciWorld {
     /// Every planted PAN and CVC.
     pub fn secrets(&self) -> (Vec<String>, Vec<String>) {
         let mut pans: Vec<String> = self.cards.iter().map(|c| c.pan.clone()).collect();
-        let mut cvcs: Vec<String> = self.cards.iter().map(|c| c.cvc.clone()).filter(|c| !c.is_empty()).collect();
+        let mut cvcs: Vec<String> = self
+            .cards
+            .iter()
+            .map(|c| c.cvc.clone())
+            .filter(|c| !c.is_empty())
+            .collect();
         pans.sort();
         pans.dedup();
         cvcs.sort();
@@ -247,7 +259,10 @@ impl PciWorld {
         if ctx.spec.is_embedded() {
             // Give in-flight request logs a moment to be flushed.
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            return Ok((ctx.logs.text(), "the embedded node's log stream (JSON, as paymentd writes it)".into()));
+            return Ok((
+                ctx.logs.text(),
+                "the embedded node's log stream (JSON, as paymentd writes it)".into(),
+            ));
         }
         let path = self
             .system()

@@ -41,7 +41,11 @@ async fn every_feature_passes_embedded_and_a_broken_target_fails() {
     println!("pcicheck embedded: {}", report.summary_line());
     assert!(failed.is_empty(), "failed scenarios: {failed:#?}");
     assert!(report.totals.passed >= 15, "{}", report.summary_line());
-    assert!(report.totals.pending >= 5, "pending counted separately: {}", report.summary_line());
+    assert!(
+        report.totals.pending >= 5,
+        "pending counted separately: {}",
+        report.summary_line()
+    );
     // Nothing pending is ever reported as passed.
     for s in &report.scenarios {
         if s.tags.iter().any(|t| t == "pending") {
@@ -52,9 +56,15 @@ async fn every_feature_passes_embedded_and_a_broken_target_fails() {
         assert_ne!(r.status, Status::Failed, "{}", r.id);
         assert!(r.missing_scenarios.is_empty(), "{}: {:?}", r.id, r.missing_scenarios);
     }
-    assert!(report.unknown_requirements.is_empty(), "{:?}", report.unknown_requirements);
+    assert!(
+        report.unknown_requirements.is_empty(),
+        "{:?}",
+        report.unknown_requirements
+    );
     let status = |id: &str| report.requirements.iter().find(|r| r.id == id).unwrap().status;
-    for id in ["3.2.1", "3.3.1", "3.4.1", "3.5.1", "3.6.1", "4.2.1", "6.2.4", "7.2.1", "7.2.2", "8.3.1", "8.3.4"] {
+    for id in [
+        "3.2.1", "3.3.1", "3.4.1", "3.5.1", "3.6.1", "4.2.1", "6.2.4", "7.2.1", "7.2.2", "8.3.1", "8.3.4",
+    ] {
         assert_eq!(status(id), Status::Passed, "{id}");
     }
     for id in ["6.4.1", "6.4.2", "10.2.1", "10.2.2", "10.3.2", "3.7.5", "3.7.6"] {
@@ -67,7 +77,10 @@ async fn every_feature_passes_embedded_and_a_broken_target_fails() {
         .find(|s| s.name == "Card numbers are masked in every API response and log line")
         .unwrap();
     assert!(
-        masking.evidence.iter().any(|e| e.starts_with("scanned ") && e.contains("log lines")),
+        masking
+            .evidence
+            .iter()
+            .any(|e| e.starts_with("scanned ") && e.contains("log lines")),
         "{:?}",
         masking.evidence
     );
@@ -78,9 +91,16 @@ async fn every_feature_passes_embedded_and_a_broken_target_fails() {
     }
     let cucumber: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("cucumber.json")).unwrap()).unwrap();
-    assert!(cucumber.as_array().map(|a| a.len() >= 6).unwrap_or(false), "one entry per feature");
+    assert!(
+        cucumber.as_array().map(|a| a.len() >= 6).unwrap_or(false),
+        "one entry per feature"
+    );
     let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
-    assert!(junit.contains("<testsuites") && junit.contains("<testcase"), "{}", &junit[..200.min(junit.len())]);
+    assert!(
+        junit.contains("<testsuites") && junit.contains("<testcase"),
+        "{}",
+        &junit[..200.min(junit.len())]
+    );
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| 3.4.1 |") && md.contains("**PASSED**") && md.contains("**PENDING**"));
 
@@ -105,7 +125,10 @@ async fn every_feature_passes_embedded_and_a_broken_target_fails() {
     assert_eq!(s.status, Status::Failed);
     let msg = s.message.clone().unwrap_or_default();
     assert!(msg.contains("PCI DSS 3.4.1"), "{msg}");
-    assert!(!msg.contains("4242424242424242"), "the failure never repeats the PAN: {msg}");
+    assert!(
+        !msg.contains("4242424242424242"),
+        "the failure never repeats the PAN: {msg}"
+    );
     let md = std::fs::read_to_string(bad.join("report.md")).unwrap();
     assert!(md.contains("| 3.4.1 |") && md.contains("**FAILED**"));
 }
@@ -126,7 +149,11 @@ fn the_binary_exits_non_zero_when_a_control_fails() {
     };
     let good = run("none");
     let text = String::from_utf8_lossy(&good.stdout);
-    assert!(good.status.success(), "{text}\n{}", String::from_utf8_lossy(&good.stderr));
+    assert!(
+        good.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
     assert!(text.contains("pcicheck: 2 passed, 0 failed"), "{text}");
     let broken = run("raw-pan-in-logs");
     let text = String::from_utf8_lossy(&broken.stdout);
@@ -156,7 +183,10 @@ async fn stored_data_checks_pass_on_postgresql() {
         .unwrap();
     assert_eq!(at_rest.status, Status::Passed);
     assert!(
-        at_rest.evidence.iter().any(|e| e.contains("row_to_json") && e.contains("vault_cards")),
+        at_rest
+            .evidence
+            .iter()
+            .any(|e| e.contains("row_to_json") && e.contains("vault_cards")),
         "{:?}",
         at_rest.evidence
     );

@@ -134,7 +134,11 @@ async fn verify_reports(w: &mut PciWorld) -> StepResult {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    w.note(format!("paymentd audit verify → exit {:?}: {}", out.status.code(), text.trim()));
+    w.note(format!(
+        "paymentd audit verify → exit {:?}: {}",
+        out.status.code(),
+        text.trim()
+    ));
     if out.status.success() {
         return Err("PCI DSS 10.3.2 violated: audit verification passed over a tampered row".into());
     }
@@ -178,8 +182,14 @@ async fn rewrapped(w: &mut PciWorld) -> StepResult {
         })
         .collect();
     if keks.len() != 1 {
-        return Err(format!("PCI DSS 3.6.1/3.7.4: data keys are wrapped by {} KEK versions after rotation", keks.len()));
+        return Err(format!(
+            "PCI DSS 3.6.1/3.7.4: data keys are wrapped by {} KEK versions after rotation",
+            keks.len()
+        ));
     }
-    w.note(format!("after rotation every data key is wrapped by {}", keks.into_iter().collect::<Vec<_>>().join("")));
+    w.note(format!(
+        "after rotation every data key is wrapped by {}",
+        keks.into_iter().collect::<Vec<_>>().join("")
+    ));
     Ok(())
 }

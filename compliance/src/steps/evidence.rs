@@ -88,7 +88,10 @@ async fn no_cvc_in_responses(w: &mut PciWorld) -> StepResult {
         }
     }
     let n = w.responses.len();
-    w.note(format!("scanned {n} API responses for the CVC: {} finding(s)", findings.len()));
+    w.note(format!(
+        "scanned {n} API responses for the CVC: {} finding(s)",
+        findings.len()
+    ));
     w.no_findings("3.3.1", "the CVC returned by the API", findings)
 }
 
@@ -141,7 +144,10 @@ async fn vault_ciphertext(w: &mut PciWorld) -> StepResult {
             .map_err(|_| "a vault ciphertext is not base64".to_owned())?;
         // AES-GCM: 16-byte tag after the encrypted digits.
         if bytes.len() < 16 + 13 || iv.is_empty() {
-            return Err(format!("a vault record is not AES-GCM ciphertext ({} bytes)", bytes.len()));
+            return Err(format!(
+                "a vault record is not AES-GCM ciphertext ({} bytes)",
+                bytes.len()
+            ));
         }
         let text = String::from_utf8_lossy(&bytes);
         for pan in &pans {
@@ -155,9 +161,7 @@ async fn vault_ciphertext(w: &mut PciWorld) -> StepResult {
         with_ct += 1;
     }
     if with_ct == 0 || with_ct < w.cards.iter().filter(|c| !c.payment_method.is_empty()).count() {
-        return Err(format!(
-            "expected a vault record per tokenized card, found {with_ct}"
-        ));
+        return Err(format!("expected a vault record per tokenized card, found {with_ct}"));
     }
     w.note(format!(
         "vault_cards: {with_ct} records, each AES-256-GCM ciphertext (iv + ciphertext + tag, base64) naming its data key; no plaintext digits"
@@ -179,7 +183,11 @@ async fn fingerprints_consistent(w: &mut PciWorld) -> StepResult {
     let mut all = std::collections::BTreeSet::new();
     for (pan, fps) in &by_pan {
         if fps.len() != 1 {
-            return Err(format!("card {} got {} different fingerprints", scan::mask(pan), fps.len()));
+            return Err(format!(
+                "card {} got {} different fingerprints",
+                scan::mask(pan),
+                fps.len()
+            ));
         }
         all.extend(fps.iter().cloned());
     }
@@ -236,7 +244,10 @@ async fn data_keys_wrapped(w: &mut PciWorld) -> StepResult {
     let mut keks = std::collections::BTreeSet::new();
     for k in &keys {
         let wrapped = k.get("wrapped").ok_or("a data key record has no wrapped key")?;
-        let kek = wrapped.get("kek").and_then(|x| x.as_str()).ok_or("a wrapped key names no KEK")?;
+        let kek = wrapped
+            .get("kek")
+            .and_then(|x| x.as_str())
+            .ok_or("a wrapped key names no KEK")?;
         let mech = wrapped.get("mechanism").and_then(|x| x.as_str()).unwrap_or("");
         let bytes = wrapped
             .get("bytes")
@@ -304,9 +315,13 @@ async fn idem_deleted(w: &mut PciWorld, key: String) -> StepResult {
             .await
             .map_err(|e| e.to_string())?
             .get(0);
-        w.note(format!("SELECT count(*) FROM idempotency_keys WHERE key = '{key}' → {n}"));
+        w.note(format!(
+            "SELECT count(*) FROM idempotency_keys WHERE key = '{key}' → {n}"
+        ));
         if n != 0 {
-            return Err(format!("PCI DSS 3.2.1 violated: the expired idempotency record {key} is still stored"));
+            return Err(format!(
+                "PCI DSS 3.2.1 violated: the expired idempotency record {key} is still stored"
+            ));
         }
     }
     Ok(())

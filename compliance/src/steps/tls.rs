@@ -80,7 +80,10 @@ async fn the_listener(w: &mut PciWorld) -> StepResult {
 }
 
 fn endpoint(w: &PciWorld) -> Result<(String, String), String> {
-    let ep = w.tls.as_ref().ok_or("no TLS listener: use `Given the public TLS listener`")?;
+    let ep = w
+        .tls
+        .as_ref()
+        .ok_or("no TLS listener: use `Given the public TLS listener`")?;
     Ok((ep.addr.clone(), ep.host.clone()))
 }
 
@@ -109,7 +112,10 @@ async fn offers_version(w: &mut PciWorld, proto: String, ver: String) -> StepRes
     let out = tls_probe::send_hello(&addr, &tls_probe::client_hello(version, &suites, sni(&host)))
         .await
         .map_err(|e| e.to_string())?;
-    w.note(format!("raw ClientHello offering only {proto} {ver} → {}", out.describe()));
+    w.note(format!(
+        "raw ClientHello offering only {proto} {ver} → {}",
+        out.describe()
+    ));
     w.tls_outcome = Some((out.describe(), out.accepted()));
     Ok(())
 }
@@ -126,7 +132,10 @@ async fn offers_suite(w: &mut PciWorld, name: String) -> StepResult {
     let out = tls_probe::send_hello(&addr, &tls_probe::client_hello(0x0303, &[id], sni(&host)))
         .await
         .map_err(|e| e.to_string())?;
-    w.note(format!("raw TLS 1.2 ClientHello offering only {name} → {}", out.describe()));
+    w.note(format!(
+        "raw TLS 1.2 ClientHello offering only {name} → {}",
+        out.describe()
+    ));
     w.tls_outcome = Some((out.describe(), out.accepted()));
     Ok(())
 }
@@ -138,7 +147,10 @@ async fn offers_strong(w: &mut PciWorld) -> StepResult {
     let out = tls_probe::send_hello(&addr, &tls_probe::client_hello(0x0303, &suites, sni(&host)))
         .await
         .map_err(|e| e.to_string())?;
-    w.note(format!("raw TLS 1.2 ClientHello offering ECDHE+AEAD suites → {}", out.describe()));
+    w.note(format!(
+        "raw TLS 1.2 ClientHello offering ECDHE+AEAD suites → {}",
+        out.describe()
+    ));
     if let HelloOutcome::Accepted { suite, .. } = out {
         if !tls_probe::STRONG_TLS12_SUITES.iter().any(|(s, _)| *s == suite) {
             return Err(format!("the server chose a suite that was not offered: 0x{suite:04x}"));
@@ -178,9 +190,14 @@ async fn full_handshake(w: &mut PciWorld, ver: String) -> StepResult {
         _ => return Err(format!("rustls speaks TLS 1.2 and 1.3, not {ver}")),
     };
     let (addr, host) = endpoint(w)?;
-    match tls_probe::handshake(&addr, &host, version).await.map_err(|e| e.to_string())? {
+    match tls_probe::handshake(&addr, &host, version)
+        .await
+        .map_err(|e| e.to_string())?
+    {
         Ok((v, s)) => {
-            w.note(format!("rustls handshake pinned to TLS {ver} → negotiated {v} with {s}"));
+            w.note(format!(
+                "rustls handshake pinned to TLS {ver} → negotiated {v} with {s}"
+            ));
             Ok(())
         }
         Err(e) => Err(format!("a TLS {ver} handshake failed: {e}")),
