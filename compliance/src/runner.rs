@@ -126,10 +126,19 @@ fn not_applicable(tags: &[String], spec: &TargetSpec) -> Option<String> {
     }
 }
 
+/// What the after-hook saw of one scenario (several runs for an outline's example rows).
+#[derive(Default)]
+struct Runs {
+    runs: u32,
+    passed: u32,
+    failure: Option<String>,
+    evidence: Vec<String>,
+    finished: Option<String>,
+}
+
 #[derive(Default)]
 struct Collected {
-    // (file, scenario name) -> (runs, passed runs, first failure, evidence, finished)
-    by_scenario: BTreeMap<(String, String), (u32, u32, Option<String>, Vec<String>, Option<String>)>,
+    by_scenario: BTreeMap<(String, String), Runs>,
 }
 
 /// The source revision: `PCICHECK_GIT_COMMIT` when a pipeline sets it, else `git rev-parse`.
@@ -237,22 +246,22 @@ pub async fn run(opts: RunOptions) -> Result<Report, RunError> {
                     Err(p) => p.into_inner(),
                 };
                 let e = g.by_scenario.entry((file, name)).or_default();
-                e.0 += 1;
+                e.runs += 1;
                 match outcome {
-                    Ok(()) => e.1 += 1,
+                    Ok(()) => e.passed += 1,
                     Err(m) => {
-                        if e.2.is_none() {
-                            e.2 = Some(m);
+                        if e.failure.is_none() {
+                            e.failure = Some(m);
                         }
                     }
                 }
-                if e.3.is_empty() {
-                    e.3 = evidence;
+                if e.evidence.is_empty() {
+                    e.evidence = evidence;
                 } else if !evidence.is_empty() {
-                    e.3.push("— next example row —".into());
-                    e.3.extend(evidence);
+                    e.evidence.push("— next example row —".into());
+                    e.evidence.extend(evidence);
                 }
-                e.4 = Some(rfc3339(std::time::SystemTime::now()));
+                e.finished = Some(rfc3339(std::time::SystemTime::now()));
             }
             .boxed_local()
         })
@@ -266,7 +275,7 @@ pub async fn run(opts: RunOptions) -> Result<Report, RunError> {
     if opts.target.is_embedded() {
         // The log lines the log checks scanned, for the assessor to inspect.
         let path = opts.out.join("embedded-node.log");
-        std::fs::write(&path, ctx.logs.text())
+        std::fs::write(&path, ctx.logs.text_since(ctx.log_start))
             .map_err(|e| RunError::Output(path.display().to_string(), e.to_string()))?;
     }
     let collected = match collected.lock() {
@@ -280,7 +289,14 @@ pub async fn run(opts: RunOptions) -> Result<Report, RunError> {
         let pending_tag = l.tags.iter().any(|t| t == "pending");
         let (status, message, evidence, finished_at, runs, passed_runs) = if let Some((st, why)) = skip.get(&key) {
             (*st, Some(why.clone()), vec![], None, 0, 0)
-        } else if let Some((runs, passed, fail, ev, at)) = collected.by_scenario.get(&key) {
+        } else if let Some(Runs {
+            runs,
+            passed,
+            failure: fail,
+            evidence: ev,
+            finished: at,
+        }) = collected.by_scenario.get(&key)
+        {
             let st = if pending_tag {
                 // Run with --include-pending: still pending until the tag is removed.
                 Status::Pending

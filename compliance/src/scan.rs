@@ -79,8 +79,8 @@ pub fn find_pan_like(location: &str, text: &str) -> Vec<Finding> {
         }
         let run = &text[start..i];
         // A digit run glued to letters is part of an identifier (pm_…, hex), not a card number.
-        let glued = (start > 0 && bytes[start - 1].is_ascii_alphanumeric())
-            || (i < bytes.len() && bytes[i].is_ascii_alphanumeric());
+        let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let glued = (start > 0 && ident(bytes[start - 1])) || (i < bytes.len() && ident(bytes[i]));
         if (13..=19).contains(&run.len()) && !glued && pay_core::card::luhn_valid(run) && looks_like_card(run) {
             out.push(Finding {
                 location: location.to_owned(),

@@ -119,6 +119,8 @@ pub struct RunContext {
     pub pg: tokio::sync::Mutex<Option<Arc<EmbeddedPg>>>,
     /// Injected defect.
     pub fault: FaultInjection,
+    /// Where this run's log lines start in the process-wide capture.
+    pub log_start: usize,
 }
 
 /// An embedded target's PostgreSQL database.
@@ -132,11 +134,14 @@ pub struct EmbeddedPg {
 impl RunContext {
     /// A context for `spec`.
     pub fn new(spec: TargetSpec, fault: FaultInjection) -> RunContext {
+        let logs = LogCapture::global();
+        let log_start = logs.len();
         RunContext {
             spec,
-            logs: LogCapture::global(),
+            logs,
             pg: tokio::sync::Mutex::new(None),
             fault,
+            log_start,
         }
     }
 
@@ -194,13 +199,26 @@ impl LogCapture {
             .clone()
     }
 
-    /// Everything captured so far.
-    pub fn text(&self) -> String {
+    /// Bytes captured so far.
+    pub fn len(&self) -> usize {
+        match self.buf.lock() {
+            Ok(g) => g.len(),
+            Err(p) => p.into_inner().len(),
+        }
+    }
+
+    /// Whether nothing was captured yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Everything captured from byte `start` on (a run's own lines).
+    pub fn text_since(&self, start: usize) -> String {
         let g = match self.buf.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        String::from_utf8_lossy(&g).into_owned()
+        String::from_utf8_lossy(g.get(start..).unwrap_or_default()).into_owned()
     }
 
     /// Appends a raw line, bypassing the redaction layer (fault injection only).

@@ -260,7 +260,7 @@ impl PciWorld {
             // Give in-flight request logs a moment to be flushed.
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             return Ok((
-                ctx.logs.text(),
+                ctx.logs.text_since(ctx.log_start),
                 "the embedded node's log stream (JSON, as paymentd writes it)".into(),
             ));
         }
