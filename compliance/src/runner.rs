@@ -192,8 +192,26 @@ pub async fn run(opts: RunOptions) -> Result<Report, RunError> {
             continue;
         }
         if let Some(why) = not_applicable(&l.tags, &opts.target) {
-            decided.insert(key, (Status::NotRun, why));
+            let pending = l.tags.iter().any(|t| t == "pending");
+            // A pending scenario stays PENDING, whatever the target.
+            let st = if pending { Status::Pending } else { Status::NotRun };
+            let why = if pending {
+                format!("pending; not run here: {why}")
+            } else {
+                why
+            };
+            decided.insert(key, (st, why));
         }
+    }
+    let selected = decided
+        .values()
+        .filter(|(_, why)| why != "not selected by the tag filter")
+        .count();
+    if listed.len() == decided.len() && selected == 0 {
+        return Err(RunError::Input(format!(
+            "the tag filter `{}` selects no scenario (see `pcicheck list`)",
+            opts.tags.as_deref().unwrap_or("")
+        )));
     }
     let skip: Arc<BTreeMap<(String, String), (Status, String)>> = Arc::new(decided);
 

@@ -191,3 +191,46 @@ async fn stored_data_checks_pass_on_postgresql() {
         at_rest.evidence
     );
 }
+
+#[test]
+fn the_catalog_and_the_features_agree() {
+    let root = pay_compliance::repo_root();
+    let catalog = pay_compliance::catalog::Catalog::load(&root.join("compliance/controls.yaml")).unwrap();
+    let listed = pay_compliance::runner::list_scenarios(&root.join("features")).unwrap();
+    assert!(listed.len() >= 20);
+    for l in &listed {
+        let ids = pay_compliance::catalog::requirement_ids(&l.tags);
+        assert!(!ids.is_empty(), "{} has no @pci-<id> tag", l.name);
+        for id in &ids {
+            let r = catalog
+                .requirement(id)
+                .unwrap_or_else(|| panic!("{}: @pci-{id} is not in controls.yaml", l.name));
+            assert!(
+                r.scenarios.contains(&l.name),
+                "controls.yaml {id} does not list `{}`",
+                l.name
+            );
+            assert!(
+                l.tags.contains(&format!("pci-req-{}", r.principal)),
+                "{} lacks @pci-req-{}",
+                l.name,
+                r.principal
+            );
+        }
+    }
+    for r in &catalog.requirements {
+        assert!(!r.scenarios.is_empty(), "{} has no scenario", r.id);
+        for name in &r.scenarios {
+            let l = listed
+                .iter()
+                .find(|l| &l.name == name)
+                .unwrap_or_else(|| panic!("{}: no feature defines `{name}`", r.id));
+            assert!(
+                pay_compliance::catalog::requirement_ids(&l.tags).contains(&r.id),
+                "`{name}` is listed under {} but not tagged @pci-{}",
+                r.id,
+                r.id
+            );
+        }
+    }
+}

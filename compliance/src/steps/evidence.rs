@@ -111,6 +111,17 @@ async fn masked_everywhere(w: &mut PciWorld) -> StepResult {
         findings.extend(scan::find_pan_like(&a.request, &text));
     }
     let n = w.responses.len();
+    // One masked card object as the API shows it, for the assessor.
+    let sample = w.responses.iter().find_map(|a| {
+        let card = a.json.pointer("/card")?;
+        Some(format!(
+            "{} → card shown as {{brand: {}, last4: {}, exp: {}/{}, fingerprint: {}}}",
+            a.request, card["brand"], card["last4"], card["exp_month"], card["exp_year"], card["fingerprint"]
+        ))
+    });
+    if let Some(s) = sample {
+        w.note(s);
+    }
     w.note(format!(
         "scanned {n} API responses (every answer in this scenario, errors included) for the full card number: {} finding(s); {last4_seen} show the card as last4",
         findings.len()
