@@ -1,0 +1,534 @@
+//! What the scenarios run against: an embedded system started in-process on loopback, or a
+//! deployed one reached by URL; and the views into it the checks need (the public API, the
+//! database, the logs).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::Method;
+use pay_core::Env;
+use pay_net::logging::LogSink;
+use pay_net::{BoxIo, BoxListener, HttpClient, TcpTransport, Transport};
+use pay_store::memory::MemoryBackend;
+use pay_store::postgres::{PgBackend, PgSettings};
+use pay_store::testing::TestDatabase;
+use paymentd::local::{start_local, LocalNode, LocalOptions};
+use paymentd::wiring::Tuning;
+use std::io;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Which system the scenarios check.
+#[derive(Debug, Clone)]
+pub enum TargetSpec {
+    /// Every role started in this process on loopback, per scenario.
+    Embedded {
+        /// Where records live.
+        store: EmbeddedStore,
+    },
+    /// A running deployment.
+    Deployed(Deployed),
+}
+
+/// The records store of an embedded target.
+#[derive(Debug, Clone)]
+pub enum EmbeddedStore {
+    /// In memory (the default).
+    Memory,
+    /// PostgreSQL: the given server URL (migrated at start), or a throwaway test database.
+    Postgres(Option<String>),
+}
+
+/// How to reach a deployed system.
+#[derive(Clone)]
+pub struct Deployed {
+    /// Public base URL (`https://pay.example.com`).
+    pub base_url: String,
+    /// A merchant secret key (test mode).
+    pub api_key: String,
+    /// The merchant's publishable key, for least-privilege checks.
+    pub publishable_key: Option<String>,
+    /// Read access to the records database, for at-rest checks.
+    pub database_url: Option<String>,
+    /// The node's log file, for log checks.
+    pub log_file: Option<std::path::PathBuf>,
+    /// PEM roots to trust for the public listener (otherwise the probe trusts any certificate
+    /// for protocol checks and the API client refuses to connect to HTTPS).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for Deployed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployed")
+            .field("base_url", &self.base_url)
+            .field("api_key", &pay_api::keys::mask_key(&self.api_key))
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("log_file", &self.log_file)
+            .finish()
+    }
+}
+
+impl TargetSpec {
+    /// One line describing the target for reports (never includes credentials).
+    pub fn describe(&self) -> String {
+        match self {
+            TargetSpec::Embedded { store } => format!(
+                "embedded paymentd (every role in-process on loopback, {}, ephemeral software HSM)",
+                match store {
+                    EmbeddedStore::Memory => "in-memory store".to_owned(),
+                    EmbeddedStore::Postgres(Some(_)) => "PostgreSQL (given server)".to_owned(),
+                    EmbeddedStore::Postgres(None) => "PostgreSQL (throwaway test database)".to_owned(),
+                }
+            ),
+            TargetSpec::Deployed(d) => format!(
+                "deployed system at {} (database access: {}, log file: {})",
+                d.base_url,
+                if d.database_url.is_some() { "yes" } else { "no" },
+                d.log_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "none".into())
+            ),
+        }
+    }
+
+    /// Whether the target is embedded.
+    pub fn is_embedded(&self) -> bool {
+        matches!(self, TargetSpec::Embedded { .. })
+    }
+}
+
+/// Deliberate defects for proving that a failing control is reported as failed (hidden CLI
+/// switch, used by the crate's negative test only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FaultInjection {
+    /// None: the real system.
+    #[default]
+    None,
+    /// Every card tokenized through the harness is also written to the captured log stream
+    /// raw, bypassing the redaction layer, as a component logging a request body would.
+    RawPanInLogs,
+}
+
+/// Shared by every scenario of one run.
+pub struct RunContext {
+    /// The target.
+    pub spec: TargetSpec,
+    /// Captured logs of embedded nodes.
+    pub logs: LogCapture,
+    /// The embedded PostgreSQL database, created once per run.
+    pub pg: tokio::sync::Mutex<Option<Arc<EmbeddedPg>>>,
+    /// Injected defect.
+    pub fault: FaultInjection,
+    /// Where this run's log lines start in the process-wide capture.
+    pub log_start: usize,
+}
+
+/// An embedded target's PostgreSQL database.
+pub struct EmbeddedPg {
+    /// Connection URL.
+    pub url: String,
+    /// Kept alive (dropped at process end) when throwaway.
+    _db: Option<TestDatabase>,
+}
+
+impl RunContext {
+    /// A context for `spec`.
+    pub fn new(spec: TargetSpec, fault: FaultInjection) -> RunContext {
+        let logs = LogCapture::global();
+        let log_start = logs.len();
+        RunContext {
+            spec,
+            logs,
+            pg: tokio::sync::Mutex::new(None),
+            fault,
+            log_start,
+        }
+    }
+
+    async fn embedded_pg(&self, url: &Option<String>) -> Result<Arc<EmbeddedPg>, String> {
+        let mut g = self.pg.lock().await;
+        if let Some(p) = g.as_ref() {
+            return Ok(p.clone());
+        }
+        let p = match url {
+            Some(u) => {
+                let b = PgBackend::connect(u, &PgSettings::default())
+                    .await
+                    .map_err(|e| format!("cannot connect to the database: {e}"))?;
+                b.migrate().await.map_err(|e| format!("migrations failed: {e}"))?;
+                b.pool().close().await;
+                EmbeddedPg {
+                    url: u.clone(),
+                    _db: None,
+                }
+            }
+            None => {
+                let db = TestDatabase::create().await?;
+                EmbeddedPg {
+                    url: db.url.clone(),
+                    _db: Some(db),
+                }
+            }
+        };
+        let p = Arc::new(p);
+        *g = Some(p.clone());
+        Ok(p)
+    }
+}
+
+/// The in-process log stream: the same JSON, redacting subscriber `paymentd` installs, writing
+/// into a buffer the log checks read.
+#[derive(Clone)]
+pub struct LogCapture {
+    buf: Arc<Mutex<Vec<u8>>>,
+}
+
+static CAPTURE: OnceLock<LogCapture> = OnceLock::new();
+
+impl LogCapture {
+    /// The process-wide capture; installs the subscriber the first time.
+    pub fn global() -> LogCapture {
+        CAPTURE
+            .get_or_init(|| {
+                let buf = Arc::new(Mutex::new(Vec::new()));
+                // Fails only if another subscriber was installed first (then logs go there and
+                // the log checks see nothing, which the "logs were captured" step reports).
+                let _ = pay_net::logging::init_json(LogSink::Buffer(buf.clone()), "debug,hyper_util=info");
+                LogCapture { buf }
+            })
+            .clone()
+    }
+
+    /// Bytes captured so far.
+    pub fn len(&self) -> usize {
+        match self.buf.lock() {
+            Ok(g) => g.len(),
+            Err(p) => p.into_inner().len(),
+        }
+    }
+
+    /// Whether nothing was captured yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Everything captured from byte `start` on (a run's own lines).
+    pub fn text_since(&self, start: usize) -> String {
+        let g = match self.buf.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        String::from_utf8_lossy(g.get(start..).unwrap_or_default()).into_owned()
+    }
+
+    /// Appends a raw line, bypassing the redaction layer (fault injection only).
+    pub fn append_raw(&self, line: &str) {
+        let mut g = match self.buf.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.extend_from_slice(line.as_bytes());
+        g.push(b'\n');
+    }
+}
+
+/// An HTTP answer from the public API.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Method and path, for evidence.
+    pub request: String,
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// Body as JSON (`Null` when not JSON).
+    pub json: serde_json::Value,
+    /// Raw body.
+    pub raw: Bytes,
+}
+
+impl Answer {
+    /// A string at a JSON pointer.
+    pub fn str(&self, pointer: &str) -> Option<&str> {
+        self.json.pointer(pointer).and_then(|v| v.as_str())
+    }
+    /// `error.code`.
+    pub fn code(&self) -> Option<&str> {
+        self.str("/error/code")
+    }
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Errors reaching the target.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The request could not be sent or answered.
+    #[error("{0}: {1}")]
+    Http(String, String),
+    /// The target could not be set up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// A client for the public API that speaks like the Stripe SDKs (form bodies, bearer keys).
+#[derive(Clone)]
+pub struct ApiClient {
+    http: HttpClient,
+    base: String,
+    key: String,
+}
+
+/// A transport that wraps every connection in TLS (deployed targets on `https://`).
+struct TlsTransport {
+    config: Arc<rustls::ClientConfig>,
+    server_name: String,
+}
+
+#[async_trait]
+impl Transport for TlsTransport {
+    async fn bind(&self, _addr: &str) -> io::Result<BoxListener> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "client-only transport"))
+    }
+    async fn connect(&self, host: &str, port: u16) -> io::Result<BoxIo> {
+        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+        let _ = tcp.set_nodelay(true);
+        let name = rustls::pki_types::ServerName::try_from(self.server_name.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let tls = tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(name, tcp)
+            .await?;
+        Ok(Box::new(tls))
+    }
+}
+
+impl ApiClient {
+    /// A client for `base` (http or https) with `key`; HTTPS trusts the PEM roots in
+    /// `ca_pem`.
+    pub fn new(base: &str, key: &str, ca_pem: Option<&[u8]>) -> Result<ApiClient, TargetError> {
+        let base = base.trim_end_matches('/');
+        let (http, base) = if let Some(rest) = base.strip_prefix("https://") {
+            let pem = ca_pem.ok_or_else(|| {
+                TargetError::Setup("an https:// base URL needs --ca-file with the roots to trust".into())
+            })?;
+            let config = pay_net::tls::client_config_with_roots(pem).map_err(|e| TargetError::Setup(e.to_string()))?;
+            let host = rest.split(['/', ':']).next().unwrap_or_default().to_owned();
+            let authority = rest.split('/').next().unwrap_or_default();
+            let authority = if authority.contains(':') {
+                authority.to_owned()
+            } else {
+                format!("{authority}:443")
+            };
+            let t = TlsTransport {
+                config,
+                server_name: host,
+            };
+            // hyper sees plain HTTP; the transport does TLS underneath.
+            (HttpClient::new(Arc::new(t)), format!("http://{authority}"))
+        } else {
+            (HttpClient::new(Arc::new(TcpTransport)), base.to_owned())
+        };
+        Ok(ApiClient {
+            http,
+            base,
+            key: key.to_owned(),
+        })
+    }
+
+    /// The same client with another key.
+    pub fn with_key(&self, key: &str) -> ApiClient {
+        ApiClient {
+            key: key.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    /// A request with a raw body and extra headers (no `Authorization` when the key is empty).
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, TargetError> {
+        let auth = format!("Bearer {}", self.key);
+        let mut h: Vec<(&str, &str)> = vec![];
+        if !self.key.is_empty() {
+            h.push(("authorization", auth.as_str()));
+        }
+        h.extend_from_slice(headers);
+        let request = format!("{method} {path}");
+        let resp = self
+            .http
+            .request(
+                method,
+                &format!("{}{path}", self.base),
+                &h,
+                body,
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|e| TargetError::Http(request.clone(), e.to_string()))?;
+        Ok(Answer {
+            request,
+            status: resp.status.as_u16(),
+            json: serde_json::from_slice(&resp.body).unwrap_or(serde_json::Value::Null),
+            headers: resp.headers,
+            raw: resp.body,
+        })
+    }
+
+    /// A form POST, with an `Idempotency-Key` when given.
+    pub async fn post(&self, path: &str, form: &[(&str, &str)], idem: Option<&str>) -> Result<Answer, TargetError> {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form.iter())
+            .finish();
+        let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
+        if let Some(k) = idem {
+            headers.push(("idempotency-key", k));
+        }
+        self.raw(Method::POST, path, Bytes::from(body), &headers).await
+    }
+
+    /// A GET.
+    pub async fn get(&self, path: &str) -> Result<Answer, TargetError> {
+        self.raw(Method::GET, path, Bytes::new(), &[]).await
+    }
+}
+
+/// Where the records of the target can be read.
+pub enum Records {
+    /// The embedded in-memory store.
+    Memory(Arc<MemoryBackend>),
+    /// A PostgreSQL database.
+    Postgres(PgBackend),
+    /// No access (deployed target without `--database-url`).
+    None,
+}
+
+/// The system one scenario runs against.
+pub struct System {
+    /// The public base URL.
+    pub base_url: String,
+    /// Client with the merchant's secret key.
+    pub client: ApiClient,
+    /// The merchant's publishable key, if known.
+    pub publishable_key: Option<String>,
+    /// The records.
+    pub records: Records,
+    /// The store as a backend (for the retention job), when reachable.
+    pub backend: Option<Arc<dyn pay_store::Backend>>,
+    /// The embedded node.
+    pub node: Option<LocalNode>,
+    /// The deployed log file.
+    pub log_file: Option<std::path::PathBuf>,
+    /// PEM roots for the public listener (deployed).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl System {
+    /// Starts (embedded) or connects to (deployed) the target.
+    pub async fn start(ctx: &RunContext, tuning: Tuning) -> Result<System, String> {
+        match &ctx.spec {
+            TargetSpec::Embedded { store } => {
+                let (backend, ledger, records): (Arc<dyn pay_store::Backend>, Arc<dyn pay_store::Backend>, Records) =
+                    match store {
+                        EmbeddedStore::Memory => {
+                            let m = Arc::new(MemoryBackend::new());
+                            (m.clone(), Arc::new(MemoryBackend::new()), Records::Memory(m))
+                        }
+                        EmbeddedStore::Postgres(url) => {
+                            let pg = ctx.embedded_pg(url).await?;
+                            let settings = PgSettings {
+                                max_connections: 8,
+                                ..PgSettings::default()
+                            };
+                            let mut conns = vec![];
+                            for _ in 0..3 {
+                                conns.push(
+                                    PgBackend::connect(&pg.url, &settings)
+                                        .await
+                                        .map_err(|e| format!("cannot connect to the database: {e}"))?,
+                                );
+                            }
+                            let (r, l, b) = match (conns.pop(), conns.pop(), conns.pop()) {
+                                (Some(r), Some(l), Some(b)) => (r, l, b),
+                                _ => return Err("database connections".into()),
+                            };
+                            (Arc::new(b), Arc::new(l), Records::Postgres(r))
+                        }
+                    };
+                let env = Env::real("pcicheck");
+                let hsm = Arc::new(pay_hsm::SoftHsm::new_ephemeral(env.entropy.clone(), env.clock.clone()));
+                let node = start_local(LocalOptions {
+                    public_port: 0,
+                    env,
+                    store: backend.clone(),
+                    acquirer_store: ledger,
+                    hsm,
+                    tuning,
+                    create_account: true,
+                })
+                .await?;
+                let key = node
+                    .secret_key
+                    .as_ref()
+                    .map(|s| s.expose().clone())
+                    .ok_or("the embedded node created no secret key")?;
+                let client = ApiClient::new(&node.public_url, &key, None).map_err(|e| e.to_string())?;
+                Ok(System {
+                    base_url: node.public_url.clone(),
+                    client,
+                    publishable_key: node.publishable_key.clone(),
+                    records,
+                    backend: Some(backend),
+                    node: Some(node),
+                    log_file: None,
+                    ca_pem: None,
+                })
+            }
+            TargetSpec::Deployed(d) => {
+                let ca_pem = match &d.ca_file {
+                    Some(p) => Some(std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?),
+                    None => None,
+                };
+                let client = ApiClient::new(&d.base_url, &d.api_key, ca_pem.as_deref()).map_err(|e| e.to_string())?;
+                let (records, backend): (Records, Option<Arc<dyn pay_store::Backend>>) = match &d.database_url {
+                    Some(u) => {
+                        let settings = PgSettings {
+                            max_connections: 4,
+                            ..PgSettings::default()
+                        };
+                        let r = PgBackend::connect(u, &settings)
+                            .await
+                            .map_err(|e| format!("cannot connect to the database: {e}"))?;
+                        let b = PgBackend::connect(u, &settings)
+                            .await
+                            .map_err(|e| format!("cannot connect to the database: {e}"))?;
+                        (Records::Postgres(r), Some(Arc::new(b)))
+                    }
+                    None => (Records::None, None),
+                };
+                Ok(System {
+                    base_url: d.base_url.clone(),
+                    client,
+                    publishable_key: d.publishable_key.clone(),
+                    records,
+                    backend,
+                    node: None,
+                    log_file: d.log_file.clone(),
+                    ca_pem,
+                })
+            }
+        }
+    }
+
+    /// Stops an embedded node.
+    pub async fn stop(self) {
+        if let Some(n) = self.node {
+            n.node.shutdown().await;
+        }
+    }
+}
