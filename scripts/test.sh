@@ -28,6 +28,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "Unit, property, contract and integration tests"
 cargo test --workspace --locked --exclude sim
 
+step "PCI DSS evidence: every feature against the embedded system, reports in reports/pcicheck"
+cargo run --locked -q -p pay-compliance --bin pcicheck -- run --out reports/pcicheck
+
 step "Crash-and-resume test (fault-injection build of paymentd)"
 cargo test --locked -p paymentd --features fault-injection --test crash
 
