@@ -271,7 +271,8 @@ pub fn choose_mechanisms(
         purpose: purpose.to_owned(),
     };
     let get = |name: &str| caps.get(name).copied().unwrap_or_default();
-    let required: [(&str, fn(&MechanismCaps) -> bool, &str); 6] = [
+    type Check = fn(&MechanismCaps) -> bool;
+    let required: [(&str, Check, &str); 6] = [
         ("CKM_AES_KEY_GEN", |c| c.generate, "create AES-256 key-encryption keys"),
         (
             "CKM_AES_GCM",
@@ -284,7 +285,11 @@ pub fn choose_mechanisms(
             "create HMAC fingerprint keys",
         ),
         ("CKM_SHA256_HMAC", |c| c.sign, "compute card fingerprints"),
-        ("CKM_EC_KEY_PAIR_GEN", |c| c.generate_key_pair, "create P-256 signing keys"),
+        (
+            "CKM_EC_KEY_PAIR_GEN",
+            |c| c.generate_key_pair,
+            "create P-256 signing keys",
+        ),
         ("CKM_ECDSA", |c| c.sign, "sign with P-256 keys"),
     ];
     for (name, ok, purpose) in required {
@@ -918,12 +923,7 @@ impl Inner {
 
     /// Unwraps a data key into a session object (readable by the host when `readable`), or
     /// straight into host memory for AES-GCM-wrapped keys read by the host.
-    fn unwrap_to_object(
-        &self,
-        s: &Session,
-        wrapped: &WrappedKey,
-        readable: bool,
-    ) -> Result<Unwrapped, HsmError> {
+    fn unwrap_to_object(&self, s: &Session, wrapped: &WrappedKey, readable: bool) -> Result<Unwrapped, HsmError> {
         let kek = self.usable(s, &wrapped.kek, KeyPurpose::Kek, "unwrap", false)?;
         let kek_h = kek.key.ok_or(HsmError::KeyNotFound(wrapped.kek.to_string()))?;
         match wrapped.mechanism.as_str() {
@@ -1051,11 +1051,7 @@ fn ec_point_to_sec1(point: &[u8]) -> Result<Vec<u8>, HsmError> {
 #[async_trait]
 impl Hsm for Pkcs11Hsm {
     async fn generate_key(&self, purpose: KeyPurpose, label: &str) -> Result<KeyInfo, HsmError> {
-        let user_label: String = label
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(MAX_LABEL)
-            .collect();
+        let user_label: String = label.chars().filter(|c| !c.is_control()).take(MAX_LABEL).collect();
         self.run(move |inner, s| {
             inner.reload(s)?;
             let version = guard(&inner.cache)
@@ -1190,8 +1186,7 @@ impl Hsm for Pkcs11Hsm {
                 ])
                 .map_err(|e| obj_err("C_CreateObject (tombstone)", e))?;
                 for h in &entry.objects {
-                    s.destroy_object(*h)
-                        .map_err(|e| obj_err("C_DestroyObject", e))?;
+                    s.destroy_object(*h).map_err(|e| obj_err("C_DestroyObject", e))?;
                 }
             } else {
                 inner.set_label(s, &entry, &info)?;
@@ -1353,7 +1348,9 @@ impl Hsm for Pkcs11Hsm {
         let key = key.clone();
         self.run(move |inner, s| {
             let e = inner.usable(s, &key, KeyPurpose::Signing, "read the public key of", false)?;
-            let h = e.public.ok_or_else(|| HsmError::KeyNotFound(format!("{key} (public key)")))?;
+            let h = e
+                .public
+                .ok_or_else(|| HsmError::KeyNotFound(format!("{key} (public key)")))?;
             let attrs = s
                 .get_attributes(h, &[AttributeType::EcPoint])
                 .map_err(|e| obj_err("C_GetAttributeValue (CKA_EC_POINT)", e))?;
@@ -1412,7 +1409,16 @@ pub mod softhsm2 {
     pub fn init_token(conf: &Path, label: &str, so_pin: &str, pin: &str) -> Result<(), String> {
         let out = std::process::Command::new("softhsm2-util")
             .env("SOFTHSM2_CONF", conf)
-            .args(["--init-token", "--free", "--label", label, "--so-pin", so_pin, "--pin", pin])
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--so-pin",
+                so_pin,
+                "--pin",
+                pin,
+            ])
             .output()
             .map_err(|e| format!("cannot run softhsm2-util (apt-get install softhsm2): {e}"))?;
         if !out.status.success() {
@@ -1467,7 +1473,10 @@ mod tests {
         assert_eq!(choose_mechanisms("m", &all, WrapChoice::Gcm), Ok(WrapMechanism::Gcm));
         let mut no_kwp = all.clone();
         no_kwp.remove("CKM_AES_KEY_WRAP_PAD");
-        assert_eq!(choose_mechanisms("m", &no_kwp, WrapChoice::Auto), Ok(WrapMechanism::Gcm));
+        assert_eq!(
+            choose_mechanisms("m", &no_kwp, WrapChoice::Auto),
+            Ok(WrapMechanism::Gcm)
+        );
         let e = choose_mechanisms("m", &no_kwp, WrapChoice::KeyWrapPad).unwrap_err();
         assert!(e.to_string().contains("CKM_AES_KEY_WRAP_PAD"), "{e}");
         // KWP that only encrypts (no wrap/unwrap) does not count.
@@ -1479,7 +1488,10 @@ mod tests {
                 ..MechanismCaps::default()
             },
         );
-        assert_eq!(choose_mechanisms("m", &enc_only, WrapChoice::Auto), Ok(WrapMechanism::Gcm));
+        assert_eq!(
+            choose_mechanisms("m", &enc_only, WrapChoice::Auto),
+            Ok(WrapMechanism::Gcm)
+        );
     }
 
     #[test]
@@ -1489,7 +1501,10 @@ mod tests {
             c.remove(name);
             let e = choose_mechanisms("/x/lib.so", &c, WrapChoice::Auto).unwrap_err();
             assert!(matches!(e, Pkcs11Error::MechanismMissing { .. }));
-            assert!(e.to_string().contains(name) && e.to_string().contains("/x/lib.so"), "{e}");
+            assert!(
+                e.to_string().contains(name) && e.to_string().contains("/x/lib.so"),
+                "{e}"
+            );
         }
     }
 

@@ -239,7 +239,11 @@ fn pkcs11_config(module: &std::path::Path, token: &str, wrap: WrapChoice, sessio
 #[tokio::test]
 async fn pkcs11_softhsm2_with_aes_key_wrap_pad() {
     let Some(env) = softhsm::env() else { return };
-    let h = Pkcs11Hsm::connect(&pkcs11_config(&env.module, "contract-kwp", WrapChoice::Auto, 4), clock()).unwrap();
+    let h = Pkcs11Hsm::connect(
+        &pkcs11_config(&env.module, "contract-kwp", WrapChoice::Auto, 4),
+        clock(),
+    )
+    .unwrap();
     assert_eq!(
         h.wrap_mechanism(),
         WrapMechanism::KeyWrapPad,
@@ -345,7 +349,11 @@ async fn pkcs11_setup_errors_are_clear_and_never_show_the_pin() {
     let e = Pkcs11Hsm::connect(&not_a_module, clock()).unwrap_err();
     assert!(matches!(e, Pkcs11Error::ModuleLoad { .. }), "{e}");
 
-    let e = Pkcs11Hsm::connect(&pkcs11_config(&env.module, "no-such-token", WrapChoice::Auto, 1), clock()).unwrap_err();
+    let e = Pkcs11Hsm::connect(
+        &pkcs11_config(&env.module, "no-such-token", WrapChoice::Auto, 1),
+        clock(),
+    )
+    .unwrap_err();
     assert!(matches!(e, Pkcs11Error::TokenNotFound { .. }), "{e}");
     assert!(e.to_string().contains("\"errors\""), "lists the tokens present: {e}");
 
