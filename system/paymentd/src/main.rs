@@ -224,10 +224,38 @@ async fn open_hsm(cfg: &Config, env: &Env) -> Result<Arc<dyn pay_hsm::Hsm>> {
                 .map_err(|e| anyhow!("hsm: {e}"))?;
             Ok(Arc::new(h))
         }
-        HsmConfig::Pkcs11 { module, .. } => bail!(
-            "hsm: the PKCS#11 backend ({}) is not available in this build yet",
-            module.display()
-        ),
+        HsmConfig::Pkcs11 {
+            module,
+            token_label,
+            slot,
+            pin_file,
+            sessions,
+            wrap_mechanism,
+        } => {
+            let pin = match (pin_file, std::env::var("PAYMENTD_HSM_PIN").ok()) {
+                (Some(path), _) => pay_hsm::Pin::from_file(path).map_err(|e| anyhow!("hsm.pin_file: {e}"))?,
+                (None, Some(text)) => pay_hsm::Pin::new(&text),
+                (None, None) => bail!("hsm: give hsm.pin_file or PAYMENTD_HSM_PIN"),
+            };
+            let token = match (token_label, slot) {
+                (Some(l), _) => pay_hsm::TokenSelector::Label(l.clone()),
+                (None, Some(s)) => pay_hsm::TokenSelector::Slot(*s),
+                (None, None) => bail!("hsm: give hsm.token_label or hsm.slot"),
+            };
+            let config = pay_hsm::Pkcs11Config {
+                module: module.clone(),
+                token,
+                pin,
+                sessions: *sessions,
+                wrap: wrap_mechanism.to_choice(),
+            };
+            let clock = env.clock.clone();
+            let h = tokio::task::spawn_blocking(move || pay_hsm::Pkcs11Hsm::connect(&config, clock))
+                .await
+                .context("hsm: connecting was interrupted")?
+                .map_err(|e| anyhow!("hsm: {e}"))?;
+            Ok(Arc::new(h))
+        }
     }
 }
 
