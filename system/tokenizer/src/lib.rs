@@ -46,6 +46,9 @@ pub struct TokenizerConfig {
     pub data_key_max_age: Duration,
     /// Unwrapped data keys stay in memory at most this long.
     pub unwrapped_cache_ttl: Duration,
+    /// An unwrapped data key in memory serves at most this many decryptions before it is
+    /// unwrapped again by the HSM.
+    pub unwrapped_cache_max_uses: u32,
 }
 
 impl Default for TokenizerConfig {
@@ -55,6 +58,7 @@ impl Default for TokenizerConfig {
             data_key_max_uses: 10_000,
             data_key_max_age: Duration::from_secs(3600),
             unwrapped_cache_ttl: Duration::from_secs(300),
+            unwrapped_cache_max_uses: 1000,
         }
     }
 }
