@@ -92,6 +92,7 @@ pub struct Api {
     waf_verifier: Option<Arc<TokenVerifier>>,
     pub(crate) metrics: Metrics,
     pub(crate) config: ApiConfig,
+    audit: Option<Arc<pay_audit::AuditLog>>,
 }
 
 /// Everything a handler knows about the request beyond its parameters.
@@ -174,7 +175,14 @@ impl Api {
             waf_verifier,
             metrics,
             config,
+            audit: None,
         }
+    }
+
+    /// Records authentication failures and lockouts in `audit` (PCI DSS 10.2.1.4).
+    pub fn with_audit(mut self, audit: Option<Arc<pay_audit::AuditLog>>) -> Api {
+        self.audit = audit;
+        self
     }
 
     /// The store.
@@ -390,7 +398,13 @@ impl Api {
                     self.metrics
                         .inc("api_auth_failures_total", "Failed API authentications.", &[], 1);
                     tracing::warn!(request_id, client_ip, key = %keys::mask_key(&key), "authentication failed");
-                    if let Err(wait) = self.auth_fail_limiter.check(client_ip, now) {
+                    let locked = self.auth_fail_limiter.check(client_ip, now);
+                    if let Some(a) = &self.audit {
+                        let event = if locked.is_err() { "api.auth.lockout" } else { "api.auth" };
+                        a.record("unknown", event, pay_audit::Outcome::Failure, client_ip, &keys::mask_key(&key))
+                            .await;
+                    }
+                    if let Err(wait) = locked {
                         return Some(api_error_response(&ApiError::rate_limited(wait)));
                     }
                 }

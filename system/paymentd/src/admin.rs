@@ -18,7 +18,6 @@ use pay_tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use zeroize::Zeroizing;
 
 /// Counts vault records per KEK (PostgreSQL only: a join over the JSON bodies).
 pub type RecordCounter =
@@ -41,11 +40,17 @@ pub struct AdminState {
     pub audit: Option<Arc<AuditLog>>,
 }
 
-/// A share submitted by `paymentd unseal`.
+/// A share submitted by `paymentd unseal` (zeroized when dropped).
 #[derive(Deserialize)]
 pub struct UnsealRequest {
     /// The share text (`pay-share-v1-…`).
-    pub share: Zeroizing<String>,
+    pub share: String,
+}
+
+impl Drop for UnsealRequest {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.share);
+    }
 }
 
 /// Seal state.
@@ -116,7 +121,10 @@ fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
     };
     // Digests have a fixed length, so comparing them leaks nothing about the token.
     let d = token_digest(given);
-    d.iter().zip(state.token_digest.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    d.iter()
+        .zip(state.token_digest.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
 async fn audit(state: &AdminState, actor: &str, event: &str, outcome: Outcome, object: &str) {
@@ -230,7 +238,13 @@ async fn set_state(
         audit(&s, "unknown", "admin.auth", Outcome::Failure, "keys.state").await;
         return error(StatusCode::UNAUTHORIZED, "a valid admin token is required");
     }
-    let event = format!("key.state.{}", serde_json::to_value(req.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default());
+    let event = format!(
+        "key.state.{}",
+        serde_json::to_value(req.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    );
     match s.tokenizer.keys().set_kek_state(&KeyId(id.clone()), req.state).await {
         Ok(info) => {
             audit(&s, "operator", &event, Outcome::Success, &id).await;
@@ -252,4 +266,24 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/keys/rotate", post(rotate))
         .route("/admin/v1/keys/{id}/state", post(set_state))
         .with_state(state)
+}
+
+/// Vault records per KEK, counted in PostgreSQL (a join of vault records and data keys).
+pub async fn records_per_kek(pool: &sqlx::PgPool) -> Result<BTreeMap<String, u64>, String> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT d.k1, count(v.id) FROM data_keys d JOIN vault_cards v ON v.body->>'data_key' = d.id GROUP BY d.k1",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let kek: Option<String> = r.try_get(0).map_err(|e| e.to_string())?;
+        let n: i64 = r.try_get(1).map_err(|e| e.to_string())?;
+        if let Some(k) = kek {
+            out.insert(k, u64::try_from(n).unwrap_or(0));
+        }
+    }
+    Ok(out)
 }

@@ -80,6 +80,35 @@ pub struct Config {
     /// Service tunables.
     #[serde(default)]
     pub tuning: TuningConfig,
+    /// The operator endpoint (unseal, key status, rotation); nodes hosting the tokenizer.
+    pub admin: Option<AdminConfig>,
+    /// The security audit log.
+    pub audit: Option<AuditConfig>,
+}
+
+/// `admin`: the operator endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address (plain HTTP; keep it on loopback or a private management network).
+    pub listen: String,
+    /// File holding the admin bearer token (needed for everything but unsealing).
+    pub token_file: PathBuf,
+}
+
+/// `audit`: the tamper-evident audit log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The JSON-lines file (appended; hash-chained).
+    pub file: PathBuf,
+    /// A checkpoint signed by the HSM's signing key after this many events (default 100).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    100
 }
 
 /// Tunables with production defaults.
@@ -385,6 +414,32 @@ impl Config {
                     return Err(invalid("hsm.sessions", "must be between 1 and 1024"));
                 }
             }
+        }
+        if let Some(a) = &self.admin {
+            a.listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| invalid("admin.listen", format!("not an address:port: {e}")))?;
+            if !a.token_file.exists() {
+                return Err(invalid(
+                    "admin.token_file",
+                    format!("file {} does not exist", a.token_file.display()),
+                ));
+            }
+        }
+        if matches!(
+            &self.hsm,
+            Some(HsmConfig::Soft {
+                master_key_file: None,
+                unseal_threshold: Some(_),
+                ..
+            })
+        ) && std::env::var_os("PAYMENTD_MASTER_KEY").is_none()
+            && self.admin.is_none()
+        {
+            return Err(invalid(
+                "admin",
+                "unsealing with custodian shares needs the admin endpoint (admin.listen, admin.token_file)",
+            ));
         }
         if !self.service_keys.dir.is_dir() {
             return Err(invalid(
