@@ -400,9 +400,19 @@ impl Api {
                     tracing::warn!(request_id, client_ip, key = %keys::mask_key(&key), "authentication failed");
                     let locked = self.auth_fail_limiter.check(client_ip, now);
                     if let Some(a) = &self.audit {
-                        let event = if locked.is_err() { "api.auth.lockout" } else { "api.auth" };
-                        a.record("unknown", event, pay_audit::Outcome::Failure, client_ip, &keys::mask_key(&key))
-                            .await;
+                        let event = if locked.is_err() {
+                            "api.auth.lockout"
+                        } else {
+                            "api.auth"
+                        };
+                        a.record(
+                            "unknown",
+                            event,
+                            pay_audit::Outcome::Failure,
+                            client_ip,
+                            &keys::mask_key(&key),
+                        )
+                        .await;
                     }
                     if let Err(wait) = locked {
                         return Some(api_error_response(&ApiError::rate_limited(wait)));

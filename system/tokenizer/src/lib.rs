@@ -241,8 +241,14 @@ impl Tokenizer {
                 Ok(_) => pay_audit::Outcome::Success,
                 Err(_) => pay_audit::Outcome::Failure,
             };
-            a.record(req.account.as_str(), "detokenize", outcome, "payments", req.token.as_str())
-                .await;
+            a.record(
+                req.account.as_str(),
+                "detokenize",
+                outcome,
+                "payments",
+                req.token.as_str(),
+            )
+            .await;
         }
         let pan = opened?;
         let cvc = self.take_cvc(&req.token, now);
