@@ -293,12 +293,13 @@ impl KeyRing {
     /// wrapped by a KEK that is no longer the current one).
     pub async fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<(DataKeyId, Sealed), ApiError> {
         let now = self.env.now();
-        let kek = self.hsm.current_key(KeyPurpose::Kek).await.map_err(hsm_error)?;
+        // When the HSM cannot say which KEK is current, a still-fresh data key keeps serving.
+        let kek = self.hsm.current_key(KeyPurpose::Kek).await.ok().map(|k| k.id);
         let (id, key) = {
             let mut cur = self.current.lock().await;
-            let fresh = cur
-                .as_ref()
-                .is_some_and(|c| c.uses < self.max_uses && now.since(c.since) < self.max_age && c.kek == kek.id);
+            let fresh = cur.as_ref().is_some_and(|c| {
+                c.uses < self.max_uses && now.since(c.since) < self.max_age && kek.as_ref().is_none_or(|k| *k == c.kek)
+            });
             if !fresh {
                 *cur = Some(self.new_data_key(now).await?);
             }
@@ -332,7 +333,11 @@ impl KeyRing {
         self.db.commit(txn).await.map_err(StoreError::into_api_error)?;
         // If a rotation began meanwhile, its scan may already have passed this row: move it to
         // the new KEK ourselves (a concurrent rotation doing the same wins the version race).
-        let kek_now = self.hsm.current_key(KeyPurpose::Kek).await.map_err(hsm_error)?;
+        let kek_now = match self.hsm.current_key(KeyPurpose::Kek).await {
+            Ok(k) => k,
+            // Cannot tell: keep the row as it is (`rewrap_all` picks up anything left behind).
+            Err(_) => kek.clone(),
+        };
         let kek_id = if kek_now.id != kek.id {
             match self.hsm.rewrap(&record.wrapped, &kek_now.id).await {
                 Ok(w) => {
