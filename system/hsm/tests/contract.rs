@@ -188,7 +188,7 @@ mod softhsm {
     use std::sync::OnceLock;
 
     pub const PIN: &str = "pay-test-pin-5678";
-    pub const TOKENS: &[&str] = &["contract-kwp", "contract-gcm", "errors", "restart", "pool"];
+    pub const TOKENS: &[&str] = &["contract-kwp", "contract-gcm", "errors", "restart", "pool", "timing"];
 
     pub struct Env {
         pub module: PathBuf,
@@ -397,4 +397,46 @@ async fn pkcs11_setup_errors_are_clear_and_never_show_the_pin() {
     };
     let h = Pkcs11Hsm::connect(&ok, clock()).unwrap();
     assert!(!format!("{h:?} {ok:?}").contains(softhsm::PIN));
+}
+
+/// Per-operation latency of both backends (not a pass/fail test):
+/// `cargo test -p pay-hsm --test contract -- --ignored --nocapture latency`.
+#[tokio::test]
+#[ignore]
+async fn latency_of_data_key_operations() {
+    async fn measure(name: &str, h: &dyn Hsm) {
+        let kek = h.generate_key(KeyPurpose::Kek, "kek").await.unwrap();
+        let fp = h.generate_key(KeyPurpose::Fingerprint, "fp").await.unwrap();
+        let n = 500u32;
+        let t = std::time::Instant::now();
+        let mut wrapped = vec![];
+        for _ in 0..n {
+            wrapped.push(h.generate_data_key(&kek.id).await.unwrap().1);
+        }
+        let gen = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for w in &wrapped {
+            h.unwrap_data_key(w).await.unwrap();
+        }
+        let unwrap = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            h.hmac_sha256(&fp.id, &i.to_be_bytes()).await.unwrap();
+        }
+        let hmac = t.elapsed() / n;
+        let kek2 = h.generate_key(KeyPurpose::Kek, "kek").await.unwrap();
+        let t = std::time::Instant::now();
+        for w in &wrapped {
+            h.rewrap(w, &kek2.id).await.unwrap();
+        }
+        let rewrap = t.elapsed() / n;
+        eprintln!(
+            "{name}: generate_data_key {gen:?}, unwrap {unwrap:?}, hmac {hmac:?}, rewrap {rewrap:?} (mean of {n})"
+        );
+    }
+    let soft = SoftHsm::new_ephemeral(Arc::new(pay_core::OsEntropy::new()), clock());
+    measure("SoftHsm", &soft).await;
+    let Some(env) = softhsm::env() else { return };
+    let h = Pkcs11Hsm::connect(&pkcs11_config(&env.module, "timing", WrapChoice::Auto, 2), clock()).unwrap();
+    measure("Pkcs11Hsm/SoftHSMv2 aes-kwp", &h).await;
 }
