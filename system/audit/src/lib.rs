@@ -299,7 +299,8 @@ impl AuditLog {
         };
         let key = match hsm.current_key(KeyPurpose::Signing).await {
             Ok(k) => k.id,
-            Err(_) => hsm.generate_key(KeyPurpose::Signing, "audit").await?.id,
+            Err(pay_hsm::HsmError::NoActiveKey(_)) => hsm.generate_key(KeyPurpose::Signing, "audit").await?.id,
+            Err(e) => return Err(e.into()),
         };
         let seq = t.seq + 1;
         let sig = hsm.sign(&key, &checkpoint_message(seq, &t.head)).await?;
