@@ -472,6 +472,37 @@ mod tests {
         assert_eq!(clean(&"x".repeat(500)).len(), MAX_FIELD);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_field_content_verifies_and_any_byte_flip_is_caught(
+            fields in proptest::collection::vec(("\\PC{0,40}", "\\PC{0,40}"), 1..12),
+            flip in 0usize..10_000,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.log");
+            let (env, _) = Env::deterministic("t", 1, pay_core::Timestamp::from_secs(1));
+            let log = AuditLog::open(&path, env, None, 5).unwrap();
+            for (actor, object) in &fields {
+                rt.block_on(log.try_record(actor, "e", Outcome::Success, "o", object)).unwrap();
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            proptest::prop_assert_eq!(verify_lines(lines.iter().cloned(), &[]).unwrap().events, fields.len() as u64);
+            // Change one character of one line (keeping it valid UTF-8): caught at that line.
+            let mut tampered = lines.clone();
+            let which = flip % tampered.len();
+            let chars: Vec<char> = tampered[which].chars().collect();
+            let at = (flip / tampered.len()) % chars.len();
+            let replacement = if chars[at] == 'x' { 'y' } else { 'x' };
+            let mut changed = chars.clone();
+            changed[at] = replacement;
+            tampered[which] = changed.into_iter().collect();
+            let e = verify_lines(tampered.into_iter(), &[]).unwrap_err();
+            proptest::prop_assert_eq!(e.line, which as u64 + 1);
+        }
+    }
+
     #[test]
     fn the_hash_covers_every_field() {
         let b = Body {

@@ -1526,6 +1526,33 @@ mod tests {
         assert_eq!(decode_label("pay:teapot:1:active:0:"), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_metadata_survives_the_label(
+            purpose in 0usize..3,
+            version in 1u32..100_000,
+            state in 0usize..4,
+            created in 0i64..4_102_444_800_000,
+            label in "[^\\p{Cc}]{0,64}",
+        ) {
+            let purpose = [KeyPurpose::Kek, KeyPurpose::Fingerprint, KeyPurpose::Signing][purpose];
+            let info = KeyInfo {
+                id: KeyId(format!("{}-{version}", purpose.name())),
+                purpose,
+                version,
+                state: [KeyState::Active, KeyState::DecryptOnly, KeyState::Retired, KeyState::Destroyed][state],
+                label,
+                created_at: Timestamp::from_millis(created),
+            };
+            proptest::prop_assert_eq!(decode_label(&encode_label(&info)), Some(info));
+        }
+
+        #[test]
+        fn arbitrary_labels_never_panic(text in ".{0,80}") {
+            let _ = decode_label(&text);
+        }
+    }
+
     #[test]
     fn ec_points_in_both_encodings() {
         let mut raw = vec![0x04];
