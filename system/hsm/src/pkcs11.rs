@@ -379,9 +379,22 @@ struct Cache {
     loaded_at: Option<Timestamp>,
 }
 
+/// Session slots; `None` is a slot whose session was lost and not yet reopened.
 struct Pool {
-    idle: Mutex<Vec<Session>>,
+    idle: Mutex<Vec<Option<Session>>>,
     available: Condvar,
+}
+
+/// A session taken from the pool; returned on drop.
+struct Lease<'a> {
+    inner: &'a Inner,
+    slot: Option<Session>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.inner.give_back(self.slot.take());
+    }
 }
 
 struct Inner {
@@ -563,7 +576,7 @@ impl Pkcs11Hsm {
                     reason: describe(&e),
                 })?;
             }
-            sessions.push(s);
+            sessions.push(Some(s));
         }
         tracing::info!(
             module = %module,
@@ -682,7 +695,7 @@ impl Inner {
     /// Runs `f` with a pooled session; a session the module has dropped is replaced (and the
     /// application logged in again) and the call retried once.
     fn with_session<T>(&self, f: impl FnOnce(&Session) -> Result<T, HsmError>) -> Result<T, HsmError> {
-        let session = {
+        let slot = {
             let mut idle = guard(&self.pool.idle);
             loop {
                 if let Some(s) = idle.pop() {
@@ -694,27 +707,28 @@ impl Inner {
                 };
             }
         };
-        let session = match session.get_session_info() {
-            Ok(_) => session,
-            Err(e) if session_broken(&e) => {
-                tracing::warn!(token = %self.token, error = %describe(&e), "PKCS#11 session lost; reopening");
-                drop(session);
-                match self.reopen() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // Keep the pool size: the next caller tries again.
-                        if let Ok(s) = self.ctx.open_rw_session(self.slot) {
-                            self.give_back(s);
-                        }
-                        return Err(e);
-                    }
+        // The slot goes back to the pool however this call ends (error, panic): the pool never
+        // shrinks; an empty slot is refilled by the next caller that takes it.
+        let mut lease = Lease { inner: self, slot };
+        let healthy = match &lease.slot {
+            Some(s) => match s.get_session_info() {
+                Ok(_) => true,
+                Err(e) if session_broken(&e) => {
+                    tracing::warn!(token = %self.token, error = %describe(&e), "PKCS#11 session lost; reopening");
+                    false
                 }
-            }
-            Err(_) => session,
+                Err(_) => true,
+            },
+            None => false,
         };
-        let out = f(&session);
-        self.give_back(session);
-        out
+        if !healthy {
+            lease.slot = None;
+            lease.slot = Some(self.reopen()?);
+        }
+        match &lease.slot {
+            Some(s) => f(s),
+            None => Err(HsmError::Unavailable("no PKCS#11 session".into())),
+        }
     }
 
     fn reopen(&self) -> Result<Session, HsmError> {
@@ -727,7 +741,7 @@ impl Inner {
         Ok(s)
     }
 
-    fn give_back(&self, s: Session) {
+    fn give_back(&self, s: Option<Session>) {
         guard(&self.pool.idle).push(s);
         self.pool.available.notify_one();
     }
@@ -1204,26 +1218,33 @@ impl Hsm for Pkcs11Hsm {
         self.run(move |inner, s| {
             let e = inner.usable(s, &kek, KeyPurpose::Kek, "wrap", true)?;
             let kek_h = e.key.ok_or(HsmError::KeyNotFound(kek.to_string()))?;
-            let raw = inner.random(s, 32)?;
-            let wrapped = match inner.wrap {
-                WrapMechanism::Gcm => inner.gcm_wrap(s, &kek, kek_h, &raw)?,
+            let (raw, wrapped) = match inner.wrap {
+                WrapMechanism::Gcm => {
+                    let raw = inner.random(s, 32)?;
+                    let w = inner.gcm_wrap(s, &kek, kek_h, &raw)?;
+                    (raw, w)
+                }
                 WrapMechanism::KeyWrapPad => {
+                    // Generated inside the module (no plaintext key import, which FIPS-mode
+                    // modules refuse), wrapped, then read out for the host's AES-GCM.
                     let obj = s
-                        .create_object(&Inner::session_key_template(Some(&raw), false))
-                        .map_err(|e| obj_err("C_CreateObject (data key)", e))?;
+                        .generate_key(&Mechanism::AesKeyGen, &Inner::session_key_template(None, true))
+                        .map_err(|e| obj_err("C_GenerateKey (data key)", e))?;
                     let res = s.wrap_key(&Mechanism::AesKeyWrapPad, kek_h, obj);
+                    let value = Inner::read_value(s, obj);
                     let _ = s.destroy_object(obj);
-                    WrappedKey {
+                    let w = WrappedKey {
                         kek: kek.clone(),
                         mechanism: WrapMechanism::KeyWrapPad.name().into(),
                         bytes: res.map_err(|e| obj_err("C_WrapKey (AES-KWP)", e))?,
-                    }
+                    };
+                    (value?, w)
                 }
             };
             let arr: [u8; 32] = raw
                 .as_slice()
                 .try_into()
-                .map_err(|_| HsmError::Module("short random output".into()))?;
+                .map_err(|_| HsmError::Module("the data key is not 32 bytes".into()))?;
             Ok((DataKey::from_bytes(arr), wrapped))
         })
         .await
