@@ -2,10 +2,11 @@
 //! pause while the key-encryption key is rotated twice; no request fails, every vault record
 //! decrypts afterwards, the old KEKs wrap nothing and can be retired and destroyed, and the
 //! records still decrypt after that. Then the whole database is searched for the raw bytes of
-//! every data key in use (hex and base64): there must be none.
+//! every data key in use (hex and base64): there must be none. Run on the software HSM and on
+//! SoftHSMv2 through PKCS#11.
 
 use base64::Engine as _;
-use integration::{pg, stack_on_postgres};
+use integration::{pg, stack_on_postgres, stack_on_postgres_with_hsm, Stack};
 use pay_hsm::{KeyPurpose, KeyState};
 use pay_tokenizer::vault::{DataKeyRecord, VaultCard};
 use paymentd::wiring::Tuning;
@@ -21,13 +22,49 @@ const CARDS: &[&str] = &[
     "6011111111111117",
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kek_rotation_under_load_loses_nothing_and_leaves_no_key_material() {
+fn tuning() -> Tuning {
     let mut tuning = Tuning::default();
     // Many small data keys, and no cache of unwrapped ones: every read goes through the HSM.
     tuning.tokenizer.data_key_max_uses = 3;
     tuning.tokenizer.unwrapped_cache_ttl = Duration::ZERO;
-    let stack = stack_on_postgres(tuning).await;
+    tuning
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kek_rotation_under_load_on_the_software_hsm() {
+    rotation_under_load(stack_on_postgres(tuning()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kek_rotation_under_load_on_pkcs11_softhsm2() {
+    use pay_hsm::pkcs11::softhsm2;
+    let Some(module) = softhsm2::find_module().filter(|m| m.exists()) else {
+        if std::env::var("PAY_HSM_SKIP_PKCS11").is_ok_and(|v| v == "1") {
+            eprintln!("PAY_HSM_SKIP_PKCS11=1: skipping");
+            return;
+        }
+        panic!("SoftHSMv2 is not installed: apt-get install softhsm2 (or PAY_HSM_SKIP_PKCS11=1 to skip)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let conf = softhsm2::write_config(dir.path()).unwrap();
+    softhsm2::init_token(&conf, "rotation", "so-pin-0000", "pin-1111").unwrap();
+    // The only PKCS#11 test in this process: the module reads SOFTHSM2_CONF once, at its first use.
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let hsm = pay_hsm::Pkcs11Hsm::connect(
+        &pay_hsm::Pkcs11Config {
+            module,
+            token: pay_hsm::TokenSelector::Label("rotation".into()),
+            pin: pay_hsm::Pin::new("pin-1111"),
+            sessions: 4,
+            wrap: pay_hsm::WrapChoice::Auto,
+        },
+        Arc::new(pay_core::SystemClock),
+    )
+    .unwrap();
+    rotation_under_load(stack_on_postgres_with_hsm(tuning(), Arc::new(hsm)).await).await;
+}
+
+async fn rotation_under_load(stack: Stack) {
     let tokenizer = stack.node.node.tokenizer.clone().expect("tokenizer on this node");
     let keys = tokenizer.keys();
     let kek1 = keys.hsm().current_key(KeyPurpose::Kek).await.unwrap();
