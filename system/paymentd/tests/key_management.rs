@@ -339,8 +339,8 @@ async fn serve_on_pkcs11_softhsm2() {
     softhsm2::init_token(&conf, "payments", "so-pin-0000", "user-pin-1111").unwrap();
     std::fs::write(d.join("hsm.pin"), "user-pin-1111\n").unwrap();
     std::fs::write(d.join("admin.token"), "admin-token-0123456789abcdef").unwrap();
-    // The child process reads SOFTHSM2_CONF from its environment.
-    std::env::set_var("SOFTHSM2_CONF", &conf);
+    // The server process reads SOFTHSM2_CONF from its environment.
+    s.child_env.push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
     s.hsm_yaml = Some(format!(
         "hsm:\n  backend: pkcs11\n  module: {}\n  token_label: payments\n  pin_file: {}/hsm.pin\n  sessions: 4\n",
         module.display(),

@@ -28,6 +28,8 @@ pub struct Served {
     pub extra_config: String,
     /// Replaces the default `hsm:` section (a software HSM with a master key file).
     pub hsm_yaml: Option<String>,
+    /// Extra environment variables for the server process.
+    pub child_env: Vec<(String, String)>,
 }
 
 pub fn bin() -> &'static str {
@@ -108,6 +110,7 @@ impl Served {
             dir,
             extra_config: extra_config.to_owned(),
             hsm_yaml: None,
+            child_env: vec![],
         }
     }
 
@@ -143,6 +146,7 @@ impl Served {
         let mut child = Command::new(bin())
             .args(["serve", "--config"])
             .arg(self.config_path())
+            .envs(self.child_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
