@@ -5,7 +5,8 @@
 #   SEEDS=200 scripts/test.sh  fewer simulation seeds in the chaos smoke (default 1000)
 #
 # Needs: the Rust toolchain, python3, and PostgreSQL's initdb/postgres binaries (or
-# DATABASE_URL pointing at a server where test databases may be created).
+# DATABASE_URL pointing at a server where test databases may be created). Installs SoftHSMv2
+# (Debian package softhsm2) when /usr/lib/softhsm/libsofthsm2.so is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -20,6 +21,19 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import stripe, standardwe
   .venv/bin/pip install --quiet --disable-pip-version-check stripe==16.1.0 standardwebhooks==1.1.0
 fi
 export PAY_PYTHON="$PWD/.venv/bin/python"
+
+step "SoftHSMv2 for the PKCS#11 HSM contract tests"
+# The HSM contract suite runs against SoftHSMv2 through PKCS#11 as well as the software HSM;
+# without the module those tests fail (PAY_HSM_SKIP_PKCS11=1 skips them explicitly).
+if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] && [ -z "${SOFTHSM2_MODULE:-}" ]; then
+  if command -v apt-get >/dev/null; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq softhsm2 >/dev/null
+  else
+    echo "SoftHSMv2 is missing: install softhsm2 or set SOFTHSM2_MODULE" >&2
+  fi
+fi
 
 step "Formatting and lints"
 cargo fmt --all -- --check

@@ -354,6 +354,7 @@ pub fn run(base: &Scenario, opts: &RunOptions) -> RunReport {
                     topology: topo,
                     metrics: Metrics::new(),
                     tuning,
+                    audit: None,
                 };
                 let built = build_role(role, &deps)?;
                 let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -37,6 +37,14 @@ pub async fn stack_on_postgres(tuning: Tuning) -> Stack {
     start(store, ledger, Some(db), tuning).await
 }
 
+/// Starts every role on loopback over PostgreSQL with the given HSM.
+pub async fn stack_on_postgres_with_hsm(tuning: Tuning, hsm: Arc<dyn pay_hsm::Hsm>) -> Stack {
+    let db = TestDatabase::create().await.expect("test PostgreSQL");
+    let store: Arc<dyn pay_store::Backend> = Arc::new(db.backend().await.expect("connect"));
+    let ledger: Arc<dyn pay_store::Backend> = Arc::new(db.backend().await.expect("connect"));
+    start_with(store, ledger, Some(db), tuning, Some(hsm)).await
+}
+
 /// Starts every role on loopback over in-memory stores.
 pub async fn stack_in_memory(tuning: Tuning) -> Stack {
     start(
@@ -54,8 +62,18 @@ async fn start(
     db: Option<TestDatabase>,
     tuning: Tuning,
 ) -> Stack {
+    start_with(store, ledger, db, tuning, None).await
+}
+
+async fn start_with(
+    store: Arc<dyn pay_store::Backend>,
+    ledger: Arc<dyn pay_store::Backend>,
+    db: Option<TestDatabase>,
+    tuning: Tuning,
+    hsm: Option<Arc<dyn pay_hsm::Hsm>>,
+) -> Stack {
     let env = Env::real("test");
-    let hsm = Arc::new(pay_hsm::SoftHsm::new_ephemeral(env.entropy.clone(), env.clock.clone()));
+    let hsm = hsm.unwrap_or_else(|| Arc::new(pay_hsm::SoftHsm::new_ephemeral(env.entropy.clone(), env.clock.clone())));
     let node = start_local(LocalOptions {
         public_port: 0,
         env,

@@ -94,6 +94,7 @@ pub struct Api {
     waf_verifier: Option<Arc<TokenVerifier>>,
     pub(crate) metrics: Metrics,
     pub(crate) config: ApiConfig,
+    audit: Option<Arc<pay_audit::AuditLog>>,
 }
 
 /// Everything a handler knows about the request beyond its parameters.
@@ -177,12 +178,19 @@ impl Api {
             waf_verifier,
             metrics,
             config,
+            audit: None,
         }
     }
 
     /// Serves `/v1/webhook_endpoints` through the webhooks service.
     pub fn with_webhooks(mut self, client: pay_proto::webhooks::WebhooksClient) -> Api {
         self.webhooks = Some(client);
+        self
+    }
+
+    /// Records authentication failures and lockouts in `audit` (PCI DSS 10.2.1.4).
+    pub fn with_audit(mut self, audit: Option<Arc<pay_audit::AuditLog>>) -> Api {
+        self.audit = audit;
         self
     }
 
@@ -399,7 +407,23 @@ impl Api {
                     self.metrics
                         .inc("api_auth_failures_total", "Failed API authentications.", &[], 1);
                     tracing::warn!(request_id, client_ip, key = %keys::mask_key(&key), "authentication failed");
-                    if let Err(wait) = self.auth_fail_limiter.check(client_ip, now) {
+                    let locked = self.auth_fail_limiter.check(client_ip, now);
+                    if let Some(a) = &self.audit {
+                        let event = if locked.is_err() {
+                            "api.auth.lockout"
+                        } else {
+                            "api.auth"
+                        };
+                        a.record(
+                            "unknown",
+                            event,
+                            pay_audit::Outcome::Failure,
+                            client_ip,
+                            &keys::mask_key(&key),
+                        )
+                        .await;
+                    }
+                    if let Err(wait) = locked {
                         return Some(api_error_response(&ApiError::rate_limited(wait)));
                     }
                 }

@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod pkcs11;
 pub mod shamir;
 pub mod soft;
 
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use zeroize::Zeroizing;
 
+pub use pkcs11::{KeyProtection, Pin, Pkcs11Config, Pkcs11Error, Pkcs11Hsm, TokenSelector, WrapChoice, WrapMechanism};
 pub use soft::{MasterKey, SoftHsm, UnsealProgress};
 
 /// A key's identifier inside the HSM (`kek-3`, `fingerprint-1`, `signing-payments-1`).

@@ -295,6 +295,14 @@ impl SoftHsm {
         }
     }
 
+    /// `(sealed, shares received, threshold)`: the unseal progress, for status endpoints.
+    pub fn seal_progress(&self) -> (bool, usize, u8) {
+        match &lock(&self.state).lock {
+            Lock::Sealed { threshold, shares } => (true, shares.len(), *threshold),
+            _ => (false, 0, 0),
+        }
+    }
+
     /// True until unsealed.
     pub fn is_sealed(&self) -> bool {
         matches!(lock(&self.state).lock, Lock::Sealed { .. })

@@ -173,3 +173,270 @@ async fn sealed_soft_hsm_needs_m_of_n_custodian_shares() {
     assert!(again.submit_unseal_share(&other[1].to_text()).is_err());
     assert!(again.is_sealed());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The same contract on a real PKCS#11 module: SoftHSMv2.
+//
+// SoftHSMv2 reads SOFTHSM2_CONF once per process, when the module is initialised, and sees only
+// the tokens that exist then; so one throwaway configuration and every token these tests use are
+// created up front, before the first connection. Without the module the tests fail (CI must not
+// skip them silently) unless PAY_HSM_SKIP_PKCS11=1 says so explicitly.
+
+mod softhsm {
+    use pay_hsm::pkcs11::softhsm2;
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+
+    pub const PIN: &str = "pay-test-pin-5678";
+    pub const TOKENS: &[&str] = &["contract-kwp", "contract-gcm", "errors", "restart", "pool", "timing"];
+
+    pub struct Env {
+        pub module: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    /// The SoftHSMv2 environment of this test process, or `None` when explicitly skipped.
+    pub fn env() -> Option<&'static Env> {
+        static ENV: OnceLock<Option<Env>> = OnceLock::new();
+        ENV.get_or_init(|| {
+            let skip = std::env::var("PAY_HSM_SKIP_PKCS11").is_ok_and(|v| v == "1");
+            let module = match softhsm2::find_module() {
+                Some(m) if m.exists() => m,
+                _ if skip => {
+                    eprintln!("PAY_HSM_SKIP_PKCS11=1: skipping the PKCS#11 (SoftHSMv2) contract tests");
+                    return None;
+                }
+                other => panic!(
+                    "SoftHSMv2 is not installed (looked for {:?} and {:?}); install it with \
+                     `apt-get install softhsm2` (scripts/test.sh does), or set PAY_HSM_SKIP_PKCS11=1 \
+                     to skip the PKCS#11 backend tests explicitly",
+                    other,
+                    softhsm2::DEFAULT_MODULES
+                ),
+            };
+            let dir = tempfile::tempdir().expect("temp dir");
+            let conf = softhsm2::write_config(dir.path()).expect("softhsm2.conf");
+            std::env::set_var("SOFTHSM2_CONF", &conf);
+            for t in TOKENS {
+                softhsm2::init_token(&conf, t, "so-pin-1234", PIN).expect("softhsm2-util --init-token");
+            }
+            Some(Env { module, _dir: dir })
+        })
+        .as_ref()
+    }
+}
+
+fn pkcs11_config(module: &std::path::Path, token: &str, wrap: WrapChoice, sessions: usize) -> Pkcs11Config {
+    Pkcs11Config {
+        module: module.to_owned(),
+        token: TokenSelector::Label(token.to_owned()),
+        pin: Pin::new(softhsm::PIN),
+        sessions,
+        wrap,
+    }
+}
+
+#[tokio::test]
+async fn pkcs11_softhsm2_with_aes_key_wrap_pad() {
+    let Some(env) = softhsm::env() else { return };
+    let h = Pkcs11Hsm::connect(
+        &pkcs11_config(&env.module, "contract-kwp", WrapChoice::Auto, 4),
+        clock(),
+    )
+    .unwrap();
+    assert_eq!(
+        h.wrap_mechanism(),
+        WrapMechanism::KeyWrapPad,
+        "SoftHSMv2 offers CKM_AES_KEY_WRAP_PAD"
+    );
+    contract(&h).await;
+    // Every key is a token object that is sensitive and was never extractable.
+    for k in h.list_keys().await.unwrap() {
+        if k.state == KeyState::Destroyed {
+            assert!(h.protection(&k.id).await.is_err());
+            continue;
+        }
+        let p = h.protection(&k.id).await.unwrap();
+        assert!(
+            p.sensitive && !p.extractable && p.never_extractable && p.always_sensitive && p.token,
+            "{}: {p:?}",
+            k.id
+        );
+    }
+}
+
+#[tokio::test]
+async fn pkcs11_softhsm2_with_aes_gcm_wrapping() {
+    let Some(env) = softhsm::env() else { return };
+    let h = Pkcs11Hsm::connect(&pkcs11_config(&env.module, "contract-gcm", WrapChoice::Gcm, 2), clock()).unwrap();
+    assert_eq!(h.wrap_mechanism(), WrapMechanism::Gcm);
+    contract(&h).await;
+    let older = h.current_key(KeyPurpose::Kek).await.unwrap();
+    let kek = h.generate_key(KeyPurpose::Kek, "kek").await.unwrap();
+    let (_, w) = h.generate_data_key(&kek.id).await.unwrap();
+    assert_eq!(w.mechanism, "aes-gcm");
+    assert_eq!(w.bytes.len(), 12 + 32 + 16);
+    // A GCM-wrapped key is bound to its KEK's id: relabelled, it does not unwrap.
+    let mut moved = w.clone();
+    moved.kek = older.id.clone();
+    assert_eq!(h.unwrap_data_key(&moved).await.unwrap_err(), HsmError::Integrity);
+}
+
+#[tokio::test]
+async fn pkcs11_keys_and_states_live_on_the_token() {
+    let Some(env) = softhsm::env() else { return };
+    let cfg = pkcs11_config(&env.module, "restart", WrapChoice::Auto, 2);
+    let h = Pkcs11Hsm::connect(&cfg, clock()).unwrap();
+    let k1 = h.generate_key(KeyPurpose::Kek, "vault").await.unwrap();
+    let (dk, wrapped) = h.generate_data_key(&k1.id).await.unwrap();
+    let k2 = h.generate_key(KeyPurpose::Kek, "vault").await.unwrap();
+    h.set_key_state(&k1.id, KeyState::DecryptOnly).await.unwrap();
+    let before = h.list_keys().await.unwrap();
+    drop(h);
+    // A second connection (as another process would) reads versions and states from the token.
+    let again = Pkcs11Hsm::connect(&cfg, clock()).unwrap();
+    assert_eq!(again.list_keys().await.unwrap(), before);
+    assert_eq!(again.current_key(KeyPurpose::Kek).await.unwrap().id, k2.id);
+    assert_eq!(again.unwrap_data_key(&wrapped).await.unwrap().expose(), dk.expose());
+    assert!(matches!(
+        again.generate_data_key(&k1.id).await,
+        Err(HsmError::WrongState { .. })
+    ));
+    // A key created through one handle is visible at once through another.
+    let k3 = again.generate_key(KeyPurpose::Kek, "vault").await.unwrap();
+    let third = Pkcs11Hsm::connect(&cfg, clock()).unwrap();
+    assert_eq!(third.current_key(KeyPurpose::Kek).await.unwrap().id, k3.id);
+}
+
+#[tokio::test]
+async fn pkcs11_session_pool_serves_concurrent_callers() {
+    let Some(env) = softhsm::env() else { return };
+    let h = Pkcs11Hsm::connect(&pkcs11_config(&env.module, "pool", WrapChoice::Auto, 3), clock()).unwrap();
+    let kek = h.generate_key(KeyPurpose::Kek, "kek").await.unwrap();
+    let fp = h.generate_key(KeyPurpose::Fingerprint, "fp").await.unwrap();
+    let mut tasks = vec![];
+    for i in 0..24u32 {
+        let h = h.clone();
+        let (kek, fp) = (kek.id.clone(), fp.id.clone());
+        tasks.push(tokio::spawn(async move {
+            let (dk, w) = h.generate_data_key(&kek).await.unwrap();
+            assert_eq!(h.unwrap_data_key(&w).await.unwrap().expose(), dk.expose());
+            h.hmac_sha256(&fp, &i.to_be_bytes()).await.unwrap()
+        }));
+    }
+    let mut macs = std::collections::BTreeSet::new();
+    for t in tasks {
+        macs.insert(t.await.unwrap());
+    }
+    assert_eq!(macs.len(), 24);
+}
+
+#[tokio::test]
+async fn pkcs11_setup_errors_are_clear_and_never_show_the_pin() {
+    let Some(env) = softhsm::env() else { return };
+    let missing = Pkcs11Config {
+        module: "/nonexistent/libcloudhsm_pkcs11.so".into(),
+        ..pkcs11_config(&env.module, "errors", WrapChoice::Auto, 1)
+    };
+    let e = Pkcs11Hsm::connect(&missing, clock()).unwrap_err();
+    assert!(matches!(e, Pkcs11Error::ModuleNotFound { .. }), "{e}");
+    assert!(e.to_string().contains("/nonexistent/libcloudhsm_pkcs11.so"));
+
+    let not_a_module = Pkcs11Config {
+        module: "/etc/hostname".into(),
+        ..pkcs11_config(&env.module, "errors", WrapChoice::Auto, 1)
+    };
+    let e = Pkcs11Hsm::connect(&not_a_module, clock()).unwrap_err();
+    assert!(matches!(e, Pkcs11Error::ModuleLoad { .. }), "{e}");
+
+    let e = Pkcs11Hsm::connect(
+        &pkcs11_config(&env.module, "no-such-token", WrapChoice::Auto, 1),
+        clock(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Pkcs11Error::TokenNotFound { .. }), "{e}");
+    assert!(e.to_string().contains("\"errors\""), "lists the tokens present: {e}");
+
+    let e = Pkcs11Hsm::connect(
+        &Pkcs11Config {
+            token: TokenSelector::Slot(987_654),
+            ..pkcs11_config(&env.module, "errors", WrapChoice::Auto, 1)
+        },
+        clock(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("slot 987654"), "{e}");
+
+    let wrong_pin = "crypto_user:not-the-password";
+    let e = Pkcs11Hsm::connect(
+        &Pkcs11Config {
+            pin: Pin::new(wrong_pin),
+            ..pkcs11_config(&env.module, "errors", WrapChoice::Auto, 1)
+        },
+        clock(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Pkcs11Error::Login { .. }), "{e}");
+    let text = format!("{e} {e:?}");
+    assert!(text.contains("PinIncorrect"), "{text}");
+    assert!(
+        !text.contains("not-the-password") && !text.contains(softhsm::PIN),
+        "{text}"
+    );
+
+    let e = Pkcs11Hsm::connect(&pkcs11_config(&env.module, "errors", WrapChoice::Auto, 0), clock()).unwrap_err();
+    assert!(matches!(e, Pkcs11Error::Invalid(_)), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let e = Pin::from_file(&dir.path().join("pin")).unwrap_err();
+    assert!(matches!(e, Pkcs11Error::PinFile { .. }));
+    std::fs::write(dir.path().join("pin"), format!("{}\n", softhsm::PIN)).unwrap();
+    let ok = Pkcs11Config {
+        pin: Pin::from_file(&dir.path().join("pin")).unwrap(),
+        ..pkcs11_config(&env.module, "errors", WrapChoice::Auto, 1)
+    };
+    let h = Pkcs11Hsm::connect(&ok, clock()).unwrap();
+    assert!(!format!("{h:?} {ok:?}").contains(softhsm::PIN));
+}
+
+/// Per-operation latency of both backends (not a pass/fail test):
+/// `cargo test -p pay-hsm --test contract -- --ignored --nocapture latency`.
+#[tokio::test]
+#[ignore]
+async fn latency_of_data_key_operations() {
+    async fn measure(name: &str, h: &dyn Hsm) {
+        let kek = h.generate_key(KeyPurpose::Kek, "kek").await.unwrap();
+        let fp = h.generate_key(KeyPurpose::Fingerprint, "fp").await.unwrap();
+        let n = 500u32;
+        let t = std::time::Instant::now();
+        let mut wrapped = vec![];
+        for _ in 0..n {
+            wrapped.push(h.generate_data_key(&kek.id).await.unwrap().1);
+        }
+        let gen = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for w in &wrapped {
+            h.unwrap_data_key(w).await.unwrap();
+        }
+        let unwrap = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            h.hmac_sha256(&fp.id, &i.to_be_bytes()).await.unwrap();
+        }
+        let hmac = t.elapsed() / n;
+        let kek2 = h.generate_key(KeyPurpose::Kek, "kek").await.unwrap();
+        let t = std::time::Instant::now();
+        for w in &wrapped {
+            h.rewrap(w, &kek2.id).await.unwrap();
+        }
+        let rewrap = t.elapsed() / n;
+        eprintln!(
+            "{name}: generate_data_key {gen:?}, unwrap {unwrap:?}, hmac {hmac:?}, rewrap {rewrap:?} (mean of {n})"
+        );
+    }
+    let soft = SoftHsm::new_ephemeral(Arc::new(pay_core::OsEntropy::new()), clock());
+    measure("SoftHsm", &soft).await;
+    let Some(env) = softhsm::env() else { return };
+    let h = Pkcs11Hsm::connect(&pkcs11_config(&env.module, "timing", WrapChoice::Auto, 2), clock()).unwrap();
+    measure("Pkcs11Hsm/SoftHSMv2 aes-kwp", &h).await;
+}

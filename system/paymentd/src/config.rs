@@ -7,7 +7,8 @@
 //!
 //! Environment overrides (applied after the file):
 //! `PAYMENTD_DATABASE_URL`, `PAYMENTD_PUBLIC_LISTEN`, `PAYMENTD_LOG_LEVEL`, `PAYMENTD_LOG_FILE`,
-//! `PAYMENTD_HSM_PIN_FILE`, `PAYMENTD_MASTER_KEY_FILE`.
+//! `PAYMENTD_HSM_PIN_FILE`, `PAYMENTD_MASTER_KEY_FILE`. The PKCS#11 PIN may also come from
+//! `PAYMENTD_HSM_PIN` (for orchestrators that inject secrets as environment variables).
 
 use crate::wiring::Role;
 use serde::Deserialize;
@@ -82,6 +83,35 @@ pub struct Config {
     /// Webhook delivery.
     #[serde(default)]
     pub webhooks: WebhooksSettings,
+    /// The operator endpoint (unseal, key status, rotation); nodes hosting the tokenizer.
+    pub admin: Option<AdminConfig>,
+    /// The security audit log.
+    pub audit: Option<AuditConfig>,
+}
+
+/// `admin`: the operator endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address (plain HTTP; keep it on loopback or a private management network).
+    pub listen: String,
+    /// File holding the admin bearer token (needed for everything but unsealing).
+    pub token_file: PathBuf,
+}
+
+/// `audit`: the tamper-evident audit log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The JSON-lines file (appended; hash-chained).
+    pub file: PathBuf,
+    /// A checkpoint signed by the HSM's signing key after this many events (default 100).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    100
 }
 
 /// Webhook delivery settings.
@@ -195,18 +225,50 @@ pub enum HsmConfig {
         /// Shares needed to unseal when there is no master key file.
         unseal_threshold: Option<u8>,
     },
-    /// A PKCS#11 module (AWS CloudHSM, SoftHSMv2, …).
+    /// A PKCS#11 module (AWS CloudHSM, SoftHSMv2, …). See docs/hsm.md.
     Pkcs11 {
         /// Module path, e.g. `/opt/cloudhsm/lib/libcloudhsm_pkcs11.so`.
         module: PathBuf,
-        /// Token label.
-        token_label: String,
-        /// File holding the user PIN (CloudHSM: `user:password`).
-        pin_file: PathBuf,
+        /// Token label (give this or `slot`).
+        token_label: Option<String>,
+        /// Slot id (give this or `token_label`).
+        slot: Option<u64>,
+        /// File holding the user PIN (CloudHSM: `user:password`); or set `PAYMENTD_HSM_PIN`.
+        pin_file: Option<PathBuf>,
         /// Session pool size.
         #[serde(default = "default_sessions")]
         sessions: usize,
+        /// Data-key wrapping: `auto` (AES key wrap with padding when the module has it, else
+        /// AES-GCM), `aes-kwp` or `aes-gcm`.
+        #[serde(default)]
+        wrap_mechanism: WrapSetting,
     },
+}
+
+/// `hsm.wrap_mechanism`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum WrapSetting {
+    /// Probe the module.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// `CKM_AES_KEY_WRAP_PAD`.
+    #[serde(rename = "aes-kwp")]
+    AesKwp,
+    /// `CKM_AES_GCM`.
+    #[serde(rename = "aes-gcm")]
+    AesGcm,
+}
+
+impl WrapSetting {
+    /// The HSM crate's setting.
+    pub fn to_choice(self) -> pay_hsm::WrapChoice {
+        match self {
+            WrapSetting::Auto => pay_hsm::WrapChoice::Auto,
+            WrapSetting::AesKwp => pay_hsm::WrapChoice::KeyWrapPad,
+            WrapSetting::AesGcm => pay_hsm::WrapChoice::Gcm,
+        }
+    }
 }
 
 fn default_sessions() -> usize {
@@ -290,7 +352,7 @@ impl Config {
             get("PAYMENTD_HSM_PIN_FILE"),
             get("PAYMENTD_MASTER_KEY_FILE"),
         ) {
-            (Some(HsmConfig::Pkcs11 { pin_file, .. }), Some(v), _) => *pin_file = PathBuf::from(v),
+            (Some(HsmConfig::Pkcs11 { pin_file, .. }), Some(v), _) => *pin_file = Some(PathBuf::from(v)),
             (Some(HsmConfig::Soft { master_key_file, .. }), _, Some(v)) => *master_key_file = Some(PathBuf::from(v)),
             _ => {}
         }
@@ -362,6 +424,8 @@ impl Config {
             }
             Some(HsmConfig::Pkcs11 {
                 module,
+                token_label,
+                slot,
                 pin_file,
                 sessions,
                 ..
@@ -372,16 +436,48 @@ impl Config {
                         format!("PKCS#11 module {} does not exist", module.display()),
                     ));
                 }
-                if !pin_file.exists() {
-                    return Err(invalid(
-                        "hsm.pin_file",
-                        format!("file {} does not exist", pin_file.display()),
-                    ));
+                match (token_label, slot) {
+                    (Some(_), None) | (None, Some(_)) => {}
+                    _ => return Err(invalid("hsm.token_label", "give exactly one of token_label and slot")),
                 }
-                if *sessions == 0 {
-                    return Err(invalid("hsm.sessions", "must be at least 1"));
+                match pin_file {
+                    Some(p) if !p.exists() => {
+                        return Err(invalid("hsm.pin_file", format!("file {} does not exist", p.display())))
+                    }
+                    Some(_) => {}
+                    None if std::env::var_os("PAYMENTD_HSM_PIN").is_some() => {}
+                    None => return Err(invalid("hsm.pin_file", "give hsm.pin_file or PAYMENTD_HSM_PIN")),
+                }
+                if !(1..=1024).contains(sessions) {
+                    return Err(invalid("hsm.sessions", "must be between 1 and 1024"));
                 }
             }
+        }
+        if let Some(a) = &self.admin {
+            a.listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| invalid("admin.listen", format!("not an address:port: {e}")))?;
+            if !a.token_file.exists() {
+                return Err(invalid(
+                    "admin.token_file",
+                    format!("file {} does not exist", a.token_file.display()),
+                ));
+            }
+        }
+        if matches!(
+            &self.hsm,
+            Some(HsmConfig::Soft {
+                master_key_file: None,
+                unseal_threshold: Some(_),
+                ..
+            })
+        ) && std::env::var_os("PAYMENTD_MASTER_KEY").is_none()
+            && self.admin.is_none()
+        {
+            return Err(invalid(
+                "admin",
+                "unsealing with custodian shares needs the admin endpoint (admin.listen, admin.token_file)",
+            ));
         }
         if !self.service_keys.dir.is_dir() {
             return Err(invalid(
@@ -459,5 +555,60 @@ mod tests {
         assert_eq!(cfg2.database.url.as_deref(), Some("postgres://other/db"));
         cfg2.database.url = None;
         assert!(cfg2.validate().unwrap_err().to_string().contains("database.url"));
+    }
+
+    #[test]
+    fn pkcs11_settings_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "c.pem", "x");
+        write(d.path(), "k.pem", "x");
+        write(d.path(), "module.so", "x");
+        write(d.path(), "pin", "user:password");
+        std::fs::create_dir(d.path().join("keys")).unwrap();
+        let yaml = |hsm: &str| {
+            format!(
+                "listen:\n  public: 127.0.0.1:8443\ntls:\n  cert_file: {0}/c.pem\n  key_file: {0}/k.pem\ndatabase:\n  url: postgres://u@h/db\nhsm:\n{hsm}service_keys:\n  dir: {0}/keys\n",
+                d.path().display()
+            )
+        };
+        let good = format!(
+            "  backend: pkcs11\n  module: {0}/module.so\n  token_label: payments\n  pin_file: {0}/pin\n  sessions: 4\n  wrap_mechanism: aes-gcm\n",
+            d.path().display()
+        );
+        let cfg = Config::load(&write(d.path(), "ok.yaml", &yaml(&good))).unwrap();
+        match cfg.hsm {
+            Some(HsmConfig::Pkcs11 {
+                sessions,
+                wrap_mechanism,
+                ref token_label,
+                ..
+            }) => {
+                assert_eq!(sessions, 4);
+                assert_eq!(wrap_mechanism, WrapSetting::AesGcm);
+                assert_eq!(token_label.as_deref(), Some("payments"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for (bad, setting) in [
+            (good.replace("module.so", "missing.so"), "hsm.module"),
+            (good.replace("  token_label: payments\n", ""), "hsm.token_label"),
+            (
+                good.replace("token_label: payments", "token_label: a\n  slot: 3"),
+                "hsm.token_label",
+            ),
+            (good.replace("/pin\n", "/nopin\n"), "hsm.pin_file"),
+            (good.replace("sessions: 4", "sessions: 0"), "hsm.sessions"),
+        ] {
+            let e = Config::load(&write(d.path(), "bad.yaml", &yaml(&bad)))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(setting), "{setting}: {e}");
+        }
+        let e = Config::load(&write(d.path(), "bad.yaml", &yaml(&good.replace("aes-gcm", "des"))))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wrap_mechanism") || e.contains("unknown variant"), "{e}");
+        let slot = good.replace("token_label: payments", "slot: 7");
+        assert!(Config::load(&write(d.path(), "slot.yaml", &yaml(&slot))).is_ok());
     }
 }

@@ -86,6 +86,7 @@ pub async fn start_local(opts: LocalOptions) -> Result<LocalNode, String> {
         topology: topology.clone(),
         metrics: metrics.clone(),
         tuning: opts.tuning,
+        audit: None,
     };
     let roles = listeners
         .into_iter()

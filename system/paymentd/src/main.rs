@@ -5,6 +5,9 @@
 //! * `paymentd serve --config FILE [--role all|api|tokenizer|payments|acquirer]` — production
 //!   mode on PostgreSQL with TLS and a real HSM.
 //! * `paymentd migrate`, `paymentd keys create-api-key`, `paymentd keys init-service-keys`.
+//! * Key management against a running node's admin endpoint: `paymentd keys status`,
+//!   `paymentd keys rotate`, `paymentd keys set-state`, `paymentd unseal`; offline:
+//!   `paymentd keys split-master` (custodian shares) and `paymentd audit verify`.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -68,6 +71,33 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Submit one custodian share to a sealed node (through its admin endpoint). The share is
+    /// read from --share-file or, if omitted, from standard input.
+    Unseal {
+        /// Configuration file of the node (for admin.listen).
+        #[arg(long)]
+        config: PathBuf,
+        /// File holding the share.
+        #[arg(long)]
+        share_file: Option<PathBuf>,
+    },
+    /// The security audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain and checkpoint signatures; report the first broken line.
+    Verify {
+        /// The audit log file.
+        path: PathBuf,
+        /// Accept checkpoints only from this signing public key (SEC1 hex); repeatable.
+        #[arg(long)]
+        trusted_key: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -92,6 +122,48 @@ enum KeysCommand {
         /// Directory to write `<role>.key.pem` and `<role>.pub.pem` into.
         #[arg(long)]
         dir: PathBuf,
+    },
+    /// Key versions, their states and how many data keys and vault records each KEK protects.
+    Status {
+        /// Configuration file of the node (admin.listen, admin.token_file).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Create a new KEK version and re-wrap every data key under it, online.
+    Rotate {
+        /// Configuration file of the node.
+        #[arg(long)]
+        config: PathBuf,
+        /// Data keys per database transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: u32,
+    },
+    /// Move a KEK to decrypt_only, retired or destroyed (refused while it still wraps data keys).
+    SetState {
+        /// Configuration file of the node.
+        #[arg(long)]
+        config: PathBuf,
+        /// Key id, e.g. kek-1.
+        key: String,
+        /// decrypt_only, retired or destroyed.
+        state: String,
+    },
+    /// Create a software-HSM keystore under a new random master key and print the master key
+    /// as M-of-N custodian shares (the key itself is never written); or, with
+    /// --master-key-file, split an existing master key.
+    SplitMaster {
+        /// The keystore file.
+        #[arg(long)]
+        keystore: PathBuf,
+        /// Shares needed to unseal.
+        #[arg(long)]
+        threshold: u8,
+        /// Shares to create (one per custodian).
+        #[arg(long)]
+        shares: u8,
+        /// Split this existing master key instead of creating a keystore.
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
     },
 }
 
@@ -122,6 +194,28 @@ fn main() -> Result<()> {
             Command::Keys {
                 command: KeysCommand::InitServiceKeys { dir },
             } => init_service_keys(&dir),
+            Command::Keys {
+                command: KeysCommand::Status { config },
+            } => keys_status(&config).await,
+            Command::Keys {
+                command: KeysCommand::Rotate { config, batch },
+            } => keys_rotate(&config, batch).await,
+            Command::Keys {
+                command: KeysCommand::SetState { config, key, state },
+            } => keys_set_state(&config, &key, &state).await,
+            Command::Keys {
+                command:
+                    KeysCommand::SplitMaster {
+                        keystore,
+                        threshold,
+                        shares,
+                        master_key_file,
+                    },
+            } => split_master(&keystore, threshold, shares, master_key_file.as_deref()).await,
+            Command::Unseal { config, share_file } => unseal(&config, share_file.as_deref()).await,
+            Command::Audit {
+                command: AuditCommand::Verify { path, trusted_key },
+            } => audit_verify(&path, &trusted_key),
         }
     })
 }
@@ -206,8 +300,22 @@ fn read_service_keys(dir: &Path, local_roles: &[Role]) -> Result<(BTreeMap<Role,
     Ok((keys, directory))
 }
 
-async fn open_hsm(cfg: &Config, env: &Env) -> Result<Arc<dyn pay_hsm::Hsm>> {
+/// The HSM, and the software HSM again when it starts sealed (for the unseal endpoint).
+type OpenedHsm = (Arc<dyn pay_hsm::Hsm>, Option<Arc<pay_hsm::SoftHsm>>);
+
+async fn open_hsm(cfg: &Config, env: &Env) -> Result<OpenedHsm> {
     match cfg.hsm.as_ref().ok_or_else(|| anyhow!("hsm: not configured"))? {
+        HsmConfig::Soft {
+            keystore,
+            master_key_file: None,
+            unseal_threshold: Some(threshold),
+        } if std::env::var_os("PAYMENTD_MASTER_KEY").is_none() => {
+            let h = Arc::new(
+                pay_hsm::SoftHsm::open_sealed(keystore, *threshold, env.entropy.clone(), env.clock.clone())
+                    .map_err(|e| anyhow!("hsm: {e}"))?,
+            );
+            Ok((h.clone(), Some(h)))
+        }
         HsmConfig::Soft {
             keystore,
             master_key_file,
@@ -222,12 +330,40 @@ async fn open_hsm(cfg: &Config, env: &Env) -> Result<Arc<dyn pay_hsm::Hsm>> {
             };
             let h = pay_hsm::SoftHsm::open(keystore, master, env.entropy.clone(), env.clock.clone())
                 .map_err(|e| anyhow!("hsm: {e}"))?;
-            Ok(Arc::new(h))
+            Ok((Arc::new(h), None))
         }
-        HsmConfig::Pkcs11 { module, .. } => bail!(
-            "hsm: the PKCS#11 backend ({}) is not available in this build yet",
-            module.display()
-        ),
+        HsmConfig::Pkcs11 {
+            module,
+            token_label,
+            slot,
+            pin_file,
+            sessions,
+            wrap_mechanism,
+        } => {
+            let pin = match (pin_file, std::env::var("PAYMENTD_HSM_PIN").ok()) {
+                (Some(path), _) => pay_hsm::Pin::from_file(path).map_err(|e| anyhow!("hsm.pin_file: {e}"))?,
+                (None, Some(text)) => pay_hsm::Pin::new(&text),
+                (None, None) => bail!("hsm: give hsm.pin_file or PAYMENTD_HSM_PIN"),
+            };
+            let token = match (token_label, slot) {
+                (Some(l), _) => pay_hsm::TokenSelector::Label(l.clone()),
+                (None, Some(s)) => pay_hsm::TokenSelector::Slot(*s),
+                (None, None) => bail!("hsm: give hsm.token_label or hsm.slot"),
+            };
+            let config = pay_hsm::Pkcs11Config {
+                module: module.clone(),
+                token,
+                pin,
+                sessions: *sessions,
+                wrap: wrap_mechanism.to_choice(),
+            };
+            let clock = env.clock.clone();
+            let h = tokio::task::spawn_blocking(move || pay_hsm::Pkcs11Hsm::connect(&config, clock))
+                .await
+                .context("hsm: connecting was interrupted")?
+                .map_err(|e| anyhow!("hsm: {e}"))?;
+            Ok((Arc::new(h), None))
+        }
     }
 }
 
@@ -269,6 +405,7 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
     if !no_migrate {
         store.migrate().await.map_err(|e| anyhow!("database: {e}"))?;
     }
+    let deps_pool = store.pool().clone();
     let acquirer_store: Arc<dyn pay_store::Backend> = match &cfg.acquirer_database {
         Some(db) => {
             let url = Config::database_url(db, "acquirer_database.url").map_err(|e| anyhow!(e))?;
@@ -288,13 +425,38 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
         }
         None => Arc::new(store.clone()),
     };
-    let hsm = if roles.contains(&Role::Tokenizer) || roles.contains(&Role::Webhooks) {
-        let h = open_hsm(&cfg, &env).await?;
-        ensure_hsm_keys(h.as_ref()).await.map_err(|e| anyhow!(e))?;
-        Some(h)
+    let (hsm, sealable) = if roles.contains(&Role::Tokenizer) || roles.contains(&Role::Webhooks) {
+        let (h, sealable) = open_hsm(&cfg, &env).await?;
+        (Some(h), sealable)
     } else {
-        None
+        (None, None)
     };
+    let audit = match &cfg.audit {
+        Some(a) => Some(Arc::new(
+            pay_audit::AuditLog::open(&a.file, env.clone(), hsm.clone(), a.checkpoint_every)
+                .map_err(|e| anyhow!("audit: {e}"))?,
+        )),
+        None => None,
+    };
+    if let Some(h) = &hsm {
+        if sealable.is_some() {
+            tracing::warn!("the HSM is sealed: card operations are refused until `paymentd unseal` gets enough shares");
+            println!("paymentd: HSM sealed; waiting for unseal shares");
+        } else {
+            for k in ensure_hsm_keys(h.as_ref()).await.map_err(|e| anyhow!(e))? {
+                if let Some(a) = &audit {
+                    a.record(
+                        "paymentd",
+                        "key.create",
+                        pay_audit::Outcome::Success,
+                        "startup",
+                        &k.id.0,
+                    )
+                    .await;
+                }
+            }
+        }
+    }
     let (service_keys, directory) = read_service_keys(&cfg.service_keys.dir, &roles)?;
     let tls = match &cfg.tls {
         Some(t) => Some(
@@ -373,13 +535,63 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
         topology,
         metrics,
         tuning,
+        audit: audit.clone(),
     };
     let node = paymentd::node::start(&deps, listeners).map_err(|e| anyhow!(e))?;
+    let (admin_stop, admin_rx) = tokio::sync::watch::channel(false);
+    let admin_server = match (&cfg.admin, &node.tokenizer, &deps.hsm) {
+        (Some(admin), Some(tokenizer), Some(h)) => {
+            let token = std::fs::read_to_string(&admin.token_file)
+                .with_context(|| format!("admin.token_file: cannot read {}", admin.token_file.display()))?;
+            if token.trim().len() < 16 {
+                bail!("admin.token_file: the token must be at least 16 characters");
+            }
+            let pool = deps_pool.clone();
+            let records: paymentd::admin::RecordCounter = Arc::new(move || {
+                let pool = pool.clone();
+                Box::pin(async move { paymentd::admin::records_per_kek(&pool).await })
+            });
+            let state = paymentd::admin::AdminState {
+                tokenizer: tokenizer.clone(),
+                hsm: h.clone(),
+                sealable: sealable.clone(),
+                token_digest: paymentd::admin::token_digest(&token),
+                records: Some(records),
+                audit: audit.clone(),
+            };
+            let l = TcpTransport
+                .bind(&admin.listen)
+                .await
+                .with_context(|| format!("admin.listen: cannot bind {}", admin.listen))?;
+            tracing::info!(address = %l.local_addr()?, "admin endpoint listening");
+            let mut rx = admin_rx.clone();
+            Some(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                if let Err(e) =
+                    pay_net::serve(l, paymentd::admin::router(state), ServeOptions::default(), shutdown).await
+                {
+                    tracing::error!(error = %e, "admin endpoint failed");
+                }
+            }))
+        }
+        _ => None,
+    };
     tracing::info!(roles = ?roles.iter().map(|r| r.name()).collect::<Vec<_>>(), "paymentd ready");
     println!("paymentd ready");
     shutdown_signal().await;
     tracing::info!("shutdown requested; finishing in-flight requests");
+    let _ = admin_stop.send(true);
+    if let Some(h) = admin_server {
+        let _ = h.await;
+    }
     node.shutdown().await;
+    if let Some(a) = &audit {
+        if let Err(e) = a.checkpoint().await {
+            tracing::warn!(error = %e, "no closing audit checkpoint");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -461,4 +673,205 @@ fn init_service_keys(dir: &Path) -> Result<()> {
     }
     println!("service keys written to {}", dir.display());
     Ok(())
+}
+
+/// The admin endpoint's address and token, from a node's configuration file.
+fn admin_target(config: &Path) -> Result<(String, String)> {
+    let text = std::fs::read_to_string(config).with_context(|| format!("cannot read {}", config.display()))?;
+    let cfg: Config = serde_yaml_ng::from_str(&text).with_context(|| format!("config file {}", config.display()))?;
+    let admin = cfg.admin.ok_or_else(|| {
+        anyhow!(
+            "{}: no admin section (admin.listen, admin.token_file)",
+            config.display()
+        )
+    })?;
+    let token = std::fs::read_to_string(&admin.token_file)
+        .with_context(|| format!("admin.token_file: cannot read {}", admin.token_file.display()))?;
+    Ok((format!("http://{}", admin.listen), token.trim().to_owned()))
+}
+
+async fn admin_call(
+    config: &Path,
+    method: axum::http::Method,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value> {
+    let (base, token) = admin_target(config)?;
+    let http = HttpClient::new(Arc::new(TcpTransport));
+    let auth = format!("Bearer {token}");
+    let r = http
+        .request(
+            method,
+            &format!("{base}{path}"),
+            &[("authorization", auth.as_str()), ("content-type", "application/json")],
+            axum::body::Bytes::from(body.to_string()),
+            std::time::Duration::from_secs(600),
+        )
+        .await
+        .map_err(|e| anyhow!("cannot reach the admin endpoint at {base}: {e}"))?;
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    if !r.status.is_success() {
+        bail!(
+            "{} {}",
+            r.status.as_u16(),
+            json["error"]["message"].as_str().unwrap_or("request failed")
+        );
+    }
+    Ok(json)
+}
+
+async fn keys_status(config: &Path) -> Result<()> {
+    let v = admin_call(
+        config,
+        axum::http::Method::GET,
+        "/admin/v1/keys",
+        serde_json::Value::Null,
+    )
+    .await?;
+    let lines: Vec<paymentd::admin::KeyStatusLine> = serde_json::from_value(v).context("unexpected answer")?;
+    println!(
+        "{:<16} {:<12} {:>7} {:<13} {:>10} {:>10}",
+        "KEY", "PURPOSE", "VERSION", "STATE", "DATA KEYS", "RECORDS"
+    );
+    for l in lines {
+        let state = serde_json::to_value(l.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let (dks, recs) = if l.purpose == "kek" {
+            (
+                l.data_keys.to_string(),
+                l.records.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+            )
+        } else {
+            ("-".into(), "-".into())
+        };
+        println!(
+            "{:<16} {:<12} {:>7} {:<13} {:>10} {:>10}",
+            l.id, l.purpose, l.version, state, dks, recs
+        );
+    }
+    Ok(())
+}
+
+async fn keys_rotate(config: &Path, batch: u32) -> Result<()> {
+    let v = admin_call(
+        config,
+        axum::http::Method::POST,
+        "/admin/v1/keys/rotate",
+        serde_json::json!({ "batch": batch }),
+    )
+    .await?;
+    println!(
+        "new KEK {}; previous {} now decrypt_only; {} data keys re-wrapped in {} batches",
+        v["new_kek"].as_str().unwrap_or("?"),
+        v["previous"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default(),
+        v["rewrapped"],
+        v["batches"]
+    );
+    Ok(())
+}
+
+async fn keys_set_state(config: &Path, key: &str, state: &str) -> Result<()> {
+    let state: pay_hsm::KeyState = serde_json::from_value(serde_json::Value::String(state.to_owned()))
+        .map_err(|_| anyhow!("state must be one of decrypt_only, retired, destroyed"))?;
+    let v = admin_call(
+        config,
+        axum::http::Method::POST,
+        &format!("/admin/v1/keys/{key}/state"),
+        serde_json::json!({ "state": state }),
+    )
+    .await?;
+    println!(
+        "{} is now {}",
+        v["id"].as_str().unwrap_or(key),
+        v["state"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+async fn unseal(config: &Path, share_file: Option<&Path>) -> Result<()> {
+    let share = zeroize::Zeroizing::new(match share_file {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        None => {
+            eprint!("unseal share: ");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("cannot read the share")?;
+            line
+        }
+    });
+    let (base, _) = admin_target(config)?;
+    let http = HttpClient::new(Arc::new(TcpTransport));
+    let body = zeroize::Zeroizing::new(serde_json::json!({ "share": share.trim() }).to_string());
+    let r = http
+        .request(
+            axum::http::Method::POST,
+            &format!("{base}/admin/v1/unseal"),
+            &[("content-type", "application/json")],
+            axum::body::Bytes::from(body.as_bytes().to_vec()),
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| anyhow!("cannot reach the admin endpoint at {base}: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    if !r.status.is_success() {
+        bail!("{}", v["error"]["message"].as_str().unwrap_or("unseal failed"));
+    }
+    if v["sealed"] == false {
+        println!("unsealed");
+    } else {
+        println!("sealed: {} of {} shares received", v["received"], v["threshold"]);
+    }
+    Ok(())
+}
+
+async fn split_master(keystore: &Path, threshold: u8, shares: u8, master_key_file: Option<&Path>) -> Result<()> {
+    let env = Env::real("paymentd");
+    let master = match master_key_file {
+        Some(p) => pay_hsm::MasterKey::from_file(p).map_err(|e| anyhow!("--master-key-file: {e}"))?,
+        None => {
+            if keystore.exists() {
+                bail!(
+                    "{} exists: give --master-key-file to split its master key, or choose a new path",
+                    keystore.display()
+                );
+            }
+            let m = pay_hsm::MasterKey::generate(env.entropy.as_ref());
+            let copy = pay_hsm::MasterKey::from_hex(&m.to_hex()).map_err(|e| anyhow!(e))?;
+            let h = pay_hsm::SoftHsm::open(keystore, copy, env.entropy.clone(), env.clock.clone())
+                .map_err(|e| anyhow!("keystore: {e}"))?;
+            ensure_hsm_keys(&h).await.map_err(|e| anyhow!(e))?;
+            m
+        }
+    };
+    let parts = master
+        .split(threshold, shares, env.entropy.as_ref())
+        .map_err(|e| anyhow!(e))?;
+    println!(
+        "keystore {}: {threshold} of these {shares} shares unseal it. Give one to each custodian;\nthe master key itself is not stored anywhere.\n",
+        keystore.display()
+    );
+    for (i, p) in parts.iter().enumerate() {
+        println!("share {}: {}", i + 1, p.to_text().as_str());
+    }
+    Ok(())
+}
+
+fn audit_verify(path: &Path, trusted: &[String]) -> Result<()> {
+    match pay_audit::verify(path, trusted) {
+        Ok(v) => {
+            println!(
+                "audit log OK: {} lines, {} events, {} signed checkpoints, {} events after the last checkpoint",
+                v.lines, v.events, v.checkpoints, v.unsigned_tail
+            );
+            for k in v.keys {
+                println!("checkpoint key: {k}");
+            }
+            Ok(())
+        }
+        Err(b) => bail!("{b}"),
+    }
 }

@@ -116,6 +116,8 @@ pub struct NodeDeps {
     pub metrics: Metrics,
     /// Tunables.
     pub tuning: Tuning,
+    /// The security audit log (detokenizations, authentication failures, key operations).
+    pub audit: Option<Arc<pay_audit::AuditLog>>,
 }
 
 /// Per-service tunables (defaults suit production; the simulator and tests shorten some).
@@ -305,13 +307,16 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
         Role::Tokenizer => {
             let hsm = deps.hsm.clone().ok_or("the tokenizer role needs an HSM")?;
             let acquirer = pay_proto::acquirer::AcquirerClient::new(deps.client(role, Role::Acquirer)?);
-            let t = Arc::new(pay_tokenizer::Tokenizer::new(
-                db.clone(),
-                env.clone(),
-                hsm.clone(),
-                acquirer,
-                deps.tuning.tokenizer.clone(),
-            ));
+            let t = Arc::new(
+                pay_tokenizer::Tokenizer::new(
+                    db.clone(),
+                    env.clone(),
+                    hsm.clone(),
+                    acquirer,
+                    deps.tuning.tokenizer.clone(),
+                )
+                .with_audit(deps.audit.clone()),
+            );
             tokenizer_handle = Some(t.clone());
             (
                 pay_tokenizer::router(t, deps.verifier(role)),
@@ -384,7 +389,8 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
                 Some(deps.verifier(role)),
                 deps.metrics.clone(),
                 deps.tuning.api.clone(),
-            );
+            )
+            .with_audit(deps.audit.clone());
             if deps.topology.urls.contains_key(&Role::Webhooks) {
                 api = api.with_webhooks(pay_proto::webhooks::WebhooksClient::new(
                     deps.client(role, Role::Webhooks)?,
@@ -436,17 +442,21 @@ pub fn generated_service_keys(env: &Env) -> (BTreeMap<Role, Arc<ServiceKey>>, Se
     (keys, dir)
 }
 
-/// Makes sure the HSM has a current KEK and fingerprint key (first start).
-pub async fn ensure_hsm_keys(hsm: &dyn Hsm) -> Result<(), String> {
+/// Makes sure the HSM has a current KEK and fingerprint key (first start); returns the keys
+/// it had to create.
+pub async fn ensure_hsm_keys(hsm: &dyn Hsm) -> Result<Vec<pay_hsm::KeyInfo>, String> {
+    let mut created = vec![];
     for (purpose, label) in [
         (pay_hsm::KeyPurpose::Kek, "kek"),
         (pay_hsm::KeyPurpose::Fingerprint, "fingerprint"),
     ] {
         if hsm.current_key(purpose).await.is_err() {
-            hsm.generate_key(purpose, label)
-                .await
-                .map_err(|e| format!("cannot create the {label} key in the HSM: {e}"))?;
+            created.push(
+                hsm.generate_key(purpose, label)
+                    .await
+                    .map_err(|e| format!("cannot create the {label} key in the HSM: {e}"))?,
+            );
         }
     }
-    Ok(())
+    Ok(created)
 }

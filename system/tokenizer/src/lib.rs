@@ -46,6 +46,9 @@ pub struct TokenizerConfig {
     pub data_key_max_age: Duration,
     /// Unwrapped data keys stay in memory at most this long.
     pub unwrapped_cache_ttl: Duration,
+    /// An unwrapped data key in memory serves at most this many decryptions before it is
+    /// unwrapped again by the HSM.
+    pub unwrapped_cache_max_uses: u32,
 }
 
 impl Default for TokenizerConfig {
@@ -55,6 +58,7 @@ impl Default for TokenizerConfig {
             data_key_max_uses: 10_000,
             data_key_max_age: Duration::from_secs(3600),
             unwrapped_cache_ttl: Duration::from_secs(300),
+            unwrapped_cache_max_uses: 1000,
         }
     }
 }
@@ -67,6 +71,7 @@ pub struct Tokenizer {
     acquirer: AcquirerClient,
     cvcs: Mutex<BTreeMap<String, (Cvc, Timestamp)>>,
     config: TokenizerConfig,
+    audit: Option<Arc<pay_audit::AuditLog>>,
 }
 
 fn store(e: StoreError) -> ApiError {
@@ -90,7 +95,19 @@ impl Tokenizer {
             acquirer,
             cvcs: Mutex::new(BTreeMap::new()),
             config,
+            audit: None,
         }
+    }
+
+    /// Records every detokenization (vault-and-forward) in `audit` (PCI DSS 10.2.1.1).
+    pub fn with_audit(mut self, audit: Option<Arc<pay_audit::AuditLog>>) -> Tokenizer {
+        self.audit = audit;
+        self
+    }
+
+    /// The audit log, if any.
+    pub fn audit(&self) -> Option<&Arc<pay_audit::AuditLog>> {
+        self.audit.as_ref()
     }
 
     /// The key ring (rotation and status tooling).
@@ -218,7 +235,22 @@ impl Tokenizer {
     pub async fn forward_authorize(&self, req: ForwardAuthorize) -> Result<NetworkResult, ApiError> {
         let now = self.env.now();
         let card = self.load(&req.account, &req.token).await?;
-        let pan = self.open(&card).await?;
+        let opened = self.open(&card).await;
+        if let Some(a) = &self.audit {
+            let outcome = match opened {
+                Ok(_) => pay_audit::Outcome::Success,
+                Err(_) => pay_audit::Outcome::Failure,
+            };
+            a.record(
+                req.account.as_str(),
+                "detokenize",
+                outcome,
+                "payments",
+                req.token.as_str(),
+            )
+            .await;
+        }
+        let pan = opened?;
         let cvc = self.take_cvc(&req.token, now);
         let auth = AuthorizeRequest {
             idempotency_key: req.idempotency_key,

@@ -27,6 +27,10 @@ pub struct Served {
     pub log_file: PathBuf,
     /// Extra YAML appended to the config.
     pub extra_config: String,
+    /// Replaces the default `hsm:` section (a software HSM with a master key file).
+    pub hsm_yaml: Option<String>,
+    /// Extra environment variables for the server process.
+    pub child_env: Vec<(String, String)>,
 }
 
 pub fn bin() -> &'static str {
@@ -106,6 +110,8 @@ impl Served {
             log_file,
             dir,
             extra_config: extra_config.to_owned(),
+            hsm_yaml: None,
+            child_env: vec![],
         }
     }
 
@@ -113,15 +119,24 @@ impl Served {
         self.dir.path().join("paymentd.yaml")
     }
 
+    /// The config file's path.
+    pub fn config_file(&self) -> PathBuf {
+        self.config_path()
+    }
+
     /// Writes the config file.
     pub fn write_config(&self, extra: &str) {
         let d = self.dir.path();
         let port = self.base.rsplit(':').next().unwrap();
         let yaml = format!(
-            "listen:\n  public: 127.0.0.1:{port}\ntls:\n  cert_file: {d}/tls.crt\n  key_file: {d}/tls.key\ndatabase:\n  url: {url}\n  max_connections: 8\nhsm:\n  backend: soft\n  keystore: {d}/keystore\n  master_key_file: {d}/master.key\nservice_keys:\n  dir: {d}/service-keys\nlogging:\n  level: info\n  file: {log}\n{extra}\n",
+            "listen:\n  public: 127.0.0.1:{port}\ntls:\n  cert_file: {d}/tls.crt\n  key_file: {d}/tls.key\ndatabase:\n  url: {url}\n  max_connections: 8\n{hsm}service_keys:\n  dir: {d}/service-keys\nlogging:\n  level: info\n  file: {log}\n{extra}\n",
             d = d.display(),
             url = self.db.url,
             log = self.log_file.display(),
+            hsm = self.hsm_yaml.clone().unwrap_or_else(|| format!(
+                "hsm:\n  backend: soft\n  keystore: {d}/keystore\n  master_key_file: {d}/master.key\n",
+                d = d.display()
+            )),
         );
         std::fs::write(self.config_path(), yaml).unwrap();
     }
@@ -132,6 +147,7 @@ impl Served {
         let mut child = Command::new(bin())
             .args(["serve", "--config"])
             .arg(self.config_path())
+            .envs(self.child_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
