@@ -38,7 +38,12 @@ fn setup() -> (FraudEngine, PaymentContext, VelocityCounts, RuleSet, MemoryLists
         lists.add("trusted_cards", &format!("fp_{i}"));
     }
     let rules = fifty_rules(&lists);
-    let mut ctx = PaymentContext::new("pa_bench", "acct_1", Money::new(12_345, Currency::USD), Timestamp::from_secs(1_800_000_000));
+    let mut ctx = PaymentContext::new(
+        "pa_bench",
+        "acct_1",
+        Money::new(12_345, Currency::USD),
+        Timestamp::from_secs(1_800_000_000),
+    );
     ctx.card_fingerprint = Some("fp_x".into());
     ctx.card_bin = Some("424242".into());
     ctx.card_last4 = Some("4242".into());

@@ -240,11 +240,14 @@ impl IinTable {
     fn new(o: &Overrides<IinEntry>) -> Result<IinTable, ConfigError> {
         for r in &o.entries {
             if r.prefix.is_empty() || r.prefix.len() > 9 || !r.prefix.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(ConfigError::Invalid(format!("iin prefix `{}` must be 1–9 digits", r.prefix)));
+                return Err(ConfigError::Invalid(format!(
+                    "iin prefix `{}` must be 1–9 digits",
+                    r.prefix
+                )));
             }
         }
         let mut rows = o.entries.clone();
-        rows.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(IinTable {
             rows,
             builtin: o.mode == Mode::Extend,
@@ -338,8 +341,8 @@ impl IpTable {
     fn new(o: &Overrides<IpRangeEntry>) -> Result<IpTable, ConfigError> {
         let mut rows: Vec<(u128, u8, String)> = vec![];
         for e in &o.entries {
-            let (net, len) =
-                parse_cidr(&e.cidr).ok_or_else(|| ConfigError::Invalid(format!("ip range `{}` is not a CIDR", e.cidr)))?;
+            let (net, len) = parse_cidr(&e.cidr)
+                .ok_or_else(|| ConfigError::Invalid(format!("ip range `{}` is not a CIDR", e.cidr)))?;
             rows.push((net, len, e.country.clone()));
         }
         if o.mode == Mode::Extend {
@@ -352,7 +355,7 @@ impl IpTable {
             }
         }
         // Stable: configured rows stay ahead of built-in ones of the same length.
-        rows.sort_by(|a, b| b.1.cmp(&a.1));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1));
         Ok(IpTable { rows })
     }
 
@@ -435,7 +438,13 @@ mod tests {
     #[test]
     fn builtin_loads_with_stripe_thresholds() {
         let c = FraudConfig::builtin();
-        assert_eq!(c.thresholds, Thresholds { elevated: 65, highest: 75 });
+        assert_eq!(
+            c.thresholds,
+            Thresholds {
+                elevated: 65,
+                highest: 75
+            }
+        );
         assert!(!c.version.is_empty());
     }
 
@@ -445,18 +454,31 @@ mod tests {
         let fx = &c.fx;
         assert_eq!(fx.to_usd_cents(Money::new(1234, Currency::USD)), Some(1234));
         // 1.00 EUR * 1.005 = 100.5 cents → 101; negative → -101.
-        assert_eq!(fx.to_usd_cents(Money::new(100, Currency::parse("eur").unwrap())), Some(101));
-        assert_eq!(fx.to_usd_cents(Money::new(-100, Currency::parse("eur").unwrap())), Some(-101));
+        assert_eq!(
+            fx.to_usd_cents(Money::new(100, Currency::parse("eur").unwrap())),
+            Some(101)
+        );
+        assert_eq!(
+            fx.to_usd_cents(Money::new(-100, Currency::parse("eur").unwrap())),
+            Some(-101)
+        );
         // 0.99 EUR * 1.005 = 99.495 → 99.
-        assert_eq!(fx.to_usd_cents(Money::new(99, Currency::parse("eur").unwrap())), Some(99));
+        assert_eq!(
+            fx.to_usd_cents(Money::new(99, Currency::parse("eur").unwrap())),
+            Some(99)
+        );
         // Zero-decimal JPY: 1000 JPY * 0.0067 = 6.70 USD.
         assert_eq!(
-            FraudConfig::builtin().fx.to_usd_cents(Money::new(1000, Currency::parse("jpy").unwrap())),
+            FraudConfig::builtin()
+                .fx
+                .to_usd_cents(Money::new(1000, Currency::parse("jpy").unwrap())),
             Some(670)
         );
         // Three-decimal KWD: 1.000 KWD * 3.25 = 325 cents.
         assert_eq!(
-            FraudConfig::builtin().fx.to_usd_cents(Money::new(1000, Currency::parse("kwd").unwrap())),
+            FraudConfig::builtin()
+                .fx
+                .to_usd_cents(Money::new(1000, Currency::parse("kwd").unwrap())),
             Some(325)
         );
         assert_eq!(fx.to_usd_cents(Money::new(100, Currency::parse("xof").unwrap())), None);
@@ -466,7 +488,10 @@ mod tests {
     fn iin_lookup_prefers_configured_rows() {
         let c = FraudConfig::builtin();
         let v = c.iin.lookup("424242").unwrap();
-        assert_eq!((v.brand.as_str(), v.country.as_deref(), v.funding.as_str()), ("visa", Some("US"), "credit"));
+        assert_eq!(
+            (v.brand.as_str(), v.country.as_deref(), v.funding.as_str()),
+            ("visa", Some("US"), "credit")
+        );
         assert_eq!(c.iin.lookup("400000760").unwrap().country.as_deref(), Some("BR"));
         assert_eq!(c.iin.lookup("999999"), None);
         let yaml = BUILTIN_YAML.to_owned()

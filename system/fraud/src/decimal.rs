@@ -156,7 +156,13 @@ mod tests {
 
     #[test]
     fn parses_and_prints_exactly() {
-        for (t, p) in [("0", "0"), ("1.50", "1.5"), ("-0.0067", "-0.0067"), ("007", "7"), ("500", "500")] {
+        for (t, p) in [
+            ("0", "0"),
+            ("1.50", "1.5"),
+            ("-0.0067", "-0.0067"),
+            ("007", "7"),
+            ("500", "500"),
+        ] {
             assert_eq!(Decimal::parse(t).unwrap().to_string(), p);
         }
         assert!(Decimal::parse("0.1").unwrap() + Decimal::parse("0.2").unwrap() == Decimal::parse("0.3").unwrap());

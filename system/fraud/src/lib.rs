@@ -28,9 +28,7 @@ pub use rules::{
     compile_rule, parse_rule, Action, Attr, CompiledRule, Facts, MemoryLists, ParseError, Rule, RuleAst, RuleSet,
     ValueLists,
 };
-pub use velocity::{
-    AttemptOutcome, MemoryVelocityStore, Observation, VelocityCounts, VelocityError, VelocityStore,
-};
+pub use velocity::{AttemptOutcome, MemoryVelocityStore, Observation, VelocityCounts, VelocityError, VelocityStore};
 
 use decimal::Decimal;
 use model::{log_count, log_prior, score_of, Features};
@@ -333,7 +331,11 @@ impl FraudEngine {
                 contribution: (v * 1000.0).round() / 1000.0,
             })
             .collect();
-        reasons.sort_by(|a, b| b.contribution.total_cmp(&a.contribution).then(a.feature.cmp(&b.feature)));
+        reasons.sort_by(|a, b| {
+            b.contribution
+                .total_cmp(&a.contribution)
+                .then(a.feature.cmp(&b.feature))
+        });
         reasons.truncate(c.max_reasons);
 
         let facts = self.facts(ctx, &derived, velocity, score, risk_level);
@@ -414,10 +416,7 @@ impl FraudEngine {
             country_mismatch: flag(matches!((&d.card_country, &d.ip_country), (Some(a), Some(b)) if a != b)),
             cvc_fail: flag(ctx.cvc_check == CvcCheck::Fail),
             cvc_not_checked: flag(matches!(ctx.cvc_check, CvcCheck::Unavailable | CvcCheck::Unchecked)),
-            new_customer: d
-                .customer_age_days
-                .map(|days| 1.0 / (1.0 + days as f64))
-                .unwrap_or(0.0),
+            new_customer: d.customer_age_days.map(|days| 1.0 / (1.0 + days as f64)).unwrap_or(0.0),
             guest_checkout: flag(ctx.customer_id.is_none()),
             disposable_email: flag(d.disposable == Some(true)),
             no_email: flag(d.email.is_none()),
@@ -427,14 +426,7 @@ impl FraudEngine {
         }
     }
 
-    fn facts(
-        &self,
-        ctx: &PaymentContext,
-        d: &Derived,
-        v: &VelocityCounts,
-        score: u8,
-        level: RiskLevel,
-    ) -> Facts {
+    fn facts(&self, ctx: &PaymentContext, d: &Derived, v: &VelocityCounts, score: u8, level: RiskLevel) -> Facts {
         let s = |x: &Option<String>| x.clone().map(Value::Str);
         let n = |x: Option<u32>| x.map(|n| Value::Num(Decimal::from_int(i64::from(n))));
         let mut f = Facts::default();
@@ -448,7 +440,10 @@ impl FraudEngine {
                 u32::from(ctx.amount.currency.exponent()),
             ))),
         );
-        f.set(Attr::AmountInUsd, d.usd_cents.map(|c| Value::Num(Decimal::from_minor(c, 2))));
+        f.set(
+            Attr::AmountInUsd,
+            d.usd_cents.map(|c| Value::Num(Decimal::from_minor(c, 2))),
+        );
         f.set(Attr::Currency, Some(Value::Str(ctx.amount.currency.code().into())));
         f.set(Attr::CardBrand, s(&d.card_brand));
         f.set(Attr::CardBin, s(&ctx.card_bin));
@@ -457,7 +452,10 @@ impl FraudEngine {
         f.set(Attr::CardFunding, s(&d.card_funding));
         f.set(Attr::CardFingerprint, s(&ctx.card_fingerprint));
         f.set(Attr::CvcCheck, Some(Value::Str(ctx.cvc_check.as_str().into())));
-        f.set(Attr::IpAddress, ctx.ip.map(|ip| Value::Str(canonical_ip(ip).to_string())));
+        f.set(
+            Attr::IpAddress,
+            ctx.ip.map(|ip| Value::Str(canonical_ip(ip).to_string())),
+        );
         f.set(Attr::IpCountry, s(&d.ip_country));
         f.set(Attr::Email, s(&d.email));
         f.set(Attr::EmailDomain, s(&d.email_domain));

@@ -2,8 +2,9 @@
 //!
 //! The table `fraud_velocity` is created by the store's migration
 //! `system/store/migrations/0003_fraud_velocity.sql` (so one migrator owns the schema). The
-//! observe statement inserts the attempt (`ON CONFLICT DO NOTHING`, which makes retries free)
-//! and counts the windows in the same statement. Rows a data-modifying CTE inserts are not
+//! observe statement inserts the attempt (`ON CONFLICT` does nothing for an attempt seen within the day, which makes retries free)
+//! and counts the windows in the same statement. (An attempt id last seen more than a day ago,
+//! which the memory store has pruned, is recorded afresh in both stores.) Rows a data-modifying CTE inserts are not
 //! visible to the other parts of the statement (they share one snapshot), so the inserted row
 //! is added to the counted set explicitly with `UNION ALL`; on a retry the insert does
 //! nothing and the row already stored is counted by the scan instead, never both.
@@ -18,7 +19,10 @@ const OBSERVE: &str = r#"
 WITH ins AS (
     INSERT INTO fraud_velocity (attempt_id, account, t, card, ip, customer)
     VALUES ($1, $2, $3, $4, $5, $6)
-    ON CONFLICT (attempt_id) DO NOTHING
+    ON CONFLICT (attempt_id) DO UPDATE
+        SET account = EXCLUDED.account, t = EXCLUDED.t, card = EXCLUDED.card, ip = EXCLUDED.ip,
+            customer = EXCLUDED.customer, outcome = NULL
+        WHERE fraud_velocity.t <= $3 - $7
     RETURNING t, card, ip, customer, outcome
 ), seen AS (
     SELECT t, card, ip, customer, outcome FROM fraud_velocity

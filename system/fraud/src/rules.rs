@@ -343,7 +343,12 @@ impl<'a> Lexer<'a> {
                     }
                     Some(':') => return Err(ParseError::at(pos, "a metadata key ends with `::`")),
                     Some(c) if !c.is_control() => key.push(c),
-                    _ => return Err(ParseError::at(pos, "unterminated metadata reference (expected `::key::`)")),
+                    _ => {
+                        return Err(ParseError::at(
+                            pos,
+                            "unterminated metadata reference (expected `::key::`)",
+                        ))
+                    }
                 }
             }
             if key.trim().is_empty() {
@@ -757,7 +762,16 @@ pub const CVC_RESULTS: &[&str] = &["pass", "fail", "unavailable", "unchecked"];
 /// Funding types.
 pub const FUNDING: &[&str] = &["credit", "debit", "prepaid", "unknown"];
 /// Card networks.
-pub const BRANDS: &[&str] = &["visa", "mastercard", "amex", "discover", "jcb", "diners", "unionpay", "unknown"];
+pub const BRANDS: &[&str] = &[
+    "visa",
+    "mastercard",
+    "amex",
+    "discover",
+    "jcb",
+    "diners",
+    "unionpay",
+    "unknown",
+];
 
 macro_rules! attributes {
     ($($variant:ident = $name:literal : $ty:expr, $doc:literal;)*) => {
@@ -1008,7 +1022,10 @@ fn compile_operand(o: &Operand) -> Result<(COperand, Ty), ParseError> {
                 let hint = closest(name, Attr::ALL.iter().map(|a| a.name()))
                     .map(|c| format!(" (did you mean :{c}:?)"))
                     .unwrap_or_default();
-                Err(ParseError::at(*p, format!("unknown attribute :{}:{hint}", truncate(name))))
+                Err(ParseError::at(
+                    *p,
+                    format!("unknown attribute :{}:{hint}", truncate(name)),
+                ))
             }
         },
         Operand::Meta(k, _) => Ok((COperand::Meta(k.clone()), Ty::Str)),
@@ -1128,7 +1145,10 @@ fn compile_cond(c: &Cond, lists: &dyn ValueLists) -> Result<CCond, ParseError> {
             if ty == Ty::Bool {
                 return Err(ParseError::at(
                     operand.pos(),
-                    format!("{} is a boolean and cannot be tested with `in`", describe_operand(operand)),
+                    format!(
+                        "{} is a boolean and cannot be tested with `in`",
+                        describe_operand(operand)
+                    ),
                 ));
             }
             match set {
@@ -1342,12 +1362,14 @@ impl RuleSet {
 
     /// The first matching rule, Allow rules first, then Block, then Review.
     pub fn evaluate(&self, facts: &Facts, lists: &dyn ValueLists) -> Option<&Rule> {
-        [Action::Allow, Action::Block, Action::Review].into_iter().find_map(|action| {
-            self.rules
-                .iter()
-                .filter(|r| r.compiled.action() == action)
-                .find(|r| r.compiled.matches(facts, lists))
-        })
+        [Action::Allow, Action::Block, Action::Review]
+            .into_iter()
+            .find_map(|action| {
+                self.rules
+                    .iter()
+                    .filter(|r| r.compiled.action() == action)
+                    .find(|r| r.compiled.matches(facts, lists))
+            })
     }
 }
 

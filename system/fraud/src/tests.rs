@@ -2,7 +2,12 @@ use super::*;
 use pay_core::Currency;
 
 fn ctx(attempt: &str) -> PaymentContext {
-    let mut c = PaymentContext::new(attempt, "acct_1", Money::new(2_000, Currency::USD), Timestamp::from_secs(1_800_000_000));
+    let mut c = PaymentContext::new(
+        attempt,
+        "acct_1",
+        Money::new(2_000, Currency::USD),
+        Timestamp::from_secs(1_800_000_000),
+    );
     c.card_fingerprint = Some("fp_1".into());
     c.card_bin = Some("424242".into());
     c.card_last4 = Some("4242".into());
@@ -33,7 +38,13 @@ fn an_ordinary_payment_is_normal_and_allowed() {
     let a = e.score(&ctx("pa_1"), &known(1), &RuleSet::radar_defaults(), &MemoryLists::new());
     assert_eq!(a.risk_level, RiskLevel::Normal, "{a:?}");
     assert!(a.risk_score < 30, "{a:?}");
-    assert_eq!(a.outcome, Outcome { action: Action::Allow, rule: None });
+    assert_eq!(
+        a.outcome,
+        Outcome {
+            action: Action::Allow,
+            rule: None
+        }
+    );
     assert_eq!(a.model_version, "2026-11-01");
     assert!(a.reasons.len() <= 3);
     assert!(a.reasons.windows(2).all(|w| w[0].contribution >= w[1].contribution));
@@ -42,7 +53,9 @@ fn an_ordinary_payment_is_normal_and_allowed() {
 #[test]
 fn risky_signals_raise_the_score() {
     let e = FraudEngine::builtin();
-    let base = e.score(&ctx("pa_1"), &known(1), &RuleSet::empty(), &MemoryLists::new()).risk_score;
+    let base = e
+        .score(&ctx("pa_1"), &known(1), &RuleSet::empty(), &MemoryLists::new())
+        .risk_score;
     let mut c = ctx("pa_1");
     c.cvc_check = CvcCheck::Fail;
     c.ip = Some("203.0.113.9".parse().unwrap()); // DE, card is US
@@ -70,23 +83,46 @@ fn stripe_test_cards_force_levels_in_test_mode_only() {
         c
     };
     let a = e.score(&with("410000", "0019", false), &known(1), &RuleSet::empty(), &lists);
-    assert_eq!((a.risk_level, a.test_card), (RiskLevel::Highest, Some(TestCard::AlwaysBlocked)));
+    assert_eq!(
+        (a.risk_level, a.test_card),
+        (RiskLevel::Highest, Some(TestCard::AlwaysBlocked))
+    );
     assert_eq!(a.outcome.action, Action::Block);
     // Always blocked, even past an Allow rule.
     let mut allow = RuleSet::empty();
     allow.add("a", "Allow if :risk_score: >= 0", &lists).unwrap();
-    assert_eq!(e.score(&with("410000", "0019", false), &known(1), &allow, &lists).outcome.action, Action::Block);
+    assert_eq!(
+        e.score(&with("410000", "0019", false), &known(1), &allow, &lists)
+            .outcome
+            .action,
+        Action::Block
+    );
     let a = e.score(&with("400000", "4954", false), &known(1), &RuleSet::empty(), &lists);
     assert_eq!(a.risk_level, RiskLevel::Highest);
     assert!(a.risk_score >= 75);
     assert_eq!(a.outcome.action, Action::Allow);
-    let a = e.score(&with("400000", "4954", false), &known(1), &RuleSet::radar_defaults(), &lists);
+    let a = e.score(
+        &with("400000", "4954", false),
+        &known(1),
+        &RuleSet::radar_defaults(),
+        &lists,
+    );
     assert_eq!(a.outcome.action, Action::Block);
-    let a = e.score(&with("400000", "9235", false), &known(1), &RuleSet::radar_defaults(), &lists);
+    let a = e.score(
+        &with("400000", "9235", false),
+        &known(1),
+        &RuleSet::radar_defaults(),
+        &lists,
+    );
     assert_eq!(a.risk_level, RiskLevel::Elevated);
     assert!((65..75).contains(&a.risk_score));
     assert_eq!(a.outcome.action, Action::Review);
-    let a = e.score(&with("410000", "0019", true), &known(1), &RuleSet::radar_defaults(), &lists);
+    let a = e.score(
+        &with("410000", "0019", true),
+        &known(1),
+        &RuleSet::radar_defaults(),
+        &lists,
+    );
     assert_eq!(a.test_card, None);
     assert_eq!(a.risk_level, RiskLevel::Normal);
 }
@@ -96,9 +132,24 @@ fn facts_feed_rules() {
     let e = FraudEngine::builtin();
     let lists = MemoryLists::new();
     let mut rs = RuleSet::empty();
-    rs.add("geo", "Block if :card_country: != :ip_country: and :amount_in_usd: > 500", &lists).unwrap();
-    rs.add("meta", "Review if ::channel:: = 'phone' and :customer_age_days: < 400", &lists).unwrap();
-    rs.add("dom", "Review if :is_disposable_email: or :email_domain: = 'evil.test'", &lists).unwrap();
+    rs.add(
+        "geo",
+        "Block if :card_country: != :ip_country: and :amount_in_usd: > 500",
+        &lists,
+    )
+    .unwrap();
+    rs.add(
+        "meta",
+        "Review if ::channel:: = 'phone' and :customer_age_days: < 400",
+        &lists,
+    )
+    .unwrap();
+    rs.add(
+        "dom",
+        "Review if :is_disposable_email: or :email_domain: = 'evil.test'",
+        &lists,
+    )
+    .unwrap();
     let mut c = ctx("pa_1");
     c.ip = Some("::ffff:203.0.113.9".parse().unwrap());
     c.amount = Money::new(50_001, Currency::USD);

@@ -4,7 +4,8 @@
 //! length `W` ending at `now` when `now − W < t ≤ now`. Counts include the attempt being
 //! scored. Every attempt is recorded once per `attempt_id`: observing or recording the outcome
 //! of the same attempt again (a retried request) changes nothing. A decline counts in the
-//! windows that contain the declined attempt's own time.
+//! windows that contain the declined attempt's own time. An attempt id last observed more than
+//! a day ago is no longer remembered and counts as new.
 //!
 //! Counts are per merchant account. Backends: [`MemoryVelocityStore`] (the simulator, tests,
 //! `paymentd dev`) and [`crate::pg::PgVelocityStore`] (production: one SQL statement per score).
@@ -249,13 +250,22 @@ impl MemoryVelocityStore {
                 let item = (now, obs.attempt_id.clone());
                 let acct = obs.account.clone();
                 if let Some(c) = &obs.card {
-                    g.by_card.entry((acct.clone(), c.clone())).or_default().insert(item.clone());
+                    g.by_card
+                        .entry((acct.clone(), c.clone()))
+                        .or_default()
+                        .insert(item.clone());
                 }
                 if let Some(ip) = &obs.ip {
-                    g.by_ip.entry((acct.clone(), ip.clone())).or_default().insert(item.clone());
+                    g.by_ip
+                        .entry((acct.clone(), ip.clone()))
+                        .or_default()
+                        .insert(item.clone());
                 }
                 if let Some(cu) = &obs.customer {
-                    g.by_customer.entry((acct, cu.clone())).or_default().insert(item.clone());
+                    g.by_customer
+                        .entry((acct, cu.clone()))
+                        .or_default()
+                        .insert(item.clone());
                 }
                 g.by_time.insert(item);
                 g.attempts.insert(
@@ -372,7 +382,10 @@ mod tests {
         assert_eq!(c.card_attempts_1h, Some(1));
         s.record_outcome_now("a1", AttemptOutcome::Declined);
         s.record_outcome_now("a1", AttemptOutcome::Approved); // first outcome wins
-        let c = s.observe_now(&obs("a2", Some("fp2"), Some("1.2.3.4"), Some("cus")), Timestamp(t0 + HOUR_MS - 1));
+        let c = s.observe_now(
+            &obs("a2", Some("fp2"), Some("1.2.3.4"), Some("cus")),
+            Timestamp(t0 + HOUR_MS - 1),
+        );
         assert_eq!(c.card_attempts_1h, Some(1));
         assert_eq!(c.ip_attempts_1h, Some(2));
         assert_eq!(c.customer_distinct_cards_24h, Some(2));

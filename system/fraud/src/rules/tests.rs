@@ -55,7 +55,10 @@ fn the_issues_example_rules_compile_and_match() {
     assert!(!r.matches(&Facts::default(), &l));
     let r = compile_rule("block IF :email: IN @blocked_emails AND NOT :livemode:", &l).unwrap();
     assert!(r.matches(
-        &facts(&[(Attr::Email, s("bad@example.com")), (Attr::Livemode, Value::Bool(false))]),
+        &facts(&[
+            (Attr::Email, s("bad@example.com")),
+            (Attr::Livemode, Value::Bool(false))
+        ]),
         &l
     ));
 }
@@ -73,8 +76,12 @@ fn operators_precedence_and_sets() {
     assert!(m("Block if :risk_score: >= 50 and :risk_score: <= 50"));
     assert!(!m("Block if :risk_score: < 50 or :risk_score: > 50"));
     // and binds tighter than or.
-    assert!(m("Block if :risk_score: = 1 and :risk_score: = 2 or :card_country: = 'US'"));
-    assert!(!m("Block if :risk_score: = 1 and (:risk_score: = 2 or :card_country: = 'US')"));
+    assert!(m(
+        "Block if :risk_score: = 1 and :risk_score: = 2 or :card_country: = 'US'"
+    ));
+    assert!(!m(
+        "Block if :risk_score: = 1 and (:risk_score: = 2 or :card_country: = 'US')"
+    ));
     assert!(m("Block if not :risk_score: = 1"));
     assert!(m("Block if :card_country: in ('US', 'CA')"));
     assert!(m("Block if :card_country: not in ('DE')"));
@@ -97,7 +104,8 @@ fn ruleset_order_is_allow_block_review_first_match_wins() {
     rs.add("r_review", "Review if :risk_score: > 10", &l).unwrap();
     rs.add("r_block", "Block if :risk_score: > 20", &l).unwrap();
     rs.add("r_block2", "Block if :risk_score: > 5", &l).unwrap();
-    rs.add("r_allow", "Allow if :card_fingerprint: in @trusted_cards", &l).unwrap();
+    rs.add("r_allow", "Allow if :card_fingerprint: in @trusted_cards", &l)
+        .unwrap();
     let f = facts(&[(Attr::RiskScore, num("30"))]);
     assert_eq!(rs.evaluate(&f, &l).unwrap().id, "r_block");
     let f = facts(&[(Attr::RiskScore, num("15"))]);
@@ -114,7 +122,13 @@ fn ruleset_order_is_allow_block_review_first_match_wins() {
     assert_eq!(rs.len(), 3);
     let d = RuleSet::radar_defaults();
     assert_eq!(d.len(), 2);
-    assert_eq!(d.evaluate(&facts(&[(Attr::RiskLevel, s("highest"))]), &l).unwrap().compiled.action(), Action::Block);
+    assert_eq!(
+        d.evaluate(&facts(&[(Attr::RiskLevel, s("highest"))]), &l)
+            .unwrap()
+            .compiled
+            .action(),
+        Action::Block
+    );
 }
 
 fn err(text: &str) -> ParseError {
@@ -177,7 +191,8 @@ fn syntax_errors_have_positions() {
 fn printer_gives_canonical_text() {
     let a = parse_rule("block IF (:a: = 1 OR :b: = 'x''') and not (:c: in @l or :d:) and :e: not in (1, -2.50)");
     assert!(a.is_err()); // '' is not an escape
-    let a = parse_rule(r"block IF (:a: = 1 OR :b: = 'x\'') and not (:c: in @l or :d:) and :e: not in (1, -2.50)").unwrap();
+    let a =
+        parse_rule(r"block IF (:a: = 1 OR :b: = 'x\'') and not (:c: in @l or :d:) and :e: not in (1, -2.50)").unwrap();
     assert_eq!(
         a.to_string(),
         r"Block if (:a: = 1 or :b: = 'x\'') and not (:c: in @l or :d:) and :e: not in (1, -2.5)"
@@ -245,23 +260,41 @@ fn arb_cond() -> impl Strategy<Value = Cond> {
 }
 
 fn arb_rule() -> impl Strategy<Value = RuleAst> {
-    (prop_oneof![Just(Action::Allow), Just(Action::Block), Just(Action::Review)], arb_cond())
+    (
+        prop_oneof![Just(Action::Allow), Just(Action::Block), Just(Action::Review)],
+        arb_cond(),
+    )
         .prop_map(|(action, condition)| RuleAst { action, condition })
 }
 
 /// Every position in an error points inside the text or just past its end.
 fn position_inside(text: &str, e: &ParseError) -> bool {
     let lines: Vec<&str> = text.split('\n').collect();
-    let Some(line) = lines.get(e.line as usize - 1) else { return false };
+    let Some(line) = lines.get(e.line as usize - 1) else {
+        return false;
+    };
     e.line >= 1 && e.column >= 1 && (e.column as usize) <= line.chars().count() + 1
 }
 
 fn valid_facts() -> impl Strategy<Value = Facts> {
-    proptest::collection::vec((0usize..Attr::ALL.len(), prop_oneof![
-        (-1000i64..1000).prop_map(|n| Value::Num(Decimal::from_int(n))),
-        prop_oneof![Just("normal"), Just("elevated"), Just("highest"), Just("US"), Just("pass")].prop_map(|s| Value::Str(s.into())),
-        any::<bool>().prop_map(Value::Bool),
-    ]), 0..20)
+    proptest::collection::vec(
+        (
+            0usize..Attr::ALL.len(),
+            prop_oneof![
+                (-1000i64..1000).prop_map(|n| Value::Num(Decimal::from_int(n))),
+                prop_oneof![
+                    Just("normal"),
+                    Just("elevated"),
+                    Just("highest"),
+                    Just("US"),
+                    Just("pass")
+                ]
+                .prop_map(|s| Value::Str(s.into())),
+                any::<bool>().prop_map(Value::Bool),
+            ],
+        ),
+        0..20,
+    )
     .prop_map(|pairs| {
         let mut f = Facts::default();
         for (i, v) in pairs {
