@@ -1622,6 +1622,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/charges/{id}", get(get_charge))
         .route("/v1/events", get(list_events))
         .route("/v1/events/{id}", get(get_event))
+        .merge(crate::radar::routes())
         .fallback(not_found);
     v1.layer(axum::middleware::from_fn_with_state(api.clone(), Api::gate))
         .with_state(api)

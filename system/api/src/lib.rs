@@ -12,6 +12,7 @@
 pub mod handlers;
 pub mod keys;
 pub mod params;
+pub mod radar;
 pub mod records;
 
 use axum::body::Bytes;
@@ -85,6 +86,7 @@ pub struct Api {
     pub(crate) env: Env,
     pub(crate) tokenizer: TokenizerClient,
     pub(crate) payments: PaymentsClient,
+    pub(crate) fraud: Option<pay_proto::fraud::FraudClient>,
     keys: KeyResolver,
     key_limiter: RateLimiter,
     ip_limiter: RateLimiter,
@@ -171,10 +173,17 @@ impl Api {
             env,
             tokenizer,
             payments,
+            fraud: None,
             waf_verifier,
             metrics,
             config,
         }
+    }
+
+    /// The same API with the Radar routes (`/v1/radar/…`) served by the fraud service.
+    pub fn with_fraud(mut self, fraud: pay_proto::fraud::FraudClient) -> Api {
+        self.fraud = Some(fraud);
+        self
     }
 
     /// The store.

@@ -110,6 +110,7 @@ struct ConfigFile {
     bias: f64,
     thresholds: Thresholds,
     max_reasons: usize,
+    test_mode_cap: bool,
     weights: Weights,
     /// USD per one major unit of the currency, as decimal strings.
     fx_to_usd: BTreeMap<String, Decimal>,
@@ -132,6 +133,9 @@ pub struct FraudConfig {
     pub thresholds: Thresholds,
     /// How many reasons an assessment lists.
     pub max_reasons: usize,
+    /// As at Stripe, test-mode payments score below the elevated threshold unless a test card
+    /// forces a level (rules still see every fact, velocity included).
+    pub test_mode_cap: bool,
     /// Feature weights.
     pub weights: Weights,
     /// FX table.
@@ -190,6 +194,7 @@ impl FraudConfig {
             bias: f.bias,
             thresholds: f.thresholds,
             max_reasons: f.max_reasons,
+            test_mode_cap: f.test_mode_cap,
             weights: f.weights,
             fx: FxTable { rates: fx },
             iin: IinTable::new(&f.iin)?,

@@ -20,6 +20,7 @@ pub mod decimal;
 pub mod model;
 pub mod pg;
 pub mod rules;
+pub mod service;
 
 pub mod velocity;
 
@@ -91,7 +92,7 @@ pub struct PaymentContext {
     /// CVC check result.
     #[serde(default)]
     pub cvc_check: CvcCheck,
-    /// Client IP address.
+    /// Client IP address (internal addresses such as 127.0.0.1 or 10.x are ignored).
     pub ip: Option<IpAddr>,
     /// Customer id.
     pub customer_id: Option<String>,
@@ -136,7 +137,7 @@ impl PaymentContext {
             attempt_id: self.attempt_id.clone(),
             account: self.account.clone(),
             card: self.card_fingerprint.clone(),
-            ip: self.ip.map(|ip| canonical_ip(ip).to_string()),
+            ip: self.ip.and_then(public_ip).map(|ip| ip.to_string()),
             customer: self.customer_id.clone(),
         }
     }
@@ -148,6 +149,23 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
     }
+}
+
+/// The client address if it can say anything about the client: loopback, private,
+/// link-local, unspecified and documentation-free internal addresses (a proxy, a load
+/// balancer, a test harness) are treated as no address.
+pub fn public_ip(ip: IpAddr) -> Option<IpAddr> {
+    let ip = canonical_ip(ip);
+    let internal = match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    };
+    (!internal).then_some(ip)
 }
 
 /// Risk levels.
@@ -314,6 +332,9 @@ impl FraudEngine {
                     score = mid;
                 }
             }
+            None if !ctx.livemode && c.test_mode_cap => {
+                score = score.min(c.thresholds.elevated.saturating_sub(1));
+            }
             None => {}
         }
         let risk_level = if score >= c.thresholds.highest {
@@ -389,7 +410,11 @@ impl FraudEngine {
                 .card_funding
                 .clone()
                 .or_else(|| iin.as_ref().map(|i| i.funding.clone())),
-            ip_country: ctx.ip.and_then(|ip| c.ip.country(ip)).map(str::to_owned),
+            ip_country: ctx
+                .ip
+                .and_then(public_ip)
+                .and_then(|ip| c.ip.country(ip))
+                .map(str::to_owned),
             disposable: email_domain.as_deref().map(|d| c.disposable.contains(d)),
             email,
             email_domain,

@@ -57,6 +57,7 @@ fn risky_signals_raise_the_score() {
         .score(&ctx("pa_1"), &known(1), &RuleSet::empty(), &MemoryLists::new())
         .risk_score;
     let mut c = ctx("pa_1");
+    c.livemode = true;
     c.cvc_check = CvcCheck::Fail;
     c.ip = Some("203.0.113.9".parse().unwrap()); // DE, card is US
     c.email = Some("x@mailinator.com".into());
@@ -69,6 +70,35 @@ fn risky_signals_raise_the_score() {
     assert_eq!(a.outcome.rule.as_ref().unwrap().id, "block_if_high_risk");
     assert_eq!(a.reasons.len(), 3);
     assert!(a.reasons.iter().any(|r| r.feature == "card_attempts_1h"));
+    // The same payment in test mode stays below elevated (only test cards elicit levels),
+    // but rules still see its facts.
+    c.livemode = false;
+    let lists = MemoryLists::new();
+    let mut rs = RuleSet::radar_defaults();
+    rs.add("v", "Review if :card_attempts_1h: > 10", &lists).unwrap();
+    let a = e.score(&c, &v, &rs, &lists);
+    assert_eq!((a.risk_score, a.risk_level), (64, RiskLevel::Normal));
+    assert_eq!(a.outcome.rule.unwrap().id, "v");
+}
+
+#[test]
+fn internal_addresses_are_no_address() {
+    for ip in [
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.0.1",
+        "::1",
+        "fd00::1",
+        "fe80::1",
+        "::ffff:127.0.0.1",
+        "0.0.0.0",
+    ] {
+        assert_eq!(public_ip(ip.parse().unwrap()), None, "{ip}");
+    }
+    assert!(public_ip("192.0.2.1".parse().unwrap()).is_some());
+    let mut c = ctx("pa_1");
+    c.ip = "127.0.0.1".parse().ok();
+    assert_eq!(c.observation().ip, None);
 }
 
 #[test]

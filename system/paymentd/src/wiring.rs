@@ -32,11 +32,13 @@ pub enum Role {
     Payments,
     /// The card network simulator.
     Acquirer,
+    /// Fraud detection (risk scoring, Radar rules and value lists).
+    Fraud,
 }
 
 impl Role {
     /// Every role, in start order (dependencies first).
-    pub const ALL: [Role; 4] = [Role::Acquirer, Role::Tokenizer, Role::Payments, Role::Api];
+    pub const ALL: [Role; 5] = [Role::Acquirer, Role::Tokenizer, Role::Fraud, Role::Payments, Role::Api];
 
     /// The role's name (also its service identity).
     pub fn name(self) -> &'static str {
@@ -45,6 +47,7 @@ impl Role {
             Role::Tokenizer => "tokenizer",
             Role::Payments => "payments",
             Role::Acquirer => "acquirer",
+            Role::Fraud => "fraud",
         }
     }
 }
@@ -61,7 +64,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.name() == s)
-            .ok_or_else(|| format!("unknown role `{s}` (expected one of: api, tokenizer, payments, acquirer)"))
+            .ok_or_else(|| format!("unknown role `{s}` (expected one of: api, tokenizer, payments, acquirer, fraud)"))
     }
 }
 
@@ -121,6 +124,15 @@ pub struct Tuning {
     pub reconcile_every: Option<Duration>,
     /// Per-call timeout between services.
     pub call_timeout: Option<Duration>,
+    /// How long the payment service waits for a fraud score (default 300 ms).
+    pub fraud_budget: Option<Duration>,
+    /// Decline (instead of authorizing unscored) when fraud does not answer in time.
+    pub fraud_fail_closed: bool,
+    /// Velocity counters of the fraud role (default: in memory on the fraud host; `paymentd
+    /// serve` passes the PostgreSQL store).
+    pub fraud_velocity: Option<Arc<dyn pay_fraud::VelocityStore>>,
+    /// The fraud model (default: the built-in `model.yaml`).
+    pub fraud_config: Option<pay_fraud::FraudConfig>,
 }
 
 /// How often expired idempotency keys are deleted.
@@ -270,13 +282,55 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
                 },
             )
         }
+        Role::Fraud => {
+            let engine = match &deps.tuning.fraud_config {
+                Some(c) => pay_fraud::FraudEngine::new(c),
+                None => pay_fraud::FraudEngine::builtin(),
+            };
+            let velocity: Arc<dyn pay_fraud::VelocityStore> = match &deps.tuning.fraud_velocity {
+                Some(v) => v.clone(),
+                None => Arc::new(pay_fraud::MemoryVelocityStore::default()),
+            };
+            let f = Arc::new(pay_fraud::service::FraudService::new(
+                db.clone(),
+                env.clone(),
+                engine,
+                velocity,
+            ));
+            (
+                pay_fraud::service::router(f, deps.verifier(role)),
+                Readiness {
+                    db: Some(db),
+                    hsm: None,
+                    metrics: deps.metrics.clone(),
+                },
+            )
+        }
         Role::Payments => {
             let tokenizer = pay_proto::tokenizer::TokenizerClient::new(deps.client(role, Role::Tokenizer)?);
+            // Without a fraud address (a split deployment that runs no fraud role) payments
+            // are not assessed; the charge's outcome says `not_assessed`.
+            let risk: Option<Arc<dyn pay_payments::RiskAssessor>> = if deps.topology.urls.contains_key(&Role::Fraud) {
+                let client = pay_proto::fraud::FraudClient::new(deps.client(role, Role::Fraud)?);
+                let policy = if deps.tuning.fraud_fail_closed {
+                    pay_payments::risk::FailurePolicy::Closed
+                } else {
+                    pay_payments::risk::FailurePolicy::Open
+                };
+                Some(Arc::new(pay_payments::risk::FraudRisk::new(
+                    client,
+                    deps.tuning.fraud_budget.unwrap_or(Duration::from_millis(300)),
+                    policy,
+                )))
+            } else {
+                tracing::warn!("no address for the fraud role: payments will not be risk-assessed");
+                None
+            };
             let p = Arc::new(pay_payments::Payments::new(
                 db.clone(),
                 env.clone(),
                 tokenizer,
-                None,
+                risk,
                 deps.tuning.payments.clone(),
             ));
             payments_handle = Some(p.clone());
@@ -324,7 +378,7 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
             }));
             let tokenizer = pay_proto::tokenizer::TokenizerClient::new(deps.client(role, Role::Tokenizer)?);
             let payments = pay_proto::payments::PaymentsClient::new(deps.client(role, Role::Payments)?);
-            let api = Arc::new(pay_api::Api::new(
+            let mut api = pay_api::Api::new(
                 db.clone(),
                 env.clone(),
                 tokenizer,
@@ -332,7 +386,11 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
                 Some(deps.verifier(role)),
                 deps.metrics.clone(),
                 deps.tuning.api.clone(),
-            ));
+            );
+            if deps.topology.urls.contains_key(&Role::Fraud) {
+                api = api.with_fraud(pay_proto::fraud::FraudClient::new(deps.client(role, Role::Fraud)?));
+            }
+            let api = Arc::new(api);
             (
                 pay_api::handlers::router(api),
                 Readiness {
