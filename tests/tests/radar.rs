@@ -51,7 +51,7 @@ async fn rules_from_the_api_decide_payments_and_test_cards_force_levels() {
         .await;
     assert_eq!(bad.status, 400, "{}", bad.json);
     let msg = bad.str("/error/message").unwrap();
-    assert!(msg.contains("line 1, column 42"), "{msg}");
+    assert!(msg.contains("line 1, column 36"), "{msg}");
     assert!(msg.contains("did you mean :risk_level:?"), "{msg}");
     assert_eq!(bad.str("/error/param"), Some("predicate"));
     let unknown_list = c
