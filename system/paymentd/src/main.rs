@@ -344,6 +344,9 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
         listeners.push((*r, l, opts));
     }
     let metrics = pay_net::metrics::Metrics::new();
+    let mut tuning = cfg.tuning.to_tuning();
+    // Fraud velocity counters live in PostgreSQL in production (one statement per score).
+    tuning.fraud_velocity = Some(Arc::new(pay_fraud::pg::PgVelocityStore::new(store.pool().clone())));
     let deps = NodeDeps {
         env,
         http: HttpClient::new(transport),
@@ -354,7 +357,7 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
         directory,
         topology,
         metrics,
-        tuning: cfg.tuning.to_tuning(),
+        tuning,
     };
     let node = paymentd::node::start(&deps, listeners).map_err(|e| anyhow!(e))?;
     tracing::info!(roles = ?roles.iter().map(|r| r.name()).collect::<Vec<_>>(), "paymentd ready");
