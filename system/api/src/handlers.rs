@@ -1623,6 +1623,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/events", get(list_events))
         .route("/v1/events/{id}", get(get_event))
         .merge(crate::webhook_endpoints::routes())
+        .merge(crate::radar::routes())
         .fallback(not_found);
     v1.layer(axum::middleware::from_fn_with_state(api.clone(), Api::gate))
         .with_state(api)

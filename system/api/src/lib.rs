@@ -12,6 +12,7 @@
 pub mod handlers;
 pub mod keys;
 pub mod params;
+pub mod radar;
 pub mod records;
 pub mod webhook_endpoints;
 
@@ -87,6 +88,7 @@ pub struct Api {
     pub(crate) tokenizer: TokenizerClient,
     pub(crate) payments: PaymentsClient,
     pub(crate) webhooks: Option<pay_proto::webhooks::WebhooksClient>,
+    pub(crate) fraud: Option<pay_proto::fraud::FraudClient>,
     keys: KeyResolver,
     key_limiter: RateLimiter,
     ip_limiter: RateLimiter,
@@ -175,6 +177,7 @@ impl Api {
             tokenizer,
             payments,
             webhooks: None,
+            fraud: None,
             waf_verifier,
             metrics,
             config,
@@ -191,6 +194,12 @@ impl Api {
     /// Records authentication failures and lockouts in `audit` (PCI DSS 10.2.1.4).
     pub fn with_audit(mut self, audit: Option<Arc<pay_audit::AuditLog>>) -> Api {
         self.audit = audit;
+        self
+    }
+
+    /// The same API with the Radar routes (`/v1/radar/…`) served by the fraud service.
+    pub fn with_fraud(mut self, fraud: pay_proto::fraud::FraudClient) -> Api {
+        self.fraud = Some(fraud);
         self
     }
 

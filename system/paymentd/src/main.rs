@@ -523,6 +523,8 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
     if let Some(c) = cfg.webhooks.concurrency {
         tuning.webhooks.concurrency = c.clamp(1, 1000);
     }
+    // Fraud velocity counters live in PostgreSQL in production (one statement per score).
+    tuning.fraud_velocity = Some(Arc::new(pay_fraud::pg::PgVelocityStore::new(store.pool().clone())));
     let deps = NodeDeps {
         env,
         webhook_outbound: Some(webhook_outbound),

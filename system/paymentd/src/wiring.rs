@@ -34,13 +34,16 @@ pub enum Role {
     Acquirer,
     /// Webhook endpoints and delivery.
     Webhooks,
+    /// Fraud detection (risk scoring, Radar rules and value lists).
+    Fraud,
 }
 
 impl Role {
     /// Every role, in start order (dependencies first).
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Acquirer,
         Role::Tokenizer,
+        Role::Fraud,
         Role::Payments,
         Role::Webhooks,
         Role::Api,
@@ -54,6 +57,7 @@ impl Role {
             Role::Payments => "payments",
             Role::Acquirer => "acquirer",
             Role::Webhooks => "webhooks",
+            Role::Fraud => "fraud",
         }
     }
 }
@@ -68,7 +72,7 @@ impl FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Role, String> {
         Role::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| {
-            format!("unknown role `{s}` (expected one of: api, tokenizer, payments, acquirer, webhooks)")
+            format!("unknown role `{s}` (expected one of: api, tokenizer, payments, acquirer, fraud, webhooks)")
         })
     }
 }
@@ -135,6 +139,15 @@ pub struct Tuning {
     pub call_timeout: Option<Duration>,
     /// Webhook delivery settings.
     pub webhooks: pay_webhooks::WebhooksConfig,
+    /// How long the payment service waits for a fraud score (default 300 ms).
+    pub fraud_budget: Option<Duration>,
+    /// Decline (instead of authorizing unscored) when fraud does not answer in time.
+    pub fraud_fail_closed: bool,
+    /// Velocity counters of the fraud role (default: in memory on the fraud host; `paymentd
+    /// serve` passes the PostgreSQL store).
+    pub fraud_velocity: Option<Arc<dyn pay_fraud::VelocityStore>>,
+    /// The fraud model (default: the built-in `model.yaml`).
+    pub fraud_config: Option<pay_fraud::FraudConfig>,
 }
 
 /// How often expired idempotency keys are deleted.
@@ -327,13 +340,55 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
                 },
             )
         }
+        Role::Fraud => {
+            let engine = match &deps.tuning.fraud_config {
+                Some(c) => pay_fraud::FraudEngine::new(c),
+                None => pay_fraud::FraudEngine::builtin(),
+            };
+            let velocity: Arc<dyn pay_fraud::VelocityStore> = match &deps.tuning.fraud_velocity {
+                Some(v) => v.clone(),
+                None => Arc::new(pay_fraud::MemoryVelocityStore::default()),
+            };
+            let f = Arc::new(pay_fraud::service::FraudService::new(
+                db.clone(),
+                env.clone(),
+                engine,
+                velocity,
+            ));
+            (
+                pay_fraud::service::router(f, deps.verifier(role)),
+                Readiness {
+                    db: Some(db),
+                    hsm: None,
+                    metrics: deps.metrics.clone(),
+                },
+            )
+        }
         Role::Payments => {
             let tokenizer = pay_proto::tokenizer::TokenizerClient::new(deps.client(role, Role::Tokenizer)?);
+            // Without a fraud address (a split deployment that runs no fraud role) payments
+            // are not assessed; the charge's outcome says `not_assessed`.
+            let risk: Option<Arc<dyn pay_payments::RiskAssessor>> = if deps.topology.urls.contains_key(&Role::Fraud) {
+                let client = pay_proto::fraud::FraudClient::new(deps.client(role, Role::Fraud)?);
+                let policy = if deps.tuning.fraud_fail_closed {
+                    pay_payments::risk::FailurePolicy::Closed
+                } else {
+                    pay_payments::risk::FailurePolicy::Open
+                };
+                Some(Arc::new(pay_payments::risk::FraudRisk::new(
+                    client,
+                    deps.tuning.fraud_budget.unwrap_or(Duration::from_millis(300)),
+                    policy,
+                )))
+            } else {
+                tracing::warn!("no address for the fraud role: payments will not be risk-assessed");
+                None
+            };
             let p = Arc::new(pay_payments::Payments::new(
                 db.clone(),
                 env.clone(),
                 tokenizer,
-                None,
+                risk,
                 deps.tuning.payments.clone(),
             ));
             payments_handle = Some(p.clone());
@@ -395,6 +450,9 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
                 api = api.with_webhooks(pay_proto::webhooks::WebhooksClient::new(
                     deps.client(role, Role::Webhooks)?,
                 ));
+            }
+            if deps.topology.urls.contains_key(&Role::Fraud) {
+                api = api.with_fraud(pay_proto::fraud::FraudClient::new(deps.client(role, Role::Fraud)?));
             }
             let api = Arc::new(api);
             (

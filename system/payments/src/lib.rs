@@ -9,6 +9,7 @@
 
 pub mod machine;
 pub mod records;
+pub mod risk;
 pub mod routes;
 pub mod service;
 

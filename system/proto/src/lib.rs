@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod acquirer;
+pub mod fraud;
 pub mod objects;
 pub mod payments;
 pub mod tokenizer;

@@ -1,0 +1,120 @@
+//! Velocity counters in PostgreSQL: one statement per score.
+//!
+//! The table `fraud_velocity` is created by the store's migration
+//! `system/store/migrations/0003_fraud_velocity.sql` (so one migrator owns the schema). The
+//! observe statement inserts the attempt (`ON CONFLICT` does nothing for an attempt seen within the day, which makes retries free)
+//! and counts the windows in the same statement. (An attempt id last seen more than a day ago,
+//! which the memory store has pruned, is recorded afresh in both stores.) Rows a data-modifying CTE inserts are not
+//! visible to the other parts of the statement (they share one snapshot), so the inserted row
+//! is added to the counted set explicitly with `UNION ALL`; on a retry the insert does
+//! nothing and the row already stored is counted by the scan instead, never both.
+
+use crate::velocity::{outcome_name, AttemptOutcome, Observation, VelocityCounts, VelocityError, VelocityStore};
+use crate::velocity::{DAY_MS, HOUR_MS};
+use async_trait::async_trait;
+use pay_core::Timestamp;
+use sqlx::{PgPool, Row};
+
+const OBSERVE: &str = r#"
+WITH ins AS (
+    INSERT INTO fraud_velocity (attempt_id, account, t, card, ip, customer)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (attempt_id) DO UPDATE
+        SET account = EXCLUDED.account, t = EXCLUDED.t, card = EXCLUDED.card, ip = EXCLUDED.ip,
+            customer = EXCLUDED.customer, outcome = NULL
+        WHERE fraud_velocity.t <= $3 - $7
+    RETURNING t, card, ip, customer, outcome
+), seen AS (
+    SELECT t, card, ip, customer, outcome FROM fraud_velocity
+     WHERE account = $2 AND t > $3 - $7 AND t <= $3
+       AND (card = $4 OR ip = $5 OR customer = $6)
+    UNION ALL
+    SELECT t, card, ip, customer, outcome FROM ins WHERE t > $3 - $7 AND t <= $3
+)
+SELECT
+    count(*) FILTER (WHERE card = $4 AND t > $3 - $8)                                       AS card_1h,
+    count(*) FILTER (WHERE card = $4)                                                       AS card_24h,
+    count(*) FILTER (WHERE card = $4 AND t > $3 - $8 AND outcome IN ('declined', 'blocked')) AS card_declines_1h,
+    count(*) FILTER (WHERE card = $4 AND outcome IN ('declined', 'blocked'))                AS card_declines_24h,
+    count(*) FILTER (WHERE ip = $5 AND t > $3 - $8)                                         AS ip_1h,
+    count(*) FILTER (WHERE ip = $5)                                                         AS ip_24h,
+    count(DISTINCT card) FILTER (WHERE customer = $6)                                       AS customer_cards,
+    count(DISTINCT card) FILTER (WHERE ip = $5)                                             AS ip_cards
+FROM seen
+"#;
+
+/// Velocity counters in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgVelocityStore {
+    pool: PgPool,
+}
+
+fn unavailable(e: sqlx::Error) -> VelocityError {
+    VelocityError::Unavailable(format!("postgres: {e}"))
+}
+
+fn count(row: &sqlx::postgres::PgRow, col: &str) -> Result<u32, VelocityError> {
+    let v: i64 = row.try_get(col).map_err(unavailable)?;
+    Ok(u32::try_from(v).unwrap_or(u32::MAX))
+}
+
+impl PgVelocityStore {
+    /// A store over `pool` (the schema must be migrated).
+    pub fn new(pool: PgPool) -> PgVelocityStore {
+        PgVelocityStore { pool }
+    }
+
+    /// Deletes attempts that can no longer be in any window (older than a day before `now`).
+    pub async fn prune(&self, now: Timestamp) -> Result<u64, VelocityError> {
+        let r = sqlx::query("DELETE FROM fraud_velocity WHERE t <= $1")
+            .bind(now.millis() - DAY_MS)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows_affected())
+    }
+}
+
+#[async_trait]
+impl VelocityStore for PgVelocityStore {
+    async fn observe(&self, obs: &Observation, now: Timestamp) -> Result<VelocityCounts, VelocityError> {
+        let row = sqlx::query(OBSERVE)
+            .bind(&obs.attempt_id)
+            .bind(&obs.account)
+            .bind(now.millis())
+            .bind(&obs.card)
+            .bind(&obs.ip)
+            .bind(&obs.customer)
+            .bind(DAY_MS)
+            .bind(HOUR_MS)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let c = VelocityCounts {
+            card_attempts_1h: Some(count(&row, "card_1h")?),
+            card_attempts_24h: Some(count(&row, "card_24h")?),
+            card_declines_1h: Some(count(&row, "card_declines_1h")?),
+            card_declines_24h: Some(count(&row, "card_declines_24h")?),
+            ip_attempts_1h: Some(count(&row, "ip_1h")?),
+            ip_attempts_24h: Some(count(&row, "ip_24h")?),
+            customer_distinct_cards_24h: Some(count(&row, "customer_cards")?),
+            ip_distinct_cards_24h: Some(count(&row, "ip_cards")?),
+        };
+        Ok(c.masked(obs))
+    }
+
+    async fn record_outcome(
+        &self,
+        attempt_id: &str,
+        outcome: AttemptOutcome,
+        _at: Timestamp,
+    ) -> Result<(), VelocityError> {
+        sqlx::query("UPDATE fraud_velocity SET outcome = $2 WHERE attempt_id = $1 AND outcome IS NULL")
+            .bind(attempt_id)
+            .bind(outcome_name(outcome))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}

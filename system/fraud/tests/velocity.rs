@@ -1,0 +1,155 @@
+//! Velocity end to end: the card-testing scenario on a deterministic clock, retries,
+//! and the PostgreSQL store checked against the memory store on the same random sequence.
+
+use pay_core::{Currency, Entropy, Env, Money, SeededEntropy, Timestamp};
+use pay_fraud::pg::PgVelocityStore;
+use pay_fraud::{
+    Action, AttemptOutcome, FraudEngine, MemoryLists, MemoryVelocityStore, Observation, PaymentContext, RuleSet,
+    VelocityStore,
+};
+use pay_store::testing::TestDatabase;
+use std::time::Duration;
+
+fn ctx(env: &Env, attempt: &str, card: &str) -> PaymentContext {
+    let mut c = PaymentContext::new(attempt, "acct_1", Money::new(1_000, Currency::USD), env.now());
+    c.card_fingerprint = Some(card.into());
+    c.card_bin = Some("424242".into());
+    c.card_last4 = Some("4242".into());
+    c.ip = "192.0.2.1".parse().ok();
+    c
+}
+
+#[tokio::test]
+async fn ten_attempts_in_an_hour_trip_the_rule_and_the_eleventh_across_the_boundary_does_not() {
+    let (env, clock) = Env::deterministic("fraud", 1, Timestamp::from_secs(1_800_000_000));
+    let t0 = env.now();
+    let engine = FraudEngine::builtin();
+    let store = MemoryVelocityStore::default();
+    let lists = MemoryLists::new();
+    let mut rules = RuleSet::empty();
+    rules
+        .add("velocity", "Block if :card_attempts_1h: >= 10", &lists)
+        .unwrap();
+    let run = |id: &str, card: &str| {
+        let c = ctx(&env, id, card);
+        let engine = &engine;
+        let store = &store;
+        let rules = &rules;
+        let lists = &lists;
+        async move { engine.assess(store, &c, rules, lists).await.unwrap() }
+    };
+    // Nine attempts in the first nine seconds (card A), and the same on card B.
+    for i in 1..=9 {
+        for card in ["fp_a", "fp_b"] {
+            let a = run(&format!("pa_{card}_{i}"), card).await;
+            assert_eq!(a.outcome.action, Action::Allow, "attempt {i} on {card}");
+            assert_eq!(a.velocity.card_attempts_1h, Some(i));
+        }
+        clock.advance(Duration::from_secs(1));
+    }
+    // A retried attempt is not counted twice.
+    let a = run("pa_fp_a_9", "fp_a").await;
+    assert_eq!(a.velocity.card_attempts_1h, Some(9));
+    assert_eq!(a.outcome.action, Action::Allow);
+    // The 10th within the hour trips the rule.
+    clock.set(t0.plus(Duration::from_secs(59 * 60)));
+    for card in ["fp_a", "fp_b"] {
+        let a = run(&format!("pa_{card}_10"), card).await;
+        assert_eq!(a.velocity.card_attempts_1h, Some(10));
+        assert_eq!(a.outcome.action, Action::Block);
+        assert_eq!(a.outcome.rule.unwrap().id, "velocity");
+    }
+    // Card A: one millisecond before the 9th attempt (at 8 s) leaves the window, it still counts.
+    clock.set(t0.plus(Duration::from_secs(3600 + 8)).minus(Duration::from_millis(1)));
+    let a = run("pa_fp_a_11", "fp_a").await;
+    assert_eq!(a.velocity.card_attempts_1h, Some(3)); // attempts at 8 s, 59 min, and this one
+    assert_eq!(a.outcome.action, Action::Allow);
+    // Card B: the 11th exactly one hour after the 9th attempt: the first nine are outside
+    // (now − 1 h < t is strict), so only the 10th and this one count.
+    clock.set(t0.plus(Duration::from_secs(3600 + 8)));
+    let a = run("pa_fp_b_11", "fp_b").await;
+    assert_eq!(a.velocity.card_attempts_1h, Some(2));
+    assert_eq!(a.velocity.card_attempts_24h, Some(11));
+    assert_eq!(a.outcome.action, Action::Allow);
+}
+
+#[tokio::test]
+async fn within_the_hour_the_eleventh_trips_a_greater_than_ten_rule() {
+    let (env, clock) = Env::deterministic("fraud", 2, Timestamp::from_secs(1_800_000_000));
+    let engine = FraudEngine::builtin();
+    let store = MemoryVelocityStore::default();
+    let lists = MemoryLists::new();
+    let mut rules = RuleSet::empty();
+    rules
+        .add("velocity", "Block if :card_attempts_1h: > 10", &lists)
+        .unwrap();
+    for i in 1..=11u32 {
+        let c = ctx(&env, &format!("pa_{i}"), "fp");
+        let a = engine.assess(&store, &c, &rules, &lists).await.unwrap();
+        let expect = if i <= 10 { Action::Allow } else { Action::Block };
+        assert_eq!(a.outcome.action, expect, "attempt {i}");
+        clock.advance(Duration::from_secs(5 * 60));
+    }
+}
+
+/// A deterministic random walk of observations, retries and outcomes.
+fn script(seed: u64, n: usize) -> Vec<(i64, Observation, Option<AttemptOutcome>)> {
+    let e = SeededEntropy::new(seed, "velocity-script");
+    let mut t = 1_800_000_000_000i64;
+    let mut out: Vec<(i64, Observation, Option<AttemptOutcome>)> = vec![];
+    for i in 0..n {
+        t += [0, 1, 999, 60_000, 600_000, 3_600_000, 7_200_000][e.below(7) as usize];
+        let pick = |opts: &[&str]| -> Option<String> {
+            let k = e.below(opts.len() as u64 + 1) as usize;
+            opts.get(k).map(|s| (*s).to_owned())
+        };
+        let obs = if !out.is_empty() && e.below(8) == 0 {
+            // Retry an earlier attempt with the same content.
+            out[e.below(out.len() as u64) as usize].1.clone()
+        } else {
+            Observation {
+                attempt_id: format!("pa_{i}"),
+                account: if e.below(10) == 0 {
+                    "acct_2".into()
+                } else {
+                    "acct_1".into()
+                },
+                card: pick(&["fp_1", "fp_2", "fp_3", "fp_4"]),
+                ip: pick(&["192.0.2.1", "192.0.2.2", "2001:db8::1"]),
+                customer: pick(&["cus_1", "cus_2"]),
+            }
+        };
+        let outcome = match e.below(4) {
+            0 => None,
+            1 => Some(AttemptOutcome::Approved),
+            2 => Some(AttemptOutcome::Declined),
+            _ => Some(AttemptOutcome::Blocked),
+        };
+        out.push((t, obs, outcome));
+    }
+    out
+}
+
+#[tokio::test]
+async fn postgres_counts_equal_memory_counts_on_the_same_sequence() {
+    let db = match TestDatabase::create().await {
+        Ok(db) => db,
+        Err(e) => panic!("PostgreSQL is required for this test: {e}"),
+    };
+    let backend = db.backend().await.unwrap();
+    let pg = PgVelocityStore::new(backend.pool().clone());
+    let mem = MemoryVelocityStore::default();
+    for (step, (t, obs, outcome)) in script(42, 400).into_iter().enumerate() {
+        let now = Timestamp::from_millis(t);
+        let a = mem.observe(&obs, now).await.unwrap();
+        let b = pg.observe(&obs, now).await.unwrap();
+        assert_eq!(a, b, "step {step}: {obs:?}");
+        if let Some(o) = outcome {
+            mem.record_outcome(&obs.attempt_id, o, now).await.unwrap();
+            pg.record_outcome(&obs.attempt_id, o, now).await.unwrap();
+        }
+    }
+    // Pruning removes only rows that can no longer be counted.
+    let removed = pg.prune(Timestamp::from_millis(4_000_000_000_000)).await.unwrap();
+    assert!(removed > 0);
+}
