@@ -14,7 +14,9 @@ fn money(c: &mut Criterion) {
     c.bench_function("money/checked_sub", |bench| {
         bench.iter(|| black_box(a).checked_sub(black_box(b)))
     });
-    c.bench_function("money/checked_mul", |bench| bench.iter(|| black_box(a).checked_mul(black_box(37))));
+    c.bench_function("money/checked_mul", |bench| {
+        bench.iter(|| black_box(a).checked_mul(black_box(37)))
+    });
     let basket: Vec<Money> = (0..100).map(|i| Money::new(i * 137, usd)).collect();
     c.bench_function("money/sum_100", |bench| {
         bench.iter(|| Money::sum(usd, black_box(&basket).iter().copied()))

@@ -41,9 +41,15 @@ fn idempotency(c: &mut Criterion) {
 
     rt.block_on(async {
         db.idem_begin(begin("done", now)).await.expect("begin");
-        db.idem_finish("acct_bench", "done", "req_bench", 200, r#"{"id":"pi_123","object":"payment_intent"}"#)
-            .await
-            .expect("finish");
+        db.idem_finish(
+            "acct_bench",
+            "done",
+            "req_bench",
+            200,
+            r#"{"id":"pi_123","object":"payment_intent"}"#,
+        )
+        .await
+        .expect("finish");
     });
     c.bench_function("idempotency/begin_replay_completed", |b| {
         b.iter(|| {

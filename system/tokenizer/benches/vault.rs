@@ -35,10 +35,16 @@ fn vault(c: &mut Criterion) {
         b.iter(|| pay_tokenizer::pan::validate(black_box(&number), 12, 2034, Some(&cvc), env.now()).is_ok())
     });
     c.bench_function("tokenizer/fingerprint", |b| {
-        b.iter(|| rt.block_on(ring.fingerprint(black_box("4242424242424242"))).expect("fingerprint"))
+        b.iter(|| {
+            rt.block_on(ring.fingerprint(black_box("4242424242424242")))
+                .expect("fingerprint")
+        })
     });
     c.bench_function("tokenizer/encrypt", |b| {
-        b.iter(|| rt.block_on(ring.encrypt(black_box(b"4242424242424242"), &aad)).expect("encrypt"))
+        b.iter(|| {
+            rt.block_on(ring.encrypt(black_box(b"4242424242424242"), &aad))
+                .expect("encrypt")
+        })
     });
     c.bench_function("tokenizer/validate_fingerprint_encrypt", |b| {
         b.iter(|| {

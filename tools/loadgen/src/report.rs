@@ -23,7 +23,13 @@ pub enum Step {
 
 impl Step {
     /// Every step, in report order.
-    pub const ALL: [Step; 5] = [Step::PaymentMethod, Step::Confirm, Step::Capture, Step::Refund, Step::Flow];
+    pub const ALL: [Step; 5] = [
+        Step::PaymentMethod,
+        Step::Confirm,
+        Step::Capture,
+        Step::Refund,
+        Step::Flow,
+    ];
 
     /// The step's name in reports.
     pub fn name(self) -> &'static str {
@@ -323,7 +329,12 @@ mod tests {
         let c = rep.step(Step::Confirm).unwrap();
         assert_eq!(c.count, 1000);
         assert!((c.per_second - 100.0).abs() < 1e-9);
-        for (got, want) in [(c.p50_ms, 500.0), (c.p90_ms, 900.0), (c.p99_ms, 990.0), (c.p999_ms, 999.0)] {
+        for (got, want) in [
+            (c.p50_ms, 500.0),
+            (c.p90_ms, 900.0),
+            (c.p99_ms, 990.0),
+            (c.p999_ms, 999.0),
+        ] {
             assert!((got - want).abs() / want < 0.002, "got {got}, want {want}");
         }
         assert!((c.max_ms - 1000.0).abs() < 1.0);
@@ -387,7 +398,12 @@ mod tests {
         assert_eq!(j["confirmed"], 1);
         assert_eq!(j["errors"]["http 402 card_declined"], 1);
         assert_eq!(j["meta"]["mode"], "open");
-        let confirm = j["steps"].as_array().unwrap().iter().find(|s| s["step"] == "confirm").unwrap();
+        let confirm = j["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == "confirm")
+            .unwrap();
         assert_eq!(confirm["count"], 1);
         assert!(confirm["p99_ms"].as_f64().unwrap() > 3.9);
     }

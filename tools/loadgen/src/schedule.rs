@@ -197,7 +197,10 @@ mod tests {
                 if n > 0 {
                     assert!(s.due(n - 1) < w, "rate {rate} window {w:?}: flow {} is outside", n - 1);
                 }
-                assert!(s.due(n) >= w, "rate {rate} window {w:?}: flow {n} is inside but not counted");
+                assert!(
+                    s.due(n) >= w,
+                    "rate {rate} window {w:?}: flow {n} is inside but not counted"
+                );
             }
         }
         let s = OpenLoopSchedule::new(100.0).unwrap();
@@ -252,11 +255,12 @@ mod tests {
             assert_eq!(p.refund, !p.decline);
         }
         let none = Mix::new(0.0, 0.0, 0.0).unwrap();
-        assert!((0..1000).all(|i| none.plan(i) == FlowPlan {
-            manual_capture: false,
-            refund: false,
-            decline: false
-        }));
+        assert!((0..1000).all(|i| none.plan(i)
+            == FlowPlan {
+                manual_capture: false,
+                refund: false,
+                decline: false
+            }));
     }
 
     #[test]
