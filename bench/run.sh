@@ -5,7 +5,9 @@
 #   bench/run.sh [--duration SECS] [--pgbench-clients N] [--connections N] [--no-build]
 #
 # Environment: CARGO_TARGET_DIR (where release binaries are), PG_BIN (PostgreSQL server
-# binaries, default /usr/lib/postgresql/15/bin), KEEP=1 keeps the work directory.
+# binaries, default /usr/lib/postgresql/15/bin), KEEP=1 keeps the work directory, PERF=1
+# samples paymentd with `perf record` during phase 1 and prints its hottest symbols,
+# DB_POOL (paymentd's database pool, default 32), CAPTURE_SHARE / REFUND_SHARE (loadgen mix).
 set -euo pipefail
 
 DURATION=20
@@ -197,9 +199,23 @@ loadgen() {
 
 # --- phase 1: the most the node does (closed loop) --------------------------------------------
 echo "== phase 1: loadgen closed loop, $CONNECTIONS connections, ${WARMUP}s warmup + ${DURATION}s"
+PERF_PID=
+if [ "${PERF:-0}" = 1 ]; then
+    # Sampling profile of paymentd during phase 1 (software clock: works without PMU access).
+    perf record -e cpu-clock -F 499 -p "$PAYMENTD_PID" -o "$WORK/perf.data" >"$WORK/perf.log" 2>&1 &
+    PERF_PID=$!
+fi
 P0=$(proc_ticks "$PAYMENTD_PID"); G0=$(pg_ticks); L0=$(children_ticks); T0=$(now_ns)
 loadgen --connections "$CONNECTIONS" >"$WORK/phase1.json"
 P1=$(proc_ticks "$PAYMENTD_PID"); G1=$(pg_ticks); L1=$(children_ticks); T1=$(now_ns)
+if [ -n "$PERF_PID" ]; then
+    kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
+    echo "== perf: paymentd's hottest symbols during phase 1 (self time)"
+    perf report -i "$WORK/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null |
+        grep -E '^ +[0-9]' | head -"${PERF_TOP:-40}"
+    echo "== perf: by shared object"
+    perf report -i "$WORK/perf.data" --stdio --no-children --sort dso 2>/dev/null | grep -E '^ +[0-9]' | head -10
+fi
 
 # --- phase 2: 70% of that rate (open loop) ----------------------------------------------------
 MAX_FLOWS=$(jq -r '.flows_per_second' "$WORK/phase1.json")
