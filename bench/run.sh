@@ -103,24 +103,26 @@ pg_ticks() {
     echo "$total"
 }
 
-# CPU ticks of this shell's finished children (used around a foreground loadgen run).
+# CPU ticks of this shell's finished children (around a foreground loadgen run). `times` must
+# run in this shell, not in a command substitution, so it writes to a file.
 children_ticks() {
-    # `times` prints two lines: shell, then children: "XmY.YYYs XmY.YYYs".
-    times | tail -1 | awk -v tick="$TICK" '{
+    times >"$WORK/times.txt"
+    # `times` prints two lines: the shell's, then its children's: "XmY.YYYs XmY.YYYs".
+    tail -1 "$WORK/times.txt" | awk -v tick="$TICK" '{
         split($1, u, "m"); split($2, s, "m");
         sub("s", "", u[2]); sub("s", "", s[2]);
-        printf "%d\n", ((u[1] * 60 + u[2]) + (s[1] * 60 + s[2])) * tick }'
+        printf "%d\n", ((u[1] * 60 + u[2]) + (s[1] * 60 + s[2])) * tick }' >"$WORK/children_ticks.txt"
 }
 
 echo "== machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) (shared machine: numbers are noisy)"
 
 # --- PostgreSQL -------------------------------------------------------------------------------
 PGPORT=$(free_port)
-mkdir -p "$PGDATA"
-[ "$(id -u)" = 0 ] && chown postgres "$PGDATA"
+mkdir -p "$PGDATA" "$WORK/pgrun"
+[ "$(id -u)" = 0 ] && chown postgres "$PGDATA" "$WORK/pgrun"
 as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 >"$WORK/initdb.log" 2>&1
-as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w \
-    -o "-p $PGPORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB" \
+as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORK/pgrun/postgres.log" -w \
+    -o "-p $PGPORT -k $WORK/pgrun -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB" \
     start >/dev/null
 PGURL="postgres://postgres@127.0.0.1:$PGPORT"
 echo "== PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on port $PGPORT (fsync on, default durability)"
@@ -205,9 +207,11 @@ if [ "${PERF:-0}" = 1 ]; then
     perf record -e cpu-clock -F 499 -p "$PAYMENTD_PID" -o "$WORK/perf.data" >"$WORK/perf.log" 2>&1 &
     PERF_PID=$!
 fi
-P0=$(proc_ticks "$PAYMENTD_PID"); G0=$(pg_ticks); L0=$(children_ticks); T0=$(now_ns)
+children_ticks; L0=$(cat "$WORK/children_ticks.txt")
+P0=$(proc_ticks "$PAYMENTD_PID"); G0=$(pg_ticks); T0=$(now_ns)
 loadgen --connections "$CONNECTIONS" >"$WORK/phase1.json"
-P1=$(proc_ticks "$PAYMENTD_PID"); G1=$(pg_ticks); L1=$(children_ticks); T1=$(now_ns)
+P1=$(proc_ticks "$PAYMENTD_PID"); G1=$(pg_ticks); T1=$(now_ns)
+children_ticks; L1=$(cat "$WORK/children_ticks.txt")
 if [ -n "$PERF_PID" ]; then
     kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
     echo "== perf: paymentd's hottest symbols during phase 1 (self time)"
