@@ -207,11 +207,17 @@ if [ "${PERF:-0}" = 1 ]; then
     perf record -e cpu-clock -F 499 -p "$PAYMENTD_PID" -o "$WORK/perf.data" >"$WORK/perf.log" 2>&1 &
     PERF_PID=$!
 fi
+db_stats() {
+    psql -qAt "$PGURL/postgres" -c "SELECT xact_commit + xact_rollback, tup_inserted, tup_updated, tup_deleted, blks_hit + blks_read FROM pg_stat_database WHERE datname = 'payments'"
+}
+DB0=$(db_stats)
 children_ticks; L0=$(cat "$WORK/children_ticks.txt")
 P0=$(proc_ticks "$PAYMENTD_PID"); G0=$(pg_ticks); T0=$(now_ns)
 loadgen --connections "$CONNECTIONS" >"$WORK/phase1.json"
 P1=$(proc_ticks "$PAYMENTD_PID"); G1=$(pg_ticks); T1=$(now_ns)
 children_ticks; L1=$(cat "$WORK/children_ticks.txt")
+sleep 0.6  # pg_stat_database is flushed by backends at most every 500 ms
+DB1=$(db_stats)
 if [ -n "$PERF_PID" ]; then
     kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
     echo "== perf: paymentd's hottest symbols during phase 1 (self time)"
@@ -264,6 +270,10 @@ if pay + pg > 0:
 print(f"paymentd RSS high-water mark:       {rss_mb:.0f} MB   target < 300 MB  {verdict(rss_mb < 300)}")
 print(f"paymentd dev ready:                 $DEV_READY_MS ms   target < 1000 ms  {verdict($DEV_READY_MS < 1000)}")
 print(f"paymentd serve ready:               $SERVE_READY_MS ms   target < 2000 ms  {verdict($SERVE_READY_MS < 2000)}")
+db0 = [int(x) for x in "$DB0".split("|")]; db1 = [int(x) for x in "$DB1".split("|")]
+d = [b - a for a, b in zip(db0, db1)]
+allflows = max(1, p1["flows_run_total"])  # warmup included, like the database counters
+print(f"database work per flow (phase 1, {allflows} flows): {d[0] / allflows:.1f} transactions, {d[1] / allflows:.1f} rows inserted, {d[2] / allflows:.1f} updated, {d[3] / allflows:.1f} deleted, {d[4] / allflows:.0f} buffer accesses")
 errs = p1["error_count"] + p2["error_count"]
 print(f"errors (both phases):               {errs}   target 0  {verdict(errs == 0)}")
 EOF

@@ -151,6 +151,7 @@ impl Recorder {
             errors: self.errors.clone(),
             max_send_lag_ms: self.max_send_lag.as_secs_f64() * 1000.0,
             steps,
+            flows_run_total: 0,
         }
     }
 }
@@ -233,6 +234,8 @@ pub struct Report {
     pub max_send_lag_ms: f64,
     /// Latency per step.
     pub steps: Vec<StepStats>,
+    /// Flows run in total, warmup included (to relate server-side counters to flows).
+    pub flows_run_total: u64,
 }
 
 impl Report {

@@ -76,6 +76,7 @@ struct Shared {
     workload: Workload,
     recorder: Mutex<Recorder>,
     run_id: String,
+    started: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -109,6 +110,7 @@ fn expect_status(a: Answer, ok: &[&str]) -> Result<Answer, String> {
 /// Runs flow number `i`, due at `due`; records into the shared recorder when `measure`.
 async fn flow(shared: Arc<Shared>, i: u64, due: Instant, measure: bool) -> FlowEnd {
     let plan = shared.workload.mix.plan(i);
+    shared.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     if measure {
         shared.record(|r| r.send_lag(started.saturating_duration_since(due)));
@@ -246,6 +248,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         workload: cfg.workload.clone(),
         recorder: Mutex::new(Recorder::new()),
         run_id: run_id(),
+        started: std::sync::atomic::AtomicU64::new(0),
     });
     let phases = cfg.phases;
     let start = Instant::now();
@@ -282,10 +285,11 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
             }
         }
     };
-    let report = match shared.recorder.lock() {
+    let mut report = match shared.recorder.lock() {
         Ok(g) => g.report(meta, phases.duration),
         Err(p) => p.into_inner().report(meta, phases.duration),
     };
+    report.flows_run_total = shared.started.load(std::sync::atomic::Ordering::Relaxed);
     Ok(report)
 }
 

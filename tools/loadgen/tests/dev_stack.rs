@@ -78,6 +78,8 @@ async fn open_and_closed_loop_against_the_dev_stack() {
     // 40 flows are due in the window; every one completes.
     assert_eq!(report.flows_ok, 40, "{}", report.to_text());
     assert_eq!(report.confirmed + report.expected_declines, 40);
+    // 20 more flows ran in the warmup.
+    assert_eq!(report.flows_run_total, 60);
     assert!(report.confirmed >= 30, "{}", report.to_text());
     assert!(report.expected_declines >= 1, "{}", report.to_text());
     for step in [Step::PaymentMethod, Step::Confirm, Step::Capture, Step::Refund] {
