@@ -221,10 +221,11 @@ DB1=$(db_stats)
 if [ -n "$PERF_PID" ]; then
     kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
     echo "== perf: paymentd's hottest symbols during phase 1 (self time)"
-    perf report -i "$WORK/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null |
-        grep -E '^ +[0-9]' | head -"${PERF_TOP:-40}"
+    perf report -i "$WORK/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null >"$WORK/perf-symbols.txt" || true
+    grep -E '^ +[0-9]' "$WORK/perf-symbols.txt" | sed -E 's/[ -]+$//' | cut -c1-160 | head -"${PERF_TOP:-40}" || true
     echo "== perf: by shared object"
-    perf report -i "$WORK/perf.data" --stdio --no-children --sort dso 2>/dev/null | grep -E '^ +[0-9]' | head -10
+    perf report -i "$WORK/perf.data" --stdio --no-children --sort dso 2>/dev/null >"$WORK/perf-dso.txt" || true
+    grep -E '^ +[0-9]' "$WORK/perf-dso.txt" | sed -E 's/[ -]+$//' | head -10 || true
 fi
 
 # --- phase 2: 70% of that rate (open loop) ----------------------------------------------------
