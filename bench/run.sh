@@ -131,7 +131,12 @@ echo "== PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on port $
 psql -q "$PGURL/postgres" -c "CREATE DATABASE pgbench" -c "CREATE DATABASE payments"
 pgbench -q -i -s 10 "$PGURL/pgbench" >"$WORK/pgbench-init.log" 2>&1
 echo "== pgbench -N -c $PGBENCH_CLIENTS -j 2 -T $DURATION"
+wal_stats() {
+    psql -qAt "$PGURL/postgres" -c "SELECT wal_sync, wal_bytes FROM pg_stat_wal"
+}
+PGB_G0=$(pg_ticks); PGB_W0=$(wal_stats)
 pgbench -N -c "$PGBENCH_CLIENTS" -j 2 -T "$DURATION" "$PGURL/pgbench" >"$WORK/pgbench.log" 2>&1
+PGB_G1=$(pg_ticks); PGB_W1=$(wal_stats)
 PGBENCH_TPS=$(grep -E '^tps = ' "$WORK/pgbench.log" | tail -1 | awk '{ printf "%.0f", $3 }')
 grep -E '^(latency average|tps)' "$WORK/pgbench.log"
 
@@ -210,14 +215,17 @@ fi
 db_stats() {
     psql -qAt "$PGURL/postgres" -c "SELECT xact_commit + xact_rollback, tup_inserted, tup_updated, tup_deleted, blks_hit + blks_read FROM pg_stat_database WHERE datname = 'payments'"
 }
-DB0=$(db_stats)
+table_stats() {
+    psql -qAt "$PGURL/payments" -c "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables ORDER BY relname"
+}
+DB0=$(db_stats); W0=$(wal_stats); table_stats >"$WORK/tables0.txt"
 children_ticks; L0=$(cat "$WORK/children_ticks.txt")
 P0=$(proc_ticks "$PAYMENTD_PID"); G0=$(pg_ticks); T0=$(now_ns)
 loadgen --connections "$CONNECTIONS" >"$WORK/phase1.json"
 P1=$(proc_ticks "$PAYMENTD_PID"); G1=$(pg_ticks); T1=$(now_ns)
 children_ticks; L1=$(cat "$WORK/children_ticks.txt")
 sleep 0.6  # pg_stat_database is flushed by backends at most every 500 ms
-DB1=$(db_stats)
+DB1=$(db_stats); W1=$(wal_stats); table_stats >"$WORK/tables1.txt"
 if [ -n "$PERF_PID" ]; then
     kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
     echo "== perf: paymentd's hottest symbols during phase 1 (self time)"
@@ -275,6 +283,26 @@ db0 = [int(x) for x in "$DB0".split("|")]; db1 = [int(x) for x in "$DB1".split("
 d = [b - a for a, b in zip(db0, db1)]
 allflows = max(1, p1["flows_run_total"])  # warmup included, like the database counters
 print(f"database work per flow (phase 1, {allflows} flows): {d[0] / allflows:.1f} transactions, {d[1] / allflows:.1f} rows inserted, {d[2] / allflows:.1f} updated, {d[3] / allflows:.1f} deleted, {d[4] / allflows:.0f} buffer accesses")
+pgb_txns = tps * $DURATION
+pgb_pg = ($PGB_G1 - $PGB_G0) / tick
+pw0 = "$PGB_W0".split("|"); pw1 = "$PGB_W1".split("|")
+w0 = "$W0".split("|"); w1 = "$W1".split("|")
+print(f"postgres CPU per pgbench txn:       {1000 * pgb_pg / max(1, pgb_txns):.3f} ms; per payment flow: {1000 * pg / allflows:.3f} ms; paymentd CPU per flow: {1000 * pay / allflows:.3f} ms")
+print(f"WAL fsyncs per pgbench txn:         {(int(pw1[0]) - int(pw0[0])) / max(1, pgb_txns):.2f}; per flow: {(int(w1[0]) - int(w0[0])) / allflows:.2f}   WAL bytes per pgbench txn: {(int(pw1[1]) - int(pw0[1])) / max(1, pgb_txns):.0f}; per flow: {(int(w1[1]) - int(w0[1])) / allflows:.0f}")
+def tables(path):
+    out = {}
+    for line in open(path):
+        name, i, u, dl = line.strip().split("|")
+        out[name] = (int(i), int(u), int(dl))
+    return out
+t0 = tables("$WORK/tables0.txt"); t1 = tables("$WORK/tables1.txt")
+rows = []
+for name, (i, u, dl) in sorted(t1.items()):
+    a = t0.get(name, (0, 0, 0))
+    di, du, dd = i - a[0], u - a[1], dl - a[2]
+    if di or du or dd:
+        rows.append(f"{name} +{di / allflows:.1f}/~{du / allflows:.1f}/-{dd / allflows:.1f}")
+print("rows per flow by table (inserted/updated/deleted): " + ", ".join(rows))
 errs = p1["error_count"] + p2["error_count"]
 print(f"errors (both phases):               {errs}   target 0  {verdict(errs == 0)}")
 EOF
