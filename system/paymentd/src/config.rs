@@ -152,6 +152,14 @@ pub struct TuningConfig {
     /// How old an unsettled operation must be before the reconciler takes it, seconds
     /// (default 5).
     pub reconcile_grace_secs: Option<u64>,
+    /// Sustained requests per second allowed per API key (default 100).
+    pub key_rate_per_second: Option<f64>,
+    /// Burst allowed per API key (default 200).
+    pub key_rate_burst: Option<f64>,
+    /// Sustained requests per second allowed per client IP (default 200).
+    pub ip_rate_per_second: Option<f64>,
+    /// Burst allowed per client IP (default 400).
+    pub ip_rate_burst: Option<f64>,
 }
 
 impl TuningConfig {
@@ -166,6 +174,18 @@ impl TuningConfig {
         }
         if let Some(s) = self.reconcile_grace_secs {
             t.payments.reconcile_grace = std::time::Duration::from_secs(s);
+        }
+        if let Some(r) = self.key_rate_per_second {
+            t.api.key_rate.per_second = r;
+        }
+        if let Some(b) = self.key_rate_burst {
+            t.api.key_rate.burst = b;
+        }
+        if let Some(r) = self.ip_rate_per_second {
+            t.api.ip_rate.per_second = r;
+        }
+        if let Some(b) = self.ip_rate_burst {
+            t.api.ip_rate.burst = b;
         }
         t
     }
@@ -397,6 +417,16 @@ impl Config {
                 ));
             }
         }
+        for (name, v) in [
+            ("tuning.key_rate_per_second", self.tuning.key_rate_per_second),
+            ("tuning.key_rate_burst", self.tuning.key_rate_burst),
+            ("tuning.ip_rate_per_second", self.tuning.ip_rate_per_second),
+            ("tuning.ip_rate_burst", self.tuning.ip_rate_burst),
+        ] {
+            if v.is_some_and(|v| !v.is_finite() || v <= 0.0) {
+                return Err(invalid(name, "must be a number above 0"));
+            }
+        }
         match &self.hsm {
             None => return Err(invalid("hsm", "serve mode requires an HSM (backend: soft or pkcs11)")),
             Some(HsmConfig::Soft {
@@ -555,6 +585,23 @@ mod tests {
         assert_eq!(cfg2.database.url.as_deref(), Some("postgres://other/db"));
         cfg2.database.url = None;
         assert!(cfg2.validate().unwrap_err().to_string().contains("database.url"));
+
+        let tuned = write(
+            d.path(),
+            "tuned.yaml",
+            &format!("{base}tuning:\n  key_rate_per_second: 5000\n  ip_rate_burst: 9000\n"),
+        );
+        let t = Config::load(&tuned).unwrap().tuning.to_tuning();
+        assert_eq!(t.api.key_rate.per_second, 5000.0);
+        assert_eq!(t.api.ip_rate.burst, 9000.0);
+        assert_eq!(t.api.key_rate.burst, pay_api::ApiConfig::default().key_rate.burst);
+        let zero = write(
+            d.path(),
+            "zero.yaml",
+            &format!("{base}tuning:\n  ip_rate_per_second: 0\n"),
+        );
+        let e = Config::load(&zero).unwrap_err().to_string();
+        assert!(e.contains("tuning.ip_rate_per_second"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,308 @@
+#!/usr/bin/env bash
+# One-command performance baseline of the real stack against the PostgreSQL limit measured in
+# the same run. See docs/performance.md for what it does and how to read the output.
+#
+#   bench/run.sh [--duration SECS] [--pgbench-clients N] [--connections N] [--no-build]
+#
+# Environment: CARGO_TARGET_DIR (where release binaries are), PG_BIN (PostgreSQL server
+# binaries, default /usr/lib/postgresql/15/bin), KEEP=1 keeps the work directory, PERF=1
+# samples paymentd with `perf record` during phase 1 and prints its hottest symbols,
+# DB_POOL (paymentd's database pool, default 32), CAPTURE_SHARE / REFUND_SHARE (loadgen mix).
+set -euo pipefail
+
+DURATION=20
+PGBENCH_CLIENTS=8
+CONNECTIONS=32
+WARMUP=3
+BUILD=1
+CAPTURE_SHARE=${CAPTURE_SHARE:-0.1}
+REFUND_SHARE=${REFUND_SHARE:-0.05}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --duration) DURATION=$2; shift 2 ;;
+        --pgbench-clients) PGBENCH_CLIENTS=$2; shift 2 ;;
+        --connections) CONNECTIONS=$2; shift 2 ;;
+        --warmup) WARMUP=$2; shift 2 ;;
+        --no-build) BUILD=0; shift ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+PAYMENTD=$TARGET/release/paymentd
+LOADGEN=$TARGET/release/loadgen
+TICK=$(getconf CLK_TCK)
+
+if [ "$BUILD" = 1 ]; then
+    echo "== building paymentd and loadgen (release)"
+    (cd "$ROOT" && cargo build --release -q -p paymentd -p loadgen)
+fi
+for b in "$PAYMENTD" "$LOADGEN"; do
+    [ -x "$b" ] || { echo "missing $b (build with: cargo build --release -p paymentd -p loadgen)" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d /tmp/paybench.XXXXXX)
+chmod 755 "$WORK"
+PGDATA=$WORK/pg
+PAYMENTD_PID=
+DEV_PID=
+
+# PostgreSQL refuses to run as root: run its tools as the postgres user then.
+as_pg() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+cleanup() {
+    set +e
+    [ -n "$DEV_PID" ] && kill "$DEV_PID" 2>/dev/null && wait "$DEV_PID" 2>/dev/null
+    [ -n "$PAYMENTD_PID" ] && kill "$PAYMENTD_PID" 2>/dev/null && wait "$PAYMENTD_PID" 2>/dev/null
+    [ -f "$PGDATA/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate stop >/dev/null 2>&1
+    if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+now_ns() { date +%s%N; }
+
+# Waits until FILE contains PATTERN (or PID dies / 30 s pass); prints the elapsed ms since START_NS.
+wait_for_line() {
+    local file=$1 pattern=$2 pid=$3 start=$4
+    for _ in $(seq 1 3000); do
+        if grep -q "$pattern" "$file" 2>/dev/null; then
+            echo $(( ($(now_ns) - start) / 1000000 ))
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || { echo "process $pid exited; output:" >&2; cat "$file" >&2; return 1; }
+        sleep 0.005
+    done
+    echo "timed out waiting for '$pattern' in $file" >&2
+    return 1
+}
+
+# CPU ticks (user + system) of one process.
+proc_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# CPU ticks of the PostgreSQL server: the postmaster (including children it has reaped) plus
+# every live child (backends, checkpointer, WAL writer, ...).
+pg_ticks() {
+    local pm total=0 t
+    pm=$(head -1 "$PGDATA/postmaster.pid")
+    total=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$pm/stat")
+    for c in $(pgrep -P "$pm"); do
+        t=$(proc_ticks "$c")
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+# CPU ticks of this shell's finished children (around a foreground loadgen run). `times` must
+# run in this shell, not in a command substitution, so it writes to a file.
+children_ticks() {
+    times >"$WORK/times.txt"
+    # `times` prints two lines: the shell's, then its children's: "XmY.YYYs XmY.YYYs".
+    tail -1 "$WORK/times.txt" | awk -v tick="$TICK" '{
+        split($1, u, "m"); split($2, s, "m");
+        sub("s", "", u[2]); sub("s", "", s[2]);
+        printf "%d\n", ((u[1] * 60 + u[2]) + (s[1] * 60 + s[2])) * tick }' >"$WORK/children_ticks.txt"
+}
+
+echo "== machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) (shared machine: numbers are noisy)"
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+PGPORT=$(free_port)
+mkdir -p "$PGDATA" "$WORK/pgrun"
+[ "$(id -u)" = 0 ] && chown postgres "$PGDATA" "$WORK/pgrun"
+as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 >"$WORK/initdb.log" 2>&1
+as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORK/pgrun/postgres.log" -w \
+    -o "-p $PGPORT -k $WORK/pgrun -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB" \
+    start >/dev/null
+PGURL="postgres://postgres@127.0.0.1:$PGPORT"
+echo "== PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on port $PGPORT (fsync on, default durability)"
+
+# --- pgbench reference ------------------------------------------------------------------------
+psql -q "$PGURL/postgres" -c "CREATE DATABASE pgbench" -c "CREATE DATABASE payments"
+pgbench -q -i -s 10 "$PGURL/pgbench" >"$WORK/pgbench-init.log" 2>&1
+echo "== pgbench -N -c $PGBENCH_CLIENTS -j 2 -T $DURATION"
+wal_stats() {
+    psql -qAt "$PGURL/postgres" -c "SELECT wal_sync, wal_bytes FROM pg_stat_wal"
+}
+PGB_G0=$(pg_ticks); PGB_W0=$(wal_stats)
+pgbench -N -c "$PGBENCH_CLIENTS" -j 2 -T "$DURATION" "$PGURL/pgbench" >"$WORK/pgbench.log" 2>&1
+PGB_G1=$(pg_ticks); PGB_W1=$(wal_stats)
+PGBENCH_TPS=$(grep -E '^tps = ' "$WORK/pgbench.log" | tail -1 | awk '{ printf "%.0f", $3 }')
+grep -E '^(latency average|tps)' "$WORK/pgbench.log"
+
+# --- paymentd dev: time to ready --------------------------------------------------------------
+DEV_PORT=$(free_port)
+START=$(now_ns)
+"$PAYMENTD" dev --port "$DEV_PORT" >"$WORK/dev.out" 2>&1 &
+DEV_PID=$!
+DEV_READY_MS=$(wait_for_line "$WORK/dev.out" "API base URL" "$DEV_PID" "$START")
+kill "$DEV_PID"; wait "$DEV_PID" 2>/dev/null || true; DEV_PID=
+echo "== paymentd dev ready in $DEV_READY_MS ms"
+
+# --- paymentd serve ---------------------------------------------------------------------------
+D=$WORK/serve
+mkdir -p "$D"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=paybench CA" \
+    -keyout "$D/ca.key" -out "$D/ca.crt" >/dev/null 2>&1
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$D/tls.key" -out "$D/tls.csr" >/dev/null 2>&1
+printf "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n" >"$D/ext.cnf"
+openssl x509 -req -in "$D/tls.csr" -CA "$D/ca.crt" -CAkey "$D/ca.key" -CAcreateserial -days 2 \
+    -extfile "$D/ext.cnf" -out "$D/tls.crt" >/dev/null 2>&1
+openssl rand -hex 32 >"$D/master.key"
+chmod 600 "$D/master.key" "$D/tls.key" "$D/ca.key"
+"$PAYMENTD" keys init-service-keys --dir "$D/service-keys" >/dev/null
+"$PAYMENTD" migrate --database-url "$PGURL/payments" >/dev/null
+SECRET=$("$PAYMENTD" keys create-api-key --database-url "$PGURL/payments" --name "Bench merchant" |
+    sed -n 's/^secret key: *//p')
+[ -n "$SECRET" ] || { echo "create-api-key printed no secret key" >&2; exit 1; }
+API_PORT=$(free_port)
+cat >"$D/paymentd.yaml" <<EOF
+listen:
+  public: 127.0.0.1:$API_PORT
+tls:
+  cert_file: $D/tls.crt
+  key_file: $D/tls.key
+database:
+  url: $PGURL/payments
+  max_connections: ${DB_POOL:-32}
+hsm:
+  backend: soft
+  keystore: $D/keystore
+  master_key_file: $D/master.key
+service_keys:
+  dir: $D/service-keys
+logging:
+  level: warn
+  file: $D/paymentd.log
+tuning:
+  key_rate_per_second: 1000000
+  key_rate_burst: 1000000
+  ip_rate_per_second: 1000000
+  ip_rate_burst: 1000000
+EOF
+START=$(now_ns)
+"$PAYMENTD" serve --role all --config "$D/paymentd.yaml" >"$WORK/serve.out" 2>&1 &
+PAYMENTD_PID=$!
+SERVE_READY_MS=$(wait_for_line "$WORK/serve.out" "paymentd ready" "$PAYMENTD_PID" "$START")
+echo "== paymentd serve --role all ready in $SERVE_READY_MS ms (migrations already applied)"
+
+BASE=https://127.0.0.1:$API_PORT
+export LOADGEN_API_KEY=$SECRET
+loadgen() {
+    "$LOADGEN" --base-url "$BASE" --ca-file "$D/ca.crt" --warmup "$WARMUP" --duration "$DURATION" \
+        --capture-manual-share "$CAPTURE_SHARE" --refund-share "$REFUND_SHARE" --json "$@"
+}
+
+# --- phase 1: the most the node does (closed loop) --------------------------------------------
+echo "== phase 1: loadgen closed loop, $CONNECTIONS connections, ${WARMUP}s warmup + ${DURATION}s"
+PERF_PID=
+if [ "${PERF:-0}" = 1 ]; then
+    # Sampling profile of paymentd during phase 1 (software clock: works without PMU access).
+    perf record -e cpu-clock -F 499 -p "$PAYMENTD_PID" -o "$WORK/perf.data" >"$WORK/perf.log" 2>&1 &
+    PERF_PID=$!
+fi
+db_stats() {
+    psql -qAt "$PGURL/postgres" -c "SELECT xact_commit + xact_rollback, tup_inserted, tup_updated, tup_deleted, blks_hit + blks_read FROM pg_stat_database WHERE datname = 'payments'"
+}
+table_stats() {
+    psql -qAt "$PGURL/payments" -c "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables ORDER BY relname"
+}
+DB0=$(db_stats); W0=$(wal_stats); table_stats >"$WORK/tables0.txt"
+children_ticks; L0=$(cat "$WORK/children_ticks.txt")
+P0=$(proc_ticks "$PAYMENTD_PID"); G0=$(pg_ticks); T0=$(now_ns)
+loadgen --connections "$CONNECTIONS" >"$WORK/phase1.json"
+P1=$(proc_ticks "$PAYMENTD_PID"); G1=$(pg_ticks); T1=$(now_ns)
+children_ticks; L1=$(cat "$WORK/children_ticks.txt")
+sleep 0.6  # pg_stat_database is flushed by backends at most every 500 ms
+DB1=$(db_stats); W1=$(wal_stats); table_stats >"$WORK/tables1.txt"
+if [ -n "$PERF_PID" ]; then
+    kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
+    echo "== perf: paymentd's hottest symbols during phase 1 (self time)"
+    perf report -i "$WORK/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null >"$WORK/perf-symbols.txt" || true
+    grep -E '^ +[0-9]' "$WORK/perf-symbols.txt" | sed -E 's/[ -]+$//' | cut -c1-160 | head -"${PERF_TOP:-40}" || true
+    echo "== perf: by shared object"
+    perf report -i "$WORK/perf.data" --stdio --no-children --sort dso 2>/dev/null >"$WORK/perf-dso.txt" || true
+    grep -E '^ +[0-9]' "$WORK/perf-dso.txt" | sed -E 's/[ -]+$//' | head -10 || true
+fi
+
+# --- phase 2: 70% of that rate (open loop) ----------------------------------------------------
+MAX_FLOWS=$(jq -r '.flows_per_second' "$WORK/phase1.json")
+RATE70=$(awk -v r="$MAX_FLOWS" 'BEGIN { printf "%.1f", r * 0.7 }')
+echo "== phase 2: loadgen open loop at $RATE70 flows/s (70% of phase 1), ${WARMUP}s warmup + ${DURATION}s"
+loadgen --rate "$RATE70" --max-in-flight 256 >"$WORK/phase2.json"
+RSS_KB=$(awk '/^VmHWM/ { print $2 }' "/proc/$PAYMENTD_PID/status")
+
+# --- report -----------------------------------------------------------------------------------
+for p in 1 2; do
+    echo
+    echo "-- phase $p --"
+    jq -r '
+      "flows ok \(.flows_ok), failed \(.flows_failed), \(.flows_per_second | floor)/s; confirmed \(.confirmed) (\(.confirmed_per_second | floor)/s); max send lag \(.max_send_lag_ms | floor) ms",
+      (.steps[] | "  \(.step | . + "               " | .[0:15]) n=\(.count)  p50 \(.p50_ms) ms  p90 \(.p90_ms)  p99 \(.p99_ms)  p99.9 \(.p999_ms)  max \(.max_ms)"),
+      "  errors: \(.error_count) \(.errors)"' "$WORK/phase$p.json"
+done
+
+python3 - "$WORK/phase1.json" "$WORK/phase2.json" <<EOF
+import json, sys
+p1 = json.load(open(sys.argv[1])); p2 = json.load(open(sys.argv[2]))
+tick = $TICK
+wall = ($T1 - $T0) / 1e9
+pay = ($P1 - $P0) / tick; pg = ($G1 - $G0) / tick; lg = ($L1 - $L0) / tick
+tps = float("$PGBENCH_TPS")
+cps = p1["confirmed_per_second"]
+def step(p, name): return next(s for s in p["steps"] if s["step"] == name)
+p99_70 = step(p2, "confirm")["p99_ms"]
+rss_mb = $RSS_KB / 1024
+def verdict(ok): return "PASS" if ok else "FAIL"
+print()
+print("== summary")
+print(f"pgbench -N tps:                     {tps:.0f}")
+print(f"confirmed payments/s (phase 1):     {cps:.1f}")
+print(f"ratio payments/s : pgbench tps:     {cps / tps:.3f}   target >= 0.25  {verdict(cps >= 0.25 * tps)}")
+print(f"p99 confirm at max (phase 1):       {step(p1, 'confirm')['p99_ms']:.2f} ms")
+print(f"p99 confirm at 70% ({p2['meta']['target_rate']:.0f} flows/s):   {p99_70:.2f} ms   target < 20 ms  {verdict(p99_70 < 20)}")
+print(f"CPU in phase 1 ({wall:.1f} s wall, {wall * $(nproc):.1f} CPU-s available):")
+print(f"  paymentd {pay:.1f} s ({100 * pay / wall:.0f}% of one core), postgres {pg:.1f} s ({100 * pg / wall:.0f}%), loadgen {lg:.1f} s ({100 * lg / wall:.0f}%)")
+if pay + pg > 0:
+    print(f"  split paymentd : postgres = {100 * pay / (pay + pg):.0f}% : {100 * pg / (pay + pg):.0f}%")
+print(f"paymentd RSS high-water mark:       {rss_mb:.0f} MB   target < 300 MB  {verdict(rss_mb < 300)}")
+print(f"paymentd dev ready:                 $DEV_READY_MS ms   target < 1000 ms  {verdict($DEV_READY_MS < 1000)}")
+print(f"paymentd serve ready:               $SERVE_READY_MS ms   target < 2000 ms  {verdict($SERVE_READY_MS < 2000)}")
+db0 = [int(x) for x in "$DB0".split("|")]; db1 = [int(x) for x in "$DB1".split("|")]
+d = [b - a for a, b in zip(db0, db1)]
+allflows = max(1, p1["flows_run_total"])  # warmup included, like the database counters
+print(f"database work per flow (phase 1, {allflows} flows): {d[0] / allflows:.1f} transactions, {d[1] / allflows:.1f} rows inserted, {d[2] / allflows:.1f} updated, {d[3] / allflows:.1f} deleted, {d[4] / allflows:.0f} buffer accesses")
+pgb_txns = tps * $DURATION
+pgb_pg = ($PGB_G1 - $PGB_G0) / tick
+pw0 = "$PGB_W0".split("|"); pw1 = "$PGB_W1".split("|")
+w0 = "$W0".split("|"); w1 = "$W1".split("|")
+print(f"postgres CPU per pgbench txn:       {1000 * pgb_pg / max(1, pgb_txns):.3f} ms; per payment flow: {1000 * pg / allflows:.3f} ms; paymentd CPU per flow: {1000 * pay / allflows:.3f} ms")
+print(f"WAL fsyncs per pgbench txn:         {(int(pw1[0]) - int(pw0[0])) / max(1, pgb_txns):.2f}; per flow: {(int(w1[0]) - int(w0[0])) / allflows:.2f}   WAL bytes per pgbench txn: {(int(pw1[1]) - int(pw0[1])) / max(1, pgb_txns):.0f}; per flow: {(int(w1[1]) - int(w0[1])) / allflows:.0f}")
+def tables(path):
+    out = {}
+    for line in open(path):
+        name, i, u, dl = line.strip().split("|")
+        out[name] = (int(i), int(u), int(dl))
+    return out
+t0 = tables("$WORK/tables0.txt"); t1 = tables("$WORK/tables1.txt")
+rows = []
+for name, (i, u, dl) in sorted(t1.items()):
+    a = t0.get(name, (0, 0, 0))
+    di, du, dd = i - a[0], u - a[1], dl - a[2]
+    if di or du or dd:
+        rows.append(f"{name} +{di / allflows:.1f}/~{du / allflows:.1f}/-{dd / allflows:.1f}")
+print("rows per flow by table (inserted/updated/deleted): " + ", ".join(rows))
+errs = p1["error_count"] + p2["error_count"]
+print(f"errors (both phases):               {errs}   target 0  {verdict(errs == 0)}")
+EOF
