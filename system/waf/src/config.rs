@@ -32,6 +32,9 @@ pub struct WafConfig {
     pub allowed_content_types: Vec<String>,
     /// Rules switched off everywhere.
     pub disabled_rules: Vec<u32>,
+    /// Per-rule anomaly scores replacing the severity's (0 keeps the match for the audit log
+    /// but adds nothing): the tuning knob for rules that are noisy on real traffic.
+    pub rule_scores: std::collections::BTreeMap<u32, u32>,
     /// Fields that rules skip on some routes.
     pub exclusions: Vec<Exclusion>,
 }
@@ -113,6 +116,7 @@ impl Default for WafConfig {
             .map(|s| (*s).to_owned())
             .collect(),
             disabled_rules: Vec::new(),
+            rule_scores: std::collections::BTreeMap::new(),
             exclusions: Vec::new(),
         }
     }

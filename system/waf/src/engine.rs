@@ -16,6 +16,8 @@ pub struct RuleMatch {
     pub family: &'static str,
     /// Its severity.
     pub severity: Severity,
+    /// What it added to the anomaly score (the severity's score unless tuned).
+    pub score: u32,
     /// What matched, as `COLLECTION:name` (never the value: it may hold a card number).
     pub target: String,
 }
@@ -36,8 +38,8 @@ pub struct Verdict {
 impl Verdict {
     /// The id to report for a block: the first match of the highest severity.
     pub fn rule_id(&self) -> Option<u32> {
-        let top = self.matches.iter().map(|m| m.severity).max()?;
-        self.matches.iter().find(|m| m.severity == top).map(|m| m.rule_id)
+        let top = self.matches.iter().map(|m| m.score).max()?;
+        self.matches.iter().find(|m| m.score == top).map(|m| m.rule_id)
     }
 }
 
@@ -144,6 +146,11 @@ impl Waf {
     pub fn inspect_parsed(&self, req: &HttpRequest<'_>, parsed: &Parsed) -> Verdict {
         let mut matches = protocol::check(req, parsed, &self.config);
         matches.retain(|m| !self.disabled.contains(&m.rule_id));
+        for m in &mut matches {
+            if let Some(s) = self.config.rule_scores.get(&m.rule_id) {
+                m.score = *s;
+            }
+        }
         let npipes = self.rules.pipelines.len();
         let mut ev = Eval {
             waf: self,
@@ -163,12 +170,13 @@ impl Waf {
                         rule_id: rule.id,
                         family: family(rule.id),
                         severity: sev,
+                        score: self.config.rule_scores.get(&rule.id).copied().unwrap_or(sev.score()),
                         target: hit,
                     });
                 }
             }
         }
-        let score = matches.iter().map(|m| m.severity.score()).sum::<u32>();
+        let score = matches.iter().map(|m| m.score).sum::<u32>();
         let over = score >= self.config.threshold;
         Verdict {
             score,

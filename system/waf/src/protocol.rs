@@ -32,6 +32,7 @@ fn m(id: u32, severity: Severity, target: &str) -> RuleMatch {
         rule_id: id,
         family: "protocol",
         severity,
+        score: severity.score(),
         target: target.to_owned(),
     }
 }
