@@ -32,11 +32,16 @@ pub enum Role {
     Payments,
     /// The card network simulator.
     Acquirer,
+    /// The Web Application Firewall: the public address, a reverse proxy in front of `api`.
+    Waf,
 }
 
 impl Role {
-    /// Every role, in start order (dependencies first).
+    /// The service roles, in start order (dependencies first). The simulator runs these.
     pub const ALL: [Role; 4] = [Role::Acquirer, Role::Tokenizer, Role::Payments, Role::Api];
+
+    /// Every role of a full node: the service roles and the WAF in front of the API.
+    pub const WITH_WAF: [Role; 5] = [Role::Acquirer, Role::Tokenizer, Role::Payments, Role::Api, Role::Waf];
 
     /// The role's name (also its service identity).
     pub fn name(self) -> &'static str {
@@ -45,6 +50,7 @@ impl Role {
             Role::Tokenizer => "tokenizer",
             Role::Payments => "payments",
             Role::Acquirer => "acquirer",
+            Role::Waf => "waf",
         }
     }
 }
@@ -58,10 +64,10 @@ impl fmt::Display for Role {
 impl FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Role, String> {
-        Role::ALL
+        Role::WITH_WAF
             .into_iter()
             .find(|r| r.name() == s)
-            .ok_or_else(|| format!("unknown role `{s}` (expected one of: api, tokenizer, payments, acquirer)"))
+            .ok_or_else(|| format!("unknown role `{s}` (expected one of: api, tokenizer, payments, acquirer, waf)"))
     }
 }
 
@@ -121,6 +127,11 @@ pub struct Tuning {
     pub reconcile_every: Option<Duration>,
     /// Per-call timeout between services.
     pub call_timeout: Option<Duration>,
+    /// WAF inspection settings (`None`: the shipped payment-API configuration).
+    pub waf: Option<pay_waf::WafConfig>,
+    /// WAF proxy settings: trusted proxies, IP lists, rate limits (`None`: defaults). The
+    /// upstream is always the `api` role's address from the topology.
+    pub waf_proxy: Option<pay_waf::proxy::ProxyConfig>,
 }
 
 /// How often expired idempotency keys are deleted.
@@ -342,6 +353,33 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
                 },
             )
         }
+        Role::Waf => {
+            let config = deps.tuning.waf.clone().unwrap_or_else(pay_waf::WafConfig::payment_api);
+            let waf = Arc::new(pay_waf::Waf::new(config).map_err(|e| e.to_string())?);
+            let upstream = deps.topology.url(Role::Api)?.to_owned();
+            let mut proxy_config = deps
+                .tuning
+                .waf_proxy
+                .clone()
+                .unwrap_or_else(|| pay_waf::proxy::ProxyConfig::new(upstream.clone()));
+            proxy_config.upstream = upstream;
+            let proxy = Arc::new(pay_waf::proxy::WafProxy::new(
+                waf,
+                proxy_config,
+                deps.http.clone(),
+                Some(deps.issuer(role)?),
+                env.clone(),
+                deps.metrics.clone(),
+            ));
+            (
+                proxy.router(),
+                Readiness {
+                    db: None,
+                    hsm: None,
+                    metrics: deps.metrics.clone(),
+                },
+            )
+        }
     };
     let ops = Router::new()
         .route("/healthz", get(healthz))
@@ -375,6 +413,14 @@ pub fn generated_service_keys(env: &Env) -> (BTreeMap<Role, Arc<ServiceKey>>, Se
         keys.insert(role, Arc::new(k));
     }
     (keys, dir)
+}
+
+/// Adds a generated key for the `waf` role to `keys` and `dir` (dev mode and tests; drawn
+/// after the service roles' keys so their keys stay what they were).
+pub fn add_generated_waf_key(env: &Env, keys: &mut BTreeMap<Role, Arc<ServiceKey>>, dir: &mut ServiceDirectory) {
+    let k = ServiceKey::generate(Role::Waf.name(), env.entropy.as_ref());
+    dir.insert(Role::Waf.name(), k.verifying_key());
+    keys.insert(Role::Waf, Arc::new(k));
 }
 
 /// Makes sure the HSM has a current KEK and fingerprint key (first start).
