@@ -106,7 +106,8 @@ impl WafSection {
     /// Applies these settings to `t`.
     pub fn apply(&self, t: &mut crate::wiring::Tuning) -> Result<(), String> {
         if let Some(path) = &self.config_file {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("waf.config_file: {}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("waf.config_file: {}: {e}", path.display()))?;
             t.waf = Some(pay_waf::WafConfig::from_yaml(&text).map_err(|e| format!("waf.config_file: {e}"))?);
         }
         let cidrs = |field: &str, v: &[String]| -> Result<Vec<pay_waf::proxy::Cidr>, String> {

@@ -314,7 +314,11 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
     }
     let mut listeners = vec![];
     // The public address belongs to the WAF when this node runs it, else to the API.
-    let public_role = if roles.contains(&Role::Waf) { Role::Waf } else { Role::Api };
+    let public_role = if roles.contains(&Role::Waf) {
+        Role::Waf
+    } else {
+        Role::Api
+    };
     for r in &roles {
         let (addr, opts) = if *r == public_role {
             (

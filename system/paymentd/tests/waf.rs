@@ -44,7 +44,13 @@ impl Client {
         }
     }
 
-    async fn call(&self, method: Method, path: &str, form: &str, extra: &[(&str, &str)]) -> (u16, serde_json::Value, String) {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        form: &str,
+        extra: &[(&str, &str)],
+    ) -> (u16, serde_json::Value, String) {
         let mut headers = vec![
             ("authorization", self.auth.as_str()),
             ("content-type", "application/x-www-form-urlencoded"),
@@ -95,8 +101,15 @@ fn assert_blocked(status: u16, body: &serde_json::Value, what: &str) {
     assert_eq!(e["type"], "invalid_request_error");
     assert_eq!(e["message"], "Request blocked");
     assert!(e["rule_id"].as_u64().is_some_and(|id| id > 0), "{what}: {body}");
-    assert!(e["request_id"].as_str().is_some_and(|r| r.starts_with("req_")), "{what}: {body}");
-    assert_eq!(e.as_object().map(|o| o.len()), Some(5), "the block reveals nothing more: {body}");
+    assert!(
+        e["request_id"].as_str().is_some_and(|r| r.starts_with("req_")),
+        "{what}: {body}"
+    );
+    assert_eq!(
+        e.as_object().map(|o| o.len()),
+        Some(5),
+        "the block reveals nothing more: {body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +126,10 @@ async fn attacks_are_blocked_and_payments_pass() {
         .call(
             Method::POST,
             "/v1/customers",
-            &format!("email=a%40b.test&name={}", enc("<script>alert(document.cookie)</script>")),
+            &format!(
+                "email=a%40b.test&name={}",
+                enc("<script>alert(document.cookie)</script>")
+            ),
             &[],
         )
         .await;
@@ -123,7 +139,12 @@ async fn attacks_are_blocked_and_payments_pass() {
         .await;
     assert_blocked(s, &b, "path traversal");
     let (s, b, _) = c
-        .call(Method::GET, "/v1/customers?q=%252e%252e%252f%252e%252e%252fetc%252fpasswd", "", &[])
+        .call(
+            Method::GET,
+            "/v1/customers?q=%252e%252e%252f%252e%252e%252fetc%252fpasswd",
+            "",
+            &[],
+        )
         .await;
     assert_blocked(s, &b, "double-encoded traversal");
     let metrics = n.metrics.render();
@@ -173,7 +194,12 @@ async fn attacks_are_blocked_and_payments_pass() {
 
     // A client-chosen request id is not taken.
     let (s, _, rid) = c
-        .call(Method::GET, "/v1/customers?limit=1", "", &[("x-request-id", "req_spoofed0000000000000000")])
+        .call(
+            Method::GET,
+            "/v1/customers?limit=1",
+            "",
+            &[("x-request-id", "req_spoofed0000000000000000")],
+        )
         .await;
     assert_eq!(s, 200);
     assert_ne!(rid, "req_spoofed0000000000000000");
@@ -193,7 +219,12 @@ async fn spoofed_forwarded_for_is_ignored() {
     .await;
     let c = Client::new(&n);
     let (s, b, _) = c
-        .call(Method::GET, "/v1/customers?limit=1", "", &[("x-forwarded-for", "203.0.113.9")])
+        .call(
+            Method::GET,
+            "/v1/customers?limit=1",
+            "",
+            &[("x-forwarded-for", "203.0.113.9")],
+        )
         .await;
     assert_eq!(s, 200, "spoofed X-Forwarded-For was believed: {b}");
     n.node.shutdown().await;

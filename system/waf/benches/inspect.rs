@@ -35,7 +35,11 @@ fn corpus() -> Vec<Req> {
             let body = v["body"].as_str().unwrap_or("").to_owned();
             let mut headers: Vec<(String, String)> = v["headers"]
                 .as_object()
-                .map(|o| o.iter().map(|(k, x)| (k.clone(), x.as_str().unwrap_or("").to_owned())).collect())
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, x)| (k.clone(), x.as_str().unwrap_or("").to_owned()))
+                        .collect()
+                })
                 .unwrap_or_default();
             if !body.is_empty() {
                 headers.push(("Content-Length".into(), body.len().to_string()));

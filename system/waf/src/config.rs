@@ -150,7 +150,10 @@ impl WafConfig {
         }
         for e in &self.exclusions {
             if e.fields.is_empty() {
-                return Err(ConfigError::Invalid(format!("exclusion for {} names no fields", e.path)));
+                return Err(ConfigError::Invalid(format!(
+                    "exclusion for {} names no fields",
+                    e.path
+                )));
             }
         }
         Ok(())

@@ -306,13 +306,11 @@ impl<'a> Eval<'a> {
     }
 
     fn excluded(&self, rule: &Rule, item: usize) -> bool {
-        self.excluded
-            .get(item)
-            .is_some_and(|pats| {
-                pats.iter().any(|p| {
-                    *p == "*" || (*p == "PL2" && rule.paranoia >= 2) || glob(p.as_bytes(), rule.id_text.as_bytes())
-                })
+        self.excluded.get(item).is_some_and(|pats| {
+            pats.iter().any(|p| {
+                *p == "*" || (*p == "PL2" && rule.paranoia >= 2) || glob(p.as_bytes(), rule.id_text.as_bytes())
             })
+        })
     }
 
     fn link(&mut self, rule: &'a Rule, link: &'a Link, prev: &[Hit]) -> Vec<Hit> {
@@ -387,7 +385,13 @@ impl<'a> Eval<'a> {
                 other => {
                     let s = match other {
                         Src::BodyProcessor => self.p.body_kind.name().to_owned(),
-                        Src::BodyLength => self.p.items.iter().find(|i| i.coll == Coll::Body).map_or(0, |i| i.value.len()).to_string(),
+                        Src::BodyLength => self
+                            .p
+                            .items
+                            .iter()
+                            .find(|i| i.coll == Coll::Body)
+                            .map_or(0, |i| i.value.len())
+                            .to_string(),
                         Src::ArgsCombinedSize => self.p.args_combined_size.to_string(),
                         _ => "0".to_owned(),
                     };
@@ -441,7 +445,10 @@ impl<'a> Eval<'a> {
 
     fn set_hits(&mut self, entry: usize, item: usize, pipeline: usize) -> &[u32] {
         if self.entries[entry].hits.is_none() {
-            let v = self.entries[entry].value.as_deref().unwrap_or(&self.p.items[item].value);
+            let v = self.entries[entry]
+                .value
+                .as_deref()
+                .unwrap_or(&self.p.items[item].value);
             let hits = match &self.waf.rules.sets[pipeline] {
                 Some(set) if set.is_match(v) => set.matches(v).iter().map(|i| i as u32).collect(),
                 _ => Vec::new(),
@@ -597,7 +604,7 @@ impl<'a> Eval<'a> {
             out.extend_from_slice(&rest.as_bytes()[..i]);
             let after = &rest[i + 2..];
             let Some(end) = after.find('}') else {
-                out.extend_from_slice(rest[i..].as_bytes());
+                out.extend_from_slice(&rest.as_bytes()[i..]);
                 return out;
             };
             let var = after[..end].to_ascii_lowercase();

@@ -86,14 +86,26 @@ pub fn check(req: &HttpRequest<'_>, parsed: &Parsed, config: &WafConfig) -> Vec<
         .map(|i| i.value.as_slice())
         .collect();
     if te.len() > 1 || te.iter().any(|v| !v.trim_ascii().eq_ignore_ascii_case(b"chunked")) {
-        out.push(m(BAD_TRANSFER_ENCODING, Severity::Critical, "REQUEST_HEADERS:Transfer-Encoding"));
+        out.push(m(
+            BAD_TRANSFER_ENCODING,
+            Severity::Critical,
+            "REQUEST_HEADERS:Transfer-Encoding",
+        ));
     }
     if cl.len() > 1 || cl.iter().any(|v| v.contains(&b',')) {
-        out.push(m(CONFLICTING_CONTENT_LENGTH, Severity::Critical, "REQUEST_HEADERS:Content-Length"));
+        out.push(m(
+            CONFLICTING_CONTENT_LENGTH,
+            Severity::Critical,
+            "REQUEST_HEADERS:Content-Length",
+        ));
     } else if let Some(v) = cl.first() {
         let declared = std::str::from_utf8(v).ok().and_then(|s| s.trim().parse::<usize>().ok());
         if te.is_empty() && !req.body.is_empty() && declared.is_some_and(|d| d != req.body.len()) {
-            out.push(m(CONFLICTING_CONTENT_LENGTH, Severity::Critical, "REQUEST_HEADERS:Content-Length"));
+            out.push(m(
+                CONFLICTING_CONTENT_LENGTH,
+                Severity::Critical,
+                "REQUEST_HEADERS:Content-Length",
+            ));
         }
     }
     if !te.is_empty() && !cl.is_empty() {

@@ -75,11 +75,19 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.prefix))
+                };
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.prefix))
+                };
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -187,7 +195,15 @@ impl WafProxy {
             .unwrap_or(peer)
     }
 
-    fn blocked(&self, rule_id: u32, family: &str, request_id: &str, client_ip: &str, method: &str, path: &str) -> Response {
+    fn blocked(
+        &self,
+        rule_id: u32,
+        family: &str,
+        request_id: &str,
+        client_ip: &str,
+        method: &str,
+        path: &str,
+    ) -> Response {
         self.metrics.inc(
             "waf_blocked_total",
             "Requests blocked by the WAF.",
@@ -252,7 +268,8 @@ impl WafProxy {
                     &method,
                     &path,
                 );
-                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 return r;
             }
         };
@@ -301,7 +318,13 @@ impl WafProxy {
         p.forward(parts, body, &ip_text, &request_id).await
     }
 
-    async fn forward(&self, parts: axum::http::request::Parts, body: Bytes, client_ip: &str, request_id: &str) -> Response {
+    async fn forward(
+        &self,
+        parts: axum::http::request::Parts,
+        body: Bytes,
+        client_ip: &str,
+        request_id: &str,
+    ) -> Response {
         let target = parts.uri.path_and_query().map_or("/", |x| x.as_str());
         let url = format!("{}{}", self.config.upstream.trim_end_matches('/'), target);
         let mut b = axum::http::Request::builder().method(parts.method.clone()).uri(&url);
@@ -352,7 +375,15 @@ impl WafProxy {
 fn is_hop_by_hop(n: &HeaderName) -> bool {
     matches!(
         n.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "proxy-authenticate" | "proxy-authorization" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
     )
 }
 
@@ -401,7 +432,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk_test_1"));
         assert_eq!(api_key(&h).as_deref(), Some("sk_test_1"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic c2tfdGVzdF8yOg=="));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic c2tfdGVzdF8yOg=="),
+        );
         assert_eq!(api_key(&h).as_deref(), Some("sk_test_2"));
     }
 }

@@ -292,7 +292,10 @@ impl Parsed {
 
 fn trim(v: &[u8]) -> &[u8] {
     let start = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &v[start..end]
 }
 
@@ -379,7 +382,10 @@ fn split_multipart(body: &[u8], boundary: &[u8]) -> Vec<Part> {
             Some(n) => &rest[..n],
             None => rest,
         };
-        let chunk = chunk.strip_prefix(b"\r\n").or_else(|| chunk.strip_prefix(b"\n")).unwrap_or(chunk);
+        let chunk = chunk
+            .strip_prefix(b"\r\n")
+            .or_else(|| chunk.strip_prefix(b"\n"))
+            .unwrap_or(chunk);
         let (head, content) = match find(chunk, b"\r\n\r\n") {
             Some(i) => (&chunk[..i], &chunk[i + 4..]),
             None => match find(chunk, b"\n\n") {
@@ -517,7 +523,15 @@ mod tests {
         );
         let p = Parsed::new(&r);
         let names: Vec<_> = p.coll(Coll::ArgsPostNames).iter().map(|i| i.value.clone()).collect();
-        assert_eq!(names, vec![b"card[number]".to_vec(), b"expand[0]".to_vec(), b"expand[1]".to_vec(), b"n".to_vec()]);
+        assert_eq!(
+            names,
+            vec![
+                b"card[number]".to_vec(),
+                b"expand[0]".to_vec(),
+                b"expand[1]".to_vec(),
+                b"n".to_vec()
+            ]
+        );
     }
 
     #[test]

@@ -355,7 +355,10 @@ impl Builder<'_> {
             }
             "@pm" => Op::Pm(pm(arg.split_whitespace().map(str::to_owned))?),
             "@pmFromFile" | "@pmf" => {
-                let words = self.data.get(arg.trim()).ok_or_else(|| format!("missing data file {arg}"))?;
+                let words = self
+                    .data
+                    .get(arg.trim())
+                    .ok_or_else(|| format!("missing data file {arg}"))?;
                 Op::Pm(pm(words.iter().cloned())?)
             }
             "@contains" => Op::Contains(arg),
@@ -396,10 +399,6 @@ impl Builder<'_> {
     }
 }
 
-/// Rules whose score the engine computes natively (they test the engine's own policy
-/// rather than request content, see [`crate::protocol`]).
-const NATIVE: &[u32] = &[];
-
 impl RuleSet {
     /// The shipped Core Rule Set table.
     pub fn crs() -> Result<RuleSet, RuleError> {
@@ -418,15 +417,13 @@ impl RuleSet {
         let mut skipped = Vec::new();
         for r in &raw.rules {
             let Some(id) = r.id else { continue };
-            if NATIVE.contains(&id) {
-                continue;
-            }
             // A rule whose chain reads captures needs them recorded.
             let uses_captures = r.chain_rules.iter().any(|c| {
                 c.vars.iter().any(|v| {
                     let u = v.to_ascii_uppercase();
                     u.starts_with("TX:") && u[3..].chars().all(|ch| ch.is_ascii_digit())
-                }) || c.op.contains("%{tx.") || c.op.contains("%{TX.")
+                }) || c.op.contains("%{tx.")
+                    || c.op.contains("%{TX.")
             }) || r.setvar.iter().any(|s| s.contains("%{tx.") || s.contains("%{TX."));
             let mut links = Vec::new();
             let mut err = None;
@@ -439,9 +436,11 @@ impl RuleSet {
                 if err.is_some() {
                     break;
                 }
-                let next_caps = r.chain_rules.get(i + 1).is_some_and(|n| {
-                    n.vars.iter().any(|v| v.to_ascii_uppercase().starts_with("TX:"))
-                }) || c.setvar.iter().any(|s| s.contains("%{tx."));
+                let next_caps = r
+                    .chain_rules
+                    .get(i + 1)
+                    .is_some_and(|n| n.vars.iter().any(|v| v.to_ascii_uppercase().starts_with("TX:")))
+                    || c.setvar.iter().any(|s| s.contains("%{tx."));
                 match b.link(c, next_caps) {
                     Ok(l) => links.push(l),
                     Err(e) => err = Some(e),
@@ -451,9 +450,6 @@ impl RuleSet {
                 // Undo set patterns this rule added, so set indices stay consistent.
                 for (p, n) in b.set_patterns.iter_mut().zip(saved) {
                     p.truncate(n);
-                }
-                for p in b.set_patterns.len()..b.pipelines.len() {
-                    let _ = p;
                 }
                 skipped.push((id, e));
                 continue;

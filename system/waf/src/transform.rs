@@ -571,7 +571,10 @@ mod tests {
     #[test]
     fn paths_and_commands() {
         assert_eq!(normalize_path(b"/a/./b/../../etc//passwd", false), b"/etc/passwd");
-        assert_eq!(normalize_path(br"..\..\windows\win.ini", true), b"../../windows/win.ini");
+        assert_eq!(
+            normalize_path(br"..\..\windows\win.ini", true),
+            b"../../windows/win.ini"
+        );
         assert_eq!(cmd_line(b"C^at  'https://x' ; ls /etc"), b"cat https://x ls/etc");
         assert_eq!(replace_comments(b"un/**/ion/*x"), b"un ion ");
         assert_eq!(base64_decode(b"aGVsbG8="), b"hello");

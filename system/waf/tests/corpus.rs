@@ -3,7 +3,7 @@
 //! paranoia level <= 2, false positives over every `benign` case, and no block at all on the
 //! payment-API traffic. Prints the table; fails under 90% detection or over 1% false positives.
 
-use pay_waf::{HttpRequest, WafConfig, Waf};
+use pay_waf::{HttpRequest, Waf, WafConfig};
 use std::collections::BTreeMap;
 
 struct Case {
@@ -33,12 +33,21 @@ fn load(name: &str) -> Vec<Case> {
                 attack: v["kind"] == "attack",
                 method: s("method"),
                 uri: s("uri"),
-                version: if s("version").is_empty() { "HTTP/1.1".into() } else { s("version") },
+                version: if s("version").is_empty() {
+                    "HTTP/1.1".into()
+                } else {
+                    s("version")
+                },
                 headers: v["headers"]
                     .as_object()
                     .map(|o| {
                         o.iter()
-                            .map(|(k, x)| (k.clone(), x.as_str().map(str::to_owned).unwrap_or_else(|| x.to_string())))
+                            .map(|(k, x)| {
+                                (
+                                    k.clone(),
+                                    x.as_str().map(str::to_owned).unwrap_or_else(|| x.to_string()),
+                                )
+                            })
                             .collect()
                     })
                     .unwrap_or_default(),
@@ -57,10 +66,8 @@ fn blocked(waf: &Waf, c: &Case) -> (bool, Vec<u32>) {
     if sends_body && !has(&headers, "content-length") && !has(&headers, "transfer-encoding") {
         headers.push(("Content-Length".into(), c.body.len().to_string()));
     }
-    if !c.body.is_empty() {
-        if !has(&headers, "content-type") {
-            headers.push(("Content-Type".into(), "application/x-www-form-urlencoded".into()));
-        }
+    if !c.body.is_empty() && !has(&headers, "content-type") {
+        headers.push(("Content-Type".into(), "application/x-www-form-urlencoded".into()));
     }
     let req = HttpRequest {
         method: &c.method,
