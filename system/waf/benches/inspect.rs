@@ -115,6 +115,12 @@ fn bench(c: &mut Criterion) {
     let kb = one_kb();
     percentiles("payment-api corpus", &waf, &reqs, 20);
     percentiles("1 KB form request", &waf, std::slice::from_ref(&kb), 3000);
+    if std::env::var("WAF_BENCH_SPLIT").is_ok() {
+        let mut cfg = WafConfig::payment_api();
+        cfg.disabled_rules = vec![941100, 942100, 941101, 942101];
+        let no_li = Waf::new(cfg).expect("engine");
+        percentiles("1 KB form, without libinjection", &no_li, std::slice::from_ref(&kb), 3000);
+    }
     let mut i = 0usize;
     c.bench_function("inspect/payment-api-corpus", |b| {
         b.iter(|| {

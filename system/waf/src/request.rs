@@ -427,7 +427,21 @@ fn split_multipart(body: &[u8], boundary: &[u8]) -> Vec<Part> {
 }
 
 fn disposition_param(line: &[u8], key: &[u8]) -> Option<Vec<u8>> {
-    for p in line.split(|&b| b == b';').skip(1) {
+    // `form-data; name="a;b"; filename="x"`: split on `;` outside quotes.
+    let mut params: Vec<&[u8]> = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, &b) in line.iter().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b';' if !quoted => {
+                params.push(&line[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    params.push(&line[start..]);
+    for p in params.into_iter().skip(1) {
         let p = trim(p);
         let Some(eq) = p.iter().position(|&b| b == b'=') else {
             continue;
@@ -542,6 +556,10 @@ mod tests {
         assert_eq!(p.coll(Coll::ArgsPost)[0].value, b"hello");
         assert_eq!(p.coll(Coll::Files)[0].value, b"x.php");
         assert_eq!(p.coll(Coll::MultipartPartHeaders).len(), 3);
+        assert_eq!(
+            disposition_param(b"Content-Disposition: form-data; name=\"fi;le\"; filename=\"t\"", b"name"),
+            Some(b"fi;le".to_vec())
+        );
     }
 
     #[test]
