@@ -119,7 +119,12 @@ fn bench(c: &mut Criterion) {
         let mut cfg = WafConfig::payment_api();
         cfg.disabled_rules = vec![941100, 942100, 941101, 942101];
         let no_li = Waf::new(cfg).expect("engine");
-        percentiles("1 KB form, without libinjection", &no_li, std::slice::from_ref(&kb), 3000);
+        percentiles(
+            "1 KB form, without libinjection",
+            &no_li,
+            std::slice::from_ref(&kb),
+            3000,
+        );
     }
     let mut i = 0usize;
     c.bench_function("inspect/payment-api-corpus", |b| {

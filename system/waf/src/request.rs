@@ -557,7 +557,10 @@ mod tests {
         assert_eq!(p.coll(Coll::Files)[0].value, b"x.php");
         assert_eq!(p.coll(Coll::MultipartPartHeaders).len(), 3);
         assert_eq!(
-            disposition_param(b"Content-Disposition: form-data; name=\"fi;le\"; filename=\"t\"", b"name"),
+            disposition_param(
+                b"Content-Disposition: form-data; name=\"fi;le\"; filename=\"t\"",
+                b"name"
+            ),
             Some(b"fi;le".to_vec())
         );
     }
