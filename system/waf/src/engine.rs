@@ -160,9 +160,34 @@ impl Waf {
             entries: Vec::new(),
             excluded: self.exclusions_for(req, parsed),
         };
+        // One transformation and one set scan per (value, pipeline): which set patterns
+        // matched anything at all. A rule gated on a pattern nothing matched is skipped.
+        let mut any_hit: Vec<Vec<bool>> = Vec::with_capacity(npipes);
+        for (p, set) in self.rules.sets.iter().enumerate() {
+            let Some(set) = set else {
+                any_hit.push(Vec::new());
+                continue;
+            };
+            let mut seen = vec![false; set.len()];
+            for &c in &self.rules.pipeline_colls[p] {
+                let start = parsed.items.partition_point(|i| i.coll < c);
+                for k in 0..parsed.coll(c).len() {
+                    let e = ev.entry(start + k, p);
+                    for &h in ev.set_hits(e, start + k, p) {
+                        seen[h as usize] = true;
+                    }
+                }
+            }
+            any_hit.push(seen);
+        }
         for rule in &self.rules.rules {
             if rule.paranoia > self.config.paranoia || self.disabled.contains(&rule.id) {
                 continue;
+            }
+            if let Some((p, si)) = rule.gate {
+                if self.rules.sets[p].is_some() && !any_hit[p].get(si).copied().unwrap_or(false) {
+                    continue;
+                }
             }
             if let Some(hit) = ev.rule(rule) {
                 if let Some(sev) = rule.severity {

@@ -199,6 +199,10 @@ pub struct Rule {
     pub(crate) links: Vec<Link>,
     /// `id` in decimal, for exclusion patterns.
     pub(crate) id_text: String,
+    /// When the rule starts with a plain regular expression over request collections: its
+    /// pipeline and index in that pipeline's `RegexSet`. The rule cannot match unless some
+    /// value matched that pattern, which the engine learns from one set scan per value.
+    pub(crate) gate: Option<(usize, usize)>,
 }
 
 /// A compiled rule table.
@@ -207,6 +211,8 @@ pub struct RuleSet {
     pub(crate) rules: Vec<Rule>,
     pub(crate) pipelines: Vec<Vec<Transform>>,
     pub(crate) sets: Vec<Option<RegexSet>>,
+    /// Per pipeline: the collections some set pattern of that pipeline targets.
+    pub(crate) pipeline_colls: Vec<Vec<Coll>>,
     pub(crate) tx_defaults: BTreeMap<String, String>,
     /// Rules that could not be compiled, with the reason (look-around in a pattern, an
     /// unsupported variable): they are left out.
@@ -415,6 +421,7 @@ impl RuleSet {
         };
         let mut rules = Vec::new();
         let mut skipped = Vec::new();
+        let mut pipeline_colls: Vec<Vec<Coll>> = Vec::new();
         for r in &raw.rules {
             let Some(id) = r.id else { continue };
             // A rule whose chain reads captures needs them recorded.
@@ -455,7 +462,33 @@ impl RuleSet {
                 continue;
             }
             let severity = r.severity.as_deref().and_then(Severity::parse);
+            for l in &links {
+                if let Op::Rx { set_index: Some(_), .. } = l.op {
+                    while pipeline_colls.len() <= l.pipeline {
+                        pipeline_colls.push(Vec::new());
+                    }
+                    for t in &l.targets {
+                        if let Src::Colls(cs) = &t.src {
+                            for c in cs {
+                                if !pipeline_colls[l.pipeline].contains(c) {
+                                    pipeline_colls[l.pipeline].push(*c);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let first = &links[0];
+            let gate = match first.op {
+                Op::Rx {
+                    set_index: Some(si), ..
+                } if !first.negate && first.targets.iter().all(|t| !t.count && matches!(t.src, Src::Colls(_))) => {
+                    Some((first.pipeline, si))
+                }
+                _ => None,
+            };
             rules.push(Rule {
+                gate,
                 id,
                 paranoia: r.pl.unwrap_or(1),
                 severity,
@@ -479,8 +512,10 @@ impl RuleSet {
                     .ok()
             })
             .collect();
+        pipeline_colls.resize(b.pipelines.len(), Vec::new());
         Ok(RuleSet {
             rules,
+            pipeline_colls,
             pipelines: b.pipelines,
             sets,
             tx_defaults: raw.tx,
