@@ -661,3 +661,134 @@ impl<'a> Eval<'a> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Exclusion;
+    use std::sync::OnceLock;
+
+    fn rules() -> RuleSet {
+        RuleSet::crs().expect("rule table")
+    }
+
+    fn shared() -> &'static Waf {
+        static W: OnceLock<Waf> = OnceLock::new();
+        W.get_or_init(|| Waf::with_rules(rules(), WafConfig::payment_api()))
+    }
+
+    fn post<'a>(target: &'a str, body: &'a [u8], extra: &[(&'a str, &'a [u8])]) -> HttpRequest<'a> {
+        let mut headers: Vec<(&str, &[u8])> = vec![
+            ("Host", b"api.example.test"),
+            ("User-Agent", b"Stripe/v1 PythonBindings/16.1.0"),
+            ("Accept", b"*/*"),
+            ("Content-Type", b"application/x-www-form-urlencoded"),
+        ];
+        if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+            // Test-only: the header borrows its value, so the length string lives for the test run.
+            let len: &'static str = Box::leak(body.len().to_string().into_boxed_str());
+            headers.push(("Content-Length", len.as_bytes()));
+        }
+        headers.extend_from_slice(extra);
+        HttpRequest {
+            method: "POST",
+            target,
+            version: "HTTP/1.1",
+            headers,
+            body,
+        }
+    }
+
+    #[test]
+    fn attacks_block_and_payments_pass() {
+        let w = shared();
+        let ok = w.inspect(&post(
+            "/v1/payment_intents",
+            b"amount=2000&currency=usd&description=O%27Brien%27s+%22gift%22+%2850%25+off%29&metadata%5Bnote%5D=Select+plan%3A+Pro%2C+drop-off+at+5pm",
+            &[],
+        ));
+        assert!(!ok.blocked, "{ok:?}");
+        for (what, target, body) in [
+            ("sqli", "/v1/customers?limit=1%27%20OR%201%3D1--", &b""[..]),
+            (
+                "xss",
+                "/v1/customers",
+                &b"email=a%40b.c&name=%3Cscript%3Ealert(1)%3C%2Fscript%3E"[..],
+            ),
+            ("lfi", "/v1/files?path=..%2f..%2f..%2fetc%2fpasswd", &b""[..]),
+            (
+                "double-encoded lfi",
+                "/v1/files?path=%252e%252e%252f%252e%252e%252fetc%252fpasswd",
+                &b""[..],
+            ),
+            ("rce", "/v1/customers?limit=1;cat%20/etc/passwd", &b""[..]),
+        ] {
+            let v = w.inspect(&post(target, body, &[]));
+            assert!(v.blocked, "{what} passed: {v:?}");
+            assert!(v.rule_id().is_some());
+        }
+    }
+
+    #[test]
+    fn smuggling_is_blocked() {
+        let w = shared();
+        let body = b"amount=1";
+        for (what, extra) in [
+            (
+                "CL and TE",
+                vec![("Content-Length", &b"8"[..]), ("Transfer-Encoding", &b"chunked"[..])],
+            ),
+            (
+                "two CLs",
+                vec![("Content-Length", &b"8"[..]), ("Content-Length", &b"9"[..])],
+            ),
+            ("odd TE", vec![("Transfer-Encoding", &b"chunked, identity"[..])]),
+        ] {
+            let v = w.inspect(&post("/v1/customers", body, &extra));
+            assert!(v.blocked, "{what} passed: {v:?}");
+            assert_eq!(v.matches.first().map(|m| m.family), Some("protocol"), "{what}");
+        }
+    }
+
+    #[test]
+    fn detect_only_scores_without_blocking() {
+        let cfg = WafConfig {
+            detect_only: true,
+            ..WafConfig::payment_api()
+        };
+        let w = Waf::with_rules(rules(), cfg);
+        let v = w.inspect(&post("/v1/customers?limit=1%27%20OR%201%3D1--", b"", &[]));
+        assert!(v.over_threshold && !v.blocked);
+    }
+
+    #[test]
+    fn exclusions_apply_to_their_route_and_fields_only() {
+        let body = b"note=1%27%20OR%201%3D1--";
+        let base = Waf::with_rules(rules(), WafConfig::default());
+        assert!(base.inspect(&post("/v1/x", body, &[])).blocked);
+        let cfg = WafConfig {
+            exclusions: vec![Exclusion {
+                path: "/v1/*".into(),
+                methods: vec![],
+                fields: vec!["note".into()],
+                rules: vec![],
+            }],
+            ..WafConfig::default()
+        };
+        let w = Waf::with_rules(rules(), cfg);
+        assert!(!w.inspect(&post("/v1/x", body, &[])).blocked);
+        assert!(w.inspect(&post("/v2/x", body, &[])).blocked);
+        assert!(w.inspect(&post("/v1/x", b"other=1%27%20OR%201%3D1--", &[])).blocked);
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let w = shared();
+        let long = format!("/v1/customers?q={}", "a".repeat(5000));
+        let v = w.inspect(&post(&long, b"", &[]));
+        assert!(v.matches.iter().any(|m| m.rule_id == protocol::URI_TOO_LONG));
+        let many: String = (0..1100).map(|i| format!("a{i}=1&")).collect();
+        let v = w.inspect(&post("/v1/customers", many.as_bytes(), &[]));
+        assert!(v.blocked, "too many arguments passed");
+    }
+}
