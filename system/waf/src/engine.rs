@@ -458,8 +458,10 @@ impl<'a> Eval<'a> {
         let raw = &self.p.items[item].value;
         let mut cur: Option<Vec<u8>> = None;
         for t in &self.waf.rules.pipelines[pipeline] {
-            let next = t.apply(cur.as_deref().unwrap_or(raw));
-            cur = Some(next);
+            let src = cur.as_deref().unwrap_or(raw);
+            if t.may_change(src) {
+                cur = Some(t.apply(src));
+            }
         }
         let value = cur.filter(|v| v != raw);
         self.entries.push(CacheEntry { value, hits: None });

@@ -72,6 +72,31 @@ impl Transform {
         })
     }
 
+    /// Whether applying the transformation may change `v` (false only when it certainly
+    /// gives `v` back), so the engine can skip the copy for plain values.
+    pub fn may_change(self, v: &[u8]) -> bool {
+        let any = |f: fn(u8) -> bool| v.iter().any(|&b| f(b));
+        match self {
+            Transform::Lowercase => any(|b| b.is_ascii_uppercase()),
+            Transform::UrlDecodeUni | Transform::UrlDecode => any(|b| b == b'%' || b == b'+'),
+            Transform::HtmlEntityDecode => any(|b| b == b'&'),
+            Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => any(|b| b == b'\\'),
+            Transform::RemoveNulls => any(|b| b == 0),
+            Transform::Utf8ToUnicode => !v.is_ascii(),
+            Transform::CmdLine => {
+                any(|b| matches!(b, b'\\' | b'"' | b'\'' | b'^' | b',' | b';') || is_space(b) || b.is_ascii_uppercase())
+            }
+            Transform::NormalizePath => any(|b| b == b'/' || b == b'.'),
+            Transform::NormalizePathWin => any(|b| b == b'/' || b == b'.' || b == b'\\'),
+            Transform::RemoveWhitespace | Transform::CompressWhitespace => any(|b| is_space(b) || b == 0xa0),
+            Transform::ReplaceComments => v.windows(2).any(|w| w == b"/*"),
+            Transform::RemoveCommentsChar | Transform::RemoveComments => {
+                any(|b| matches!(b, b'/' | b'*' | b'-' | b'#'))
+            }
+            Transform::Base64Decode | Transform::Length => true,
+        }
+    }
+
     /// Applies the transformation.
     pub fn apply(self, v: &[u8]) -> Vec<u8> {
         match self {
@@ -579,6 +604,50 @@ mod tests {
         assert_eq!(replace_comments(b"un/**/ion/*x"), b"un ion ");
         assert_eq!(base64_decode(b"aGVsbG8="), b"hello");
         assert_eq!(escape_seq_decode(br"a\x41\101\n"), b"aAA\n");
+    }
+
+    #[test]
+    fn may_change_is_conservative() {
+        let all = [
+            Transform::Lowercase,
+            Transform::UrlDecodeUni,
+            Transform::UrlDecode,
+            Transform::HtmlEntityDecode,
+            Transform::JsDecode,
+            Transform::CssDecode,
+            Transform::RemoveNulls,
+            Transform::Utf8ToUnicode,
+            Transform::CmdLine,
+            Transform::NormalizePath,
+            Transform::NormalizePathWin,
+            Transform::RemoveWhitespace,
+            Transform::CompressWhitespace,
+            Transform::ReplaceComments,
+            Transform::RemoveCommentsChar,
+            Transform::RemoveComments,
+            Transform::EscapeSeqDecode,
+        ];
+        let samples: [&[u8]; 12] = [
+            b"",
+            b".",
+            b"..",
+            b"abc",
+            b"ABC",
+            b"a b",
+            b"pm_123",
+            b"a/b",
+            b"x--y",
+            b"a&b",
+            b"caf\xc3\xa9",
+            b"usd",
+        ];
+        for t in all {
+            for s in samples {
+                if !t.may_change(s) {
+                    assert_eq!(t.apply(s), s, "{t:?} changed {s:?}");
+                }
+            }
+        }
     }
 
     #[test]
