@@ -870,7 +870,10 @@ fn webhook_delivery(ev: &Evidence, out: &mut Vec<Violation>) {
             out.push(v(
                 Invariant::WebhookDelivery,
                 vec![id.to_owned(), ep_id.clone()],
-                format!("committed event {id} ({}) never reached endpoint {ep_id} and is not queued", e.event.kind),
+                format!(
+                    "committed event {id} ({}) never reached endpoint {ep_id} and is not queued",
+                    e.event.kind
+                ),
             ));
         }
     }

@@ -591,7 +591,11 @@ fn settled(mem: &MemoryBackend) -> bool {
     // Webhooks: everything relayed, nothing deliverable or in flight (only retries waiting for
     // their delay may remain).
     let snapshot = mem.queue_snapshot();
-    if mem.all_events().last().is_some_and(|e| e.seq > snapshot.relayed_through) {
+    if mem
+        .all_events()
+        .last()
+        .is_some_and(|e| e.seq > snapshot.relayed_through)
+    {
         return false;
     }
     let now = EPOCH_MS + world::sim_ms() as i64;

@@ -87,6 +87,9 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// The security audit log.
     pub audit: Option<AuditConfig>,
+    /// The WAF in front of the API.
+    #[serde(default)]
+    pub waf: WafSection,
 }
 
 /// `admin`: the operator endpoint.
@@ -137,6 +140,46 @@ impl WebhooksSettings {
             .iter()
             .map(|c| pay_webhooks::Cidr::parse(c).map_err(|e| invalid("webhooks.allow_cidrs", e)))
             .collect()
+    }
+}
+
+/// Settings of the `waf` role.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WafSection {
+    /// Inspection settings (pay-waf's YAML: paranoia, threshold, detect_only, limits,
+    /// exclusions, rule_scores); the shipped payment-API configuration when absent.
+    pub config_file: Option<PathBuf>,
+    /// Load balancers whose `X-Forwarded-For` is believed (CIDR).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// When not empty, only these clients are served (CIDR).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Clients refused outright (CIDR).
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+impl WafSection {
+    /// Applies these settings to `t`.
+    pub fn apply(&self, t: &mut crate::wiring::Tuning) -> Result<(), String> {
+        if let Some(path) = &self.config_file {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("waf.config_file: {}: {e}", path.display()))?;
+            t.waf = Some(pay_waf::WafConfig::from_yaml(&text).map_err(|e| format!("waf.config_file: {e}"))?);
+        }
+        let cidrs = |field: &str, v: &[String]| -> Result<Vec<pay_waf::proxy::Cidr>, String> {
+            v.iter()
+                .map(|c| c.parse().map_err(|e| format!("waf.{field}: {e}")))
+                .collect()
+        };
+        let mut p = pay_waf::proxy::ProxyConfig::new(String::new());
+        p.trusted_proxies = cidrs("trusted_proxies", &self.trusted_proxies)?;
+        p.allow = cidrs("allow", &self.allow)?;
+        p.deny = cidrs("deny", &self.deny)?;
+        t.waf_proxy = Some(p);
+        Ok(())
     }
 }
 
@@ -195,7 +238,7 @@ impl TuningConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
-    /// The public address (the API; TLS).
+    /// The public address (the WAF, or the API on a node without the WAF; TLS).
     pub public: String,
     /// Internal addresses per role (plain HTTP on a private network; every call carries a
     /// signed service token).

@@ -1,8 +1,9 @@
 //! Every role in one process on loopback: `paymentd dev` (in-memory stores, an ephemeral
-//! software HSM) and the integration tests (the same, on PostgreSQL).
+//! software HSM) and the integration tests (the same, on PostgreSQL). The WAF holds the
+//! public port; the API listens on an internal one behind it.
 
 use crate::node::{start, RunningNode};
-use crate::wiring::{ensure_hsm_keys, generated_service_keys, NodeDeps, Role, Topology, Tuning};
+use crate::wiring::{add_generated_waf_key, ensure_hsm_keys, generated_service_keys, NodeDeps, Role, Topology, Tuning};
 use pay_core::{AccountId, Env, SecretString};
 use pay_net::metrics::Metrics;
 use pay_net::{HttpClient, ServeOptions, TcpTransport, Transport};
@@ -30,7 +31,7 @@ pub struct LocalOptions {
 
 /// A running local node.
 pub struct LocalNode {
-    /// The public base URL (`http://127.0.0.1:PORT`).
+    /// The public base URL (`http://127.0.0.1:PORT`, the WAF).
     pub public_url: String,
     /// Base URL of each role.
     pub topology: Topology,
@@ -54,8 +55,8 @@ pub async fn start_local(opts: LocalOptions) -> Result<LocalNode, String> {
     ensure_hsm_keys(opts.hsm.as_ref()).await?;
     let mut listeners = BTreeMap::new();
     let mut topology = Topology::default();
-    for role in Role::ALL {
-        let addr = if role == Role::Api {
+    for role in Role::WITH_WAF {
+        let addr = if role == Role::Waf {
             format!("127.0.0.1:{}", opts.public_port)
         } else {
             "127.0.0.1:0".to_owned()
@@ -68,7 +69,8 @@ pub async fn start_local(opts: LocalOptions) -> Result<LocalNode, String> {
         topology.urls.insert(role, format!("http://{bound}"));
         listeners.insert(role, l);
     }
-    let (service_keys, directory) = generated_service_keys(&opts.env);
+    let (mut service_keys, mut directory) = generated_service_keys(&opts.env);
+    add_generated_waf_key(&opts.env, &mut service_keys, &mut directory);
     let metrics = Metrics::new();
     let deps = NodeDeps {
         env: opts.env.clone(),
@@ -109,7 +111,7 @@ pub async fn start_local(opts: LocalOptions) -> Result<LocalNode, String> {
         (None, None, None)
     };
     Ok(LocalNode {
-        public_url: topology.url(Role::Api)?.to_owned(),
+        public_url: topology.url(Role::Waf)?.to_owned(),
         topology,
         account,
         secret_key,

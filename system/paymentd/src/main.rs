@@ -280,8 +280,13 @@ async fn dev(port: u16, log_level: &str) -> Result<()> {
 fn read_service_keys(dir: &Path, local_roles: &[Role]) -> Result<(BTreeMap<Role, Arc<ServiceKey>>, ServiceDirectory)> {
     let mut keys = BTreeMap::new();
     let mut directory = ServiceDirectory::new();
-    for role in Role::ALL {
+    for role in Role::WITH_WAF {
         let pub_path = dir.join(format!("{role}.pub.pem"));
+        // Key directories made before the WAF existed have no waf key: fine unless this
+        // node runs the WAF.
+        if role == Role::Waf && !pub_path.exists() && !local_roles.contains(&role) {
+            continue;
+        }
         let pem = std::fs::read_to_string(&pub_path)
             .with_context(|| format!("service_keys: cannot read {}", pub_path.display()))?;
         directory
@@ -382,7 +387,7 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
         None => init_json(LogSink::Stdout, &cfg.logging.level).map_err(|e| anyhow!(e))?,
     }
     let roles: Vec<Role> = if role == "all" {
-        Role::ALL.to_vec()
+        Role::WITH_WAF.to_vec()
     } else {
         vec![role.parse::<Role>().map_err(|e| anyhow!(e))?]
     };
@@ -470,8 +475,14 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
         topology.urls.insert(*r, url.clone());
     }
     let mut listeners = vec![];
+    // The public address belongs to the WAF when this node runs it, else to the API.
+    let public_role = if roles.contains(&Role::Waf) {
+        Role::Waf
+    } else {
+        Role::Api
+    };
     for r in &roles {
-        let (addr, opts) = if *r == Role::Api {
+        let (addr, opts) = if *r == public_role {
             (
                 cfg.listen.public.clone(),
                 ServeOptions {
@@ -494,8 +505,8 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
             .await
             .with_context(|| format!("listen: cannot bind {addr} for the {r} role"))?;
         let bound = l.local_addr()?;
-        if *r != Role::Api || !topology.urls.contains_key(r) {
-            let scheme = if *r == Role::Api && tls.is_some() {
+        if *r != public_role || !topology.urls.contains_key(r) {
+            let scheme = if *r == public_role && tls.is_some() {
                 "https"
             } else {
                 "http"
@@ -536,7 +547,10 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
         directory,
         topology,
         metrics,
-        tuning,
+        tuning: {
+            cfg.waf.apply(&mut tuning).map_err(|e| anyhow!(e))?;
+            tuning
+        },
         audit: audit.clone(),
     };
     let node = paymentd::node::start(&deps, listeners).map_err(|e| anyhow!(e))?;
@@ -658,7 +672,7 @@ fn init_service_keys(dir: &Path) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let entropy = pay_core::OsEntropy::new();
-    for role in Role::ALL {
+    for role in Role::WITH_WAF {
         let key = ServiceKey::generate(role.name(), &entropy);
         let priv_path = dir.join(format!("{role}.key.pem"));
         let mut f = std::fs::OpenOptions::new()

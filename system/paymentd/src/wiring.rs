@@ -36,10 +36,12 @@ pub enum Role {
     Webhooks,
     /// Fraud detection (risk scoring, Radar rules and value lists).
     Fraud,
+    /// The Web Application Firewall: the public address, a reverse proxy in front of `api`.
+    Waf,
 }
 
 impl Role {
-    /// Every role, in start order (dependencies first).
+    /// The service roles, in start order (dependencies first). The simulator runs these.
     pub const ALL: [Role; 6] = [
         Role::Acquirer,
         Role::Tokenizer,
@@ -47,6 +49,17 @@ impl Role {
         Role::Payments,
         Role::Webhooks,
         Role::Api,
+    ];
+
+    /// Every role of a full node: the service roles and the WAF in front of the API.
+    pub const WITH_WAF: [Role; 7] = [
+        Role::Acquirer,
+        Role::Tokenizer,
+        Role::Fraud,
+        Role::Payments,
+        Role::Webhooks,
+        Role::Api,
+        Role::Waf,
     ];
 
     /// The role's name (also its service identity).
@@ -58,6 +71,7 @@ impl Role {
             Role::Acquirer => "acquirer",
             Role::Webhooks => "webhooks",
             Role::Fraud => "fraud",
+            Role::Waf => "waf",
         }
     }
 }
@@ -71,8 +85,8 @@ impl fmt::Display for Role {
 impl FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Role, String> {
-        Role::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| {
-            format!("unknown role `{s}` (expected one of: api, tokenizer, payments, acquirer, fraud, webhooks)")
+        Role::WITH_WAF.into_iter().find(|r| r.name() == s).ok_or_else(|| {
+            format!("unknown role `{s}` (expected one of: api, tokenizer, payments, acquirer, fraud, webhooks, waf)")
         })
     }
 }
@@ -148,6 +162,11 @@ pub struct Tuning {
     pub fraud_velocity: Option<Arc<dyn pay_fraud::VelocityStore>>,
     /// The fraud model (default: the built-in `model.yaml`).
     pub fraud_config: Option<pay_fraud::FraudConfig>,
+    /// WAF inspection settings (`None`: the shipped payment-API configuration).
+    pub waf: Option<pay_waf::WafConfig>,
+    /// WAF proxy settings: trusted proxies, IP lists, rate limits (`None`: defaults). The
+    /// upstream is always the `api` role's address from the topology.
+    pub waf_proxy: Option<pay_waf::proxy::ProxyConfig>,
 }
 
 /// How often expired idempotency keys are deleted.
@@ -464,6 +483,33 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
                 },
             )
         }
+        Role::Waf => {
+            let config = deps.tuning.waf.clone().unwrap_or_else(pay_waf::WafConfig::payment_api);
+            let waf = Arc::new(pay_waf::Waf::new(config).map_err(|e| e.to_string())?);
+            let upstream = deps.topology.url(Role::Api)?.to_owned();
+            let mut proxy_config = deps
+                .tuning
+                .waf_proxy
+                .clone()
+                .unwrap_or_else(|| pay_waf::proxy::ProxyConfig::new(upstream.clone()));
+            proxy_config.upstream = upstream;
+            let proxy = Arc::new(pay_waf::proxy::WafProxy::new(
+                waf,
+                proxy_config,
+                deps.http.clone(),
+                Some(deps.issuer(role)?),
+                env.clone(),
+                deps.metrics.clone(),
+            ));
+            (
+                proxy.router(),
+                Readiness {
+                    db: None,
+                    hsm: None,
+                    metrics: deps.metrics.clone(),
+                },
+            )
+        }
     };
     let ops = Router::new()
         .route("/healthz", get(healthz))
@@ -498,6 +544,14 @@ pub fn generated_service_keys(env: &Env) -> (BTreeMap<Role, Arc<ServiceKey>>, Se
         keys.insert(role, Arc::new(k));
     }
     (keys, dir)
+}
+
+/// Adds a generated key for the `waf` role to `keys` and `dir` (dev mode and tests; drawn
+/// after the service roles' keys so their keys stay what they were).
+pub fn add_generated_waf_key(env: &Env, keys: &mut BTreeMap<Role, Arc<ServiceKey>>, dir: &mut ServiceDirectory) {
+    let k = ServiceKey::generate(Role::Waf.name(), env.entropy.as_ref());
+    dir.insert(Role::Waf.name(), k.verifying_key());
+    keys.insert(Role::Waf, Arc::new(k));
 }
 
 /// Makes sure the HSM has a current KEK and fingerprint key (first start); returns the keys

@@ -93,7 +93,11 @@ impl MemoryBackend {
     /// dead letters, and the sequence number of the last event relayed from the outbox.
     pub fn queue_snapshot(&self) -> QueueSnapshot {
         self.with_state(|s| QueueSnapshot {
-            live: s.queues.values().flat_map(|q| q.values().map(|m| m.msg.clone())).collect(),
+            live: s
+                .queues
+                .values()
+                .flat_map(|q| q.values().map(|m| m.msg.clone()))
+                .collect(),
             dead: s.q_dead.values().flat_map(|d| d.values().cloned()).collect(),
             relayed_through: s.relay_cursor,
         })

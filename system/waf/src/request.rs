@@ -1,0 +1,580 @@
+//! The request as the engine sees it: the raw request plus every collection the rules inspect
+//! (arguments, cookies, headers, multipart parts, XML text), decoded once.
+//!
+//! Parameters are decoded the way the public API decodes them: `application/x-www-form-urlencoded`
+//! query strings and bodies are split on `&` and `=` and percent-decoded with `+` as space
+//! (the API's `form_urlencoded`), and names keep their bracket notation (`metadata[note]`);
+//! JSON bodies are flattened to the same bracket names (`card[number]`, `expand[0]`). The WAF
+//! keeps the decoded bytes as they are where the API would replace invalid UTF-8 with U+FFFD,
+//! so it sees at least as much as the API does.
+
+use crate::transform::url_decode;
+
+/// An HTTP request to inspect. Borrowed, so inspecting costs no copy of the body.
+#[derive(Debug, Clone)]
+pub struct HttpRequest<'a> {
+    /// Method as sent (`GET`).
+    pub method: &'a str,
+    /// Request target as sent: path and query, percent-encoded.
+    pub target: &'a str,
+    /// Protocol version (`HTTP/1.1`).
+    pub version: &'a str,
+    /// Header fields in order, names as sent.
+    pub headers: Vec<(&'a str, &'a [u8])>,
+    /// The body (empty when none).
+    pub body: &'a [u8],
+}
+
+/// What a body was parsed as (ModSecurity's `REQBODY_PROCESSOR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body or an unknown type.
+    None,
+    /// `application/x-www-form-urlencoded`.
+    UrlEncoded,
+    /// `application/json` (and `+json`).
+    Json,
+    /// `multipart/form-data`.
+    Multipart,
+    /// XML.
+    Xml,
+}
+
+impl BodyKind {
+    /// ModSecurity's name for the processor.
+    pub fn name(self) -> &'static str {
+        match self {
+            BodyKind::None => "",
+            BodyKind::UrlEncoded => "URLENCODED",
+            BodyKind::Json => "JSON",
+            BodyKind::Multipart => "MULTIPART",
+            BodyKind::Xml => "XML",
+        }
+    }
+}
+
+/// The collections a rule can inspect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Coll {
+    /// Query-string argument values.
+    ArgsGet,
+    /// Query-string argument names.
+    ArgsGetNames,
+    /// Body argument values.
+    ArgsPost,
+    /// Body argument names.
+    ArgsPostNames,
+    /// Cookie values.
+    Cookies,
+    /// Cookie names.
+    CookiesNames,
+    /// Header values (keyed by lower-case name).
+    Headers,
+    /// Header names.
+    HeadersNames,
+    /// Path without the query.
+    Filename,
+    /// Last path segment.
+    Basename,
+    /// Path and query as sent.
+    Uri,
+    /// The whole request line.
+    Line,
+    /// The query string.
+    QueryString,
+    /// The raw body.
+    Body,
+    /// Text nodes of an XML body.
+    Xml,
+    /// File names of multipart file parts.
+    Files,
+    /// Field names of multipart file parts.
+    FilesNames,
+    /// The method.
+    Method,
+    /// The protocol version.
+    Protocol,
+    /// Header lines of multipart parts.
+    MultipartPartHeaders,
+}
+
+/// One value of a collection.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The collection.
+    pub coll: Coll,
+    /// Its key (argument or header name), for selectors and exclusions.
+    pub name: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// A request broken into collections.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// All values, grouped by collection in [`Coll`] order.
+    pub items: Vec<Item>,
+    /// What the body was parsed as.
+    pub body_kind: BodyKind,
+    /// The body could not be parsed as its content type says.
+    pub body_error: bool,
+    /// Number of arguments (query and body).
+    pub arg_count: usize,
+    /// Total length of argument names and values.
+    pub args_combined_size: usize,
+    /// Path without the query, as sent.
+    pub path: String,
+}
+
+/// Most arguments and JSON nodes read from one request, so a hostile body cannot make the
+/// engine do unbounded work (the size limits refuse such requests anyway).
+const MAX_ITEMS: usize = 4096;
+
+impl Parsed {
+    /// Breaks `req` into collections.
+    pub fn new(req: &HttpRequest<'_>) -> Parsed {
+        let mut items: Vec<Item> = Vec::with_capacity(32);
+        let (path, query) = match req.target.find('?') {
+            Some(i) => (&req.target[..i], &req.target[i + 1..]),
+            None => (req.target, ""),
+        };
+        let mut push = |coll: Coll, name: &[u8], value: &[u8]| {
+            if items.len() < MAX_ITEMS {
+                items.push(Item {
+                    coll,
+                    name: name.to_vec(),
+                    value: value.to_vec(),
+                });
+            }
+        };
+        let mut arg_count = 0usize;
+        let mut combined = 0usize;
+        for (k, v) in split_form(query.as_bytes()) {
+            arg_count += 1;
+            combined += k.len() + v.len();
+            push(Coll::ArgsGet, &k, &v);
+            push(Coll::ArgsGetNames, &k, &k);
+        }
+        let header = |name: &str| -> Option<&[u8]> {
+            req.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v)
+        };
+        let ct = header("content-type")
+            .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase())
+            .unwrap_or_default();
+        let mut body_kind = BodyKind::None;
+        let mut body_error = false;
+        let mut xml = Vec::new();
+        let mut files: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut part_headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        if !req.body.is_empty() {
+            let mime = ct.split(';').next().unwrap_or("").trim();
+            if mime == "application/x-www-form-urlencoded" || (mime.is_empty() && looks_like_form(req.body)) {
+                body_kind = BodyKind::UrlEncoded;
+                for (k, v) in split_form(req.body) {
+                    arg_count += 1;
+                    combined += k.len() + v.len();
+                    push(Coll::ArgsPost, &k, &v);
+                    push(Coll::ArgsPostNames, &k, &k);
+                }
+            } else if mime == "application/json" || mime.ends_with("+json") {
+                body_kind = BodyKind::Json;
+                match serde_json::from_slice::<serde_json::Value>(req.body) {
+                    Ok(v) => {
+                        let mut out = Vec::new();
+                        flatten_json(&v, String::new(), 0, &mut out);
+                        for (k, v) in out {
+                            arg_count += 1;
+                            combined += k.len() + v.len();
+                            push(Coll::ArgsPost, k.as_bytes(), v.as_bytes());
+                            push(Coll::ArgsPostNames, k.as_bytes(), k.as_bytes());
+                        }
+                    }
+                    Err(_) => body_error = true,
+                }
+            } else if mime == "multipart/form-data" || mime == "multipart/related" || mime == "multipart/mixed" {
+                body_kind = BodyKind::Multipart;
+                match boundary(&ct, header("content-type").unwrap_or_default()) {
+                    Some(b) => {
+                        for part in split_multipart(req.body, &b) {
+                            for h in &part.headers {
+                                part_headers.push((part.name.clone(), h.clone()));
+                            }
+                            match part.filename {
+                                Some(f) => files.push((part.name.clone(), f)),
+                                None => {
+                                    arg_count += 1;
+                                    combined += part.name.len() + part.body.len();
+                                    push(Coll::ArgsPost, &part.name, &part.body);
+                                    push(Coll::ArgsPostNames, &part.name, &part.name);
+                                }
+                            }
+                        }
+                    }
+                    None => body_error = true,
+                }
+            } else if mime.contains("xml") {
+                body_kind = BodyKind::Xml;
+                xml = xml_text(req.body);
+            }
+        }
+        for (name, value) in &req.headers {
+            if name.eq_ignore_ascii_case("cookie") {
+                for c in value.split(|&b| b == b';') {
+                    let c = trim(c);
+                    if c.is_empty() {
+                        continue;
+                    }
+                    let (k, v) = match c.iter().position(|&b| b == b'=') {
+                        Some(i) => (&c[..i], &c[i + 1..]),
+                        None => (c, &b""[..]),
+                    };
+                    push(Coll::Cookies, k, v);
+                    push(Coll::CookiesNames, k, k);
+                }
+            }
+        }
+        for (name, value) in &req.headers {
+            let lower = name.to_ascii_lowercase();
+            push(Coll::Headers, lower.as_bytes(), value);
+            push(Coll::HeadersNames, lower.as_bytes(), name.as_bytes());
+        }
+        push(Coll::Filename, b"", path.as_bytes());
+        let base = path.rsplit('/').next().unwrap_or("");
+        push(Coll::Basename, b"", base.as_bytes());
+        push(Coll::Uri, b"", req.target.as_bytes());
+        let line = format!("{} {} {}", req.method, req.target, req.version);
+        push(Coll::Line, b"", line.as_bytes());
+        push(Coll::QueryString, b"", query.as_bytes());
+        if !req.body.is_empty() {
+            push(Coll::Body, b"", req.body);
+        }
+        for t in &xml {
+            push(Coll::Xml, b"xml", t);
+        }
+        for (field, file) in &files {
+            push(Coll::Files, field, file);
+            push(Coll::FilesNames, field, field);
+        }
+        push(Coll::Method, b"", req.method.as_bytes());
+        push(Coll::Protocol, b"", req.version.as_bytes());
+        for (n, h) in &part_headers {
+            push(Coll::MultipartPartHeaders, n, h);
+        }
+        items.sort_by_key(|i| i.coll);
+        Parsed {
+            items,
+            body_kind,
+            body_error,
+            arg_count,
+            args_combined_size: combined,
+            path: path.to_owned(),
+        }
+    }
+
+    /// The items of one collection.
+    pub fn coll(&self, c: Coll) -> &[Item] {
+        let start = self.items.partition_point(|i| i.coll < c);
+        let end = self.items.partition_point(|i| i.coll <= c);
+        &self.items[start..end]
+    }
+
+    /// The value of a header (`name` lower case).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.coll(Coll::Headers)
+            .iter()
+            .find(|i| i.name == name.as_bytes())
+            .map(|i| i.value.as_slice())
+    }
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+fn looks_like_form(body: &[u8]) -> bool {
+    body.contains(&b'=') && !body.starts_with(b"{") && !body.starts_with(b"<")
+}
+
+/// Splits a query string or form body into decoded `(name, value)` pairs.
+pub fn split_form(s: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    s.split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.iter().position(|&b| b == b'=') {
+            Some(i) => (url_decode(&p[..i], false), url_decode(&p[i + 1..], false)),
+            None => (url_decode(p, false), Vec::new()),
+        })
+        .collect()
+}
+
+fn flatten_json(v: &serde_json::Value, prefix: String, depth: usize, out: &mut Vec<(String, String)>) {
+    if out.len() >= MAX_ITEMS || depth > 32 {
+        return;
+    }
+    let child = |k: &str| {
+        if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}[{k}]")
+        }
+    };
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                flatten_json(x, child(k), depth + 1, out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                flatten_json(x, child(&i.to_string()), depth + 1, out);
+            }
+        }
+        serde_json::Value::String(s) => out.push((prefix, s.clone())),
+        serde_json::Value::Null => out.push((prefix, String::new())),
+        other => out.push((prefix, other.to_string())),
+    }
+}
+
+fn boundary(ct_lower: &str, raw: &[u8]) -> Option<Vec<u8>> {
+    let i = ct_lower.find("boundary=")?;
+    let raw = String::from_utf8_lossy(raw);
+    let b = raw.get(i + 9..)?;
+    let b = b.split(';').next().unwrap_or("").trim().trim_matches('"');
+    (!b.is_empty()).then(|| b.as_bytes().to_vec())
+}
+
+struct Part {
+    name: Vec<u8>,
+    filename: Option<Vec<u8>>,
+    headers: Vec<Vec<u8>>,
+    body: Vec<u8>,
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn split_multipart(body: &[u8], boundary: &[u8]) -> Vec<Part> {
+    let mut delim = b"--".to_vec();
+    delim.extend_from_slice(boundary);
+    let mut parts = Vec::new();
+    let mut rest = body;
+    let Some(first) = find(rest, &delim) else {
+        return parts;
+    };
+    rest = &rest[first + delim.len()..];
+    while parts.len() < MAX_ITEMS {
+        if rest.starts_with(b"--") {
+            break;
+        }
+        let next = find(rest, &delim);
+        let chunk = match next {
+            Some(n) => &rest[..n],
+            None => rest,
+        };
+        let chunk = chunk
+            .strip_prefix(b"\r\n")
+            .or_else(|| chunk.strip_prefix(b"\n"))
+            .unwrap_or(chunk);
+        let (head, content) = match find(chunk, b"\r\n\r\n") {
+            Some(i) => (&chunk[..i], &chunk[i + 4..]),
+            None => match find(chunk, b"\n\n") {
+                Some(i) => (&chunk[..i], &chunk[i + 2..]),
+                None => (chunk, &b""[..]),
+            },
+        };
+        let content = content
+            .strip_suffix(b"\r\n")
+            .or_else(|| content.strip_suffix(b"\n"))
+            .unwrap_or(content);
+        let mut part = Part {
+            name: Vec::new(),
+            filename: None,
+            headers: Vec::new(),
+            body: content.to_vec(),
+        };
+        for line in head.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            part.headers.push(line.to_vec());
+            let lower = line.to_ascii_lowercase();
+            if lower.starts_with(b"content-disposition:") {
+                if let Some(n) = disposition_param(line, b"name") {
+                    part.name = n;
+                }
+                part.filename = disposition_param(line, b"filename");
+            }
+        }
+        parts.push(part);
+        match next {
+            Some(n) => rest = &rest[n + delim.len()..],
+            None => break,
+        }
+    }
+    parts
+}
+
+fn disposition_param(line: &[u8], key: &[u8]) -> Option<Vec<u8>> {
+    // `form-data; name="a;b"; filename="x"`: split on `;` outside quotes.
+    let mut params: Vec<&[u8]> = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, &b) in line.iter().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b';' if !quoted => {
+                params.push(&line[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    params.push(&line[start..]);
+    for p in params.into_iter().skip(1) {
+        let p = trim(p);
+        let Some(eq) = p.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        if trim(&p[..eq]).eq_ignore_ascii_case(key) {
+            let v = trim(&p[eq + 1..]);
+            let v = v.strip_prefix(b"\"").unwrap_or(v);
+            let v = v.strip_suffix(b"\"").unwrap_or(v);
+            return Some(v.to_vec());
+        }
+    }
+    None
+}
+
+/// Text nodes and attribute values of an XML document (a tolerant scan, not a validating
+/// parser: a malformed document still yields its text).
+fn xml_text(body: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < body.len() && out.len() < MAX_ITEMS {
+        if body[i] == b'<' {
+            let end = body[i..].iter().position(|&b| b == b'>').map_or(body.len(), |e| i + e);
+            let tag = &body[i..end];
+            // attribute values
+            let mut q = None;
+            let mut start = 0;
+            for (j, &b) in tag.iter().enumerate() {
+                match q {
+                    None if b == b'"' || b == b'\'' => {
+                        q = Some(b);
+                        start = j + 1;
+                    }
+                    Some(c) if b == c => {
+                        if j > start {
+                            out.push(tag[start..j].to_vec());
+                        }
+                        q = None;
+                    }
+                    _ => {}
+                }
+            }
+            i = end + 1;
+        } else {
+            let end = body[i..].iter().position(|&b| b == b'<').map_or(body.len(), |e| i + e);
+            let t = trim(&body[i..end]);
+            if !t.is_empty() {
+                out.push(t.to_vec());
+            }
+            i = end;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req<'a>(target: &'a str, headers: Vec<(&'a str, &'a [u8])>, body: &'a [u8]) -> HttpRequest<'a> {
+        HttpRequest {
+            method: "POST",
+            target,
+            version: "HTTP/1.1",
+            headers,
+            body,
+        }
+    }
+
+    #[test]
+    fn form_and_query_in_bracket_notation() {
+        let r = req(
+            "/v1/x?expand[]=customer&a=%27b",
+            vec![("Content-Type", b"application/x-www-form-urlencoded")],
+            b"metadata%5Bnote%5D=O%27Brien+%281%29&amount=10",
+        );
+        let p = Parsed::new(&r);
+        let get = p.coll(Coll::ArgsGet);
+        assert_eq!(get[0].name, b"expand[]");
+        assert_eq!(get[1].value, b"'b");
+        let post = p.coll(Coll::ArgsPost);
+        assert_eq!(post[0].name, b"metadata[note]");
+        assert_eq!(post[0].value, b"O'Brien (1)");
+        assert_eq!(p.arg_count, 4);
+        assert_eq!(p.body_kind, BodyKind::UrlEncoded);
+    }
+
+    #[test]
+    fn json_flattens_to_bracket_names() {
+        let r = req(
+            "/v1/x",
+            vec![("content-type", b"application/json")],
+            br#"{"card":{"number":"4242"},"expand":["a","b"],"n":1}"#,
+        );
+        let p = Parsed::new(&r);
+        let names: Vec<_> = p.coll(Coll::ArgsPostNames).iter().map(|i| i.value.clone()).collect();
+        assert_eq!(
+            names,
+            vec![
+                b"card[number]".to_vec(),
+                b"expand[0]".to_vec(),
+                b"expand[1]".to_vec(),
+                b"n".to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn multipart_parts_and_files() {
+        let body = b"--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nhello\r\n--XX\r\nContent-Disposition: form-data; name=\"f\"; filename=\"x.php\"\r\nContent-Type: text/plain\r\n\r\n<?php ?>\r\n--XX--\r\n";
+        let r = req("/up", vec![("Content-Type", b"multipart/form-data; boundary=XX")], body);
+        let p = Parsed::new(&r);
+        assert_eq!(p.coll(Coll::ArgsPost)[0].value, b"hello");
+        assert_eq!(p.coll(Coll::Files)[0].value, b"x.php");
+        assert_eq!(p.coll(Coll::MultipartPartHeaders).len(), 3);
+        assert_eq!(
+            disposition_param(
+                b"Content-Disposition: form-data; name=\"fi;le\"; filename=\"t\"",
+                b"name"
+            ),
+            Some(b"fi;le".to_vec())
+        );
+    }
+
+    #[test]
+    fn cookies_and_xml() {
+        let r = req(
+            "/",
+            vec![("Cookie", b"a=1; b=<x>"), ("Content-Type", b"text/xml")],
+            b"<a x=\"1\">hi<b>there</b></a>",
+        );
+        let p = Parsed::new(&r);
+        assert_eq!(p.coll(Coll::Cookies)[1].value, b"<x>");
+        let xml: Vec<_> = p.coll(Coll::Xml).iter().map(|i| i.value.clone()).collect();
+        assert_eq!(xml, vec![b"1".to_vec(), b"hi".to_vec(), b"there".to_vec()]);
+    }
+}

@@ -1,0 +1,546 @@
+//! The rule table: the OWASP Core Rule Set's request rules of paranoia levels 1 and 2,
+//! converted to JSON by `tools/convert_crs.py` (`rules/crs.json`, Apache-2.0, see
+//! `rules/LICENSE-CRS.txt`), and compiled here into matchers.
+//!
+//! The engine interprets the rules rather than hard-coding them: targets (`ARGS`,
+//! `REQUEST_HEADERS:User-Agent`, `!REQUEST_HEADERS:Cookie`, `&ARGS` counts, `TX:` variables),
+//! transformations, operators (`@rx`, `@pm`, `@pmFromFile`, `@detectSQLi`, `@detectXSS`,
+//! `@within`, `@validateByteRange`, ...), `chain`, `capture`, `setvar` and `multiMatch`.
+//! Regular expressions are compiled once, grouped per transformation pipeline into one
+//! `RegexSet` so each value is scanned once per pipeline.
+
+use crate::request::Coll;
+use crate::transform::Transform;
+use aho_corasick::AhoCorasick;
+use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The shipped rule table.
+pub const CRS_JSON: &str = include_str!("../rules/crs.json");
+
+/// Errors loading a rule table.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    /// The table is not valid JSON of the expected shape.
+    #[error("invalid rule table: {0}")]
+    Table(String),
+}
+
+/// How much a match adds to the anomaly score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub enum Severity {
+    /// 2 points.
+    Notice,
+    /// 3 points.
+    Warning,
+    /// 4 points.
+    Error,
+    /// 5 points.
+    Critical,
+}
+
+impl Severity {
+    /// The anomaly score of a match.
+    pub fn score(self) -> u32 {
+        match self {
+            Severity::Critical => 5,
+            Severity::Error => 4,
+            Severity::Warning => 3,
+            Severity::Notice => 2,
+        }
+    }
+
+    fn parse(s: &str) -> Option<Severity> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "CRITICAL" | "EMERGENCY" | "ALERT" => Severity::Critical,
+            "ERROR" => Severity::Error,
+            "WARNING" => Severity::Warning,
+            "NOTICE" => Severity::Notice,
+            _ => return None,
+        })
+    }
+}
+
+/// The rule family of an id (CRS numbering).
+pub fn family(id: u32) -> &'static str {
+    match id / 1000 {
+        911 => "method",
+        913 => "scanner",
+        920 => "protocol",
+        921 => "protocol-attack",
+        922 => "multipart",
+        930 => "lfi",
+        931 => "rfi",
+        932 => "rce",
+        933 => "php",
+        934 => "generic",
+        941 => "xss",
+        942 => "sqli",
+        943 => "session-fixation",
+        944 => "java",
+        _ => "other",
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RawTable {
+    tx: BTreeMap<String, String>,
+    rules: Vec<RawRule>,
+    data: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawRule {
+    id: Option<u32>,
+    pl: Option<u8>,
+    severity: Option<String>,
+    msg: Option<String>,
+    vars: Vec<String>,
+    op: String,
+    #[serde(default)]
+    t: Vec<String>,
+    #[serde(default)]
+    multi: bool,
+    #[serde(default)]
+    chain_rules: Vec<RawRule>,
+    #[serde(default)]
+    setvar: Vec<String>,
+}
+
+/// Where a selector takes its values from.
+#[derive(Debug, Clone)]
+pub(crate) enum Src {
+    /// Request collections.
+    Colls(Vec<Coll>),
+    /// Transaction variables.
+    Tx,
+    /// The values the previous rule of the chain matched.
+    Matched,
+    /// `REQBODY_PROCESSOR`.
+    BodyProcessor,
+    /// `REQUEST_BODY_LENGTH`.
+    BodyLength,
+    /// `ARGS_COMBINED_SIZE`.
+    ArgsCombinedSize,
+    /// `FILES_COMBINED_SIZE` (file contents are not kept: always 0).
+    FilesCombinedSize,
+}
+
+/// Which keys of a collection a selector takes.
+#[derive(Debug, Clone)]
+pub(crate) enum Key {
+    All,
+    /// Lower-case name.
+    Name(Vec<u8>),
+    Regex(Regex),
+}
+
+/// One target of a rule (`ARGS`, `REQUEST_HEADERS:Referer`, `&ARGS`).
+#[derive(Debug, Clone)]
+pub(crate) struct Sel {
+    pub src: Src,
+    pub key: Key,
+    pub count: bool,
+}
+
+/// Number comparison.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cmp {
+    Eq,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+}
+
+/// An operator.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Rx { re: Regex, set_index: Option<usize> },
+    Pm(AhoCorasick),
+    Contains(String),
+    Streq(String),
+    Within(String),
+    BeginsWith(String),
+    EndsWith(String),
+    Num(Cmp, String),
+    DetectSqli,
+    DetectXss,
+    ByteRange(Box<[bool; 256]>),
+    UrlEncoding,
+    Utf8,
+}
+
+/// One rule of a chain (the first is the rule itself).
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub targets: Vec<Sel>,
+    pub excludes: Vec<Sel>,
+    pub op: Op,
+    pub negate: bool,
+    pub pipeline: usize,
+    pub multi: bool,
+    pub setvars: Vec<(String, String)>,
+    pub capture: bool,
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// Rule id (CRS numbering).
+    pub id: u32,
+    /// Paranoia level.
+    pub paranoia: u8,
+    /// Score on a match; `None` for rules that only set variables for others.
+    pub severity: Option<Severity>,
+    /// Description.
+    pub msg: String,
+    pub(crate) links: Vec<Link>,
+    /// `id` in decimal, for exclusion patterns.
+    pub(crate) id_text: String,
+    /// When the rule starts with a plain regular expression over request collections: its
+    /// pipeline and index in that pipeline's `RegexSet`. The rule cannot match unless some
+    /// value matched that pattern, which the engine learns from one set scan per value.
+    pub(crate) gate: Option<(usize, usize)>,
+}
+
+/// A compiled rule table.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub(crate) rules: Vec<Rule>,
+    pub(crate) pipelines: Vec<Vec<Transform>>,
+    pub(crate) sets: Vec<Option<RegexSet>>,
+    /// Per pipeline: the collections some set pattern of that pipeline targets.
+    pub(crate) pipeline_colls: Vec<Vec<Coll>>,
+    pub(crate) tx_defaults: BTreeMap<String, String>,
+    /// Rules that could not be compiled, with the reason (look-around in a pattern, an
+    /// unsupported variable): they are left out.
+    pub skipped: Vec<(u32, String)>,
+}
+
+fn compile_regex(p: &str) -> Result<Regex, String> {
+    RegexBuilder::new(p)
+        .unicode(false)
+        .size_limit(64 << 20)
+        .dfa_size_limit(16 << 20)
+        .build()
+        .map_err(|e| e.to_string().lines().last().unwrap_or("").to_owned())
+}
+
+fn parse_sel(s: &str) -> Result<Sel, String> {
+    let (count, s) = match s.strip_prefix('&') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let (name, key) = match s.find(':') {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let src = match name.to_ascii_uppercase().as_str() {
+        "ARGS" => Src::Colls(vec![Coll::ArgsGet, Coll::ArgsPost]),
+        "ARGS_NAMES" => Src::Colls(vec![Coll::ArgsGetNames, Coll::ArgsPostNames]),
+        "ARGS_GET" => Src::Colls(vec![Coll::ArgsGet]),
+        "ARGS_GET_NAMES" => Src::Colls(vec![Coll::ArgsGetNames]),
+        "ARGS_POST" => Src::Colls(vec![Coll::ArgsPost]),
+        "ARGS_POST_NAMES" => Src::Colls(vec![Coll::ArgsPostNames]),
+        "REQUEST_COOKIES" => Src::Colls(vec![Coll::Cookies]),
+        "REQUEST_COOKIES_NAMES" => Src::Colls(vec![Coll::CookiesNames]),
+        "REQUEST_HEADERS" => Src::Colls(vec![Coll::Headers]),
+        "REQUEST_HEADERS_NAMES" => Src::Colls(vec![Coll::HeadersNames]),
+        "REQUEST_FILENAME" => Src::Colls(vec![Coll::Filename]),
+        "REQUEST_BASENAME" => Src::Colls(vec![Coll::Basename]),
+        "REQUEST_URI" | "REQUEST_URI_RAW" => Src::Colls(vec![Coll::Uri]),
+        "REQUEST_LINE" => Src::Colls(vec![Coll::Line]),
+        "QUERY_STRING" => Src::Colls(vec![Coll::QueryString]),
+        "REQUEST_BODY" => Src::Colls(vec![Coll::Body]),
+        "XML" => {
+            if key == Some("/*") {
+                Src::Colls(vec![Coll::Xml])
+            } else {
+                // attributes are already part of XML:/* here
+                Src::Colls(vec![])
+            }
+        }
+        "FILES" => Src::Colls(vec![Coll::Files]),
+        "FILES_NAMES" => Src::Colls(vec![Coll::FilesNames]),
+        "REQUEST_METHOD" => Src::Colls(vec![Coll::Method]),
+        "REQUEST_PROTOCOL" => Src::Colls(vec![Coll::Protocol]),
+        "MULTIPART_PART_HEADERS" => Src::Colls(vec![Coll::MultipartPartHeaders]),
+        "TX" => Src::Tx,
+        "MATCHED_VARS" | "MATCHED_VAR" => Src::Matched,
+        "REQBODY_PROCESSOR" => Src::BodyProcessor,
+        "REQUEST_BODY_LENGTH" => Src::BodyLength,
+        "ARGS_COMBINED_SIZE" => Src::ArgsCombinedSize,
+        "FILES_COMBINED_SIZE" => Src::FilesCombinedSize,
+        other => return Err(format!("unsupported variable {other}")),
+    };
+    let key = match (&src, key) {
+        (Src::Colls(c), Some(_)) if c.first() == Some(&Coll::Xml) => Key::All,
+        (_, None) => Key::All,
+        (_, Some(k)) if k.len() > 1 && k.starts_with('/') && k.ends_with('/') => {
+            Key::Regex(compile_regex(&format!("(?i){}", &k[1..k.len() - 1]))?)
+        }
+        (_, Some(k)) => Key::Name(k.to_ascii_lowercase().into_bytes()),
+    };
+    Ok(Sel { src, key, count })
+}
+
+fn byte_ranges(spec: &str) -> Result<Box<[bool; 256]>, String> {
+    let mut ok = Box::new([false; 256]);
+    for part in spec.split(',') {
+        let part = part.trim();
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (part, part),
+        };
+        let a: usize = a.trim().parse().map_err(|_| format!("bad byte range {part}"))?;
+        let b: usize = b.trim().parse().map_err(|_| format!("bad byte range {part}"))?;
+        for x in a..=b.min(255) {
+            ok[x] = true;
+        }
+    }
+    Ok(ok)
+}
+
+fn pm(words: impl IntoIterator<Item = String>) -> Result<AhoCorasick, String> {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(words.into_iter().filter(|w| !w.is_empty()))
+        .map_err(|e| e.to_string())
+}
+
+struct Builder<'a> {
+    data: &'a BTreeMap<String, Vec<String>>,
+    pipelines: Vec<Vec<Transform>>,
+    set_patterns: Vec<Vec<String>>,
+}
+
+impl Builder<'_> {
+    fn pipeline(&mut self, t: &[String]) -> Result<usize, String> {
+        let mut p = Vec::new();
+        for name in t {
+            p.push(Transform::parse(name).ok_or_else(|| format!("unsupported transformation {name}"))?);
+        }
+        if let Some(i) = self.pipelines.iter().position(|x| *x == p) {
+            return Ok(i);
+        }
+        self.pipelines.push(p);
+        self.set_patterns.push(Vec::new());
+        Ok(self.pipelines.len() - 1)
+    }
+
+    fn link(&mut self, r: &RawRule, capture: bool) -> Result<Link, String> {
+        let mut targets = Vec::new();
+        let mut excludes = Vec::new();
+        for v in &r.vars {
+            match v.strip_prefix('!') {
+                Some(x) => excludes.push(parse_sel(x)?),
+                None => targets.push(parse_sel(v)?),
+            }
+        }
+        let pipeline = self.pipeline(&r.t)?;
+        let (negate, op) = match r.op.strip_prefix('!') {
+            Some(o) => (true, o),
+            None => (false, r.op.as_str()),
+        };
+        let (name, arg) = match op.split_once(' ') {
+            Some((n, a)) => (n, a.to_owned()),
+            None => (op, String::new()),
+        };
+        let op = match name {
+            "@rx" => {
+                let re = compile_regex(&arg)?;
+                let set_index = if r.multi {
+                    None
+                } else {
+                    self.set_patterns[pipeline].push(arg.clone());
+                    Some(self.set_patterns[pipeline].len() - 1)
+                };
+                Op::Rx { re, set_index }
+            }
+            "@pm" => Op::Pm(pm(arg.split_whitespace().map(str::to_owned))?),
+            "@pmFromFile" | "@pmf" => {
+                let words = self
+                    .data
+                    .get(arg.trim())
+                    .ok_or_else(|| format!("missing data file {arg}"))?;
+                Op::Pm(pm(words.iter().cloned())?)
+            }
+            "@contains" => Op::Contains(arg),
+            "@streq" => Op::Streq(arg),
+            "@within" => Op::Within(arg),
+            "@beginsWith" => Op::BeginsWith(arg),
+            "@endsWith" => Op::EndsWith(arg),
+            "@eq" => Op::Num(Cmp::Eq, arg),
+            "@gt" => Op::Num(Cmp::Gt, arg),
+            "@lt" => Op::Num(Cmp::Lt, arg),
+            "@ge" => Op::Num(Cmp::Ge, arg),
+            "@le" => Op::Num(Cmp::Le, arg),
+            "@detectSQLi" => Op::DetectSqli,
+            "@detectXSS" => Op::DetectXss,
+            "@validateByteRange" => Op::ByteRange(byte_ranges(&arg)?),
+            "@validateUrlEncoding" => Op::UrlEncoding,
+            "@validateUtf8Encoding" => Op::Utf8,
+            other => return Err(format!("unsupported operator {other}")),
+        };
+        let mut setvars = Vec::new();
+        for s in &r.setvar {
+            if let Some((k, v)) = s.split_once('=') {
+                if let Some(k) = k.strip_prefix("tx.").or_else(|| k.strip_prefix("TX.")) {
+                    setvars.push((k.to_ascii_lowercase(), v.to_owned()));
+                }
+            }
+        }
+        Ok(Link {
+            targets,
+            excludes,
+            op,
+            negate,
+            pipeline,
+            multi: r.multi,
+            setvars,
+            capture,
+        })
+    }
+}
+
+impl RuleSet {
+    /// The shipped Core Rule Set table.
+    pub fn crs() -> Result<RuleSet, RuleError> {
+        RuleSet::from_json(CRS_JSON)
+    }
+
+    /// Compiles a rule table in the converter's JSON format.
+    pub fn from_json(json: &str) -> Result<RuleSet, RuleError> {
+        let raw: RawTable = serde_json::from_str(json).map_err(|e| RuleError::Table(e.to_string()))?;
+        let mut b = Builder {
+            data: &raw.data,
+            pipelines: Vec::new(),
+            set_patterns: Vec::new(),
+        };
+        let mut rules = Vec::new();
+        let mut skipped = Vec::new();
+        let mut pipeline_colls: Vec<Vec<Coll>> = Vec::new();
+        for r in &raw.rules {
+            let Some(id) = r.id else { continue };
+            // A rule whose chain reads captures needs them recorded.
+            let uses_captures = r.chain_rules.iter().any(|c| {
+                c.vars.iter().any(|v| {
+                    let u = v.to_ascii_uppercase();
+                    u.starts_with("TX:") && u[3..].chars().all(|ch| ch.is_ascii_digit())
+                }) || c.op.contains("%{tx.")
+                    || c.op.contains("%{TX.")
+            }) || r.setvar.iter().any(|s| s.contains("%{tx.") || s.contains("%{TX."));
+            let mut links = Vec::new();
+            let mut err = None;
+            let saved: Vec<usize> = b.set_patterns.iter().map(Vec::len).collect();
+            match b.link(r, uses_captures) {
+                Ok(l) => links.push(l),
+                Err(e) => err = Some(e),
+            }
+            for (i, c) in r.chain_rules.iter().enumerate() {
+                if err.is_some() {
+                    break;
+                }
+                let next_caps = r
+                    .chain_rules
+                    .get(i + 1)
+                    .is_some_and(|n| n.vars.iter().any(|v| v.to_ascii_uppercase().starts_with("TX:")))
+                    || c.setvar.iter().any(|s| s.contains("%{tx."));
+                match b.link(c, next_caps) {
+                    Ok(l) => links.push(l),
+                    Err(e) => err = Some(e),
+                }
+            }
+            if let Some(e) = err {
+                // Undo set patterns this rule added, so set indices stay consistent.
+                for (p, n) in b.set_patterns.iter_mut().zip(saved) {
+                    p.truncate(n);
+                }
+                skipped.push((id, e));
+                continue;
+            }
+            let severity = r.severity.as_deref().and_then(Severity::parse);
+            for l in &links {
+                if let Op::Rx { set_index: Some(_), .. } = l.op {
+                    while pipeline_colls.len() <= l.pipeline {
+                        pipeline_colls.push(Vec::new());
+                    }
+                    for t in &l.targets {
+                        if let Src::Colls(cs) = &t.src {
+                            for c in cs {
+                                if !pipeline_colls[l.pipeline].contains(c) {
+                                    pipeline_colls[l.pipeline].push(*c);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let first = &links[0];
+            let gate = match first.op {
+                Op::Rx {
+                    set_index: Some(si), ..
+                } if !first.negate && first.targets.iter().all(|t| !t.count && matches!(t.src, Src::Colls(_))) => {
+                    Some((first.pipeline, si))
+                }
+                _ => None,
+            };
+            rules.push(Rule {
+                gate,
+                id,
+                paranoia: r.pl.unwrap_or(1),
+                severity,
+                msg: r.msg.clone().unwrap_or_default(),
+                links,
+                id_text: id.to_string(),
+            });
+        }
+        let sets = b
+            .set_patterns
+            .iter()
+            .map(|pats| {
+                if pats.is_empty() {
+                    return None;
+                }
+                RegexSetBuilder::new(pats)
+                    .unicode(false)
+                    .size_limit(256 << 20)
+                    .dfa_size_limit(64 << 20)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        pipeline_colls.resize(b.pipelines.len(), Vec::new());
+        Ok(RuleSet {
+            rules,
+            pipeline_colls,
+            pipelines: b.pipelines,
+            sets,
+            tx_defaults: raw.tx,
+            skipped,
+        })
+    }
+
+    /// The compiled rules, in evaluation order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crs_table_compiles() {
+        let rs = RuleSet::crs().unwrap();
+        for (id, why) in &rs.skipped {
+            eprintln!("skipped {id}: {why}");
+        }
+        assert!(rs.rules.len() > 150, "{} rules", rs.rules.len());
+        assert!(rs.skipped.len() < 15, "{} rules skipped", rs.skipped.len());
+        assert!(rs.sets.iter().any(Option::is_some));
+    }
+}

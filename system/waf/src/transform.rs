@@ -1,0 +1,658 @@
+//! Transformations applied to a value before a rule's operator sees it, named and defined as
+//! in ModSecurity (`t:urlDecodeUni`, `t:lowercase`, ...), so the Core Rule Set's expressions keep
+//! their meaning. All work on bytes: a decoded value need not be UTF-8.
+
+/// One transformation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transform {
+    /// ASCII lower case.
+    Lowercase,
+    /// `%XX`, `%uXXXX` and `+` decoding.
+    UrlDecodeUni,
+    /// `%XX` and `+` decoding.
+    UrlDecode,
+    /// HTML character references (`&#60;`, `&#x3c;`, `&lt;`, ...).
+    HtmlEntityDecode,
+    /// JavaScript escapes (`\x3c`, `\u003c`, `\n`, ...).
+    JsDecode,
+    /// CSS escapes (`\3c `).
+    CssDecode,
+    /// Drops NUL bytes.
+    RemoveNulls,
+    /// Multi-byte UTF-8 characters become `%uXXXX` (for a later `urlDecodeUni`).
+    Utf8ToUnicode,
+    /// Shell command-line normalisation (drops `\ " ' ^`, `,;` become spaces, lower case).
+    CmdLine,
+    /// Resolves `//`, `/./` and `/../`.
+    NormalizePath,
+    /// As [`Transform::NormalizePath`] after turning `\` into `/`.
+    NormalizePathWin,
+    /// Drops all whitespace.
+    RemoveWhitespace,
+    /// Runs of whitespace become one space.
+    CompressWhitespace,
+    /// C comments become one space.
+    ReplaceComments,
+    /// Drops comment markers (`/*`, `*/`, `--`, `#`).
+    RemoveCommentsChar,
+    /// Drops C comments and `--`/`#` comments to the end.
+    RemoveComments,
+    /// Base64 decoding (lenient: stops at the first invalid character).
+    Base64Decode,
+    /// ANSI C escape sequences.
+    EscapeSeqDecode,
+    /// The value's length in decimal.
+    Length,
+}
+
+impl Transform {
+    /// The transformation named `name` (ModSecurity's spelling), if supported.
+    pub fn parse(name: &str) -> Option<Transform> {
+        Some(match name {
+            "lowercase" => Transform::Lowercase,
+            "urlDecodeUni" => Transform::UrlDecodeUni,
+            "urlDecode" => Transform::UrlDecode,
+            "htmlEntityDecode" => Transform::HtmlEntityDecode,
+            "jsDecode" => Transform::JsDecode,
+            "cssDecode" => Transform::CssDecode,
+            "removeNulls" => Transform::RemoveNulls,
+            "utf8toUnicode" => Transform::Utf8ToUnicode,
+            "cmdLine" => Transform::CmdLine,
+            "normalizePath" | "normalisePath" => Transform::NormalizePath,
+            "normalizePathWin" | "normalisePathWin" => Transform::NormalizePathWin,
+            "removeWhitespace" => Transform::RemoveWhitespace,
+            "compressWhitespace" => Transform::CompressWhitespace,
+            "replaceComments" => Transform::ReplaceComments,
+            "removeCommentsChar" => Transform::RemoveCommentsChar,
+            "removeComments" => Transform::RemoveComments,
+            "base64Decode" => Transform::Base64Decode,
+            "escapeSeqDecode" => Transform::EscapeSeqDecode,
+            "length" => Transform::Length,
+            _ => return None,
+        })
+    }
+
+    /// Whether applying the transformation may change `v` (false only when it certainly
+    /// gives `v` back), so the engine can skip the copy for plain values.
+    pub fn may_change(self, v: &[u8]) -> bool {
+        let any = |f: fn(u8) -> bool| v.iter().any(|&b| f(b));
+        match self {
+            Transform::Lowercase => any(|b| b.is_ascii_uppercase()),
+            Transform::UrlDecodeUni | Transform::UrlDecode => any(|b| b == b'%' || b == b'+'),
+            Transform::HtmlEntityDecode => any(|b| b == b'&'),
+            Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => any(|b| b == b'\\'),
+            Transform::RemoveNulls => any(|b| b == 0),
+            Transform::Utf8ToUnicode => !v.is_ascii(),
+            Transform::CmdLine => {
+                any(|b| matches!(b, b'\\' | b'"' | b'\'' | b'^' | b',' | b';') || is_space(b) || b.is_ascii_uppercase())
+            }
+            Transform::NormalizePath => any(|b| b == b'/' || b == b'.'),
+            Transform::NormalizePathWin => any(|b| b == b'/' || b == b'.' || b == b'\\'),
+            Transform::RemoveWhitespace | Transform::CompressWhitespace => any(|b| is_space(b) || b == 0xa0),
+            Transform::ReplaceComments => v.windows(2).any(|w| w == b"/*"),
+            Transform::RemoveCommentsChar | Transform::RemoveComments => {
+                any(|b| matches!(b, b'/' | b'*' | b'-' | b'#'))
+            }
+            Transform::Base64Decode | Transform::Length => true,
+        }
+    }
+
+    /// Applies the transformation.
+    pub fn apply(self, v: &[u8]) -> Vec<u8> {
+        match self {
+            Transform::Lowercase => v.to_ascii_lowercase(),
+            Transform::UrlDecodeUni => url_decode(v, true),
+            Transform::UrlDecode => url_decode(v, false),
+            Transform::HtmlEntityDecode => html_entity_decode(v),
+            Transform::JsDecode => js_decode(v),
+            Transform::CssDecode => css_decode(v),
+            Transform::RemoveNulls => v.iter().copied().filter(|&b| b != 0).collect(),
+            Transform::Utf8ToUnicode => utf8_to_unicode(v),
+            Transform::CmdLine => cmd_line(v),
+            Transform::NormalizePath => normalize_path(v, false),
+            Transform::NormalizePathWin => normalize_path(v, true),
+            Transform::RemoveWhitespace => v.iter().copied().filter(|&b| !is_space(b) && b != 0xa0).collect(),
+            Transform::CompressWhitespace => compress_whitespace(v),
+            Transform::ReplaceComments => replace_comments(v),
+            Transform::RemoveCommentsChar => remove_comments_char(v),
+            Transform::RemoveComments => remove_comments(v),
+            Transform::Base64Decode => base64_decode(v),
+            Transform::EscapeSeqDecode => escape_seq_decode(v),
+            Transform::Length => v.len().to_string().into_bytes(),
+        }
+    }
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn hex_run(v: &[u8], max: usize) -> (u32, usize) {
+    let mut n = 0u32;
+    let mut i = 0;
+    while i < max && i < v.len() {
+        match hex_val(v[i]) {
+            Some(h) => n = n.wrapping_mul(16).wrapping_add(u32::from(h)),
+            None => break,
+        }
+        i += 1;
+    }
+    (n, i)
+}
+
+/// A code point above 0xff as one byte, as ModSecurity does: full-width ASCII forms map to
+/// ASCII, anything else keeps its low byte.
+fn code_point_byte(c: u32) -> u8 {
+    if (0xff01..=0xff5e).contains(&c) {
+        (c - 0xfee0) as u8
+    } else {
+        (c & 0xff) as u8
+    }
+}
+
+/// `%XX` decoding (and `%uXXXX` with `uni`); `+` becomes a space; invalid escapes stay.
+pub fn url_decode(v: &[u8], uni: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        let b = v[i];
+        if b == b'%' {
+            if uni && matches!(v.get(i + 1), Some(b'u' | b'U')) {
+                let (n, len) = hex_run(&v[i + 2..], 4);
+                if len == 4 {
+                    out.push(code_point_byte(n));
+                    i += 6;
+                    continue;
+                }
+            }
+            if let (Some(h), Some(l)) = (
+                v.get(i + 1).copied().and_then(hex_val),
+                v.get(i + 2).copied().and_then(hex_val),
+            ) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+            out.push(b);
+        } else if b == b'+' {
+            out.push(b' ');
+        } else {
+            out.push(b);
+        }
+        i += 1;
+    }
+    out
+}
+
+fn html_entity_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'&' {
+            let rest = &v[i + 1..];
+            if rest.first() == Some(&b'#') {
+                let (n, len, skip) = if matches!(rest.get(1), Some(b'x' | b'X')) {
+                    let (n, len) = hex_run(&rest[2..], 8);
+                    (n, len, 2)
+                } else {
+                    let mut n = 0u32;
+                    let mut len = 0;
+                    while len < 10 && rest.get(1 + len).is_some_and(u8::is_ascii_digit) {
+                        n = n.wrapping_mul(10).wrapping_add(u32::from(rest[1 + len] - b'0'));
+                        len += 1;
+                    }
+                    (n, len, 1)
+                };
+                if len > 0 {
+                    out.push(code_point_byte(n));
+                    i += 1 + skip + len;
+                    if v.get(i) == Some(&b';') {
+                        i += 1;
+                    }
+                    continue;
+                }
+            } else {
+                const NAMED: &[(&[u8], u8)] = &[
+                    (b"quot", b'"'),
+                    (b"amp", b'&'),
+                    (b"lt", b'<'),
+                    (b"gt", b'>'),
+                    (b"nbsp", 0xa0),
+                    (b"apos", b'\''),
+                    (b"colon", b':'),
+                    (b"lpar", b'('),
+                    (b"rpar", b')'),
+                    (b"sol", b'/'),
+                    (b"tab", b'\t'),
+                    (b"newline", b'\n'),
+                ];
+                let mut hit = false;
+                for (name, ch) in NAMED {
+                    if rest.len() >= name.len() && rest[..name.len()].eq_ignore_ascii_case(name) {
+                        out.push(*ch);
+                        i += 1 + name.len();
+                        if v.get(i) == Some(&b';') {
+                            i += 1;
+                        }
+                        hit = true;
+                        break;
+                    }
+                }
+                if hit {
+                    continue;
+                }
+            }
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    out
+}
+
+fn js_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'\\' && i + 1 < v.len() {
+            let c = v[i + 1];
+            if c == b'u' {
+                let (n, len) = hex_run(&v[i + 2..], 4);
+                if len == 4 {
+                    out.push(code_point_byte(n));
+                    i += 6;
+                    continue;
+                }
+            } else if c == b'x' {
+                let (n, len) = hex_run(&v[i + 2..], 2);
+                if len == 2 {
+                    out.push(n as u8);
+                    i += 4;
+                    continue;
+                }
+            } else if (b'0'..=b'7').contains(&c) {
+                let mut n = 0u32;
+                let mut len = 0;
+                while len < 3 && v.get(i + 1 + len).is_some_and(|b| (b'0'..=b'7').contains(b)) {
+                    n = n * 8 + u32::from(v[i + 1 + len] - b'0');
+                    len += 1;
+                }
+                out.push((n & 0xff) as u8);
+                i += 1 + len;
+                continue;
+            }
+            out.push(match c {
+                b'a' => 7,
+                b'b' => 8,
+                b'f' => 12,
+                b'n' => b'\n',
+                b'r' => b'\r',
+                b't' => b'\t',
+                b'v' => 11,
+                other => other,
+            });
+            i += 2;
+            continue;
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    out
+}
+
+fn css_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'\\' && i + 1 < v.len() {
+            let (n, len) = hex_run(&v[i + 1..], 6);
+            if len > 0 {
+                out.push(code_point_byte(n));
+                i += 1 + len;
+                if v.get(i).is_some_and(|&b| is_space(b)) {
+                    i += 1;
+                }
+                continue;
+            }
+            if v[i + 1] == b'\n' {
+                i += 2;
+                continue;
+            }
+            out.push(v[i + 1]);
+            i += 2;
+            continue;
+        }
+        if v[i] == b'\\' {
+            i += 1;
+            continue;
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    out
+}
+
+fn utf8_to_unicode(v: &[u8]) -> Vec<u8> {
+    if v.is_ascii() {
+        return v.to_vec();
+    }
+    let mut out = Vec::with_capacity(v.len() * 2);
+    for chunk in v.utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            let c = ch as u32;
+            if c < 0x80 {
+                out.push(c as u8);
+            } else if c <= 0xffff {
+                out.extend_from_slice(format!("%u{c:04x}").as_bytes());
+            } else {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+        out.extend_from_slice(chunk.invalid());
+    }
+    out
+}
+
+fn cmd_line(v: &[u8]) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(v.len());
+    let mut space = false;
+    for &b in v {
+        match b {
+            b'\\' | b'"' | b'\'' | b'^' => {}
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | b',' | b';' => {
+                if !space {
+                    out.push(b' ');
+                    space = true;
+                }
+            }
+            b'/' | b'(' => {
+                if space {
+                    out.pop();
+                }
+                out.push(b);
+                space = false;
+            }
+            _ => {
+                out.push(b.to_ascii_lowercase());
+                space = false;
+            }
+        }
+    }
+    out
+}
+
+fn normalize_path(v: &[u8], win: bool) -> Vec<u8> {
+    let src: Vec<u8> = if win {
+        v.iter().map(|&b| if b == b'\\' { b'/' } else { b }).collect()
+    } else {
+        v.to_vec()
+    };
+    let absolute = src.first() == Some(&b'/');
+    let trailing = src.last() == Some(&b'/');
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for seg in src.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                if parts.last().is_some_and(|p| *p != b"..") {
+                    parts.pop();
+                } else if !absolute {
+                    parts.push(seg);
+                }
+            }
+            _ => parts.push(seg),
+        }
+    }
+    let mut out = Vec::with_capacity(src.len());
+    if absolute {
+        out.push(b'/');
+    }
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(p);
+    }
+    if trailing && !parts.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+fn compress_whitespace(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut space = false;
+    for &b in v {
+        if is_space(b) || b == 0xa0 {
+            if !space {
+                out.push(b' ');
+            }
+            space = true;
+        } else {
+            out.push(b);
+            space = false;
+        }
+    }
+    out
+}
+
+fn replace_comments(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'/' && v.get(i + 1) == Some(&b'*') {
+            match v[i + 2..].windows(2).position(|w| w == b"*/") {
+                Some(p) => i += 2 + p + 2,
+                None => i = v.len(),
+            }
+            out.push(b' ');
+            continue;
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    out
+}
+
+fn remove_comments_char(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        let two = v.get(i..i + 2);
+        if matches!(two, Some(b"/*" | b"*/" | b"--")) {
+            i += 2;
+            continue;
+        }
+        if v[i] == b'#' {
+            i += 1;
+            continue;
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    out
+}
+
+fn remove_comments(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'/' && v.get(i + 1) == Some(&b'*') {
+            match v[i + 2..].windows(2).position(|w| w == b"*/") {
+                Some(p) => i += 2 + p + 2,
+                None => i = v.len(),
+            }
+            continue;
+        }
+        if v[i] == b'#' || (v[i] == b'-' && v.get(i + 1) == Some(&b'-')) {
+            break;
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    out
+}
+
+fn base64_decode(v: &[u8]) -> Vec<u8> {
+    let mut bits = 0u32;
+    let mut n = 0u32;
+    let mut out = Vec::with_capacity(v.len() * 3 / 4);
+    for &b in v {
+        let x = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => break,
+        };
+        bits = (bits << 6) | u32::from(x);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push(((bits >> n) & 0xff) as u8);
+        }
+    }
+    out
+}
+
+fn escape_seq_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'\\' && i + 1 < v.len() {
+            let c = v[i + 1];
+            let simple = match c {
+                b'a' => Some(7),
+                b'b' => Some(8),
+                b'f' => Some(12),
+                b'n' => Some(b'\n'),
+                b'r' => Some(b'\r'),
+                b't' => Some(b'\t'),
+                b'v' => Some(11),
+                b'\\' | b'?' | b'\'' | b'"' => Some(c),
+                _ => None,
+            };
+            if let Some(s) = simple {
+                out.push(s);
+                i += 2;
+                continue;
+            }
+            if c == b'x' {
+                let (n, len) = hex_run(&v[i + 2..], 2);
+                if len == 2 {
+                    out.push(n as u8);
+                    i += 4;
+                    continue;
+                }
+            }
+            if (b'0'..=b'7').contains(&c) {
+                let mut n = 0u32;
+                let mut len = 0;
+                while len < 3 && v.get(i + 1 + len).is_some_and(|b| (b'0'..=b'7').contains(b)) {
+                    n = n * 8 + u32::from(v[i + 1 + len] - b'0');
+                    len += 1;
+                }
+                out.push((n & 0xff) as u8);
+                i += 1 + len;
+                continue;
+            }
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_decoding() {
+        assert_eq!(url_decode(b"a%20b+c%2", false), b"a b c%2");
+        assert_eq!(url_decode(b"%u003cscript%uff1e", true), b"<script>");
+        assert_eq!(url_decode(b"%252e%252e", false), b"%2e%2e");
+        assert_eq!(url_decode(b"%", true), b"%");
+        assert_eq!(url_decode(b"%4", true), b"%4");
+    }
+
+    #[test]
+    fn html_js_css() {
+        assert_eq!(html_entity_decode(b"&lt;a&#62;&#x3c;&quot;"), b"<a><\"");
+        assert_eq!(js_decode(br"\x3c\u0073\n\'"), b"<s\n'");
+        assert_eq!(css_decode(br"\3c \61"), b"<a");
+    }
+
+    #[test]
+    fn paths_and_commands() {
+        assert_eq!(normalize_path(b"/a/./b/../../etc//passwd", false), b"/etc/passwd");
+        assert_eq!(
+            normalize_path(br"..\..\windows\win.ini", true),
+            b"../../windows/win.ini"
+        );
+        assert_eq!(cmd_line(b"C^at  'https://x' ; ls /etc"), b"cat https://x ls/etc");
+        assert_eq!(replace_comments(b"un/**/ion/*x"), b"un ion ");
+        assert_eq!(base64_decode(b"aGVsbG8="), b"hello");
+        assert_eq!(escape_seq_decode(br"a\x41\101\n"), b"aAA\n");
+    }
+
+    #[test]
+    fn may_change_is_conservative() {
+        let all = [
+            Transform::Lowercase,
+            Transform::UrlDecodeUni,
+            Transform::UrlDecode,
+            Transform::HtmlEntityDecode,
+            Transform::JsDecode,
+            Transform::CssDecode,
+            Transform::RemoveNulls,
+            Transform::Utf8ToUnicode,
+            Transform::CmdLine,
+            Transform::NormalizePath,
+            Transform::NormalizePathWin,
+            Transform::RemoveWhitespace,
+            Transform::CompressWhitespace,
+            Transform::ReplaceComments,
+            Transform::RemoveCommentsChar,
+            Transform::RemoveComments,
+            Transform::EscapeSeqDecode,
+        ];
+        let samples: [&[u8]; 12] = [
+            b"",
+            b".",
+            b"..",
+            b"abc",
+            b"ABC",
+            b"a b",
+            b"pm_123",
+            b"a/b",
+            b"x--y",
+            b"a&b",
+            b"caf\xc3\xa9",
+            b"usd",
+        ];
+        for t in all {
+            for s in samples {
+                if !t.may_change(s) {
+                    assert_eq!(t.apply(s), s, "{t:?} changed {s:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn utf8_forms() {
+        assert_eq!(utf8_to_unicode("a\u{ff1c}".as_bytes()), b"a%uff1c");
+        assert_eq!(url_decode(&utf8_to_unicode("\u{ff1c}".as_bytes()), true), b"<");
+    }
+}
