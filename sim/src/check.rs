@@ -782,33 +782,6 @@ pub fn find_pans(bytes: &[u8], test_pans: &[String]) -> Vec<String> {
     found
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_card_numbers_in_forms_and_json() {
-        let pans = vec!["4242424242424242".to_owned(), "4000000000000002".to_owned()];
-        assert_eq!(
-            find_pans(b"card%5Bnumber%5D=4242424242424242&x=1", &pans),
-            vec!["424242******4242".to_owned()]
-        );
-        assert_eq!(find_pans(b"{\"n\":\"4000000000000002\"}", &pans).len(), 1);
-        assert!(find_pans(b"amount=4242&id=424242424242424", &pans).is_empty());
-        assert_eq!(
-            find_pans(b"99424242424242424242", &pans).len(),
-            1,
-            "inside a longer digit run"
-        );
-        assert!(
-            pan_allowed("client-1", "api") && pan_allowed("api", "tokenizer") && pan_allowed("tokenizer", "acquirer")
-        );
-        assert!(
-            !pan_allowed("api", "payments") && !pan_allowed("tokenizer", "db") && !pan_allowed("acquirer", "tokenizer")
-        );
-    }
-}
-
 /// The merchant's webhook endpoints: (id, URL path, FIFO).
 fn webhook_endpoints(ev: &Evidence) -> Vec<(String, String, bool)> {
     ev.db
@@ -913,5 +886,32 @@ fn no_phantom_webhook(ev: &Evidence, out: &mut Vec<Violation>) {
                 format!("webhook {path} received event {e}, which was never committed"),
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_card_numbers_in_forms_and_json() {
+        let pans = vec!["4242424242424242".to_owned(), "4000000000000002".to_owned()];
+        assert_eq!(
+            find_pans(b"card%5Bnumber%5D=4242424242424242&x=1", &pans),
+            vec!["424242******4242".to_owned()]
+        );
+        assert_eq!(find_pans(b"{\"n\":\"4000000000000002\"}", &pans).len(), 1);
+        assert!(find_pans(b"amount=4242&id=424242424242424", &pans).is_empty());
+        assert_eq!(
+            find_pans(b"99424242424242424242", &pans).len(),
+            1,
+            "inside a longer digit run"
+        );
+        assert!(
+            pan_allowed("client-1", "api") && pan_allowed("api", "tokenizer") && pan_allowed("tokenizer", "acquirer")
+        );
+        assert!(
+            !pan_allowed("api", "payments") && !pan_allowed("tokenizer", "db") && !pan_allowed("acquirer", "tokenizer")
+        );
     }
 }
