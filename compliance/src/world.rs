@@ -229,7 +229,10 @@ impl PciWorld {
                 let mut names = vec![];
                 for t in tables {
                     let name: String = t.get(0);
-                    let sql = format!("SELECT row_to_json(t)::text FROM \"{}\" t", name.replace('"', ""));
+                    let sql = format!(
+                        "SELECT row_to_json(pcicheck_row)::text FROM \"{}\" pcicheck_row",
+                        name.replace('"', "")
+                    );
                     let rows = sqlx::query(&sql)
                         .fetch_all(pg.pool())
                         .await

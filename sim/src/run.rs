@@ -113,7 +113,7 @@ pub fn sim_tuning(scenario: &Scenario) -> Tuning {
         burst: 10_000.0,
     };
     t.api.ip_rate = t.api.key_rate;
-    t.webhooks.idle_poll = Duration::from_millis(500);
+    t.webhooks.idle_poll = Duration::from_secs(1);
     t.webhooks.attempt_timeout = Duration::from_secs(5);
     t.webhooks.visibility = Duration::from_secs(20);
     apply_planted_bug(&mut t, scenario);

@@ -27,10 +27,12 @@ async fn audit_rows(w: &mut PciWorld) -> Result<(String, Vec<serde_json::Value>)
     .map_err(|e| e.to_string())?
     .map(|r| r.get(0));
     let table = table.ok_or("PCI DSS 10.2.1: no audit log table in the database")?;
-    let rows = sqlx::query(&format!("SELECT row_to_json(t)::text FROM \"{table}\" t"))
-        .fetch_all(&pool)
-        .await
-        .map_err(|e| e.to_string())?;
+    let rows = sqlx::query(&format!(
+        "SELECT row_to_json(pcicheck_row)::text FROM \"{table}\" pcicheck_row"
+    ))
+    .fetch_all(&pool)
+    .await
+    .map_err(|e| e.to_string())?;
     let rows = rows
         .iter()
         .filter_map(|r| serde_json::from_str(&r.get::<String, _>(0)).ok())

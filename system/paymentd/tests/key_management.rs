@@ -47,6 +47,7 @@ async fn post(http: &HttpClient, s: &Served, key: &str, path: &str, form: &[(&st
             &[
                 ("authorization", auth.as_str()),
                 ("content-type", "application/x-www-form-urlencoded"),
+                ("user-agent", "Stripe/v1 RustIntegrationTests/0.1"),
             ],
             bytes::Bytes::from(body),
             Duration::from_secs(20),

@@ -259,6 +259,7 @@ pub async fn post(
     let mut headers = vec![
         ("authorization", auth.as_str()),
         ("content-type", "application/x-www-form-urlencoded"),
+        ("user-agent", "Stripe/v1 RustIntegrationTests/0.1"),
     ];
     if let Some(k) = idem {
         headers.push(("idempotency-key", k));
