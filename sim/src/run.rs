@@ -113,7 +113,8 @@ pub fn sim_tuning(scenario: &Scenario) -> Tuning {
         burst: 10_000.0,
     };
     t.api.ip_rate = t.api.key_rate;
-    t.webhooks.idle_poll = Duration::from_secs(1);
+    t.webhooks.idle_poll = Duration::from_secs(5);
+    t.webhooks.metrics_every = Duration::from_secs(60);
     t.webhooks.attempt_timeout = Duration::from_secs(5);
     t.webhooks.visibility = Duration::from_secs(20);
     apply_planted_bug(&mut t, scenario);
