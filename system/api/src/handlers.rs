@@ -2,7 +2,7 @@
 
 use crate::params::Params;
 use crate::records::{CustomerRecord, PaymentMethodRecord};
-use crate::{answer_response, ok, read_body, to_json, Answer, Api, Ctx};
+use crate::{ok, to_json, Answer, Api, Ctx};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -177,56 +177,6 @@ fn new_metadata(changes: Option<Option<Metadata>>) -> Metadata {
     let mut m = Metadata::new();
     merge_metadata(&mut m, changes);
     m
-}
-
-async fn body(b: Body, api: &Api) -> Result<axum::body::Bytes, Response> {
-    read_body(b, api.config.body_limit).await
-}
-
-macro_rules! post_handler {
-    ($name:ident, $parse:expr, $exec:ident) => {
-        async fn $name(State(api): S, Extension(ctx): Extension<Ctx>, headers: HeaderMap, b: Body) -> Response {
-            let bytes = match body(b, &api).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            api.post(&ctx, &headers, &bytes, $parse, |req, key| {
-                api.$exec(&ctx, req, key)
-            })
-            .await
-        }
-    };
-    ($name:ident, path, $parse:expr, $exec:ident) => {
-        async fn $name(
-            State(api): S,
-            Extension(ctx): Extension<Ctx>,
-            Path(id): Path<String>,
-            headers: HeaderMap,
-            b: Body,
-        ) -> Response {
-            let bytes = match body(b, &api).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            api.post(&ctx, &headers, &bytes, $parse, |req, key| {
-                api.$exec(&ctx, id.clone(), req, key)
-            })
-            .await
-        }
-    };
-}
-
-macro_rules! get_handler {
-    ($name:ident, $exec:ident) => {
-        async fn $name(State(api): S, Extension(ctx): Extension<Ctx>) -> Response {
-            answer_response(async { api.$exec(&ctx, Api::query_params(&ctx)?).await }.await)
-        }
-    };
-    ($name:ident, path, $exec:ident) => {
-        async fn $name(State(api): S, Extension(ctx): Extension<Ctx>, Path(id): Path<String>) -> Response {
-            answer_response(async { api.$exec(&ctx, id, Api::query_params(&ctx)?).await }.await)
-        }
-    };
 }
 
 // ----- payment methods -----

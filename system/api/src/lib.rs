@@ -9,6 +9,56 @@
 
 #![warn(missing_docs)]
 
+/// Defines an axum handler for a POST route: reads the body within the size limit, parses it
+/// with `$parse` and runs `$exec` under [`Api::post`]'s idempotency handling. The calling module
+/// provides `S` (`State<Arc<Api>>`) and imports the extractors.
+macro_rules! post_handler {
+    ($name:ident, $parse:expr, $exec:ident) => {
+        async fn $name(State(api): S, Extension(ctx): Extension<Ctx>, headers: HeaderMap, b: Body) -> Response {
+            let bytes = match $crate::read_body(b, api.config.body_limit).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            api.post(&ctx, &headers, &bytes, $parse, |req, key| {
+                api.$exec(&ctx, req, key)
+            })
+            .await
+        }
+    };
+    ($name:ident, path, $parse:expr, $exec:ident) => {
+        async fn $name(
+            State(api): S,
+            Extension(ctx): Extension<Ctx>,
+            Path(id): Path<String>,
+            headers: HeaderMap,
+            b: Body,
+        ) -> Response {
+            let bytes = match $crate::read_body(b, api.config.body_limit).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            api.post(&ctx, &headers, &bytes, $parse, |req, key| {
+                api.$exec(&ctx, id.clone(), req, key)
+            })
+            .await
+        }
+    };
+}
+
+/// Defines an axum handler for a GET or DELETE route: query parameters, then `$exec`.
+macro_rules! get_handler {
+    ($name:ident, $exec:ident) => {
+        async fn $name(State(api): S, Extension(ctx): Extension<Ctx>) -> Response {
+            $crate::answer_response(async { api.$exec(&ctx, Api::query_params(&ctx)?).await }.await)
+        }
+    };
+    ($name:ident, path, $exec:ident) => {
+        async fn $name(State(api): S, Extension(ctx): Extension<Ctx>, Path(id): Path<String>) -> Response {
+            $crate::answer_response(async { api.$exec(&ctx, id, Api::query_params(&ctx)?).await }.await)
+        }
+    };
+}
+
 pub mod handlers;
 pub mod keys;
 pub mod params;

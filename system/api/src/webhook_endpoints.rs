@@ -3,7 +3,7 @@
 //! idempotency and forwards.
 
 use crate::params::Params;
-use crate::{answer_response, ok, read_body, Answer, Api, Ctx};
+use crate::{ok, Answer, Api, Ctx};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -234,55 +234,14 @@ impl Api {
     }
 }
 
-macro_rules! post_route {
-    ($name:ident, $parse:expr, $exec:ident) => {
-        async fn $name(State(api): S, Extension(ctx): Extension<Ctx>, headers: HeaderMap, b: Body) -> Response {
-            let bytes = match read_body(b, api.config.body_limit).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            api.post(&ctx, &headers, &bytes, $parse, |req, key| {
-                api.$exec(&ctx, req, key)
-            })
-            .await
-        }
-    };
-    ($name:ident, path, $parse:expr, $exec:ident) => {
-        async fn $name(
-            State(api): S,
-            Extension(ctx): Extension<Ctx>,
-            Path(id): Path<String>,
-            headers: HeaderMap,
-            b: Body,
-        ) -> Response {
-            let bytes = match read_body(b, api.config.body_limit).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            api.post(&ctx, &headers, &bytes, $parse, |req, key| {
-                api.$exec(&ctx, id.clone(), req, key)
-            })
-            .await
-        }
-    };
-}
+post_handler!(create_we, parse_create, exec_create_we);
+post_handler!(update_we, path, parse_update, exec_update_we);
+post_handler!(roll_we, path, parse_roll, exec_roll_we);
+post_handler!(resend_we, path, parse_resend, exec_resend_we);
 
-post_route!(create_we, parse_create, exec_create_we);
-post_route!(update_we, path, parse_update, exec_update_we);
-post_route!(roll_we, path, parse_roll, exec_roll_we);
-post_route!(resend_we, path, parse_resend, exec_resend_we);
-
-async fn get_we(State(api): S, Extension(ctx): Extension<Ctx>, Path(id): Path<String>) -> Response {
-    answer_response(async { api.exec_get_we(&ctx, id, Api::query_params(&ctx)?).await }.await)
-}
-
-async fn delete_we(State(api): S, Extension(ctx): Extension<Ctx>, Path(id): Path<String>) -> Response {
-    answer_response(async { api.exec_delete_we(&ctx, id, Api::query_params(&ctx)?).await }.await)
-}
-
-async fn list_we(State(api): S, Extension(ctx): Extension<Ctx>) -> Response {
-    answer_response(async { api.exec_list_we(&ctx, Api::query_params(&ctx)?).await }.await)
-}
+get_handler!(get_we, path, exec_get_we);
+get_handler!(delete_we, path, exec_delete_we);
+get_handler!(list_we, exec_list_we);
 
 /// The webhook endpoint routes.
 pub fn routes() -> Router<Arc<Api>> {
