@@ -25,7 +25,7 @@ fn store(e: StoreError) -> ApiError {
     e.into_api_error()
 }
 
-fn call(e: pay_net::CallError) -> ApiError {
+pub(crate) fn call(e: pay_net::CallError) -> ApiError {
     e.into_api_error()
 }
 

@@ -4,6 +4,7 @@
 //! the fraud service validates rules (a bad rule is a 400 whose message gives the line and
 //! column of the problem) and stores everything.
 
+use crate::handlers::call;
 use crate::params::Params;
 use crate::{answer_response, ok, read_body, Answer, Api, Ctx};
 use axum::body::Body;
@@ -18,10 +19,6 @@ use pay_proto::objects::List;
 use std::sync::Arc;
 
 type S = State<Arc<Api>>;
-
-fn call(e: pay_net::CallError) -> ApiError {
-    e.into_api_error()
-}
 
 impl Api {
     fn fraud(&self) -> Result<&FraudClient, ApiError> {

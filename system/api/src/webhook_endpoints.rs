@@ -2,6 +2,7 @@
 //! (which holds the HSM that seals signing secrets); the API parses, authenticates, applies
 //! idempotency and forwards.
 
+use crate::handlers::call;
 use crate::params::Params;
 use crate::{ok, Answer, Api, Ctx};
 use axum::body::Body;
@@ -16,10 +17,6 @@ use pay_proto::webhooks::*;
 use std::sync::Arc;
 
 type S = State<Arc<Api>>;
-
-fn call(e: pay_net::CallError) -> ApiError {
-    e.into_api_error()
-}
 
 impl Api {
     fn webhooks(&self) -> Result<&WebhooksClient, ApiError> {
