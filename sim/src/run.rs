@@ -591,12 +591,7 @@ fn settled(mem: &MemoryBackend) -> bool {
     use pay_store::{Request, Response};
     // Webhooks: everything relayed, nothing deliverable or in flight (only retries waiting for
     // their delay may remain).
-    let snapshot = mem.queue_snapshot();
-    if mem
-        .all_events()
-        .last()
-        .is_some_and(|e| e.seq > snapshot.relayed_through)
-    {
+    if mem.unrelayed_events() > 0 {
         return false;
     }
     let now = EPOCH_MS + world::sim_ms() as i64;

@@ -89,6 +89,11 @@ impl MemoryBackend {
         self.with_state(|s| s.events.values().cloned().collect())
     }
 
+    /// How many committed outbox events the relay has not moved into a queue yet.
+    pub fn unrelayed_events(&self) -> usize {
+        self.with_state(|s| s.events.range(s.relay_cursor + 1..).count())
+    }
+
     /// The queues as they stand (for the simulator's checkers): live messages of every queue,
     /// dead letters, and the sequence number of the last event relayed from the outbox.
     pub fn queue_snapshot(&self) -> QueueSnapshot {
