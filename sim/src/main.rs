@@ -131,7 +131,21 @@ fn opts(path: &std::path::Path, seed: u64, swarm: bool, keep_trace: bool) -> Run
     }
 }
 
+/// Asks the kernel not to back this process with transparent huge pages.
+///
+/// Every simulated host gets its own tokio runtime and allocator arenas; with THP the kernel
+/// zeroes a fresh 2 MiB page for each first touch, which was a tenth of a baseline run's time.
+/// Small pages cost nothing here, and a failure only loses the speed-up.
+fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 fn main() -> Result<()> {
+    disable_transparent_huge_pages();
     let cli = Cli::parse();
     sim::world::logs::install("info,turmoil=warn,hyper=warn,hyper_util=warn");
     match cli.command {

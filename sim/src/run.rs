@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// Simulated time per step.
-pub const TICK: Duration = Duration::from_millis(25);
+pub const TICK: Duration = Duration::from_millis(50);
 /// Normal message latency range.
 pub const LATENCY: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(4));
 
@@ -403,23 +403,6 @@ pub fn run(base: &Scenario, opts: &RunOptions) -> RunReport {
             Ok(())
         });
     }
-    // A monitor that ends the run once everything has settled (or at the deadline).
-    {
-        let (mem, running) = (db_mem.clone(), running.clone());
-        sim.client("monitor", async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let t = world::sim_ms();
-                if t >= deadline_ms {
-                    return Ok(());
-                }
-                if t > end_ms && running.load(Ordering::SeqCst) == 0 && settled(&mem) {
-                    return Ok(());
-                }
-            }
-        });
-    }
-
     // The driver: apply the fault schedule step by step, heal at the end of the workload.
     let mut schedule: Vec<(u64, bool, usize)> = vec![];
     for (i, f) in scenario.faults.iter().enumerate() {
@@ -434,6 +417,7 @@ pub fn run(base: &Scenario, opts: &RunOptions) -> RunReport {
     let mut healed = false;
     let mut error = None;
     let mut crashed: Vec<String> = vec![];
+    let mut next_settle_check = 1_000;
     loop {
         let now = sim.elapsed().as_millis() as u64;
         while next < schedule.len() && schedule[next].0 <= now {
@@ -445,9 +429,18 @@ pub fn run(base: &Scenario, opts: &RunOptions) -> RunReport {
             heal(&mut sim, &shared, &all_hosts, &mut crashed);
             healed = true;
         }
+        // The run ends once everything has settled after the workload, or at the deadline.
+        // Checked here, once per simulated second, rather than by a monitor host: a host is
+        // stepped every tick, and this check needs no network.
+        if now >= next_settle_check {
+            next_settle_check = now + 1_000;
+            if now >= deadline_ms || (now > end_ms && running.load(Ordering::SeqCst) == 0 && settled(&db_mem)) {
+                break;
+            }
+        }
         match sim.step() {
-            Ok(true) => break,
-            Ok(false) => {}
+            // Clients finishing does not end the run: the settle check above does.
+            Ok(_) => {}
             Err(e) => {
                 error = Some(format!("simulation error at {now} ms: {e}"));
                 break;

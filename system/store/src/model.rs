@@ -159,7 +159,7 @@ pub struct Page<T> {
 
 /// One write inside a transaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", content = "args", rename_all = "snake_case")]
 pub enum Op {
     /// Create a record; fails if the id exists. The record's version is set to 1.
     Insert {
@@ -279,7 +279,7 @@ pub struct IdemBegin {
 
 /// The answer to [`IdemBegin`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[serde(tag = "state", content = "data", rename_all = "snake_case")]
 pub enum IdemBeginOutcome {
     /// The caller holds the lock and must run the request. `recovery_point` is where an
     /// earlier, interrupted run got to (if `resumed`).
@@ -387,7 +387,7 @@ pub struct DeadLetter {
 
 /// One call to a storage backend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "call", rename_all = "snake_case")]
+#[serde(tag = "call", content = "args", rename_all = "snake_case")]
 pub enum Request {
     /// Liveness check.
     Ping,
@@ -568,7 +568,7 @@ pub enum Request {
 
 /// The answer to a [`Request`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "reply", rename_all = "snake_case")]
+#[serde(tag = "reply", content = "body", rename_all = "snake_case")]
 pub enum Response {
     /// Pong.
     Pong,
