@@ -8,14 +8,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `target/debug/paymentd`, built if this test run did not build it already.
+/// `paymentd` from this test's own profile directory (`target/debug` or `target/release`), built
+/// in that profile if this test run did not build it already.
 fn paymentd_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
     let bin = dir.join("paymentd");
     if !bin.exists() {
+        let mut args = vec!["build", "-p", "paymentd", "--bin", "paymentd"];
+        if dir.file_name().is_some_and(|n| n == "release") {
+            args.push("--release");
+        }
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "paymentd", "--bin", "paymentd"])
+            .args(&args)
             .current_dir(pay_compliance::repo_root())
             .status()
             .unwrap();
