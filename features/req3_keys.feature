@@ -12,7 +12,7 @@ Feature: PCI DSS 3.6 and 3.7 — cryptographic keys are protected and managed
     Then every data-encryption key is stored only wrapped by a key-encryption key
     And no stored record contains the card number
 
-  @pci-3.7.4 @pci-3.6.1 @needs-db @needs-admin
+  @pci-3.7.4 @pci-3.6.1 @needs-db @needs-admin @needs-own-database
   Scenario: The key-encryption key is rotated while cards stay readable
     Given a merchant with a secret key
     And the merchant tokenizes the card "4242424242424242" with CVC "739"
@@ -21,7 +21,7 @@ Feature: PCI DSS 3.6 and 3.7 — cryptographic keys are protected and managed
     When the merchant charges 1000 USD to the card
     Then the payment succeeds
 
-  @pci-3.7.5 @needs-db @needs-admin
+  @pci-3.7.5 @needs-db @needs-admin @needs-own-database
   Scenario: A retired key-encryption key no longer protects any record
     Given a merchant with a secret key
     And the merchant tokenizes the card "4242424242424242" with CVC "739"

@@ -109,6 +109,12 @@ fn not_applicable(tags: &[String], spec: &TargetSpec) -> Option<String> {
             if has("needs-postgres") && matches!(store, crate::target::EmbeddedStore::Memory) {
                 return Some("needs PostgreSQL: run with --store postgres".into());
             }
+            if has("needs-own-database") && matches!(store, crate::target::EmbeddedStore::Postgres(Some(_))) {
+                return Some(
+                    "re-wraps every data key in the database, but a --database-url database is shared by the run's embedded nodes, each with its own HSM: run in memory or with --store postgres alone (a throwaway database per scenario)"
+                        .into(),
+                );
+            }
             None
         }
         TargetSpec::Deployed(d) => {
@@ -493,8 +499,22 @@ mod tests {
         let embedded = TargetSpec::Embedded {
             store: EmbeddedStore::Memory,
         };
-        for t in ["needs-admin", "needs-audit-log", "needs-unseal-shares", "needs-db"] {
+        for t in [
+            "needs-admin",
+            "needs-audit-log",
+            "needs-unseal-shares",
+            "needs-db",
+            "needs-own-database",
+        ] {
             assert_eq!(not_applicable(&tags(&[t]), &embedded), None, "{t}");
         }
+        let throwaway = TargetSpec::Embedded {
+            store: EmbeddedStore::Postgres(None),
+        };
+        assert_eq!(not_applicable(&tags(&["needs-own-database"]), &throwaway), None);
+        let shared = TargetSpec::Embedded {
+            store: EmbeddedStore::Postgres(Some("postgres://shared".into())),
+        };
+        assert!(not_applicable(&tags(&["needs-own-database"]), &shared).is_some());
     }
 }

@@ -479,6 +479,8 @@ pub struct System {
     pub custodians: Option<u8>,
     /// Files of this system (keystore, audit log, altered copies), removed when it stops.
     pub scratch: Scratch,
+    /// The embedded node's own throwaway database (dropped when the system stops).
+    pub own_db: Option<TestDatabase>,
 }
 
 /// A sealed start: the master key split among `custodians`, `threshold` of whom unseal.
@@ -545,6 +547,7 @@ impl System {
     pub async fn start(ctx: &RunContext, tuning: Tuning, seal: Option<SealSpec>) -> Result<System, String> {
         match &ctx.spec {
             TargetSpec::Embedded { store } => {
+                let mut own_db = None;
                 let (backend, ledger, records): (Arc<dyn pay_store::Backend>, Arc<dyn pay_store::Backend>, Records) =
                     match store {
                         EmbeddedStore::Memory => {
@@ -552,7 +555,18 @@ impl System {
                             (m.clone(), Arc::new(MemoryBackend::new()), Records::Memory(m))
                         }
                         EmbeddedStore::Postgres(url) => {
-                            let pg = ctx.embedded_pg(url).await?;
+                            // A throwaway database per node: a database belongs to one HSM (a
+                            // rotation re-wraps every data key in it), and each scenario's node
+                            // has its own. A given server database is shared by the run.
+                            let pg_url = match url {
+                                None => {
+                                    let db = TestDatabase::create().await?;
+                                    let u = db.url.clone();
+                                    own_db = Some(db);
+                                    u
+                                }
+                                Some(_) => ctx.embedded_pg(url).await?.url.clone(),
+                            };
                             let settings = PgSettings {
                                 max_connections: 8,
                                 ..PgSettings::default()
@@ -560,7 +574,7 @@ impl System {
                             let mut conns = vec![];
                             for _ in 0..3 {
                                 conns.push(
-                                    PgBackend::connect(&pg.url, &settings)
+                                    PgBackend::connect(&pg_url, &settings)
                                         .await
                                         .map_err(|e| format!("cannot connect to the database: {e}"))?,
                                 );
@@ -643,6 +657,7 @@ impl System {
                     custodians: seal.map(|s| s.custodians),
                     unseal_shares: shares,
                     scratch,
+                    own_db,
                 })
             }
             TargetSpec::Deployed(d) => {
@@ -697,6 +712,7 @@ impl System {
                     unseal_shares,
                     custodians: None,
                     scratch: Scratch::new()?,
+                    own_db: None,
                 })
             }
         }
