@@ -16,17 +16,17 @@ use std::path::PathBuf;
 type StepResult = Result<(), String>;
 
 /// One line of the audit log file.
-struct Entry {
+pub(crate) struct Entry {
     /// 1-based line number in the file.
-    line: u64,
+    pub(crate) line: u64,
     /// The line as written.
-    text: String,
+    pub(crate) text: String,
     /// Parsed.
-    parsed: Line,
+    pub(crate) parsed: Line,
 }
 
 /// The audit log: its path, every line, and how many lines were there before the scenario.
-async fn read_audit(w: &mut PciWorld) -> Result<(PathBuf, Vec<Entry>, u64), String> {
+pub(crate) async fn read_audit(w: &mut PciWorld) -> Result<(PathBuf, Vec<Entry>, u64), String> {
     let sys = w.system().await?;
     let path = sys
         .audit_log

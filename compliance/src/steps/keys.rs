@@ -413,6 +413,21 @@ async fn accepted(w: &mut PciWorld) -> StepResult {
         "GET /admin/v1/seal-status → unsealed after {} share(s)",
         w.shares_entered
     ));
+    // Each custodian's action is on the audit trail.
+    if w.system().await?.audit_log.is_some() {
+        let (path, entries, mark) = crate::steps::audit::read_audit(w).await?;
+        let unseals: Vec<String> = entries
+            .iter()
+            .filter(|e| e.line > mark && e.parsed.event == "hsm.unseal")
+            .map(|e| format!("line {}: {} by `{}`", e.line, e.parsed.object, e.parsed.actor))
+            .collect();
+        w.note(format!(
+            "audit log {}: {} `hsm.unseal` entr(y/ies): {}",
+            path.display(),
+            unseals.len(),
+            unseals.join("; ")
+        ));
+    }
     crate::steps::api::tokenize(w, UNSEAL_CARD, "").await?;
     crate::steps::api::charge(w, 1000, "usd", None).await?;
     let p = w.payment.as_ref().ok_or("no payment was made")?;
