@@ -1,8 +1,7 @@
 @pci-req-6
 Feature: PCI DSS 6.2.4 and 6.4 — common web attacks are prevented
   The API validates every parameter and never answers hostile input with a server error or an
-  HTML page. The web application firewall in front of it blocks attacks outright (pending
-  until the WAF is in the request path).
+  HTML page. The web application firewall in front of it blocks attacks outright.
 
   @pci-6.2.4
   Scenario Outline: Hostile input in parameters is refused with a client error

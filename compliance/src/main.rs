@@ -29,6 +29,8 @@ enum Fault {
     RawPanInLogs,
 }
 
+// Parsed once per process: the size of `run`'s options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the scenarios and write the reports (embedded target unless --base-url is given).
@@ -52,6 +54,20 @@ enum Cmd {
         /// PEM roots to trust for an https:// base URL.
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// The deployed node's admin endpoint (`admin.listen`), e.g. http://127.0.0.1:7190
+        /// (key rotation and retirement, unsealing).
+        #[arg(long)]
+        admin_url: Option<String>,
+        /// File holding the deployed node's admin token (`admin.token_file`).
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+        /// The deployed node's audit log file (`audit.file`), for the audit-log checks.
+        #[arg(long)]
+        audit_log: Option<PathBuf>,
+        /// A custodian share file (repeat once per custodian) for the unseal scenario, against
+        /// a node started sealed.
+        #[arg(long)]
+        unseal_share_file: Vec<PathBuf>,
         /// Embedded target's records store.
         #[arg(long, value_enum, default_value = "memory")]
         store: Store,
@@ -129,6 +145,10 @@ fn main() -> Result<()> {
             database_url,
             log_file,
             ca_file,
+            admin_url,
+            admin_token_file,
+            audit_log,
+            unseal_share_file,
             store,
             tags,
             out,
@@ -148,14 +168,27 @@ fn main() -> Result<()> {
                         database_url,
                         log_file,
                         ca_file,
+                        admin_url,
+                        admin_token_file,
+                        audit_log,
+                        unseal_share_files: unseal_share_file,
                     })
                 }
-                None => TargetSpec::Embedded {
-                    store: match store {
-                        Store::Memory => EmbeddedStore::Memory,
-                        Store::Postgres => EmbeddedStore::Postgres(database_url),
-                    },
-                },
+                None => {
+                    if admin_url.is_some()
+                        || admin_token_file.is_some()
+                        || audit_log.is_some()
+                        || !unseal_share_file.is_empty()
+                    {
+                        bail!("--admin-url, --admin-token-file, --audit-log and --unseal-share-file describe a deployment: give --base-url too");
+                    }
+                    TargetSpec::Embedded {
+                        store: match store {
+                            Store::Memory => EmbeddedStore::Memory,
+                            Store::Postgres => EmbeddedStore::Postgres(database_url),
+                        },
+                    }
+                }
             };
             let fault = match fault_injection {
                 Fault::None => FaultInjection::None,

@@ -109,6 +109,12 @@ fn not_applicable(tags: &[String], spec: &TargetSpec) -> Option<String> {
             if has("needs-postgres") && matches!(store, crate::target::EmbeddedStore::Memory) {
                 return Some("needs PostgreSQL: run with --store postgres".into());
             }
+            if has("needs-own-database") && matches!(store, crate::target::EmbeddedStore::Postgres(Some(_))) {
+                return Some(
+                    "re-wraps every data key in the database, but a --database-url database is shared by the run's embedded nodes, each with its own HSM: run in memory or with --store postgres alone (a throwaway database per scenario)"
+                        .into(),
+                );
+            }
             None
         }
         TargetSpec::Deployed(d) => {
@@ -120,6 +126,18 @@ fn not_applicable(tags: &[String], spec: &TargetSpec) -> Option<String> {
             }
             if has("needs-logs") && d.log_file.is_none() {
                 return Some("reads the logs: pass --log-file".into());
+            }
+            if has("needs-audit-log") && d.audit_log.is_none() {
+                return Some("reads the audit log: pass --audit-log with the node's audit.file".into());
+            }
+            if has("needs-admin") && !d.has_admin() {
+                return Some("manages keys through the admin endpoint: pass --admin-url and --admin-token-file".into());
+            }
+            if has("needs-unseal-shares") && (d.admin_url.is_none() || d.unseal_share_files.len() < 2) {
+                return Some(
+                    "unseals a node started sealed: pass --admin-url and an --unseal-share-file per custodian (at least 2)"
+                        .into(),
+                );
             }
             None
         }
@@ -421,4 +439,82 @@ pub fn coverage(catalog: &Catalog, listed: &[Listed], results: Option<&serde_jso
         ));
     }
     (lines, evidenced, catalog.requirements.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::{Deployed, EmbeddedStore};
+
+    fn deployed() -> Deployed {
+        Deployed {
+            base_url: "https://pay.example.com".into(),
+            api_key: "sk_test_pcicheckUnitTest000000000000".into(),
+            publishable_key: None,
+            database_url: Some("postgres://db".into()),
+            log_file: None,
+            ca_file: None,
+            admin_url: None,
+            admin_token_file: None,
+            audit_log: None,
+            unseal_share_files: vec![],
+        }
+    }
+
+    fn tags(t: &[&str]) -> Vec<String> {
+        t.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn audit_key_and_unseal_scenarios_are_not_run_on_a_deployment_that_lacks_what_they_need() {
+        let bare = TargetSpec::Deployed(deployed());
+        let why = not_applicable(&tags(&["pci-10.3.2", "needs-audit-log"]), &bare).unwrap();
+        assert!(why.contains("--audit-log"), "{why}");
+        let why = not_applicable(&tags(&["pci-3.7.4", "needs-db", "needs-admin"]), &bare).unwrap();
+        assert!(
+            why.contains("--admin-url") && why.contains("--admin-token-file"),
+            "{why}"
+        );
+        let why = not_applicable(&tags(&["pci-3.7.6", "needs-unseal-shares"]), &bare).unwrap();
+        assert!(why.contains("--unseal-share-file"), "{why}");
+
+        // A URL without a token allows unsealing but not key management.
+        let mut d = deployed();
+        d.admin_url = Some("http://127.0.0.1:7190".into());
+        d.unseal_share_files = vec!["a".into()];
+        let half = TargetSpec::Deployed(d.clone());
+        assert!(not_applicable(&tags(&["needs-admin"]), &half).is_some());
+        assert!(
+            not_applicable(&tags(&["needs-unseal-shares"]), &half).is_some(),
+            "one share is below any threshold the scenario uses"
+        );
+        d.admin_token_file = Some("admin.token".into());
+        d.audit_log = Some("audit.log".into());
+        d.unseal_share_files.push("b".into());
+        let full = TargetSpec::Deployed(d);
+        for t in ["needs-admin", "needs-audit-log", "needs-unseal-shares"] {
+            assert_eq!(not_applicable(&tags(&[t]), &full), None, "{t}");
+        }
+        // The embedded target offers all of it, in memory.
+        let embedded = TargetSpec::Embedded {
+            store: EmbeddedStore::Memory,
+        };
+        for t in [
+            "needs-admin",
+            "needs-audit-log",
+            "needs-unseal-shares",
+            "needs-db",
+            "needs-own-database",
+        ] {
+            assert_eq!(not_applicable(&tags(&[t]), &embedded), None, "{t}");
+        }
+        let throwaway = TargetSpec::Embedded {
+            store: EmbeddedStore::Postgres(None),
+        };
+        assert_eq!(not_applicable(&tags(&["needs-own-database"]), &throwaway), None);
+        let shared = TargetSpec::Embedded {
+            store: EmbeddedStore::Postgres(Some("postgres://shared".into())),
+        };
+        assert!(not_applicable(&tags(&["needs-own-database"]), &shared).is_some());
+    }
 }

@@ -1,23 +1,28 @@
 //! What the scenarios run against: an embedded system started in-process on loopback, or a
 //! deployed one reached by URL; and the views into it the checks need (the public API, the
-//! database, the logs).
+//! database, the logs, the audit log, and the admin endpoint a key custodian uses).
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
-use pay_core::Env;
+use pay_core::{Entropy as _, Env};
+use pay_hsm::shamir::Share;
 use pay_net::logging::LogSink;
 use pay_net::{BoxIo, BoxListener, HttpClient, TcpTransport, Transport};
 use pay_store::memory::MemoryBackend;
 use pay_store::postgres::{PgBackend, PgSettings};
 use pay_store::testing::TestDatabase;
-use paymentd::local::{start_local, LocalNode, LocalOptions};
+use paymentd::admin::AdminClient;
+use paymentd::local::{start_local, LocalNode, LocalOptions, OperatorOptions};
 use paymentd::wiring::Tuning;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Which system the scenarios check.
+// One per run: the size of the deployed variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum TargetSpec {
     /// Every role started in this process on loopback, per scenario.
@@ -54,6 +59,22 @@ pub struct Deployed {
     /// PEM roots to trust for the public listener (otherwise the probe trusts any certificate
     /// for protocol checks and the API client refuses to connect to HTTPS).
     pub ca_file: Option<std::path::PathBuf>,
+    /// The node's admin endpoint (`http://127.0.0.1:7190`), for the key-management scenarios.
+    pub admin_url: Option<String>,
+    /// The file holding the admin bearer token.
+    pub admin_token_file: Option<std::path::PathBuf>,
+    /// The node's audit log file (`audit.file` in its config), as readable where pcicheck runs.
+    pub audit_log: Option<std::path::PathBuf>,
+    /// Custodian share files, one per custodian, for the unseal scenario against a node that
+    /// was started sealed.
+    pub unseal_share_files: Vec<std::path::PathBuf>,
+}
+
+impl Deployed {
+    /// Whether key-management calls (status, rotation, key states) can be made.
+    pub fn has_admin(&self) -> bool {
+        self.admin_url.is_some() && self.admin_token_file.is_some()
+    }
 }
 
 impl std::fmt::Debug for Deployed {
@@ -63,6 +84,10 @@ impl std::fmt::Debug for Deployed {
             .field("api_key", &pay_api::keys::mask_key(&self.api_key))
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("log_file", &self.log_file)
+            .field("admin_url", &self.admin_url)
+            .field("admin_token_file", &self.admin_token_file)
+            .field("audit_log", &self.audit_log)
+            .field("unseal_share_files", &self.unseal_share_files.len())
             .finish()
     }
 }
@@ -72,7 +97,7 @@ impl TargetSpec {
     pub fn describe(&self) -> String {
         match self {
             TargetSpec::Embedded { store } => format!(
-                "embedded paymentd (every role in-process on loopback, {}, ephemeral software HSM)",
+                "embedded paymentd (every role in-process on loopback, {}, software HSM, audit log and admin endpoint per scenario)",
                 match store {
                     EmbeddedStore::Memory => "in-memory store".to_owned(),
                     EmbeddedStore::Postgres(Some(_)) => "PostgreSQL (given server)".to_owned(),
@@ -80,13 +105,23 @@ impl TargetSpec {
                 }
             ),
             TargetSpec::Deployed(d) => format!(
-                "deployed system at {} (database access: {}, log file: {})",
+                "deployed system at {} (database access: {}, log file: {}, admin endpoint: {}, audit log: {}, unseal shares: {})",
                 d.base_url,
                 if d.database_url.is_some() { "yes" } else { "no" },
                 d.log_file
                     .as_ref()
                     .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "none".into())
+                    .unwrap_or_else(|| "none".into()),
+                match (&d.admin_url, d.has_admin()) {
+                    (Some(u), true) => u.clone(),
+                    (Some(u), false) => format!("{u} (no token: unseal only)"),
+                    (None, _) => "none".into(),
+                },
+                d.audit_log
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "none".into()),
+                d.unseal_share_files.len()
             ),
         }
     }
@@ -430,13 +465,89 @@ pub struct System {
     pub log_file: Option<std::path::PathBuf>,
     /// PEM roots for the public listener (deployed).
     pub ca_pem: Option<Vec<u8>>,
+    /// The admin endpoint, as a key custodian reaches it (embedded: always; deployed: with
+    /// `--admin-url`, and `--admin-token-file` for anything but unsealing).
+    pub admin: Option<AdminClient>,
+    /// The audit log file (embedded: the node's own; deployed: `--audit-log`).
+    pub audit_log: Option<PathBuf>,
+    /// Audit log lines already there when the scenario began (its entries come after).
+    pub audit_mark: u64,
+    /// Custodian shares (embedded sealed start: made at start; deployed: the share files).
+    /// Held in harness memory only, never written to evidence.
+    pub unseal_shares: Vec<Share>,
+    /// How many custodians the shares were made for, when known (embedded sealed start).
+    pub custodians: Option<u8>,
+    /// Files of this system (keystore, audit log, altered copies), removed when it stops.
+    pub scratch: Scratch,
+    /// The embedded node's own throwaway database (dropped when the system stops).
+    pub own_db: Option<TestDatabase>,
+}
+
+/// A sealed start: the master key split among `custodians`, `threshold` of whom unseal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealSpec {
+    /// Shares made (one per custodian).
+    pub custodians: u8,
+    /// Shares needed.
+    pub threshold: u8,
+}
+
+/// A private temporary directory, removed when dropped.
+#[derive(Debug)]
+pub struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    /// Creates a fresh directory (mode 0700) under the system temporary directory.
+    pub fn new() -> Result<Scratch, String> {
+        let mut r = [0u8; 8];
+        pay_core::OsEntropy::new().fill_bytes(&mut r);
+        let path = std::env::temp_dir().join(format!("pcicheck-{}-{}", std::process::id(), hex::encode(r)));
+        let mut b = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            b.mode(0o700);
+        }
+        b.create(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(Scratch { path })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Lines in a file (0 when it does not exist yet).
+pub fn count_lines(path: &Path) -> Result<u64, String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t.lines().count() as u64),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn read_secret(path: &Path, what: &str) -> Result<pay_core::SecretString, String> {
+    std::fs::read_to_string(path)
+        .map(pay_core::SecretString::new)
+        .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))
 }
 
 impl System {
     /// Starts (embedded) or connects to (deployed) the target.
-    pub async fn start(ctx: &RunContext, tuning: Tuning) -> Result<System, String> {
+    pub async fn start(ctx: &RunContext, tuning: Tuning, seal: Option<SealSpec>) -> Result<System, String> {
         match &ctx.spec {
             TargetSpec::Embedded { store } => {
+                let mut own_db = None;
                 let (backend, ledger, records): (Arc<dyn pay_store::Backend>, Arc<dyn pay_store::Backend>, Records) =
                     match store {
                         EmbeddedStore::Memory => {
@@ -444,7 +555,18 @@ impl System {
                             (m.clone(), Arc::new(MemoryBackend::new()), Records::Memory(m))
                         }
                         EmbeddedStore::Postgres(url) => {
-                            let pg = ctx.embedded_pg(url).await?;
+                            // A throwaway database per node: a database belongs to one HSM (a
+                            // rotation re-wraps every data key in it), and each scenario's node
+                            // has its own. A given server database is shared by the run.
+                            let pg_url = match url {
+                                None => {
+                                    let db = TestDatabase::create().await?;
+                                    let u = db.url.clone();
+                                    own_db = Some(db);
+                                    u
+                                }
+                                Some(_) => ctx.embedded_pg(url).await?.url.clone(),
+                            };
                             let settings = PgSettings {
                                 max_connections: 8,
                                 ..PgSettings::default()
@@ -452,7 +574,7 @@ impl System {
                             let mut conns = vec![];
                             for _ in 0..3 {
                                 conns.push(
-                                    PgBackend::connect(&pg.url, &settings)
+                                    PgBackend::connect(&pg_url, &settings)
                                         .await
                                         .map_err(|e| format!("cannot connect to the database: {e}"))?,
                                 );
@@ -465,7 +587,38 @@ impl System {
                         }
                     };
                 let env = Env::real("pcicheck");
-                let hsm = Arc::new(pay_hsm::SoftHsm::new_ephemeral(env.entropy.clone(), env.clock.clone()));
+                let scratch = Scratch::new()?;
+                // Sealed: a keystore whose master key exists only as custodian shares, made
+                // the way `paymentd keys split-master` makes it, opened sealed as serve does.
+                let (hsm, sealed, shares) = match seal {
+                    Some(spec) => {
+                        let keystore = scratch.path().join("keystore");
+                        let shares =
+                            paymentd::ops::create_split_keystore(&keystore, spec.threshold, spec.custodians, &env)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                        let soft = Arc::new(
+                            pay_hsm::SoftHsm::open_sealed(
+                                &keystore,
+                                spec.threshold,
+                                env.entropy.clone(),
+                                env.clock.clone(),
+                            )
+                            .map_err(|e| e.to_string())?,
+                        );
+                        let h: Arc<dyn pay_hsm::Hsm> = soft.clone();
+                        (h, Some(soft), shares)
+                    }
+                    None => {
+                        let h: Arc<dyn pay_hsm::Hsm> =
+                            Arc::new(pay_hsm::SoftHsm::new_ephemeral(env.entropy.clone(), env.clock.clone()));
+                        (h, None, Vec::<Share>::new())
+                    }
+                };
+                let mut token = [0u8; 24];
+                env.entropy.fill_bytes(&mut token);
+                let token = pay_core::SecretString::new(hex::encode(token));
+                let audit_log = scratch.path().join("audit.log");
                 let node = start_local(LocalOptions {
                     public_port: 0,
                     env,
@@ -474,8 +627,15 @@ impl System {
                     hsm,
                     tuning,
                     create_account: true,
+                    operator: OperatorOptions {
+                        admin_token: Some(token.clone()),
+                        audit_log: Some(audit_log.clone()),
+                        audit_checkpoint_every: None,
+                        sealed,
+                    },
                 })
                 .await?;
+                let admin = node.admin_url.as_deref().map(|u| AdminClient::new(u, token.expose()));
                 let key = node
                     .secret_key
                     .as_ref()
@@ -491,6 +651,13 @@ impl System {
                     node: Some(node),
                     log_file: None,
                     ca_pem: None,
+                    admin,
+                    audit_log: Some(audit_log),
+                    audit_mark: 0,
+                    custodians: seal.map(|s| s.custodians),
+                    unseal_shares: shares,
+                    scratch,
+                    own_db,
                 })
             }
             TargetSpec::Deployed(d) => {
@@ -515,6 +682,21 @@ impl System {
                     }
                     None => (Records::None, None),
                 };
+                let admin = match (&d.admin_url, &d.admin_token_file) {
+                    (Some(u), Some(f)) => Some(AdminClient::new(u, read_secret(f, "admin token")?.expose())),
+                    // Unsealing and the seal status need no token.
+                    (Some(u), None) => Some(AdminClient::new(u, "")),
+                    (None, _) => None,
+                };
+                let mut unseal_shares = vec![];
+                for f in &d.unseal_share_files {
+                    let text = read_secret(f, "unseal share")?;
+                    unseal_shares.push(Share::parse(text.expose()).map_err(|e| format!("{}: {e}", f.display()))?);
+                }
+                let audit_mark = match &d.audit_log {
+                    Some(p) => count_lines(p)?,
+                    None => 0,
+                };
                 Ok(System {
                     base_url: d.base_url.clone(),
                     client,
@@ -524,6 +706,13 @@ impl System {
                     node: None,
                     log_file: d.log_file.clone(),
                     ca_pem,
+                    admin,
+                    audit_log: d.audit_log.clone(),
+                    audit_mark,
+                    unseal_shares,
+                    custodians: None,
+                    scratch: Scratch::new()?,
+                    own_db: None,
                 })
             }
         }

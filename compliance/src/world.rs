@@ -2,7 +2,7 @@
 //! planted (card numbers, CVCs) and saw (API answers, evidence).
 
 use crate::scan::{self, Finding};
-use crate::target::{Answer, Records, RunContext, System};
+use crate::target::{Answer, Records, RunContext, SealSpec, System};
 use cucumber::World;
 use paymentd::wiring::Tuning;
 use sqlx::Row;
@@ -87,6 +87,18 @@ pub struct PciWorld {
     pub payload: Option<String>,
     /// Parameters of the last payment request (for retries).
     pub last_form: Vec<(String, String)>,
+    /// Start the embedded system sealed (set by a step before it starts).
+    pub seal: Option<SealSpec>,
+    /// Wrong API keys presented (the audit log must not hold them raw).
+    pub wrong_keys: Vec<String>,
+    /// The last KEK rotation: the new KEK and the ones it replaced.
+    pub rotation: Option<(String, Vec<String>)>,
+    /// The audit log entry altered by the scenario: the file verified and its line number.
+    pub tampered: Option<(std::path::PathBuf, u64)>,
+    /// When the scenario began (Unix ms), to place its audit entries in time.
+    pub started_ms: i64,
+    /// Custodian shares submitted so far.
+    pub shares_entered: usize,
 }
 
 impl std::fmt::Debug for PciWorld {
@@ -120,6 +132,15 @@ impl PciWorld {
             internal_status: None,
             payload: None,
             last_form: vec![],
+            seal: None,
+            wrong_keys: vec![],
+            rotation: None,
+            tampered: None,
+            shares_entered: 0,
+            started_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
         }
     }
 
@@ -139,8 +160,18 @@ impl PciWorld {
     pub async fn system(&mut self) -> Result<&mut System, String> {
         if self.sys.is_none() {
             let ctx = self.ctx()?;
-            let sys = System::start(&ctx, self.tuning.clone()).await?;
+            let sys = System::start(&ctx, self.tuning.clone(), self.seal).await?;
             self.note(format!("target: {} (public API {})", ctx.spec.describe(), sys.base_url));
+            if ctx.spec.is_embedded() {
+                self.note(format!(
+                    "embedded node: admin endpoint {}, audit log {}",
+                    sys.admin.as_ref().map(|a| a.base()).unwrap_or("none"),
+                    sys.audit_log
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "none".into())
+                ));
+            }
             self.sys = Some(sys);
         }
         self.sys.as_mut().ok_or_else(|| "system not started".to_owned())

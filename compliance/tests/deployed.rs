@@ -1,6 +1,8 @@
 //! The same features against a deployment: the real `paymentd serve` binary over TLS on
-//! PostgreSQL, reached by URL with a merchant key, its database and its log file, as a
-//! compliance team would run pcicheck against staging.
+//! PostgreSQL, reached by URL with a merchant key, its database, its log file, its audit log
+//! and its admin endpoint, as a compliance team would run pcicheck against staging. The node
+//! is not started sealed, so the unseal scenario (which needs a sealed start and custodian
+//! share files) is reported NOT RUN, never passed.
 
 use pay_store::testing::TestDatabase;
 use std::io::{BufRead, BufReader};
@@ -100,12 +102,16 @@ async fn every_feature_runs_against_paymentd_serve_on_postgresql() {
     let secret = field("secret key:");
     let publishable = field("publishable key:");
     let port = free_port();
+    let admin_port = free_port();
     let log = d.join("paymentd.log");
+    let audit = d.join("audit.log");
+    std::fs::write(d.join("admin.token"), format!("{}\n", hex::encode([5u8; 24]))).unwrap();
     let config = format!(
-        "listen:\n  public: 127.0.0.1:{port}\ntls:\n  cert_file: {d}/tls.crt\n  key_file: {d}/tls.key\ndatabase:\n  url: {url}\n  max_connections: 8\nhsm:\n  backend: soft\n  keystore: {d}/keystore\n  master_key_file: {d}/master.key\nservice_keys:\n  dir: {d}/service-keys\nlogging:\n  level: info\n  file: {log}\n",
+        "listen:\n  public: 127.0.0.1:{port}\ntls:\n  cert_file: {d}/tls.crt\n  key_file: {d}/tls.key\ndatabase:\n  url: {url}\n  max_connections: 8\nhsm:\n  backend: soft\n  keystore: {d}/keystore\n  master_key_file: {d}/master.key\nservice_keys:\n  dir: {d}/service-keys\nlogging:\n  level: info\n  file: {log}\nadmin:\n  listen: 127.0.0.1:{admin_port}\n  token_file: {d}/admin.token\naudit:\n  file: {audit}\n",
         d = d.display(),
         url = db.url,
         log = log.display(),
+        audit = audit.display(),
     );
     std::fs::write(d.join("paymentd.yaml"), config).unwrap();
     let mut child = Command::new(&bin)
@@ -145,6 +151,11 @@ async fn every_feature_runs_against_paymentd_serve_on_postgresql() {
         .arg(&log)
         .arg("--ca-file")
         .arg(d.join("ca.crt"))
+        .args(["--admin-url", &format!("http://127.0.0.1:{admin_port}")])
+        .arg("--admin-token-file")
+        .arg(d.join("admin.token"))
+        .arg("--audit-log")
+        .arg(&audit)
         .arg("--out")
         .arg(&reports)
         .output()
@@ -172,30 +183,73 @@ async fn every_feature_runs_against_paymentd_serve_on_postgresql() {
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(reports.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["totals"]["failed"], 0, "{summary}");
-    assert!(results["totals"]["passed"].as_u64().unwrap() >= 14, "{summary}");
+    assert!(results["totals"]["passed"].as_u64().unwrap() >= 23, "{summary}");
     assert!(results["target"]
         .as_str()
         .unwrap()
         .contains("deployed system at https://127.0.0.1"));
-    // Only the scenario that acts as an internal service is not applicable to a deployment.
-    let not_run: Vec<&str> = results["scenarios"]
-        .as_array()
-        .unwrap()
+    // Not applicable to this deployment: the scenario that acts as an internal service, and the
+    // unseal scenario (the node was not started sealed and no share files were given).
+    let scenarios = results["scenarios"].as_array().unwrap();
+    let mut not_run: Vec<&str> = scenarios
         .iter()
         .filter(|s| s["status"] == "NOT_RUN")
         .map(|s| s["name"].as_str().unwrap())
         .collect();
+    not_run.sort();
     assert_eq!(
         not_run,
-        vec!["Only the payment service may have the tokenizer decrypt a card"]
+        vec![
+            "Card operations need the master key reconstructed from custodian shares",
+            "Only the payment service may have the tokenizer decrypt a card",
+        ]
     );
-    // The log checks read the deployment's real log file.
-    let masking = results["scenarios"]
+    let by_name = |name: &str| scenarios.iter().find(|s| s["name"] == name).unwrap();
+    let unseal = by_name("Card operations need the master key reconstructed from custodian shares");
+    assert!(
+        unseal["message"].as_str().unwrap_or("").contains("--unseal-share-file"),
+        "{unseal}"
+    );
+    assert_eq!(results["totals"]["pending"], 0, "{summary}");
+    // The audit and key-lifecycle scenarios ran against the deployment's own audit log and
+    // admin endpoint.
+    for name in [
+        "Access to card data is recorded in the audit log",
+        "Failed authentications are recorded in the audit log",
+        "Tampering with the audit log is detected",
+        "The key-encryption key is rotated while cards stay readable",
+        "A retired key-encryption key no longer protects any record",
+    ] {
+        let s = by_name(name);
+        assert_eq!(s["status"], "PASSED", "{s}");
+    }
+    let tamper = by_name("Tampering with the audit log is detected");
+    let evidence: Vec<&str> = tamper["evidence"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["name"] == "Card numbers are masked in every API response and log line")
+        .filter_map(|e| e.as_str())
+        .collect();
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e.contains("audit log broken at line") && e.contains("edited")),
+        "{evidence:#?}"
+    );
+    // The deployment's own audit trail was not damaged: only a copy was altered.
+    let out = Command::new(&bin)
+        .args(["audit", "verify"])
+        .arg(&audit)
+        .output()
         .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The log checks read the deployment's real log file.
+    let masking = by_name("Card numbers are masked in every API response and log line");
     assert_eq!(masking["status"], "PASSED");
     assert!(
         masking["evidence"]

@@ -82,6 +82,7 @@ async fn start_with(
         hsm,
         tuning,
         create_account: true,
+        operator: Default::default(),
     })
     .await
     .expect("stack starts");

@@ -74,7 +74,7 @@ fn card_form<'a>(pan: &'a str, cvc: &'a str) -> Vec<(&'a str, &'a str)> {
     form
 }
 
-async fn tokenize(w: &mut PciWorld, pan: &str, cvc: &str) -> StepResult {
+pub(crate) async fn tokenize(w: &mut PciWorld, pan: &str, cvc: &str) -> StepResult {
     let a = w.post("/v1/payment_methods", &card_form(pan, cvc), None).await?;
     if a.status != 200 {
         return Err(format!(
@@ -150,7 +150,7 @@ async fn bad_card(w: &mut PciWorld, pan: String) -> StepResult {
 
 // ---------------------------------------------------------------- payments and refunds
 
-async fn charge(w: &mut PciWorld, amount: i64, currency: &str, idem: Option<&str>) -> StepResult {
+pub(crate) async fn charge(w: &mut PciWorld, amount: i64, currency: &str, idem: Option<&str>) -> StepResult {
     let pm = w.card()?.payment_method.clone();
     let amount = amount.to_string();
     let form: Vec<(String, String)> = vec![
@@ -539,6 +539,7 @@ async fn no_key(w: &mut PciWorld) -> StepResult {
 async fn wrong_key(w: &mut PciWorld, key: String) -> StepResult {
     let c = w.system().await?.client.with_key(&key);
     let a = c.get("/v1/payment_intents").await.map_err(|e| e.to_string())?;
+    w.wrong_keys.push(key.clone());
     w.note(format!(
         "GET /v1/payment_intents with key {} → {}",
         pay_api::keys::mask_key(&key),

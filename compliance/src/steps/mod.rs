@@ -4,4 +4,5 @@
 pub mod api;
 pub mod audit;
 pub mod evidence;
+pub mod keys;
 pub mod tls;

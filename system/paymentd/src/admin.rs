@@ -5,7 +5,7 @@
 //! from the public API. Unsealing needs no token (the shares are the credential, and every
 //! attempt is audited); everything else needs `Authorization: Bearer <admin token>`, the token
 //! being the content of `admin.token_file`. The `paymentd keys …` and `paymentd unseal`
-//! commands are its clients.
+//! commands are its clients, through [`AdminClient`] (which tools such as `pcicheck` use too).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -286,4 +286,157 @@ pub async fn records_per_kek(pool: &sqlx::PgPool) -> Result<BTreeMap<String, u64
         }
     }
     Ok(out)
+}
+
+/// Why an admin call failed. Messages never contain the token or a share.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminClientError {
+    /// The endpoint could not be reached.
+    #[error("cannot reach the admin endpoint at {base}: {reason}")]
+    Unreachable {
+        /// The endpoint's base URL.
+        base: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The endpoint answered with an error.
+    #[error("{status} {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The endpoint's error message.
+        message: String,
+    },
+    /// The answer was not what the endpoint documents.
+    #[error("unexpected answer from the admin endpoint: {0}")]
+    Answer(String),
+}
+
+/// A client of the admin endpoint: what `paymentd keys status|rotate|set-state` and
+/// `paymentd unseal` send, for the commands and for tools that act as a key custodian.
+#[derive(Clone)]
+pub struct AdminClient {
+    http: pay_net::HttpClient,
+    base: String,
+    token: zeroize::Zeroizing<String>,
+    timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminClient {
+    /// A client for the endpoint at `base` (`http://127.0.0.1:7190`) with the admin token
+    /// (surrounding whitespace, such as a token file's newline, is ignored).
+    pub fn new(base: &str, token: &str) -> AdminClient {
+        AdminClient {
+            http: pay_net::HttpClient::new(Arc::new(pay_net::TcpTransport)),
+            base: base.trim_end_matches('/').to_owned(),
+            token: zeroize::Zeroizing::new(token.trim().to_owned()),
+            timeout: std::time::Duration::from_secs(600),
+        }
+    }
+
+    /// The endpoint's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn call(
+        &self,
+        method: axum::http::Method,
+        path: &str,
+        body: zeroize::Zeroizing<String>,
+        with_token: bool,
+    ) -> Result<serde_json::Value, AdminClientError> {
+        let auth = zeroize::Zeroizing::new(format!("Bearer {}", self.token.as_str()));
+        let mut headers = vec![("content-type", "application/json")];
+        if with_token {
+            headers.push(("authorization", auth.as_str()));
+        }
+        let r = self
+            .http
+            .request(
+                method,
+                &format!("{}{path}", self.base),
+                &headers,
+                axum::body::Bytes::from(body.as_bytes().to_vec()),
+                self.timeout,
+            )
+            .await
+            .map_err(|e| AdminClientError::Unreachable {
+                base: self.base.clone(),
+                reason: e.to_string(),
+            })?;
+        let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        if !r.status.is_success() {
+            return Err(AdminClientError::Refused {
+                status: r.status.as_u16(),
+                message: json["error"]["message"].as_str().unwrap_or("request failed").to_owned(),
+            });
+        }
+        Ok(json)
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, AdminClientError> {
+        serde_json::from_value(v).map_err(|e| AdminClientError::Answer(e.to_string()))
+    }
+
+    /// `GET /admin/v1/seal-status`.
+    pub async fn seal_status(&self) -> Result<SealStatus, AdminClientError> {
+        let v = self
+            .call(
+                axum::http::Method::GET,
+                "/admin/v1/seal-status",
+                Default::default(),
+                false,
+            )
+            .await?;
+        Self::decode(v)
+    }
+
+    /// `POST /admin/v1/unseal`: submits one custodian share (no token needed).
+    pub async fn unseal(&self, share: &str) -> Result<SealStatus, AdminClientError> {
+        let body = zeroize::Zeroizing::new(serde_json::json!({ "share": share.trim() }).to_string());
+        let v = self
+            .call(axum::http::Method::POST, "/admin/v1/unseal", body, false)
+            .await?;
+        Self::decode(v)
+    }
+
+    /// `GET /admin/v1/keys`: every key version, its state and what each KEK protects.
+    pub async fn keys_status(&self) -> Result<Vec<KeyStatusLine>, AdminClientError> {
+        let v = self
+            .call(axum::http::Method::GET, "/admin/v1/keys", Default::default(), true)
+            .await?;
+        Self::decode(v)
+    }
+
+    /// `POST /admin/v1/keys/rotate`: a new KEK version, every data key re-wrapped under it.
+    pub async fn rotate(&self, batch: u32) -> Result<pay_tokenizer::vault::RotationReport, AdminClientError> {
+        let body = zeroize::Zeroizing::new(serde_json::json!({ "batch": batch }).to_string());
+        let v = self
+            .call(axum::http::Method::POST, "/admin/v1/keys/rotate", body, true)
+            .await?;
+        Self::decode(v)
+    }
+
+    /// `POST /admin/v1/keys/{id}/state`: moves a KEK along its lifecycle.
+    pub async fn set_state(&self, key: &str, state: KeyState) -> Result<pay_hsm::KeyInfo, AdminClientError> {
+        let body = zeroize::Zeroizing::new(serde_json::json!({ "state": state }).to_string());
+        let v = self
+            .call(
+                axum::http::Method::POST,
+                &format!("/admin/v1/keys/{key}/state"),
+                body,
+                true,
+            )
+            .await?;
+        Self::decode(v)
+    }
 }

@@ -254,6 +254,7 @@ async fn dev(port: u16, log_level: &str) -> Result<()> {
         hsm,
         tuning: Tuning::default(),
         create_account: true,
+        operator: Default::default(),
     })
     .await
     .map_err(|e| anyhow!(e))?;
@@ -706,45 +707,13 @@ fn admin_target(config: &Path) -> Result<(String, String)> {
     Ok((format!("http://{}", admin.listen), token.trim().to_owned()))
 }
 
-async fn admin_call(
-    config: &Path,
-    method: axum::http::Method,
-    path: &str,
-    body: serde_json::Value,
-) -> Result<serde_json::Value> {
+fn admin_client(config: &Path) -> Result<paymentd::admin::AdminClient> {
     let (base, token) = admin_target(config)?;
-    let http = HttpClient::new(Arc::new(TcpTransport));
-    let auth = format!("Bearer {token}");
-    let r = http
-        .request(
-            method,
-            &format!("{base}{path}"),
-            &[("authorization", auth.as_str()), ("content-type", "application/json")],
-            axum::body::Bytes::from(body.to_string()),
-            std::time::Duration::from_secs(600),
-        )
-        .await
-        .map_err(|e| anyhow!("cannot reach the admin endpoint at {base}: {e}"))?;
-    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-    if !r.status.is_success() {
-        bail!(
-            "{} {}",
-            r.status.as_u16(),
-            json["error"]["message"].as_str().unwrap_or("request failed")
-        );
-    }
-    Ok(json)
+    Ok(paymentd::admin::AdminClient::new(&base, &token))
 }
 
 async fn keys_status(config: &Path) -> Result<()> {
-    let v = admin_call(
-        config,
-        axum::http::Method::GET,
-        "/admin/v1/keys",
-        serde_json::Value::Null,
-    )
-    .await?;
-    let lines: Vec<paymentd::admin::KeyStatusLine> = serde_json::from_value(v).context("unexpected answer")?;
+    let lines = admin_client(config)?.keys_status().await.map_err(|e| anyhow!(e))?;
     println!(
         "{:<16} {:<12} {:>7} {:<13} {:>10} {:>10}",
         "KEY", "PURPOSE", "VERSION", "STATE", "DATA KEYS", "RECORDS"
@@ -771,22 +740,13 @@ async fn keys_status(config: &Path) -> Result<()> {
 }
 
 async fn keys_rotate(config: &Path, batch: u32) -> Result<()> {
-    let v = admin_call(
-        config,
-        axum::http::Method::POST,
-        "/admin/v1/keys/rotate",
-        serde_json::json!({ "batch": batch }),
-    )
-    .await?;
+    let r = admin_client(config)?.rotate(batch).await.map_err(|e| anyhow!(e))?;
     println!(
         "new KEK {}; previous {} now decrypt_only; {} data keys re-wrapped in {} batches",
-        v["new_kek"].as_str().unwrap_or("?"),
-        v["previous"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
-            .unwrap_or_default(),
-        v["rewrapped"],
-        v["batches"]
+        r.new_kek,
+        r.previous.iter().map(|k| k.0.as_str()).collect::<Vec<_>>().join(", "),
+        r.rewrapped,
+        r.batches
     );
     Ok(())
 }
@@ -794,18 +754,15 @@ async fn keys_rotate(config: &Path, batch: u32) -> Result<()> {
 async fn keys_set_state(config: &Path, key: &str, state: &str) -> Result<()> {
     let state: pay_hsm::KeyState = serde_json::from_value(serde_json::Value::String(state.to_owned()))
         .map_err(|_| anyhow!("state must be one of decrypt_only, retired, destroyed"))?;
-    let v = admin_call(
-        config,
-        axum::http::Method::POST,
-        &format!("/admin/v1/keys/{key}/state"),
-        serde_json::json!({ "state": state }),
-    )
-    .await?;
-    println!(
-        "{} is now {}",
-        v["id"].as_str().unwrap_or(key),
-        v["state"].as_str().unwrap_or("?")
-    );
+    let info = admin_client(config)?
+        .set_state(key, state)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let state = serde_json::to_value(info.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".into());
+    println!("{} is now {state}", info.id);
     Ok(())
 }
 
@@ -819,53 +776,29 @@ async fn unseal(config: &Path, share_file: Option<&Path>) -> Result<()> {
             line
         }
     });
-    let (base, _) = admin_target(config)?;
-    let http = HttpClient::new(Arc::new(TcpTransport));
-    let body = zeroize::Zeroizing::new(serde_json::json!({ "share": share.trim() }).to_string());
-    let r = http
-        .request(
-            axum::http::Method::POST,
-            &format!("{base}/admin/v1/unseal"),
-            &[("content-type", "application/json")],
-            axum::body::Bytes::from(body.as_bytes().to_vec()),
-            std::time::Duration::from_secs(30),
-        )
-        .await
-        .map_err(|e| anyhow!("cannot reach the admin endpoint at {base}: {e}"))?;
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-    if !r.status.is_success() {
-        bail!("{}", v["error"]["message"].as_str().unwrap_or("unseal failed"));
-    }
-    if v["sealed"] == false {
+    let status = admin_client(config)?.unseal(share.trim()).await.map_err(|e| match e {
+        paymentd::admin::AdminClientError::Refused { message, .. } => anyhow!(message),
+        other => anyhow!(other),
+    })?;
+    if !status.sealed {
         println!("unsealed");
     } else {
-        println!("sealed: {} of {} shares received", v["received"], v["threshold"]);
+        println!("sealed: {} of {} shares received", status.received, status.threshold);
     }
     Ok(())
 }
 
 async fn split_master(keystore: &Path, threshold: u8, shares: u8, master_key_file: Option<&Path>) -> Result<()> {
     let env = Env::real("paymentd");
-    let master = match master_key_file {
-        Some(p) => pay_hsm::MasterKey::from_file(p).map_err(|e| anyhow!("--master-key-file: {e}"))?,
-        None => {
-            if keystore.exists() {
-                bail!(
-                    "{} exists: give --master-key-file to split its master key, or choose a new path",
-                    keystore.display()
-                );
-            }
-            let m = pay_hsm::MasterKey::generate(env.entropy.as_ref());
-            let copy = pay_hsm::MasterKey::from_hex(&m.to_hex()).map_err(|e| anyhow!(e))?;
-            let h = pay_hsm::SoftHsm::open(keystore, copy, env.entropy.clone(), env.clock.clone())
-                .map_err(|e| anyhow!("keystore: {e}"))?;
-            ensure_hsm_keys(&h).await.map_err(|e| anyhow!(e))?;
-            m
-        }
+    let parts = match master_key_file {
+        Some(p) => pay_hsm::MasterKey::from_file(p)
+            .map_err(|e| anyhow!("--master-key-file: {e}"))?
+            .split(threshold, shares, env.entropy.as_ref())
+            .map_err(|e| anyhow!(e))?,
+        None => paymentd::ops::create_split_keystore(keystore, threshold, shares, &env)
+            .await
+            .map_err(|e| anyhow!(e))?,
     };
-    let parts = master
-        .split(threshold, shares, env.entropy.as_ref())
-        .map_err(|e| anyhow!(e))?;
     println!(
         "keystore {}: {threshold} of these {shares} shares unseal it. Give one to each custodian;\nthe master key itself is not stored anywhere.\n",
         keystore.display()
@@ -877,17 +810,7 @@ async fn split_master(keystore: &Path, threshold: u8, shares: u8, master_key_fil
 }
 
 fn audit_verify(path: &Path, trusted: &[String]) -> Result<()> {
-    match pay_audit::verify(path, trusted) {
-        Ok(v) => {
-            println!(
-                "audit log OK: {} lines, {} events, {} signed checkpoints, {} events after the last checkpoint",
-                v.lines, v.events, v.checkpoints, v.unsigned_tail
-            );
-            for k in v.keys {
-                println!("checkpoint key: {k}");
-            }
-            Ok(())
-        }
-        Err(b) => bail!("{b}"),
-    }
+    let report = paymentd::ops::verify_audit_log(path, trusted).map_err(|b| anyhow!("{b}"))?;
+    println!("{report}");
+    Ok(())
 }

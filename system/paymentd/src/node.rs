@@ -19,6 +19,26 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
+    /// Serves one more router (the admin endpoint of a local node) on `listener` until the
+    /// node stops.
+    pub fn serve_router(
+        &mut self,
+        name: &'static str,
+        listener: BoxListener,
+        router: axum::Router,
+        opts: ServeOptions,
+    ) {
+        let mut rx = self.stop.subscribe();
+        self.servers.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = pay_net::serve(listener, router, opts, shutdown).await {
+                tracing::error!(listener = name, error = %e, "server failed");
+            }
+        }));
+    }
+
     /// Stops accepting, lets in-flight requests finish, stops background tasks.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);

@@ -24,6 +24,7 @@ async fn node(tuning: Tuning) -> LocalNode {
         hsm,
         tuning,
         create_account: true,
+        operator: Default::default(),
     })
     .await
     .expect("local node starts")

@@ -34,6 +34,7 @@ async fn dev_stack() -> paymentd::local::LocalNode {
         hsm,
         tuning,
         create_account: true,
+        operator: Default::default(),
     })
     .await
     .expect("dev stack starts")
