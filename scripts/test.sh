@@ -2,7 +2,7 @@
 # Runs every test of the project, installing what the tests need first.
 #
 #   scripts/test.sh            everything (what CI runs)
-#   SEEDS=1000 scripts/test.sh  more simulation seeds in the chaos smoke (default 300)
+#   SEEDS=200 scripts/test.sh   fewer simulation seeds in the chaos smoke (default 1000)
 #
 # Needs: the Rust toolchain, python3, and PostgreSQL's initdb/postgres binaries (or
 # DATABASE_URL pointing at a server where test databases may be created). Installs SoftHSMv2
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-SEEDS="${SEEDS:-300}"
+SEEDS="${SEEDS:-1000}"
 JOBS="${JOBS:-$(nproc)}"
 started=$(date +%s)
 step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }

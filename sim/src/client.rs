@@ -99,10 +99,14 @@ impl Client {
             // Exponential inter-arrival times.
             let u = self.rng.unit_f64().max(1e-9);
             let wait = Duration::from_secs_f64((-u.ln() / rate).min(60.0));
-            tokio::time::sleep(wait).await;
-            if sim_ms() >= end_ms {
+            // The next flow would start after the workload phase: stop at its end instead, so
+            // the resolution phase gets the whole settle time.
+            let now = sim_ms();
+            if now + wait.as_millis() as u64 >= end_ms {
+                tokio::time::sleep(Duration::from_millis(end_ms.saturating_sub(now))).await;
                 break;
             }
+            tokio::time::sleep(wait).await;
             let flow = weighted(&self.rng, &self.scenario.workload.flows)
                 .copied()
                 .unwrap_or(Flow::Purchase);

@@ -480,7 +480,17 @@ fn swarm(path: &PathBuf, seeds: u64, start: u64, jobs: usize, draw: bool, json: 
     Ok(())
 }
 
+/// The progress bar on a terminal; in a log (CI), a plain line every tenth of the seeds.
 fn progress(done: usize, total: usize, failed: usize, began: std::time::Instant) {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        let step = (total / 10).max(1);
+        if done % step == 0 || done == total {
+            let rate = done as f64 / began.elapsed().as_secs_f64().max(1e-9) * 60.0;
+            eprintln!("{done}/{total} seeds, {failed} failing, {rate:.0} seeds/min");
+        }
+        return;
+    }
     let width = 30;
     let filled = done * width / total.max(1);
     let rate = done as f64 / began.elapsed().as_secs_f64().max(1e-9) * 60.0;

@@ -12,6 +12,28 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// The wait before the next attempt after a failed one, or `None` when the delivery is given up.
+///
+/// The schedule is [`RETRY_DELAYS`], indexed by how often the message was received. A receive
+/// can also end before the endpoint is called (the HSM or the database unavailable, answered
+/// by a short retry), and those must not spend the merchant's retries: a message whose receives
+/// ran past the schedule while it is younger than the schedule's span (about three days) keeps
+/// to the schedule by age instead, and is given up only once that span has passed.
+pub fn next_retry_delay(receive_count: u32, age_ms: u64) -> Option<Duration> {
+    if let Some(d) = RETRY_DELAYS.get((receive_count as usize).saturating_sub(1)) {
+        return Some(*d);
+    }
+    let min_gap = RETRY_DELAYS[0].as_millis() as u64;
+    let mut at = 0u64;
+    for d in RETRY_DELAYS {
+        at += d.as_millis() as u64;
+        if at >= age_ms + min_gap {
+            return Some(Duration::from_millis(at - age_ms));
+        }
+    }
+    None
+}
+
 /// One delivery: an event for an endpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
@@ -210,15 +232,19 @@ impl Webhooks {
     }
 
     fn retry_or_die(&self, m: &QueueMessage, why: &str) -> Outcome {
-        let attempt = m.receive_count as usize;
-        match RETRY_DELAYS.get(attempt.saturating_sub(1)) {
+        let age_ms = (self.env.now().millis() - m.created).max(0) as u64;
+        match next_retry_delay(m.receive_count, age_ms) {
             Some(base) => {
                 let base_ms = base.as_millis() as u64;
                 let spread = (base_ms as f64 * self.config.jitter) as u64;
                 let jitter = if spread > 0 { self.env.entropy.below(spread) } else { 0 };
                 Outcome::Retry(Duration::from_millis(base_ms + jitter))
             }
-            None => Outcome::Dead(format!("retries exhausted after {attempt} attempts (last: {why})")),
+            None => Outcome::Dead(format!(
+                "retries exhausted after {} attempts over {} h (last: {why})",
+                m.receive_count,
+                age_ms / 3_600_000
+            )),
         }
     }
 
@@ -394,5 +420,37 @@ fn ack_or_stale(r: Result<(), QueueError>) -> Result<(), QueueError> {
     match r {
         Err(QueueError::StaleReceipt) => Ok(()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: u64 = 3_600_000;
+
+    #[test]
+    fn the_schedule_follows_the_attempt_count() {
+        assert_eq!(next_retry_delay(1, 0), Some(Duration::from_secs(5)));
+        assert_eq!(next_retry_delay(2, 5_000), Some(Duration::from_secs(300)));
+        assert_eq!(next_retry_delay(9, 50 * H), Some(Duration::from_secs(24 * 3600)));
+    }
+
+    #[test]
+    fn a_delivery_is_given_up_after_the_tenth_attempt_three_days_on() {
+        let span: u64 = RETRY_DELAYS.iter().map(|d| d.as_millis() as u64).sum();
+        assert_eq!(next_retry_delay(10, span), None);
+        assert_eq!(next_retry_delay(25, span + H), None);
+    }
+
+    #[test]
+    fn receives_that_never_reached_the_endpoint_do_not_spend_the_retries() {
+        // A minute of HSM outage: a dozen 5 s internal retries, then the endpoint fails once.
+        let d = next_retry_delay(13, 60_000).expect("still retried");
+        // The next attempt is at the schedule's next point after the message's age (5 s + 5 min).
+        assert_eq!(d, Duration::from_millis(305_000 - 60_000));
+        // Two days in, after many internal retries: still retried, at the schedule's points.
+        let d = next_retry_delay(40, 48 * H).expect("still retried");
+        assert!(d >= RETRY_DELAYS[0] && d <= Duration::from_secs(24 * 3600), "{d:?}");
     }
 }
