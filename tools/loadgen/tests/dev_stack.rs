@@ -26,6 +26,12 @@ async fn dev_stack() -> paymentd::local::LocalNode {
     };
     tuning.api.key_rate = unlimited;
     tuning.api.ip_rate = unlimited;
+    // Likewise the WAF's own per-IP and per-key buckets in front of the API (a release build
+    // outruns them with four connections).
+    let mut proxy = pay_waf::proxy::ProxyConfig::new("api");
+    proxy.ip_rate = unlimited;
+    proxy.key_rate = unlimited;
+    tuning.waf_proxy = Some(proxy);
     start_local(LocalOptions {
         public_port: 0,
         env,
