@@ -685,6 +685,10 @@ fn pan_confined(ev: &Evidence, out: &mut Vec<Violation>) {
             ));
         }
     }
+    // Each stored body is rendered once, not once per card number.
+    let rendered = |dump: &[(Table, Record)]| -> Vec<String> { dump.iter().map(|(_, r)| r.body.to_string()).collect() };
+    let (db_text, ledger_text) = (rendered(ev.db), rendered(ev.ledger));
+    let event_text: Vec<String> = ev.events.iter().map(|e| e.event.data.object.to_string()).collect();
     for pan in ev.test_pans {
         if ev.raw_logs.contains(pan.as_str()) {
             out.push(v(
@@ -693,9 +697,11 @@ fn pan_confined(ev: &Evidence, out: &mut Vec<Violation>) {
                 format!("card number {} appears in the logs", masked(pan)),
             ));
         }
-        for (name, dump) in [("platform storage", ev.db), ("network ledger", ev.ledger)] {
-            for (t, r) in dump {
-                let text = r.body.to_string();
+        for (name, dump, texts) in [
+            ("platform storage", ev.db, &db_text),
+            ("network ledger", ev.ledger, &ledger_text),
+        ] {
+            for ((t, r), text) in dump.iter().zip(texts) {
                 if text.contains(pan.as_str()) || r.id.contains(pan.as_str()) {
                     out.push(v(
                         inv,
@@ -709,8 +715,8 @@ fn pan_confined(ev: &Evidence, out: &mut Vec<Violation>) {
                 }
             }
         }
-        for e in ev.events {
-            if e.event.data.object.to_string().contains(pan.as_str()) {
+        for (e, text) in ev.events.iter().zip(&event_text) {
+            if text.contains(pan.as_str()) {
                 out.push(v(
                     inv,
                     vec![masked(pan), e.event.id.to_string()],
