@@ -102,6 +102,9 @@ pub fn sim_tuning(scenario: &Scenario) -> Tuning {
     let mut t = Tuning {
         reconcile_every: Some(Duration::from_secs(2)),
         call_timeout: Some(Duration::from_secs(2)),
+        // One token per caller and callee in a run of a few simulated minutes: each renewal is
+        // an ECDSA signature and verification, a tenth of a baseline run's work at 60 s.
+        token_ttl: Some(Duration::from_secs(300)),
         ..Tuning::default()
     };
     t.payments.reconcile_grace = Duration::from_secs(4);

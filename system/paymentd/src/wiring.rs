@@ -167,6 +167,10 @@ pub struct Tuning {
     /// WAF proxy settings: trusted proxies, IP lists, rate limits (`None`: defaults). The
     /// upstream is always the `api` role's address from the topology.
     pub waf_proxy: Option<pay_waf::proxy::ProxyConfig>,
+    /// Lifetime of the internal service tokens this node issues (`None`: [`TOKEN_TTL`]). Each
+    /// renewal costs one ECDSA signature here and one verification at the callee; the
+    /// simulator lengthens it so a run does not spend its time re-signing tokens.
+    pub token_ttl: Option<Duration>,
 }
 
 /// How often expired idempotency keys are deleted.
@@ -186,7 +190,7 @@ impl NodeDeps {
         Ok(Arc::new(TokenIssuer::new(
             key.clone(),
             self.env.with_host(role.name()),
-            TOKEN_TTL,
+            self.tuning.token_ttl.unwrap_or(TOKEN_TTL),
         )))
     }
 
