@@ -67,20 +67,12 @@ pub fn find_pan(location: &str, text: &str, pan: &str) -> Vec<Finding> {
 pub fn find_pan_like(location: &str, text: &str) -> Vec<Finding> {
     let bytes = text.as_bytes();
     let mut out = vec![];
-    let mut i = 0;
-    while i < bytes.len() {
-        if !bytes[i].is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        let run = &text[start..i];
+    for r in pay_core::card::digit_runs(bytes) {
+        let (start, end) = (r.start, r.end);
+        let run = &text[start..end];
         // A digit run glued to letters is part of an identifier (pm_…, hex), not a card number.
         let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-        let glued = (start > 0 && ident(bytes[start - 1])) || (i < bytes.len() && ident(bytes[i]));
+        let glued = (start > 0 && ident(bytes[start - 1])) || (end < bytes.len() && ident(bytes[end]));
         if (13..=19).contains(&run.len()) && !glued && pay_core::card::luhn_valid(run) && looks_like_card(run) {
             out.push(Finding {
                 location: location.to_owned(),

@@ -761,20 +761,10 @@ fn no_cvc_at_rest(ev: &Evidence, out: &mut Vec<Violation>) {
 /// number's length) against the set of test numbers.
 pub fn find_pans(bytes: &[u8], test_pans: &[String]) -> Vec<String> {
     let mut found: Vec<String> = vec![];
-    let mut i = 0;
-    while i < bytes.len() {
-        if !bytes[i].is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        let run = &bytes[start..i];
-        if run.len() < 12 {
-            continue;
-        }
+    for run in pay_core::card::digit_runs(bytes)
+        .map(|r| &bytes[r])
+        .filter(|r| r.len() >= 12)
+    {
         for p in test_pans {
             let pb = p.as_bytes();
             if pb.len() <= run.len() && run.windows(pb.len()).any(|w| w == pb) {

@@ -29,15 +29,8 @@ struct Cli {
 enum Command {
     /// Run one seed: verdicts, statistics, trace hash and the command that reproduces it.
     Run {
-        /// Scenario file.
-        #[arg(long)]
-        scenario: PathBuf,
-        /// Seed.
-        #[arg(long)]
-        seed: u64,
-        /// Draw the fault mix from the seed (swarm mode).
-        #[arg(long)]
-        swarm: bool,
+        #[command(flatten)]
+        target: SeedArgs,
         /// Run the seed twice and compare the traces.
         #[arg(long)]
         check_determinism: bool,
@@ -68,15 +61,8 @@ enum Command {
     },
     /// Print a run's timeline of messages, faults and state changes.
     Replay {
-        /// Scenario file.
-        #[arg(long)]
-        scenario: PathBuf,
-        /// Seed.
-        #[arg(long)]
-        seed: u64,
-        /// Swarm mode (as the failing run was).
-        #[arg(long)]
-        swarm: bool,
+        #[command(flatten)]
+        target: SeedArgs,
         /// Print the trace (the default and only output).
         #[arg(long, default_value_t = true)]
         trace: bool,
@@ -103,19 +89,27 @@ enum Command {
     },
     /// Shrink a failing seed to a minimal scenario.
     Shrink {
-        /// Scenario file.
-        #[arg(long)]
-        scenario: PathBuf,
-        /// Seed.
-        #[arg(long)]
-        seed: u64,
-        /// Swarm mode (as the failing run was).
-        #[arg(long)]
-        swarm: bool,
+        #[command(flatten)]
+        target: SeedArgs,
         /// Where to write the shrunk scenario.
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// The run a `run`, `replay` or `shrink` command is about: a scenario and a seed.
+#[derive(clap::Args)]
+struct SeedArgs {
+    /// Scenario file.
+    #[arg(long)]
+    scenario: PathBuf,
+    /// Seed.
+    #[arg(long)]
+    seed: u64,
+    /// Draw the fault mix from the seed, as `paysim swarm` does (give it to reproduce a swarm
+    /// seed).
+    #[arg(long)]
+    swarm: bool,
 }
 
 fn load(path: &std::path::Path) -> Result<Scenario> {
@@ -150,9 +144,7 @@ fn main() -> Result<()> {
     sim::world::logs::install("info,turmoil=warn,hyper=warn,hyper_util=warn");
     match cli.command {
         Command::Run {
-            scenario,
-            seed,
-            swarm,
+            target: SeedArgs { scenario, seed, swarm },
             check_determinism,
             json,
         } => {
@@ -215,9 +207,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Replay {
-            scenario,
-            seed,
-            swarm,
+            target: SeedArgs { scenario, seed, swarm },
             trace: _,
             host,
             object,
@@ -249,9 +239,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Shrink {
-            scenario,
-            seed,
-            swarm,
+            target: SeedArgs { scenario, seed, swarm },
             out,
         } => {
             let s = load(&scenario)?;

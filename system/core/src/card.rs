@@ -119,6 +119,25 @@ pub fn luhn_valid_bytes(digits: &[u8]) -> bool {
     sum % 10 == 0
 }
 
+/// The maximal runs of ASCII digits in `bytes`, as byte ranges: where a scanner looks for card
+/// numbers (a PAN is carried as plain digits in JSON, forms and logs).
+pub fn digit_runs(bytes: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < bytes.len() && !bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == bytes.len() {
+            return None;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        Some(start..i)
+    })
+}
+
 /// The non-sensitive facts about a stored card that any service may hold and show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CardSummary {
@@ -152,6 +171,15 @@ impl CardSummary {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn digit_runs_are_maximal_and_in_order() {
+        let runs: Vec<_> = digit_runs(b"a12-345b6").collect();
+        assert_eq!(runs, vec![1..3, 4..7, 8..9]);
+        assert_eq!(digit_runs(b"").count(), 0);
+        assert_eq!(digit_runs(b"no digits").count(), 0);
+        assert_eq!(digit_runs(b"4242").collect::<Vec<_>>(), vec![0..4]);
+    }
 
     #[test]
     fn stripe_test_cards_have_their_brands() {
