@@ -155,7 +155,9 @@ async fn unseal(State(s): State<AdminState>, Json(req): Json<UnsealRequest>) -> 
             let outcome = if p.unsealed { "unsealed" } else { "share accepted" };
             audit(&s, "custodian", "hsm.unseal", Outcome::Success, outcome).await;
             if p.unsealed {
-                if let Err(e) = crate::wiring::ensure_hsm_keys(s.hsm.as_ref()).await {
+                if let Err(e) =
+                    crate::wiring::ensure_hsm_keys_audited(s.hsm.as_ref(), s.audit.as_deref(), "unseal").await
+                {
                     tracing::error!(error = %e, "unsealed, but the HSM keys could not be checked");
                 }
                 tracing::info!("HSM unsealed; card operations resume");

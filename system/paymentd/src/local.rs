@@ -5,7 +5,9 @@
 //! its software HSM sealed (as `paymentd serve` does with `hsm.unseal_threshold`).
 
 use crate::node::{start, RunningNode};
-use crate::wiring::{add_generated_waf_key, ensure_hsm_keys, generated_service_keys, NodeDeps, Role, Topology, Tuning};
+use crate::wiring::{
+    add_generated_waf_key, ensure_hsm_keys_audited, generated_service_keys, NodeDeps, Role, Topology, Tuning,
+};
 use pay_core::{AccountId, Env, SecretString};
 use pay_net::metrics::Metrics;
 use pay_net::{HttpClient, ServeOptions, TcpTransport, Transport};
@@ -98,18 +100,7 @@ pub async fn start_local(opts: LocalOptions) -> Result<LocalNode, String> {
     };
     // A sealed HSM answers nothing until unsealed; the unseal endpoint checks the keys then.
     if operator.sealed.is_none() {
-        for k in ensure_hsm_keys(opts.hsm.as_ref()).await? {
-            if let Some(a) = &audit {
-                a.record(
-                    "paymentd",
-                    "key.create",
-                    pay_audit::Outcome::Success,
-                    "startup",
-                    &k.id.0,
-                )
-                .await;
-            }
-        }
+        ensure_hsm_keys_audited(opts.hsm.as_ref(), audit.as_deref(), "startup").await?;
     }
     let mut listeners = BTreeMap::new();
     let mut topology = Topology::default();

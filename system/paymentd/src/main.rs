@@ -18,7 +18,7 @@ use pay_store::memory::MemoryBackend;
 use pay_store::postgres::{PgBackend, PgSettings};
 use paymentd::config::{Config, HsmConfig};
 use paymentd::local::{start_local, LocalOptions};
-use paymentd::wiring::{ensure_hsm_keys, NodeDeps, Role, Topology, Tuning};
+use paymentd::wiring::{ensure_hsm_keys_audited, NodeDeps, Role, Topology, Tuning};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -449,18 +449,9 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
             tracing::warn!("the HSM is sealed: card operations are refused until `paymentd unseal` gets enough shares");
             println!("paymentd: HSM sealed; waiting for unseal shares");
         } else {
-            for k in ensure_hsm_keys(h.as_ref()).await.map_err(|e| anyhow!(e))? {
-                if let Some(a) = &audit {
-                    a.record(
-                        "paymentd",
-                        "key.create",
-                        pay_audit::Outcome::Success,
-                        "startup",
-                        &k.id.0,
-                    )
-                    .await;
-                }
-            }
+            ensure_hsm_keys_audited(h.as_ref(), audit.as_deref(), "startup")
+                .await
+                .map_err(|e| anyhow!(e))?;
         }
     }
     let (service_keys, directory) = read_service_keys(&cfg.service_keys.dir, &roles)?;

@@ -576,3 +576,59 @@ pub async fn ensure_hsm_keys(hsm: &dyn Hsm) -> Result<Vec<pay_hsm::KeyInfo>, Str
     }
     Ok(created)
 }
+
+/// [`ensure_hsm_keys`], recording each key it creates in the audit log (when the node keeps
+/// one) as `key.create` by `paymentd`, from `origin` (`startup`, `unseal`): a key coming into
+/// existence is a key-management event the log must show (PCI DSS 10.2.1, 3.6.1).
+pub async fn ensure_hsm_keys_audited(
+    hsm: &dyn Hsm,
+    audit: Option<&pay_audit::AuditLog>,
+    origin: &str,
+) -> Result<Vec<pay_hsm::KeyInfo>, String> {
+    let created = ensure_hsm_keys(hsm).await?;
+    if let Some(a) = audit {
+        for k in &created {
+            a.record("paymentd", "key.create", pay_audit::Outcome::Success, origin, &k.id.0)
+                .await;
+        }
+    }
+    Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hsm_keys_created_at_startup_are_in_the_audit_log_once() {
+        let (env, _) = Env::deterministic("paymentd", 7, pay_core::Timestamp::from_millis(1_767_225_600_000));
+        let hsm = pay_hsm::SoftHsm::new_ephemeral(env.entropy.clone(), env.clock.clone());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("audit.log");
+        let audit = pay_audit::AuditLog::open(&path, env.clone(), None, 100).expect("audit log");
+
+        let created = ensure_hsm_keys_audited(&hsm, Some(&audit), "startup")
+            .await
+            .expect("keys");
+        assert_eq!(created.len(), 2, "a KEK and a fingerprint key");
+        // A second start finds the keys and records nothing.
+        let again = ensure_hsm_keys_audited(&hsm, Some(&audit), "unseal")
+            .await
+            .expect("keys");
+        assert!(again.is_empty());
+
+        let log = std::fs::read_to_string(&path).expect("read audit log");
+        let entries: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .filter(|e: &serde_json::Value| e["event"] == "key.create")
+            .collect();
+        assert_eq!(entries.len(), 2, "{log}");
+        for (e, k) in entries.iter().zip(&created) {
+            assert_eq!(e["actor"], "paymentd");
+            assert_eq!(e["origin"], "startup");
+            assert_eq!(e["outcome"], "success");
+            assert_eq!(e["object"], k.id.0.as_str());
+        }
+    }
+}
