@@ -98,6 +98,11 @@ pub enum Coll {
     MultipartPartHeaders,
 }
 
+impl Coll {
+    /// Number of collections (`coll as usize` is below it).
+    pub const COUNT: usize = Coll::MultipartPartHeaders as usize + 1;
+}
+
 /// One value of a collection.
 #[derive(Debug, Clone)]
 pub struct Item {
