@@ -14,6 +14,7 @@ use crate::protocol;
 use crate::request::{BodyKind, Coll, HttpRequest, Item, Parsed};
 use crate::rules::{family, Cmp, Key, Link, Op, Rule, RuleError, RuleSet, Sel, Severity, Src};
 use crate::transform::value_mask;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// One rule that matched.
@@ -112,7 +113,7 @@ impl Waf {
     }
 
     /// An engine with a given rule table.
-    pub fn with_rules(rules: RuleSet, config: WafConfig) -> Waf {
+    pub fn with_rules(mut rules: RuleSet, config: WafConfig) -> Waf {
         let mut tx: BTreeMap<String, Vec<u8>> = rules
             .tx_defaults
             .iter()
@@ -137,6 +138,7 @@ impl Waf {
         set("arg_length", l.max_arg_len.to_string());
         set("total_arg_length", l.max_body.to_string());
         set("detection_paranoia_level", config.paranoia.to_string());
+        rules.inline_constants(&tx);
         let active = rules
             .rules
             .iter()
@@ -528,17 +530,21 @@ impl<'a> Eval<'a> {
                 Src::Colls(cs) => {
                     for &c in cs {
                         let start = self.p.items.partition_point(|i| i.coll < c);
-                        let items: &'a [Item] = self.p.coll(c);
-                        for (k, item) in items.iter().enumerate() {
-                            let idx = start + k;
-                            if let Some((lo, hi)) = only {
-                                if self.cands[lo..hi]
-                                    .binary_search(&(rule.index as u32, idx as u32))
-                                    .is_err()
-                                {
-                                    continue;
-                                }
+                        let end = start + self.p.coll(c).len();
+                        // With candidates, visit only those in this collection (in item order).
+                        let (lo, hi) = match only {
+                            Some((lo, hi)) => {
+                                let cs = &self.cands[lo..hi];
+                                (
+                                    lo + cs.partition_point(|&(_, i)| (i as usize) < start),
+                                    lo + cs.partition_point(|&(_, i)| (i as usize) < end),
+                                )
                             }
+                            None => (start, end),
+                        };
+                        for k in lo..hi {
+                            let idx = if only.is_some() { self.cands[k].1 as usize } else { k };
+                            let item: &'a Item = &self.p.items[idx];
                             if !key_matches(&sel.key, &item.name) {
                                 continue;
                             }
@@ -734,7 +740,7 @@ impl<'a> Eval<'a> {
                     let n = self.tx_get(&k).map_or(0, parse_num) + parse_num(inc.as_bytes());
                     self.tx.insert(k, n.to_string().into_bytes());
                 } else {
-                    let x = self.expand(val, v);
+                    let x = self.expand(val, v).into_owned();
                     self.tx.insert(k, x);
                 }
             }
@@ -749,9 +755,10 @@ impl<'a> Eval<'a> {
     /// Runs the operator; the matched value on success.
     fn op(&mut self, link: &Link, value: &[u8], v: &Val<'_>) -> Option<Vec<u8>> {
         let hit = match &link.op {
-            Op::Rx(re) => {
-                // `is_match` runs the fast DFA; groups are resolved only for a match.
-                let m = re.is_match(value);
+            Op::Rx(re, min_len) => {
+                // `is_match` runs the fast DFA; groups are resolved only for a match. A value
+                // shorter than the shortest match cannot match.
+                let m = value.len() >= *min_len && re.is_match(value);
                 if m && link.capture {
                     if let Some(c) = re.captures(value) {
                         for i in 0..c.len().min(10) {
@@ -765,9 +772,9 @@ impl<'a> Eval<'a> {
             Op::Pm(ac) => ac.is_match(value),
             Op::Contains(p) => {
                 let p = self.expand(p, v);
-                !p.is_empty() && value.windows(p.len()).any(|w| w == p.as_slice())
+                !p.is_empty() && value.windows(p.len()).any(|w| w == &*p)
             }
-            Op::Streq(p) => self.expand(p, v) == value,
+            Op::Streq(p) => *self.expand(p, v) == *value,
             Op::Within(p) => {
                 let p = self.expand(p, v);
                 value.is_empty() || (value.len() <= p.len() && p.windows(value.len()).any(|w| w == value))
@@ -785,14 +792,8 @@ impl<'a> Eval<'a> {
                     Cmp::Le => a <= b,
                 }
             }
-            Op::DetectSqli => {
-                let owned = value.to_vec();
-                guarded(move || libinjectionrs::detect_sqli(&owned).is_injection())
-            }
-            Op::DetectXss => {
-                let owned = value.to_vec();
-                guarded(move || libinjectionrs::detect_xss(&owned).is_injection())
-            }
+            Op::DetectSqli => guarded(|| libinjectionrs::detect_sqli(value).is_injection()),
+            Op::DetectXss => guarded(|| libinjectionrs::detect_xss(value).is_injection()),
             // The operator "matches" when a byte is outside the allowed ranges.
             Op::ByteRange(ok) => value.iter().any(|&b| !ok[b as usize]),
             Op::UrlEncoding => !valid_url_encoding(value),
@@ -803,9 +804,9 @@ impl<'a> Eval<'a> {
 
     /// Expands `%{tx.name}`, `%{request_headers.host}`, `%{args.name}`, `%{matched_var}`,
     /// `%{matched_var_name}` in an operator argument or `setvar`.
-    fn expand(&self, s: &str, v: &Val<'_>) -> Vec<u8> {
+    fn expand<'s>(&self, s: &'s str, v: &Val<'_>) -> Cow<'s, [u8]> {
         if !s.contains("%{") {
-            return s.as_bytes().to_vec();
+            return Cow::Borrowed(s.as_bytes());
         }
         let mut out = Vec::with_capacity(s.len());
         let mut rest = s;
@@ -814,7 +815,7 @@ impl<'a> Eval<'a> {
             let after = &rest[i + 2..];
             let Some(end) = after.find('}') else {
                 out.extend_from_slice(&rest.as_bytes()[i..]);
-                return out;
+                return Cow::Owned(out);
             };
             let var = after[..end].to_ascii_lowercase();
             match var.split_once('.') {
@@ -842,7 +843,7 @@ impl<'a> Eval<'a> {
             rest = &after[end + 1..];
         }
         out.extend_from_slice(rest.as_bytes());
-        out
+        Cow::Owned(out)
     }
 }
 

@@ -22,8 +22,9 @@ const MAX_CLASS: usize = 10;
 /// An optional part whose non-empty matches need atoms this rare (see [`cost`]) is assumed
 /// empty, and its atoms are added to the result instead (a "guard").
 const GUARD_COST: f64 = 0.25;
-/// A set costlier than this selects most values: no better than evaluating the rule always.
-const USELESS_COST: f64 = 5.0;
+/// A set costlier than this selects most values: no better than evaluating the rule always,
+/// and its frequent atoms would slow the scan for every other rule.
+const USELESS_COST: f64 = 1.0;
 
 type Set = BTreeSet<Vec<u8>>;
 
@@ -278,6 +279,19 @@ pub fn rx_atoms(pattern: &str) -> Option<Vec<Vec<u8>>> {
     (cost(&set) < USELESS_COST).then(|| set.into_iter().collect())
 }
 
+/// The length of the shortest string `pattern` matches (0 when unknown), read as the engine
+/// compiles it.
+pub fn min_len(pattern: &str) -> usize {
+    regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .ok()
+        .and_then(|h| h.properties().minimum_len())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +314,14 @@ mod tests {
         assert_eq!(atoms("<script"), vec!["<script"]);
         assert_eq!(atoms("(?i)xa(?:b|c)?d"), vec!["xabd", "xacd", "xad"]);
         assert_eq!(atoms("\\[?\\$(?:abs|add)"), vec!["$abs", "$add", "[$abs", "[$add"]);
+    }
+
+    #[test]
+    fn shortest_match() {
+        assert_eq!(min_len("abc|de"), 2);
+        assert_eq!(min_len("x{12}"), 12);
+        assert_eq!(min_len("a*"), 0);
+        assert_eq!(min_len("("), 0);
     }
 
     #[test]

@@ -159,7 +159,8 @@ pub(crate) enum Cmp {
 /// An operator.
 #[derive(Debug)]
 pub(crate) enum Op {
-    Rx(Regex),
+    /// The expression and the length of its shortest match.
+    Rx(Regex, usize),
     Pm(AhoCorasick),
     Contains(String),
     Streq(String),
@@ -393,7 +394,7 @@ impl Builder<'_> {
         let op = match name {
             "@rx" => {
                 atoms = rx_atoms(&arg);
-                Op::Rx(compile_regex(&arg)?)
+                Op::Rx(compile_regex(&arg)?, crate::prefilter::min_len(&arg))
             }
             "@pm" => {
                 let ws: Vec<String> = arg.split_whitespace().map(str::to_owned).collect();
@@ -550,6 +551,72 @@ impl RuleSet {
     }
 }
 
+impl RuleSet {
+    /// Replaces `%{tx.name}` in operator arguments by the variable's value when no rule can
+    /// change it (no `setvar` names it, and it is not a capture `0`-`9`): the policy lists of
+    /// the protocol rules (`%{tx.allowed_methods}`, `%{tx.arg_length}`, ...) are then constants
+    /// instead of a macro expansion per tested value.
+    pub(crate) fn inline_constants(&mut self, tx: &BTreeMap<String, Vec<u8>>) {
+        let mut written: Vec<Vec<u8>> = Vec::new();
+        for r in &self.rules {
+            for l in &r.links {
+                for (k, _) in &l.setvars {
+                    // A macro in the name can expand to anything: it becomes a `*`.
+                    let mut pat = Vec::new();
+                    let mut rest = k.as_str();
+                    while let Some(i) = rest.find("%{") {
+                        pat.extend_from_slice(&rest.as_bytes()[..i]);
+                        pat.push(b'*');
+                        rest = rest[i..].find('}').map_or("", |e| &rest[i + e + 1..]);
+                    }
+                    pat.extend_from_slice(rest.as_bytes());
+                    written.push(pat.to_ascii_lowercase());
+                }
+            }
+        }
+        let constant = |name: &str| {
+            !name.is_empty()
+                && !name.bytes().all(|b| b.is_ascii_digit())
+                && !written.iter().any(|p| crate::config::glob(p, name.as_bytes()))
+        };
+        let inline = |arg: &mut String| {
+            let mut out = String::new();
+            let mut rest = arg.as_str();
+            let mut changed = false;
+            while let Some(i) = rest.find("%{") {
+                let Some(e) = rest[i..].find('}') else { break };
+                let var = rest[i + 2..i + e].to_ascii_lowercase();
+                out.push_str(&rest[..i]);
+                match var.strip_prefix("tx.").filter(|n| constant(n)) {
+                    Some(n) => {
+                        out.push_str(&String::from_utf8_lossy(tx.get(n).map_or(&[][..], Vec::as_slice)));
+                        changed = true;
+                    }
+                    None => out.push_str(&rest[i..i + e + 1]),
+                }
+                rest = &rest[i + e + 1..];
+            }
+            out.push_str(rest);
+            if changed {
+                *arg = out;
+            }
+        };
+        for r in &mut self.rules {
+            for l in &mut r.links {
+                match &mut l.op {
+                    Op::Contains(a)
+                    | Op::Streq(a)
+                    | Op::Within(a)
+                    | Op::BeginsWith(a)
+                    | Op::EndsWith(a)
+                    | Op::Num(_, a) => inline(a),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 impl Builder<'_> {
     /// The prefilter entry of a rule whose first link is an operator with atoms over request
     /// collections (not a count, not negated).
@@ -607,6 +674,7 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
         Some(
             AhoCorasick::builder()
                 .ascii_case_insensitive(true)
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
                 .build(atoms.keys())
                 .map_err(|e| RuleError::Table(e.to_string()))?,
         )
