@@ -100,6 +100,8 @@ struct Eval<'a> {
     excl_sets: Vec<Vec<u64>>,
     /// (rule index, item) pairs where the prefilter found one of the rule's atoms, sorted.
     cands: Vec<(u32, u32)>,
+    /// Per item: its [`value_mask`] (0: not computed yet).
+    masks: Vec<u32>,
 }
 
 fn bit(bits: &[u64], i: usize) -> bool {
@@ -219,6 +221,7 @@ impl Waf {
             item_excl: Vec::new(),
             excl_sets: Vec::new(),
             cands: Vec::new(),
+            masks: vec![0; parsed.items.len()],
         };
         ev.exclusions(req);
         if !exhaustive {
@@ -432,13 +435,17 @@ impl<'a> Eval<'a> {
                 continue;
             }
             let raw: &[u8] = &it.value;
-            let mask = value_mask(raw);
+            let mask = self.mask(item);
             outs.clear();
             outs.push(None);
             for &pipe in pipes {
                 if pf.pipe_trigger[pipe] & mask == 0 {
                     // Unchanged up to ASCII case, and atoms are matched without case.
                     out_of[pipe] = 0;
+                    continue;
+                }
+                if rs.max_len(pipe, raw.len()) < pf.pipe_min_atom[pipe] {
+                    // Too short to hold any atom of the rules reading this output.
                     continue;
                 }
                 let e = self.entry(item, pipe);
@@ -485,7 +492,29 @@ impl<'a> Eval<'a> {
                 out_of[pipe] = u8::MAX;
             }
         }
-        self.cands.sort_unstable();
+        // Group by rule (a counting sort: the pairs are already in item order per rule).
+        let mut start = vec![0u32; rs.rules.len() + 1];
+        for &(r, _) in &self.cands {
+            start[r as usize + 1] += 1;
+        }
+        for r in 0..rs.rules.len() {
+            start[r + 1] += start[r];
+        }
+        let mut sorted = vec![(0u32, 0u32); self.cands.len()];
+        for &(r, i) in &self.cands {
+            let at = &mut start[r as usize];
+            sorted[*at as usize] = (r, i);
+            *at += 1;
+        }
+        self.cands = sorted;
+    }
+
+    /// The special-byte mask of an item's raw value ([`value_mask`]), computed once.
+    fn mask(&mut self, item: usize) -> u32 {
+        if self.masks[item] == 0 {
+            self.masks[item] = value_mask(&self.p.items[item].value);
+        }
+        self.masks[item]
     }
 
     /// Runs one rule; on a match, the name of what matched. `only` restricts the first link to
@@ -661,8 +690,13 @@ impl<'a> Eval<'a> {
                 let pe = self.entry(item, parent);
                 let p: &'a Parsed = self.p;
                 let raw = &p.items[item].value;
+                let unchanged = match self.entries[pe].as_deref() {
+                    // From the raw value, the mask tells whether `t` can change it.
+                    None => t.trigger_mask() & self.mask(item) == 0 || !t.may_change(raw),
+                    Some(src) => !t.may_change(src),
+                };
                 let src = self.entries[pe].as_deref().unwrap_or(raw);
-                if !t.may_change(src) {
+                if unchanged {
                     pe
                 } else {
                     let out = t.apply(src);

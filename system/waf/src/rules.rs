@@ -212,6 +212,8 @@ pub(crate) struct Prefilter {
     pub coll_pipes: Vec<Vec<usize>>,
     /// Per pipeline: the value bits that let it change a value by more than ASCII case.
     pub pipe_trigger: Vec<u32>,
+    /// Per pipeline: the shortest atom of the rules that read its output (`usize::MAX`: none).
+    pub pipe_min_atom: Vec<usize>,
 }
 
 /// A compiled rule.
@@ -576,6 +578,18 @@ impl RuleSet {
         &self.rules
     }
 
+    /// The longest output a pipeline can make of a value of `len` bytes: every transformation
+    /// keeps or shortens a value except `utf8toUnicode` (a character of two or more bytes
+    /// becomes six), `length` (its decimal digits) and `base64Decode` (three bytes per four).
+    pub(crate) fn max_len(&self, pipeline: usize, len: usize) -> usize {
+        self.pipelines[pipeline].iter().fold(len, |n, t| match t {
+            Transform::Utf8ToUnicode => n.saturating_mul(3),
+            Transform::Length => 20,
+            Transform::Base64Decode => n * 3 / 4 + 1,
+            _ => n,
+        })
+    }
+
     /// Ids of the rules the prefilter cannot skip (their first operator has no literal it
     /// needs): they are evaluated on every value they target.
     pub fn unfiltered(&self) -> Vec<u32> {
@@ -700,6 +714,13 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
     for pipes in &mut coll_pipes {
         pipes.sort_unstable();
     }
+    let mut pipe_min_atom = vec![usize::MAX; pipelines.len()];
+    for (a, uses) in &atoms {
+        for &(p, _) in uses {
+            let m = &mut pipe_min_atom[p as usize];
+            *m = (*m).min(a.len());
+        }
+    }
     let ac = if atoms.is_empty() {
         None
     } else {
@@ -719,6 +740,7 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
             .iter()
             .map(|p| p.iter().fold(0, |m, t| m | t.trigger_mask()))
             .collect(),
+        pipe_min_atom,
     })
 }
 
