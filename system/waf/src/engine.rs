@@ -102,6 +102,8 @@ struct Eval<'a> {
     cands: Vec<(u32, u32)>,
     /// Per item: its [`value_mask`] (0: not computed yet).
     masks: Vec<u32>,
+    /// The reference path: transformations computed plainly, without the shortcuts.
+    exhaustive: bool,
 }
 
 fn bit(bits: &[u64], i: usize) -> bool {
@@ -222,6 +224,7 @@ impl Waf {
             excl_sets: Vec::new(),
             cands: Vec::new(),
             masks: vec![0; parsed.items.len()],
+            exhaustive,
         };
         ev.exclusions(req);
         if !exhaustive {
@@ -682,6 +685,17 @@ impl<'a> Eval<'a> {
         if self.slots[slot] != EMPTY {
             return self.slots[slot] as usize;
         }
+        if self.exhaustive {
+            // Every transformation of the pipeline from the raw value, as ModSecurity does.
+            let raw = &self.p.items[item].value;
+            let mut cur = raw.clone();
+            for t in &self.waf.rules.pipelines[pipeline] {
+                cur = t.apply(&cur);
+            }
+            self.entries.push((cur != *raw).then_some(cur));
+            self.slots[slot] = (self.entries.len() - 1) as u32;
+            return self.entries.len() - 1;
+        }
         let rs = &self.waf.rules;
         let parent = rs.pipe_parent[pipeline];
         let last = rs.pipelines[pipeline].last().copied();
@@ -692,7 +706,7 @@ impl<'a> Eval<'a> {
                 let raw = &p.items[item].value;
                 let unchanged = match self.entries[pe].as_deref() {
                     // From the raw value, the mask tells whether `t` can change it.
-                    None => t.trigger_mask() & self.mask(item) == 0 || !t.may_change(raw),
+                    None => t.change_mask() & self.mask(item) == 0 || !t.may_change(raw),
                     Some(src) => !t.may_change(src),
                 };
                 let src = self.entries[pe].as_deref().unwrap_or(raw);

@@ -117,6 +117,15 @@ impl Transform {
         }
     }
 
+    /// The [`value_mask`] bits whose presence lets this transformation change a value at all
+    /// ([`Transform::trigger_mask`] plus upper-case letters for the ones that lower-case).
+    pub fn change_mask(self) -> u32 {
+        match self {
+            Transform::Lowercase | Transform::CmdLine => self.trigger_mask() | M_UPPER,
+            _ => self.trigger_mask(),
+        }
+    }
+
     /// Applies the transformation.
     pub fn apply(self, v: &[u8]) -> Vec<u8> {
         match self {
@@ -160,6 +169,7 @@ const M_DASH: u32 = 1 << 13;
 const M_HASH: u32 = 1 << 14;
 /// Set in every value: transformations that always need running (`base64Decode`, `length`).
 const M_ALWAYS: u32 = 1 << 15;
+const M_UPPER: u32 = 1 << 16;
 
 /// Which special bytes `v` holds, as bits matched against [`Transform::trigger_mask`].
 pub fn value_mask(v: &[u8]) -> u32 {
@@ -191,6 +201,11 @@ pub fn value_mask(v: &[u8]) -> u32 {
         t[b'*' as usize] = M_STAR;
         t[b'-' as usize] = M_DASH;
         t[b'#' as usize] = M_HASH;
+        let mut u = b'A';
+        while u <= b'Z' {
+            t[u as usize] = M_UPPER;
+            u += 1;
+        }
         t
     };
     v.iter().fold(M_ALWAYS, |m, &b| m | TABLE[b as usize])
@@ -770,6 +785,9 @@ mod tests {
             for s in &samples {
                 if t.trigger_mask() & value_mask(s) == 0 {
                     assert!(t.apply(s).eq_ignore_ascii_case(s), "{t:?} changed {s:?}");
+                }
+                if t.change_mask() & value_mask(s) == 0 {
+                    assert_eq!(t.apply(s), *s, "{t:?} changed {s:?}");
                 }
             }
         }
