@@ -7,7 +7,12 @@ use std::hint::black_box;
 
 fn main() {
     let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200);
-    let waf = Waf::new(WafConfig::payment_api()).expect("engine builds");
+    // `WAF_PROFILE_DISABLE=932230,942100`: the same without some rules, to see what they cost.
+    let mut config = WafConfig::payment_api();
+    if let Ok(ids) = std::env::var("WAF_PROFILE_DISABLE") {
+        config.disabled_rules = ids.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+    }
+    let waf = Waf::new(config).expect("engine builds");
     let mut body = String::from(
         "amount=2000&currency=usd&payment_method=pm_1Q2w3E4r5T6y7U8i9O0p&confirm=true&capture_method=automatic\
          &description=Order+%231234+-+2x+T-shirt+%28size%3A+M%2FL%29&receipt_email=jenny.rosen%40example.com\

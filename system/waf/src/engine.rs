@@ -425,7 +425,7 @@ impl<'a> Eval<'a> {
         let pf = &rs.prefilter;
         let Some(ac) = &pf.ac else { return };
         let p: &'a Parsed = self.p;
-        let mut out_of = vec![u8::MAX; rs.pipelines.len()];
+        let mut out_of = vec![u16::MAX; rs.pipelines.len()];
         // Distinct outputs of the current item: `None` is the raw value.
         let mut outs: Vec<Option<usize>> = Vec::new();
         let mut found: Vec<u32> = Vec::new();
@@ -458,10 +458,10 @@ impl<'a> Eval<'a> {
                     ob.eq_ignore_ascii_case(bytes)
                 });
                 out_of[pipe] = match same {
-                    Some(j) => j as u8,
+                    Some(j) => j as u16,
                     None => {
                         outs.push(Some(e));
-                        (outs.len() - 1) as u8
+                        (outs.len() - 1) as u16
                     }
                 };
             }
@@ -492,7 +492,7 @@ impl<'a> Eval<'a> {
                 }
             }
             for &pipe in pipes {
-                out_of[pipe] = u8::MAX;
+                out_of[pipe] = u16::MAX;
             }
         }
         // Group by rule (a counting sort: the pairs are already in item order per rule).
