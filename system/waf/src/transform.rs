@@ -86,13 +86,19 @@ impl Transform {
             Transform::CmdLine => {
                 any(|b| matches!(b, b'\\' | b'"' | b'\'' | b'^' | b',' | b';') || is_space(b) || b.is_ascii_uppercase())
             }
-            Transform::NormalizePath => any(|b| b == b'/' || b == b'.'),
-            Transform::NormalizePathWin => any(|b| b == b'/' || b == b'.' || b == b'\\'),
-            Transform::RemoveWhitespace | Transform::CompressWhitespace => any(|b| is_space(b) || b == 0xa0),
+            // Only an empty, `.` or `..` segment changes a path: `//`, `/.`, `./`, `..`, or `.`.
+            Transform::NormalizePath => path_may_change(v),
+            Transform::NormalizePathWin => any(|b| b == b'\\') || path_may_change(v),
+            Transform::RemoveWhitespace => any(|b| is_space(b) || b == 0xa0),
+            // Only a run of whitespace, or whitespace other than a space, is rewritten.
+            Transform::CompressWhitespace => v.iter().enumerate().any(|(i, &b)| {
+                (is_space(b) || b == 0xa0) && (b != b' ' || v.get(i + 1).is_some_and(|&n| is_space(n) || n == 0xa0))
+            }),
             Transform::ReplaceComments => v.windows(2).any(|w| w == b"/*"),
-            Transform::RemoveCommentsChar | Transform::RemoveComments => {
-                any(|b| matches!(b, b'/' | b'*' | b'-' | b'#'))
+            Transform::RemoveCommentsChar => {
+                any(|b| b == b'#') || v.windows(2).any(|w| matches!(w, b"/*" | b"*/" | b"--"))
             }
+            Transform::RemoveComments => any(|b| b == b'#') || v.windows(2).any(|w| matches!(w, b"/*" | b"--")),
             Transform::Base64Decode | Transform::Length => true,
         }
     }
@@ -209,6 +215,10 @@ pub fn value_mask(v: &[u8]) -> u32 {
         t
     };
     v.iter().fold(M_ALWAYS, |m, &b| m | TABLE[b as usize])
+}
+
+fn path_may_change(v: &[u8]) -> bool {
+    v == b"." || v.windows(2).any(|w| matches!(w, b"//" | b"/." | b"./" | b".."))
 }
 
 fn is_space(b: u8) -> bool {
@@ -715,7 +725,7 @@ mod tests {
             Transform::RemoveComments,
             Transform::EscapeSeqDecode,
         ];
-        let samples: [&[u8]; 12] = [
+        let samples: [&[u8]; 34] = [
             b"",
             b".",
             b"..",
@@ -728,9 +738,44 @@ mod tests {
             b"a&b",
             b"caf\xc3\xa9",
             b"usd",
+            b"a  b",
+            b"a\tb",
+            b"a \tb",
+            b"a\xa0b",
+            b" ",
+            b"a-b",
+            b"a*b",
+            b"a/*b",
+            b"a*/b",
+            b"#x",
+            b"/",
+            b"/a/",
+            b"a//b",
+            b"a/./b",
+            b"./a",
+            b"a/.",
+            b".a/b.c",
+            b"a/../b",
+            b"...",
+            b"x/.hidden",
+            b"a\\b",
+            b"/a/b.txt",
         ];
+        // Every string of up to four bytes over the characters the shortcuts look at.
+        let alphabet = [b'a', b'A', b' ', b'\t', b'.', b'/', b'-', b'*', b'#', b'\\', 0xa0];
+        let mut all_short: Vec<Vec<u8>> = vec![Vec::new()];
+        for len in 1..=4 {
+            let prev: Vec<Vec<u8>> = all_short.iter().filter(|x| x.len() == len - 1).cloned().collect();
+            for p in prev {
+                for &c in &alphabet {
+                    let mut x = p.clone();
+                    x.push(c);
+                    all_short.push(x);
+                }
+            }
+        }
         for t in all {
-            for s in samples {
+            for s in samples.iter().copied().chain(all_short.iter().map(Vec::as_slice)) {
                 if !t.may_change(s) {
                     assert_eq!(t.apply(s), s, "{t:?} changed {s:?}");
                 }
