@@ -12,7 +12,7 @@
 use crate::config::{glob, WafConfig};
 use crate::protocol;
 use crate::request::{BodyKind, Coll, HttpRequest, Item, Parsed};
-use crate::rules::{family, Cmp, Key, Link, Op, Rule, RuleError, RuleSet, Sel, Severity, Src};
+use crate::rules::{family, Cmp, Ctl, Key, Link, Op, Rule, RuleError, RuleSet, Sel, Severity, Src};
 use crate::transform::value_mask;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -104,6 +104,10 @@ struct Eval<'a> {
     masks: Vec<u32>,
     /// The reference path: transformations computed plainly, without the shortcuts.
     exhaustive: bool,
+    /// Rules removed for this request by `ctl:ruleRemoveById`.
+    removed_rules: Vec<u32>,
+    /// (tag, collections) removed from tagged rules by `ctl:ruleRemoveTargetByTag`.
+    removed_targets: Vec<(&'a str, &'a [Coll])>,
 }
 
 fn bit(bits: &[u64], i: usize) -> bool {
@@ -225,13 +229,15 @@ impl Waf {
             cands: Vec::new(),
             masks: vec![0; parsed.items.len()],
             exhaustive,
+            removed_rules: Vec::new(),
+            removed_targets: Vec::new(),
         };
         ev.exclusions(req);
         if !exhaustive {
             ev.prefilter();
         }
         for rule in &self.rules.rules {
-            if !self.active[rule.index] {
+            if !self.active[rule.index] || ev.removed_rules.contains(&rule.id) {
                 continue;
             }
             let only = match &rule.filter {
@@ -247,6 +253,12 @@ impl Waf {
                 _ => None,
             };
             if let Some(hit) = ev.rule(rule, only) {
+                for c in &rule.ctls {
+                    match c {
+                        Ctl::RemoveById(id) => ev.removed_rules.push(*id),
+                        Ctl::RemoveTargetByTag(tag, colls) => ev.removed_targets.push((tag, colls)),
+                    }
+                }
                 if let Some(sev) = rule.severity {
                     matches.push(RuleMatch {
                         rule_id: rule.id,
@@ -577,6 +589,13 @@ impl<'a> Eval<'a> {
             match &sel.src {
                 Src::Colls(cs) => {
                     for &c in cs {
+                        let removed = self
+                            .removed_targets
+                            .iter()
+                            .any(|(tag, colls)| colls.contains(&c) && rule.tags.iter().any(|t| t == tag));
+                        if removed {
+                            continue;
+                        }
                         let start = self.p.items.partition_point(|i| i.coll < c);
                         let end = start + self.p.coll(c).len();
                         // With candidates, visit only those in this collection (in item order).

@@ -108,6 +108,19 @@ struct RawRule {
     chain_rules: Vec<RawRule>,
     #[serde(default)]
     setvar: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    ctl: Vec<String>,
+}
+
+/// A `ctl` action: a change to the rest of the transaction's rules when a rule matches.
+#[derive(Debug, Clone)]
+pub(crate) enum Ctl {
+    /// `ctl:ruleRemoveById=ID`: the rule does not run for this request.
+    RemoveById(u32),
+    /// `ctl:ruleRemoveTargetByTag=TAG;TARGET`: rules tagged TAG no longer read TARGET.
+    RemoveTargetByTag(String, Vec<Coll>),
 }
 
 /// Where a selector takes its values from.
@@ -235,6 +248,10 @@ pub struct Rule {
     /// Set when the first link can only match values holding one of its atoms: such a rule is
     /// evaluated only on the values where the prefilter found one.
     pub(crate) filter: Option<RuleFilter>,
+    /// Tags that `ctl:ruleRemoveTargetByTag` actions name.
+    pub(crate) tags: Vec<String>,
+    /// `ctl` actions run when the rule matches.
+    pub(crate) ctls: Vec<Ctl>,
 }
 
 /// A compiled rule table.
@@ -543,10 +560,29 @@ impl RuleSet {
                 continue;
             }
             let filter = b.filter(&links[0]);
+            let mut ctls = Vec::new();
+            for c in r.ctl.iter().chain(r.chain_rules.iter().flat_map(|c| c.ctl.iter())) {
+                if let Some(id) = c.strip_prefix("ruleRemoveById=") {
+                    if let Ok(id) = id.trim().parse() {
+                        ctls.push(Ctl::RemoveById(id));
+                    }
+                } else if let Some(rest) = c.strip_prefix("ruleRemoveTargetByTag=") {
+                    if let Some((tag, target)) = rest.split_once(';') {
+                        if let Ok(Sel {
+                            src: Src::Colls(cs), ..
+                        }) = parse_sel(target.trim())
+                        {
+                            ctls.push(Ctl::RemoveTargetByTag(tag.trim().to_owned(), cs));
+                        }
+                    }
+                }
+            }
             let severity = r.severity.as_deref().and_then(Severity::parse);
             rules.push(Rule {
                 index: rules.len(),
                 filter,
+                tags: r.tags.clone(),
+                ctls,
                 id,
                 paranoia: r.pl.unwrap_or(1),
                 severity,
