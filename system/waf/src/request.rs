@@ -246,7 +246,9 @@ impl Parsed {
             push(Coll::Headers, lower.as_bytes(), value);
             push(Coll::HeadersNames, lower.as_bytes(), name.as_bytes());
         }
-        push(Coll::Filename, b"", path.as_bytes());
+        // As in ModSecurity: REQUEST_FILENAME is the percent-decoded path the server routes on
+        // (`+` is a plus in a path), REQUEST_BASENAME the last segment of the path as sent.
+        push(Coll::Filename, b"", &percent_decode(path.as_bytes()));
         let base = path.rsplit('/').next().unwrap_or("");
         push(Coll::Basename, b"", base.as_bytes());
         push(Coll::Uri, b"", req.target.as_bytes());
@@ -306,6 +308,25 @@ fn trim(v: &[u8]) -> &[u8] {
 
 fn looks_like_form(body: &[u8]) -> bool {
     body.contains(&b'=') && !body.starts_with(b"{") && !body.starts_with(b"<")
+}
+
+/// `%XX` decoding only (a path's `+` stays a `+`); invalid escapes stay as they are.
+fn percent_decode(v: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%' {
+            if let (Some(h), Some(l)) = (v.get(i + 1).and_then(|&b| hex(b)), v.get(i + 2).and_then(|&b| hex(b))) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    out
 }
 
 /// Splits a query string or form body into decoded `(name, value)` pairs.
@@ -587,6 +608,15 @@ mod tests {
         assert_eq!(post[0].value, b"O'Brien (1)");
         assert_eq!(p.arg_count, 4);
         assert_eq!(p.body_kind, BodyKind::UrlEncoded);
+    }
+
+    #[test]
+    fn filename_is_the_decoded_path() {
+        let r = req("/post/subSTR%28%24x%29+a%2", vec![], b"");
+        let p = Parsed::new(&r);
+        assert_eq!(p.coll(Coll::Filename)[0].value, b"/post/subSTR($x)+a%2");
+        assert_eq!(p.coll(Coll::Basename)[0].value, b"subSTR%28%24x%29+a%2");
+        assert_eq!(p.path, "/post/subSTR%28%24x%29+a%2");
     }
 
     #[test]
