@@ -163,22 +163,33 @@ impl WafConfig {
 /// The shipped configuration (see [`WafConfig::payment_api`]).
 pub const DEFAULT_YAML: &str = include_str!("../config/waf.yaml");
 
-/// `*`-glob match (no other metacharacters).
+/// `*`-glob match (no other metacharacters): `*` matches any run of bytes.
 pub fn glob(pattern: &[u8], s: &[u8]) -> bool {
-    match pattern.iter().position(|&b| b == b'*') {
-        None => pattern == s,
-        Some(i) => {
-            let (head, tail) = (&pattern[..i], &pattern[i + 1..]);
-            if !s.starts_with(head) {
-                return false;
-            }
-            let rest = &s[head.len()..];
-            if tail.is_empty() {
-                return true;
-            }
-            (0..=rest.len()).any(|k| glob(tail, &rest[k..]))
+    let mut parts = pattern.split(|&b| b == b'*');
+    let Some(head) = parts.next() else { return pattern == s };
+    if !s.starts_with(head) {
+        return false;
+    }
+    let mut rest = &s[head.len()..];
+    let mut pending: Vec<&[u8]> = parts.collect();
+    let Some(tail) = pending.pop() else {
+        return rest.is_empty();
+    };
+    if rest.len() < tail.len() || !rest.ends_with(tail) {
+        return false;
+    }
+    rest = &rest[..rest.len() - tail.len()];
+    // The middle parts in order, each at its leftmost place (greedy is optimal for `*`).
+    for part in pending {
+        if part.is_empty() {
+            continue;
+        }
+        match rest.windows(part.len()).position(|w| w == part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
         }
     }
+    true
 }
 
 #[cfg(test)]
@@ -207,5 +218,12 @@ mod tests {
         assert!(glob(b"942*", b"942100"));
         assert!(glob(b"*[name]", b"billing_details[name]"));
         assert!(!glob(b"description", b"descriptions"));
+        assert!(glob(b"*[address][*]", b"shipping[address][line1]"));
+        assert!(!glob(b"*[address][*]", b"shipping[address]"));
+        assert!(glob(b"a*b*c", b"abc"));
+        assert!(glob(b"a*b*c", b"a-b-b-c"));
+        assert!(!glob(b"a*b*c", b"a-c"));
+        assert!(!glob(b"ab*ba", b"aba"));
+        assert!(glob(b"*", b""));
     }
 }

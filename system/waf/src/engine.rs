@@ -1,10 +1,20 @@
 //! The inspection engine: runs the rule table and the native protocol checks over a parsed
 //! request and sums an anomaly score, as the Core Rule Set does.
+//!
+//! Evaluation has two paths with the same result. The fast path ([`Waf::inspect`]) first runs
+//! the literal prefilter ([`crate::prefilter`]): each value is transformed once per distinct
+//! output of the pipelines that read it, each distinct output is scanned once by one
+//! Aho-Corasick automaton of every rule's atoms, and a rule whose first operator has atoms is
+//! then evaluated only on the values where one of them occurred (and not at all when none did).
+//! The reference path ([`Waf::inspect_exhaustive`]) evaluates every rule on every value; the
+//! tests check that both give the same verdict.
 
 use crate::config::{glob, WafConfig};
 use crate::protocol;
 use crate::request::{BodyKind, Coll, HttpRequest, Item, Parsed};
-use crate::rules::{family, Cmp, Key, Link, Op, Rule, RuleError, RuleSet, Sel, Severity, Src};
+use crate::rules::{family, Cmp, Ctl, Key, Link, Op, Rule, RuleError, RuleSet, Sel, Severity, Src};
+use crate::transform::value_mask;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// One rule that matched.
@@ -49,8 +59,12 @@ impl Verdict {
 pub struct Waf {
     rules: RuleSet,
     config: WafConfig,
+    /// Transaction variables as the rule table and the configuration set them.
     tx: BTreeMap<String, Vec<u8>>,
-    disabled: Vec<u32>,
+    /// Per rule (by index): it runs at this paranoia level and is not disabled.
+    active: Vec<bool>,
+    /// Per configured exclusion: the rules (bits over rule indices) it skips.
+    excl_rules: Vec<Vec<u64>>,
 }
 
 /// A value under evaluation: an item of the request or a computed one.
@@ -71,19 +85,33 @@ struct Hit {
 
 const EMPTY: u32 = u32::MAX;
 
-struct CacheEntry {
-    value: Option<Vec<u8>>,
-    hits: Option<Vec<u32>>,
-}
-
 struct Eval<'a> {
     waf: &'a Waf,
     p: &'a Parsed,
+    /// Transaction variables set by this request's rules (over `waf.tx`).
     tx: BTreeMap<String, Vec<u8>>,
+    /// Per (item, pipeline): index into `entries`, or `EMPTY`.
     slots: Vec<u32>,
-    entries: Vec<CacheEntry>,
-    /// Per item: the exclusion rule patterns that apply (empty: none; `["*"]`: all).
-    excluded: Vec<Vec<&'a str>>,
+    /// Transformed values; `None` when the pipeline left the value as it was.
+    entries: Vec<Option<Vec<u8>>>,
+    /// Per item: index into `excl_sets` (0: no exclusion applies).
+    item_excl: Vec<u16>,
+    /// Distinct sets of excluded rules (bits over rule indices); the first is empty.
+    excl_sets: Vec<Vec<u64>>,
+    /// (rule index, item) pairs where the prefilter found one of the rule's atoms, sorted.
+    cands: Vec<(u32, u32)>,
+    /// Per item: its [`value_mask`] (0: not computed yet).
+    masks: Vec<u32>,
+    /// The reference path: transformations computed plainly, without the shortcuts.
+    exhaustive: bool,
+    /// Rules removed for this request by `ctl:ruleRemoveById`.
+    removed_rules: Vec<u32>,
+    /// (tag, collections) removed from tagged rules by `ctl:ruleRemoveTargetByTag`.
+    removed_targets: Vec<(&'a str, &'a [Coll])>,
+}
+
+fn bit(bits: &[u64], i: usize) -> bool {
+    bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
 }
 
 impl Waf {
@@ -93,7 +121,7 @@ impl Waf {
     }
 
     /// An engine with a given rule table.
-    pub fn with_rules(rules: RuleSet, config: WafConfig) -> Waf {
+    pub fn with_rules(mut rules: RuleSet, config: WafConfig) -> Waf {
         let mut tx: BTreeMap<String, Vec<u8>> = rules
             .tx_defaults
             .iter()
@@ -118,11 +146,36 @@ impl Waf {
         set("arg_length", l.max_arg_len.to_string());
         set("total_arg_length", l.max_body.to_string());
         set("detection_paranoia_level", config.paranoia.to_string());
+        rules.inline_constants(&tx);
+        let active = rules
+            .rules
+            .iter()
+            .map(|r| r.paranoia <= config.paranoia && !config.disabled_rules.contains(&r.id))
+            .collect();
+        let words = rules.rules.len().div_ceil(64);
+        let excl_rules = config
+            .exclusions
+            .iter()
+            .map(|e| {
+                let mut bits = vec![0u64; words];
+                for r in &rules.rules {
+                    let skip = e.rules.is_empty()
+                        || e.rules
+                            .iter()
+                            .any(|p| (p == "PL2" && r.paranoia >= 2) || glob(p.as_bytes(), r.id_text.as_bytes()));
+                    if skip {
+                        bits[r.index / 64] |= 1 << (r.index % 64);
+                    }
+                }
+                bits
+            })
+            .collect();
         Waf {
-            disabled: config.disabled_rules.clone(),
             rules,
             config,
             tx,
+            active,
+            excl_rules,
         }
     }
 
@@ -139,63 +192,79 @@ impl Waf {
     /// Inspects a request.
     pub fn inspect(&self, req: &HttpRequest<'_>) -> Verdict {
         let parsed = Parsed::new(req);
-        self.inspect_parsed(req, &parsed)
+        self.run(req, &parsed, false)
     }
 
     /// Inspects a request already broken into collections.
     pub fn inspect_parsed(&self, req: &HttpRequest<'_>, parsed: &Parsed) -> Verdict {
+        self.run(req, parsed, false)
+    }
+
+    /// The reference evaluation: every active rule on every value it targets, without the
+    /// prefilter. Same verdict as [`Waf::inspect`], many times slower; for tests and audits.
+    pub fn inspect_exhaustive(&self, req: &HttpRequest<'_>) -> Verdict {
+        let parsed = Parsed::new(req);
+        self.run(req, &parsed, true)
+    }
+
+    fn score_of(&self, id: u32, sev: Severity) -> u32 {
+        self.config.rule_scores.get(&id).copied().unwrap_or(sev.score())
+    }
+
+    fn run(&self, req: &HttpRequest<'_>, parsed: &Parsed, exhaustive: bool) -> Verdict {
         let mut matches = protocol::check(req, parsed, &self.config);
-        matches.retain(|m| !self.disabled.contains(&m.rule_id));
+        matches.retain(|m| !self.config.disabled_rules.contains(&m.rule_id));
         for m in &mut matches {
-            if let Some(s) = self.config.rule_scores.get(&m.rule_id) {
-                m.score = *s;
-            }
+            m.score = self.score_of(m.rule_id, m.severity);
         }
         let npipes = self.rules.pipelines.len();
         let mut ev = Eval {
             waf: self,
             p: parsed,
-            tx: self.tx.clone(),
+            tx: BTreeMap::new(),
             slots: vec![EMPTY; parsed.items.len() * npipes],
             entries: Vec::new(),
-            excluded: self.exclusions_for(req, parsed),
+            item_excl: Vec::new(),
+            excl_sets: Vec::new(),
+            cands: Vec::new(),
+            masks: vec![0; parsed.items.len()],
+            exhaustive,
+            removed_rules: Vec::new(),
+            removed_targets: Vec::new(),
         };
-        // One transformation and one set scan per (value, pipeline): which set patterns
-        // matched anything at all. A rule gated on a pattern nothing matched is skipped.
-        let mut any_hit: Vec<Vec<bool>> = Vec::with_capacity(npipes);
-        for (p, set) in self.rules.sets.iter().enumerate() {
-            let Some(set) = set else {
-                any_hit.push(Vec::new());
-                continue;
-            };
-            let mut seen = vec![false; set.len()];
-            for &c in &self.rules.pipeline_colls[p] {
-                let start = parsed.items.partition_point(|i| i.coll < c);
-                for k in 0..parsed.coll(c).len() {
-                    let e = ev.entry(start + k, p);
-                    for &h in ev.set_hits(e, start + k, p) {
-                        seen[h as usize] = true;
-                    }
-                }
-            }
-            any_hit.push(seen);
+        ev.exclusions(req);
+        if !exhaustive {
+            ev.prefilter();
         }
         for rule in &self.rules.rules {
-            if rule.paranoia > self.config.paranoia || self.disabled.contains(&rule.id) {
+            if !self.active[rule.index] || ev.removed_rules.contains(&rule.id) {
                 continue;
             }
-            if let Some((p, si)) = rule.gate {
-                if self.rules.sets[p].is_some() && !any_hit[p].get(si).copied().unwrap_or(false) {
-                    continue;
+            let only = match &rule.filter {
+                Some(_) if !exhaustive => {
+                    let r = rule.index as u32;
+                    let lo = ev.cands.partition_point(|c| c.0 < r);
+                    let hi = ev.cands.partition_point(|c| c.0 <= r);
+                    if lo == hi {
+                        continue;
+                    }
+                    Some((lo, hi))
                 }
-            }
-            if let Some(hit) = ev.rule(rule) {
+                _ => None,
+            };
+            if let Some(hit) = ev.rule(rule, only) {
+                for c in &rule.ctls {
+                    match c {
+                        Ctl::RemoveById(id) => ev.removed_rules.push(*id),
+                        Ctl::RemoveTargetByTag(tag, colls) => ev.removed_targets.push((tag, colls)),
+                    }
+                }
                 if let Some(sev) = rule.severity {
                     matches.push(RuleMatch {
                         rule_id: rule.id,
                         family: family(rule.id),
                         severity: sev,
-                        score: self.config.rule_scores.get(&rule.id).copied().unwrap_or(sev.score()),
+                        score: self.score_of(rule.id, sev),
                         target: hit,
                     });
                 }
@@ -209,34 +278,6 @@ impl Waf {
             over_threshold: over,
             matches,
         }
-    }
-
-    fn exclusions_for<'a>(&'a self, req: &HttpRequest<'_>, parsed: &Parsed) -> Vec<Vec<&'a str>> {
-        let mut out = vec![Vec::new(); parsed.items.len()];
-        for ex in &self.config.exclusions {
-            if !glob(ex.path.as_bytes(), parsed.path.as_bytes()) {
-                continue;
-            }
-            if !ex.methods.is_empty() && !ex.methods.iter().any(|m| m.eq_ignore_ascii_case(req.method)) {
-                continue;
-            }
-            for (i, item) in parsed.items.iter().enumerate() {
-                if !matches!(
-                    item.coll,
-                    Coll::ArgsGet | Coll::ArgsPost | Coll::ArgsGetNames | Coll::ArgsPostNames
-                ) {
-                    continue;
-                }
-                if ex.fields.iter().any(|f| glob(f.as_bytes(), &item.name)) {
-                    if ex.rules.is_empty() {
-                        out[i].push("*");
-                    } else {
-                        out[i].extend(ex.rules.iter().map(String::as_str));
-                    }
-                }
-            }
-        }
-        out
     }
 }
 
@@ -302,18 +343,218 @@ fn valid_url_encoding(v: &[u8]) -> bool {
     true
 }
 
+/// A value libinjection's SQLi detector cannot flag: a letter or `_` followed by letters,
+/// digits and `_`. The tokenizer reads it as one word (none of its delimiters, quotes, dots or
+/// backticks occur), a one-token fingerprint is that word's type, and the only one-token
+/// fingerprint in libinjection's list is `X`, which folding gives only to two or more tokens.
+/// Skipping the detector for such values (most identifiers and codes in API traffic) changes
+/// no verdict; `plain_words_are_never_sqli` checks it.
+fn plain_word(v: &[u8]) -> bool {
+    match v.split_first() {
+        Some((first, rest)) => {
+            (first.is_ascii_alphabetic() || *first == b'_')
+                && rest.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        }
+        None => false,
+    }
+}
+
 fn guarded(f: impl FnOnce() -> bool + std::panic::UnwindSafe) -> bool {
     // libinjection is a port of C code; a panic on odd input must not take the proxy down.
     std::panic::catch_unwind(f).unwrap_or(false)
 }
 
 impl<'a> Eval<'a> {
-    /// Runs one rule; on a match, the name of what matched.
-    fn rule(&mut self, rule: &'a Rule) -> Option<String> {
+    /// Which configured exclusions apply to each argument, as indices into `excl_sets`.
+    fn exclusions(&mut self, req: &HttpRequest<'_>) {
+        let words = self.waf.rules.rules.len().div_ceil(64);
+        self.excl_sets.push(vec![0; words]);
+        self.item_excl = vec![0; self.p.items.len()];
+        let live: Vec<usize> = self
+            .waf
+            .config
+            .exclusions
+            .iter()
+            .enumerate()
+            .filter(|(_, ex)| {
+                glob(ex.path.as_bytes(), self.p.path.as_bytes())
+                    && (ex.methods.is_empty() || ex.methods.iter().any(|m| m.eq_ignore_ascii_case(req.method)))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let mut keys: Vec<Vec<bool>> = vec![vec![false; live.len()]];
+        let mut key = vec![false; live.len()];
+        // An argument's name item has the same name as its value item, at the same position
+        // in its collection: decide once per argument.
+        let names_of = |c: Coll| match c {
+            Coll::ArgsGet => Some(Coll::ArgsGetNames),
+            Coll::ArgsPost => Some(Coll::ArgsPostNames),
+            _ => None,
+        };
+        let paired = |c: Coll| names_of(c).is_some_and(|n| self.p.coll(n).len() == self.p.coll(c).len());
+        let (get_paired, post_paired) = (paired(Coll::ArgsGet), paired(Coll::ArgsPost));
+        for (i, item) in self.p.items.iter().enumerate() {
+            let from_value = match item.coll {
+                Coll::ArgsGet | Coll::ArgsPost => false,
+                Coll::ArgsGetNames if get_paired => true,
+                Coll::ArgsPostNames if post_paired => true,
+                Coll::ArgsGetNames | Coll::ArgsPostNames => false,
+                _ => continue,
+            };
+            if from_value {
+                let values = if item.coll == Coll::ArgsGetNames {
+                    Coll::ArgsGet
+                } else {
+                    Coll::ArgsPost
+                };
+                let first_name = self.p.items.partition_point(|x| x.coll < item.coll);
+                let first_value = self.p.items.partition_point(|x| x.coll < values);
+                self.item_excl[i] = self.item_excl[first_value + (i - first_name)];
+                continue;
+            }
+            for (k, &e) in live.iter().enumerate() {
+                let ex = &self.waf.config.exclusions[e];
+                key[k] = ex.fields.iter().any(|f| glob(f.as_bytes(), &item.name));
+            }
+            let idx = match keys.iter().position(|k| *k == key) {
+                Some(idx) => idx,
+                None => {
+                    let mut bits = vec![0u64; words];
+                    for (k, &e) in live.iter().enumerate() {
+                        if key[k] {
+                            for (b, x) in bits.iter_mut().zip(&self.waf.excl_rules[e]) {
+                                *b |= x;
+                            }
+                        }
+                    }
+                    keys.push(key.clone());
+                    self.excl_sets.push(bits);
+                    keys.len() - 1
+                }
+            };
+            self.item_excl[i] = u16::try_from(idx).unwrap_or(u16::MAX);
+        }
+    }
+
+    fn excluded(&self, rule: usize, item: usize) -> bool {
+        match self.item_excl.get(item) {
+            Some(&0) | None => false,
+            Some(&s) => self.excl_sets.get(usize::from(s)).is_some_and(|b| bit(b, rule)),
+        }
+    }
+
+    /// The literal prefilter: records in `cands` each (rule, item) where the item's value,
+    /// transformed by one of the rule's pipelines, holds one of the rule's atoms.
+    fn prefilter(&mut self) {
+        let rs = &self.waf.rules;
+        let pf = &rs.prefilter;
+        let Some(ac) = &pf.ac else { return };
+        let p: &'a Parsed = self.p;
+        let mut out_of = vec![u16::MAX; rs.pipelines.len()];
+        // Distinct outputs of the current item: `None` is the raw value.
+        let mut outs: Vec<Option<usize>> = Vec::new();
+        let mut found: Vec<u32> = Vec::new();
+        // Per rule: 1 + the last item it was recorded for.
+        let mut stamp: Vec<u32> = vec![0; rs.rules.len()];
+        for (item, it) in p.items.iter().enumerate() {
+            let c = it.coll;
+            let pipes = &pf.coll_pipes[c as usize];
+            if pipes.is_empty() {
+                continue;
+            }
+            let raw: &[u8] = &it.value;
+            let mask = self.mask(item);
+            outs.clear();
+            outs.push(None);
+            for &pipe in pipes {
+                if pf.pipe_trigger[pipe] & mask == 0 {
+                    // Unchanged up to ASCII case, and atoms are matched without case.
+                    out_of[pipe] = 0;
+                    continue;
+                }
+                if rs.max_len(pipe, raw.len()) < pf.pipe_min_atom[pipe] {
+                    // Too short to hold any atom of the rules reading this output.
+                    continue;
+                }
+                let e = self.entry(item, pipe);
+                let bytes = self.entries[e].as_deref().unwrap_or(raw);
+                let same = outs.iter().position(|o| {
+                    let ob = o.and_then(|x| self.entries[x].as_deref()).unwrap_or(raw);
+                    ob.eq_ignore_ascii_case(bytes)
+                });
+                out_of[pipe] = match same {
+                    Some(j) => j as u16,
+                    None => {
+                        outs.push(Some(e));
+                        (outs.len() - 1) as u16
+                    }
+                };
+            }
+            for (j, o) in outs.iter().enumerate() {
+                let bytes = o.and_then(|x| self.entries[x].as_deref()).unwrap_or(raw);
+                found.clear();
+                found.extend(ac.find_overlapping_iter(bytes).map(|m| m.pattern().as_u32()));
+                found.sort_unstable();
+                found.dedup();
+                for &a in &found {
+                    for &(pipe, r) in &pf.atom_rules[a as usize] {
+                        if usize::from(out_of[pipe as usize]) != j {
+                            continue;
+                        }
+                        let r = r as usize;
+                        if stamp[r] == item as u32 + 1 {
+                            continue;
+                        }
+                        let in_coll = rs.rules[r]
+                            .filter
+                            .as_ref()
+                            .is_some_and(|f| f.colls & (1 << (c as u32)) != 0);
+                        if in_coll && self.waf.active[r] && !self.excluded(r, item) {
+                            stamp[r] = item as u32 + 1;
+                            self.cands.push((r as u32, item as u32));
+                        }
+                    }
+                }
+            }
+            for &pipe in pipes {
+                out_of[pipe] = u16::MAX;
+            }
+        }
+        // Group by rule (a counting sort: the pairs are already in item order per rule).
+        let mut start = vec![0u32; rs.rules.len() + 1];
+        for &(r, _) in &self.cands {
+            start[r as usize + 1] += 1;
+        }
+        for r in 0..rs.rules.len() {
+            start[r + 1] += start[r];
+        }
+        let mut sorted = vec![(0u32, 0u32); self.cands.len()];
+        for &(r, i) in &self.cands {
+            let at = &mut start[r as usize];
+            sorted[*at as usize] = (r, i);
+            *at += 1;
+        }
+        self.cands = sorted;
+    }
+
+    /// The special-byte mask of an item's raw value ([`value_mask`]), computed once.
+    fn mask(&mut self, item: usize) -> u32 {
+        if self.masks[item] == 0 {
+            self.masks[item] = value_mask(&self.p.items[item].value);
+        }
+        self.masks[item]
+    }
+
+    /// Runs one rule; on a match, the name of what matched. `only` restricts the first link to
+    /// the items of `cands[lo..hi]` (the prefilter found the rule's atoms nowhere else).
+    fn rule(&mut self, rule: &'a Rule, only: Option<(usize, usize)>) -> Option<String> {
         let mut prev: Vec<Hit> = Vec::new();
         let mut first: Option<String> = None;
-        for link in &rule.links {
-            let hits = self.link(rule, link, &prev);
+        for (i, link) in rule.links.iter().enumerate() {
+            let hits = self.link(rule, link, &prev, if i == 0 { only } else { None });
             if hits.is_empty() {
                 return None;
             }
@@ -330,15 +571,7 @@ impl<'a> Eval<'a> {
         first
     }
 
-    fn excluded(&self, rule: &Rule, item: usize) -> bool {
-        self.excluded.get(item).is_some_and(|pats| {
-            pats.iter().any(|p| {
-                *p == "*" || (*p == "PL2" && rule.paranoia >= 2) || glob(p.as_bytes(), rule.id_text.as_bytes())
-            })
-        })
-    }
-
-    fn link(&mut self, rule: &'a Rule, link: &'a Link, prev: &[Hit]) -> Vec<Hit> {
+    fn link(&mut self, rule: &'a Rule, link: &'a Link, prev: &[Hit], only: Option<(usize, usize)>) -> Vec<Hit> {
         let mut hits = Vec::new();
         for sel in &link.targets {
             if sel.count {
@@ -356,17 +589,36 @@ impl<'a> Eval<'a> {
             match &sel.src {
                 Src::Colls(cs) => {
                     for &c in cs {
+                        let removed = self
+                            .removed_targets
+                            .iter()
+                            .any(|(tag, colls)| colls.contains(&c) && rule.tags.iter().any(|t| t == tag));
+                        if removed {
+                            continue;
+                        }
                         let start = self.p.items.partition_point(|i| i.coll < c);
-                        let items: &'a [Item] = self.p.coll(c);
-                        for (k, item) in items.iter().enumerate() {
-                            let idx = start + k;
+                        let end = start + self.p.coll(c).len();
+                        // With candidates, visit only those in this collection (in item order).
+                        let (lo, hi) = match only {
+                            Some((lo, hi)) => {
+                                let cs = &self.cands[lo..hi];
+                                (
+                                    lo + cs.partition_point(|&(_, i)| (i as usize) < start),
+                                    lo + cs.partition_point(|&(_, i)| (i as usize) < end),
+                                )
+                            }
+                            None => (start, end),
+                        };
+                        for k in lo..hi {
+                            let idx = if only.is_some() { self.cands[k].1 as usize } else { k };
+                            let item: &'a Item = &self.p.items[idx];
                             if !key_matches(&sel.key, &item.name) {
                                 continue;
                             }
                             if link.excludes.iter().any(|x| sel_covers(x, c, &item.name)) {
                                 continue;
                             }
-                            if self.excluded(rule, idx) {
+                            if self.excluded(rule.index, idx) {
                                 continue;
                             }
                             let v = Val {
@@ -380,13 +632,7 @@ impl<'a> Eval<'a> {
                     }
                 }
                 Src::Tx => {
-                    let vars: Vec<(String, Vec<u8>)> = self
-                        .tx
-                        .iter()
-                        .filter(|(k, _)| key_matches(&sel.key, k.as_bytes()))
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    for (k, v) in vars {
+                    for (k, v) in self.tx_vars(&sel.key) {
                         let val = Val {
                             coll: None,
                             item: None,
@@ -436,67 +682,105 @@ impl<'a> Eval<'a> {
         hits
     }
 
+    /// A transaction variable: set by this request, else the table's or configuration's.
+    fn tx_get(&self, name: &str) -> Option<&[u8]> {
+        self.tx.get(name).or_else(|| self.waf.tx.get(name)).map(Vec::as_slice)
+    }
+
+    /// The transaction variables a key selects, in name order.
+    fn tx_vars(&self, key: &Key) -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<(String, Vec<u8>)> = self
+            .tx
+            .iter()
+            .chain(self.waf.tx.iter().filter(|(k, _)| !self.tx.contains_key(*k)))
+            .filter(|(k, _)| key_matches(key, k.as_bytes()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     fn count(&self, sel: &Sel, prev: &[Hit]) -> usize {
         match &sel.src {
             Src::Colls(cs) => cs
                 .iter()
                 .map(|&c| self.p.coll(c).iter().filter(|i| key_matches(&sel.key, &i.name)).count())
                 .sum(),
-            Src::Tx => self.tx.keys().filter(|k| key_matches(&sel.key, k.as_bytes())).count(),
+            Src::Tx => self.tx_vars(&sel.key).len(),
             Src::Matched => prev.len(),
             Src::BodyProcessor => usize::from(self.p.body_kind != BodyKind::None),
             _ => 1,
         }
     }
 
-    /// The transformed value of a request item for a pipeline, cached.
+    /// The transformed value of a request item for a pipeline, cached; computed from the
+    /// cached value of the pipeline's prefix, so shared prefixes are transformed once.
     fn entry(&mut self, item: usize, pipeline: usize) -> usize {
         let slot = item * self.waf.rules.pipelines.len() + pipeline;
         if self.slots[slot] != EMPTY {
             return self.slots[slot] as usize;
         }
-        let raw = &self.p.items[item].value;
-        let mut cur: Option<Vec<u8>> = None;
-        for t in &self.waf.rules.pipelines[pipeline] {
-            let src = cur.as_deref().unwrap_or(raw);
-            if t.may_change(src) {
-                cur = Some(t.apply(src));
+        if self.exhaustive {
+            // Every transformation of the pipeline from the raw value, as ModSecurity does.
+            let raw = &self.p.items[item].value;
+            let mut cur = raw.clone();
+            for t in &self.waf.rules.pipelines[pipeline] {
+                cur = t.apply(&cur);
             }
+            self.entries.push((cur != *raw).then_some(cur));
+            self.slots[slot] = (self.entries.len() - 1) as u32;
+            return self.entries.len() - 1;
         }
-        let value = cur.filter(|v| v != raw);
-        self.entries.push(CacheEntry { value, hits: None });
-        let idx = self.entries.len() - 1;
+        let rs = &self.waf.rules;
+        let parent = rs.pipe_parent[pipeline];
+        let last = rs.pipelines[pipeline].last().copied();
+        let idx = match (parent, last) {
+            (Some(parent), Some(t)) => {
+                let pe = self.entry(item, parent);
+                let p: &'a Parsed = self.p;
+                let raw = &p.items[item].value;
+                let unchanged = match self.entries[pe].as_deref() {
+                    // From the raw value, the mask tells whether `t` can change it.
+                    None => t.change_mask() & self.mask(item) == 0 || !t.may_change(raw),
+                    Some(src) => !t.may_change(src),
+                };
+                let src = self.entries[pe].as_deref().unwrap_or(raw);
+                if unchanged {
+                    pe
+                } else {
+                    let out = t.apply(src);
+                    if out == src {
+                        pe
+                    } else {
+                        self.entries.push((out != *raw).then_some(out));
+                        self.entries.len() - 1
+                    }
+                }
+            }
+            _ => {
+                self.entries.push(None);
+                self.entries.len() - 1
+            }
+        };
         self.slots[slot] = idx as u32;
         idx
-    }
-
-    fn set_hits(&mut self, entry: usize, item: usize, pipeline: usize) -> &[u32] {
-        if self.entries[entry].hits.is_none() {
-            let v = self.entries[entry]
-                .value
-                .as_deref()
-                .unwrap_or(&self.p.items[item].value);
-            let hits = match &self.waf.rules.sets[pipeline] {
-                Some(set) if set.is_match(v) => set.matches(v).iter().map(|i| i as u32).collect(),
-                _ => Vec::new(),
-            };
-            self.entries[entry].hits = Some(hits);
-        }
-        self.entries[entry].hits.as_deref().unwrap_or(&[])
     }
 
     fn test(&mut self, link: &'a Link, v: &Val<'_>, hits: &mut Vec<Hit>) {
         if link.multi {
             // multiMatch: the operator runs on the value and after every transformation.
             let mut cur = v.value.to_vec();
-            let mut found = self.op(link, &cur, v, None);
+            let mut found = self.op(link, &cur, v);
             for t in &self.waf.rules.pipelines[link.pipeline] {
                 if found.is_some() {
                     break;
                 }
+                if !t.may_change(&cur) {
+                    continue;
+                }
                 let next = t.apply(&cur);
                 if next != cur {
-                    found = self.op(link, &next, v, None);
+                    found = self.op(link, &next, v);
                 }
                 cur = next;
             }
@@ -508,24 +792,13 @@ impl<'a> Eval<'a> {
         match v.item {
             Some(item) => {
                 let e = self.entry(item, link.pipeline);
-                let set_hit = match &link.op {
-                    Op::Rx {
-                        set_index: Some(si), ..
-                    } if self.waf.rules.sets[link.pipeline].is_some() => {
-                        Some(self.set_hits(e, item, link.pipeline).contains(&(*si as u32)))
-                    }
-                    _ => None,
-                };
-                if set_hit == Some(false) && !link.negate {
-                    return;
-                }
                 let p: &'a Parsed = self.p;
-                let taken = self.entries[e].value.take();
+                let taken = self.entries[e].take();
                 let found = {
                     let value: &[u8] = taken.as_deref().unwrap_or(&p.items[item].value);
-                    self.op(link, value, v, set_hit)
+                    self.op(link, value, v)
                 };
-                self.entries[e].value = taken;
+                self.entries[e] = taken;
                 if let Some(value) = found {
                     self.matched(link, v, value, hits);
                 }
@@ -535,7 +808,7 @@ impl<'a> Eval<'a> {
                 for t in &self.waf.rules.pipelines[link.pipeline] {
                     cur = t.apply(&cur);
                 }
-                if let Some(value) = self.op(link, &cur, v, None) {
+                if let Some(value) = self.op(link, &cur, v) {
                     self.matched(link, v, value, hits);
                 }
             }
@@ -547,10 +820,10 @@ impl<'a> Eval<'a> {
             for (k, val) in &link.setvars {
                 let k = String::from_utf8_lossy(&self.expand(k, v)).to_ascii_lowercase();
                 if let Some(inc) = val.strip_prefix('+') {
-                    let n = self.tx.get(&k).map_or(0, |x| parse_num(x)) + parse_num(inc.as_bytes());
+                    let n = self.tx_get(&k).map_or(0, parse_num) + parse_num(inc.as_bytes());
                     self.tx.insert(k, n.to_string().into_bytes());
                 } else {
-                    let x = self.expand(val, v);
+                    let x = self.expand(val, v).into_owned();
                     self.tx.insert(k, x);
                 }
             }
@@ -563,13 +836,12 @@ impl<'a> Eval<'a> {
     }
 
     /// Runs the operator; the matched value on success.
-    fn op(&mut self, link: &Link, value: &[u8], v: &Val<'_>, set_hit: Option<bool>) -> Option<Vec<u8>> {
+    fn op(&mut self, link: &Link, value: &[u8], v: &Val<'_>) -> Option<Vec<u8>> {
         let hit = match &link.op {
-            Op::Rx { re, .. } => {
-                let m = match set_hit {
-                    Some(m) => m,
-                    None => re.is_match(value),
-                };
+            Op::Rx(re, min_len) => {
+                // `is_match` runs the fast DFA; groups are resolved only for a match. A value
+                // shorter than the shortest match cannot match.
+                let m = value.len() >= *min_len && re.is_match(value);
                 if m && link.capture {
                     if let Some(c) = re.captures(value) {
                         for i in 0..c.len().min(10) {
@@ -583,9 +855,9 @@ impl<'a> Eval<'a> {
             Op::Pm(ac) => ac.is_match(value),
             Op::Contains(p) => {
                 let p = self.expand(p, v);
-                !p.is_empty() && value.windows(p.len()).any(|w| w == p.as_slice())
+                !p.is_empty() && value.windows(p.len()).any(|w| w == &*p)
             }
-            Op::Streq(p) => self.expand(p, v) == value,
+            Op::Streq(p) => *self.expand(p, v) == *value,
             Op::Within(p) => {
                 let p = self.expand(p, v);
                 value.is_empty() || (value.len() <= p.len() && p.windows(value.len()).any(|w| w == value))
@@ -603,14 +875,8 @@ impl<'a> Eval<'a> {
                     Cmp::Le => a <= b,
                 }
             }
-            Op::DetectSqli => {
-                let owned = value.to_vec();
-                guarded(move || libinjectionrs::detect_sqli(&owned).is_injection())
-            }
-            Op::DetectXss => {
-                let owned = value.to_vec();
-                guarded(move || libinjectionrs::detect_xss(&owned).is_injection())
-            }
+            Op::DetectSqli => !plain_word(value) && guarded(|| libinjectionrs::detect_sqli(value).is_injection()),
+            Op::DetectXss => guarded(|| libinjectionrs::detect_xss(value).is_injection()),
             // The operator "matches" when a byte is outside the allowed ranges.
             Op::ByteRange(ok) => value.iter().any(|&b| !ok[b as usize]),
             Op::UrlEncoding => !valid_url_encoding(value),
@@ -621,9 +887,9 @@ impl<'a> Eval<'a> {
 
     /// Expands `%{tx.name}`, `%{request_headers.host}`, `%{args.name}`, `%{matched_var}`,
     /// `%{matched_var_name}` in an operator argument or `setvar`.
-    fn expand(&self, s: &str, v: &Val<'_>) -> Vec<u8> {
+    fn expand<'s>(&self, s: &'s str, v: &Val<'_>) -> Cow<'s, [u8]> {
         if !s.contains("%{") {
-            return s.as_bytes().to_vec();
+            return Cow::Borrowed(s.as_bytes());
         }
         let mut out = Vec::with_capacity(s.len());
         let mut rest = s;
@@ -632,11 +898,11 @@ impl<'a> Eval<'a> {
             let after = &rest[i + 2..];
             let Some(end) = after.find('}') else {
                 out.extend_from_slice(&rest.as_bytes()[i..]);
-                return out;
+                return Cow::Owned(out);
             };
             let var = after[..end].to_ascii_lowercase();
             match var.split_once('.') {
-                Some(("tx", name)) => out.extend_from_slice(self.tx.get(name).map_or(&[][..], |x| x.as_slice())),
+                Some(("tx", name)) => out.extend_from_slice(self.tx_get(name).unwrap_or_default()),
                 Some(("request_headers", name)) => {
                     out.extend_from_slice(self.p.header(name).unwrap_or_default());
                 }
@@ -660,7 +926,7 @@ impl<'a> Eval<'a> {
             rest = &after[end + 1..];
         }
         out.extend_from_slice(rest.as_bytes());
-        out
+        Cow::Owned(out)
     }
 }
 
@@ -729,6 +995,61 @@ mod tests {
             assert!(v.blocked, "{what} passed: {v:?}");
             assert!(v.rule_id().is_some());
         }
+    }
+
+    #[test]
+    fn plain_words_are_never_sqli() {
+        let mut words: Vec<String> = [
+            "union",
+            "select",
+            "or",
+            "and",
+            "sleep",
+            "benchmark",
+            "drop",
+            "table",
+            "having",
+            "waitfor",
+            "delay",
+            "exec",
+            "xp_cmdshell",
+            "information_schema",
+            "load_file",
+            "into",
+            "outfile",
+            "null",
+            "true",
+            "usd",
+            "pm_1Q2w3E4r5T6y7U8i9O0p",
+            "latest_charge",
+            "UNION",
+            "SeLeCt",
+            "_",
+            "a1",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        // Every word of up to three characters over letters, digits and `_`.
+        let alphabet: Vec<char> = ('a'..='z').chain('A'..='C').chain('0'..='2').chain(['_']).collect();
+        let mut short: Vec<String> = alphabet.iter().map(char::to_string).collect();
+        for _ in 0..2 {
+            let longer: Vec<String> = short
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            short.extend(longer.into_iter().filter(|w| w.len() <= 3));
+        }
+        words.extend(short);
+        let mut checked = 0;
+        for w in &words {
+            if plain_word(w.as_bytes()) {
+                assert!(!libinjectionrs::detect_sqli(w.as_bytes()).is_injection(), "{w} is SQLi");
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
+        assert!(!plain_word(b"1union") && !plain_word(b"a b") && !plain_word(b"a.b") && !plain_word(b""));
     }
 
     #[test]

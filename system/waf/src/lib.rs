@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod prefilter;
 pub mod protocol;
 pub mod proxy;
 pub mod request;

@@ -98,6 +98,11 @@ pub enum Coll {
     MultipartPartHeaders,
 }
 
+impl Coll {
+    /// Number of collections (`coll as usize` is below it).
+    pub const COUNT: usize = Coll::MultipartPartHeaders as usize + 1;
+}
+
 /// One value of a collection.
 #[derive(Debug, Clone)]
 pub struct Item {
@@ -241,7 +246,9 @@ impl Parsed {
             push(Coll::Headers, lower.as_bytes(), value);
             push(Coll::HeadersNames, lower.as_bytes(), name.as_bytes());
         }
-        push(Coll::Filename, b"", path.as_bytes());
+        // As in ModSecurity: REQUEST_FILENAME is the percent-decoded path the server routes on
+        // (`+` is a plus in a path), REQUEST_BASENAME the last segment of the path as sent.
+        push(Coll::Filename, b"", &percent_decode(path.as_bytes()));
         let base = path.rsplit('/').next().unwrap_or("");
         push(Coll::Basename, b"", base.as_bytes());
         push(Coll::Uri, b"", req.target.as_bytes());
@@ -301,6 +308,25 @@ fn trim(v: &[u8]) -> &[u8] {
 
 fn looks_like_form(body: &[u8]) -> bool {
     body.contains(&b'=') && !body.starts_with(b"{") && !body.starts_with(b"<")
+}
+
+/// `%XX` decoding only (a path's `+` stays a `+`); invalid escapes stay as they are.
+fn percent_decode(v: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%' {
+            if let (Some(h), Some(l)) = (v.get(i + 1).and_then(|&b| hex(b)), v.get(i + 2).and_then(|&b| hex(b))) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    out
 }
 
 /// Splits a query string or form body into decoded `(name, value)` pairs.
@@ -456,16 +482,32 @@ fn disposition_param(line: &[u8], key: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// Text nodes and attribute values of an XML document (a tolerant scan, not a validating
-/// parser: a malformed document still yields its text).
+/// What ModSecurity's XML processor (libxml2) gives the `XML` collection: the document's text
+/// content, all text nodes and CDATA sections concatenated (`XML:/*`, the string value of the
+/// root element), then each attribute value (`XML://@*`), with character and entity references
+/// decoded as the parser does. The XML declaration, processing instructions, comments and the
+/// doctype are markup, not content. A tolerant scan, not a validating parser: a malformed
+/// document still yields its text.
 fn xml_text(body: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
+    let mut text = Vec::new();
+    let mut attrs = Vec::new();
     let mut i = 0;
-    while i < body.len() && out.len() < MAX_ITEMS {
-        if body[i] == b'<' {
-            let end = body[i..].iter().position(|&b| b == b'>').map_or(body.len(), |e| i + e);
+    let skip_to = |from: usize, end: &[u8]| find(&body[from..], end).map_or(body.len(), |e| from + e + end.len());
+    while i < body.len() && attrs.len() < MAX_ITEMS {
+        let rest = &body[i..];
+        if rest.starts_with(b"<![CDATA[") {
+            let end = find(&rest[9..], b"]]>").map_or(body.len(), |e| i + 9 + e);
+            text.extend_from_slice(&body[i + 9..end]);
+            i = (end + 3).min(body.len());
+        } else if rest.starts_with(b"<!--") {
+            i = skip_to(i + 4, b"-->");
+        } else if rest.starts_with(b"<?") {
+            i = skip_to(i + 2, b"?>");
+        } else if rest.starts_with(b"<!") {
+            i = skip_to(i + 2, b">");
+        } else if rest.first() == Some(&b'<') {
+            let end = rest.iter().position(|&b| b == b'>').map_or(body.len(), |e| i + e);
             let tag = &body[i..end];
-            // attribute values
             let mut q = None;
             let mut start = 0;
             for (j, &b) in tag.iter().enumerate() {
@@ -475,9 +517,7 @@ fn xml_text(body: &[u8]) -> Vec<Vec<u8>> {
                         start = j + 1;
                     }
                     Some(c) if b == c => {
-                        if j > start {
-                            out.push(tag[start..j].to_vec());
-                        }
+                        attrs.push(xml_unescape(&tag[start..j]));
                         q = None;
                     }
                     _ => {}
@@ -485,13 +525,55 @@ fn xml_text(body: &[u8]) -> Vec<Vec<u8>> {
             }
             i = end + 1;
         } else {
-            let end = body[i..].iter().position(|&b| b == b'<').map_or(body.len(), |e| i + e);
-            let t = trim(&body[i..end]);
-            if !t.is_empty() {
-                out.push(t.to_vec());
-            }
+            let end = rest.iter().position(|&b| b == b'<').map_or(body.len(), |e| i + e);
+            text.extend_from_slice(&xml_unescape(&body[i..end]));
             i = end;
         }
+    }
+    let mut out = Vec::with_capacity(attrs.len() + 1);
+    let text = trim(&text);
+    if !text.is_empty() {
+        out.push(text.to_vec());
+    }
+    out.extend(attrs.into_iter().filter(|a| !a.is_empty()));
+    out
+}
+
+/// XML's predefined entities and character references (`&#60;`, `&#x3c;`), as UTF-8.
+fn xml_unescape(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'&' {
+            if let Some(len) = v[i..].iter().take(12).position(|&b| b == b';') {
+                let name = &v[i + 1..i + len];
+                let ch = match name {
+                    b"lt" => Some('<'),
+                    b"gt" => Some('>'),
+                    b"amp" => Some('&'),
+                    b"quot" => Some('"'),
+                    b"apos" => Some('\''),
+                    _ => {
+                        let num = match name {
+                            [b'#', b'x' | b'X', hex @ ..] => std::str::from_utf8(hex)
+                                .ok()
+                                .and_then(|h| u32::from_str_radix(h, 16).ok()),
+                            [b'#', dec @ ..] => std::str::from_utf8(dec).ok().and_then(|d| d.parse().ok()),
+                            _ => None,
+                        };
+                        num.and_then(char::from_u32)
+                    }
+                };
+                if let Some(ch) = ch {
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                    i += len + 1;
+                    continue;
+                }
+            }
+        }
+        out.push(v[i]);
+        i += 1;
     }
     out
 }
@@ -526,6 +608,15 @@ mod tests {
         assert_eq!(post[0].value, b"O'Brien (1)");
         assert_eq!(p.arg_count, 4);
         assert_eq!(p.body_kind, BodyKind::UrlEncoded);
+    }
+
+    #[test]
+    fn filename_is_the_decoded_path() {
+        let r = req("/post/subSTR%28%24x%29+a%2", vec![], b"");
+        let p = Parsed::new(&r);
+        assert_eq!(p.coll(Coll::Filename)[0].value, b"/post/subSTR($x)+a%2");
+        assert_eq!(p.coll(Coll::Basename)[0].value, b"subSTR%28%24x%29+a%2");
+        assert_eq!(p.path, "/post/subSTR%28%24x%29+a%2");
     }
 
     #[test]
@@ -575,6 +666,14 @@ mod tests {
         let p = Parsed::new(&r);
         assert_eq!(p.coll(Coll::Cookies)[1].value, b"<x>");
         let xml: Vec<_> = p.coll(Coll::Xml).iter().map(|i| i.value.clone()).collect();
-        assert_eq!(xml, vec![b"1".to_vec(), b"hi".to_vec(), b"there".to_vec()]);
+        assert_eq!(xml, vec![b"hithere".to_vec(), b"1".to_vec()]);
+        let r = req(
+            "/",
+            vec![("Content-Type", b"application/xml")],
+            b"<?xml version=\"1.0\"?><!-- c --><r a=\"&lt;script&#62;x&#x3c;\">1 &amp; 2<![CDATA[<b>]]></r>",
+        );
+        let p = Parsed::new(&r);
+        let xml: Vec<_> = p.coll(Coll::Xml).iter().map(|i| i.value.clone()).collect();
+        assert_eq!(xml, vec![b"1 & 2<b>".to_vec(), b"<script>x<".to_vec()]);
     }
 }

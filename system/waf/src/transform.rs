@@ -86,14 +86,49 @@ impl Transform {
             Transform::CmdLine => {
                 any(|b| matches!(b, b'\\' | b'"' | b'\'' | b'^' | b',' | b';') || is_space(b) || b.is_ascii_uppercase())
             }
-            Transform::NormalizePath => any(|b| b == b'/' || b == b'.'),
-            Transform::NormalizePathWin => any(|b| b == b'/' || b == b'.' || b == b'\\'),
-            Transform::RemoveWhitespace | Transform::CompressWhitespace => any(|b| is_space(b) || b == 0xa0),
+            // Only an empty, `.` or `..` segment changes a path: `//`, `/.`, `./`, `..`, or `.`.
+            Transform::NormalizePath => path_may_change(v),
+            Transform::NormalizePathWin => any(|b| b == b'\\') || path_may_change(v),
+            Transform::RemoveWhitespace => any(|b| is_space(b) || b == 0xa0),
+            // Only a run of whitespace, or whitespace other than a space, is rewritten.
+            Transform::CompressWhitespace => v.iter().enumerate().any(|(i, &b)| {
+                (is_space(b) || b == 0xa0) && (b != b' ' || v.get(i + 1).is_some_and(|&n| is_space(n) || n == 0xa0))
+            }),
             Transform::ReplaceComments => v.windows(2).any(|w| w == b"/*"),
-            Transform::RemoveCommentsChar | Transform::RemoveComments => {
-                any(|b| matches!(b, b'/' | b'*' | b'-' | b'#'))
+            Transform::RemoveCommentsChar => {
+                any(|b| b == b'#') || v.windows(2).any(|w| matches!(w, b"/*" | b"*/" | b"--"))
             }
+            Transform::RemoveComments => any(|b| b == b'#') || v.windows(2).any(|w| matches!(w, b"/*" | b"--")),
             Transform::Base64Decode | Transform::Length => true,
+        }
+    }
+
+    /// The [`value_mask`] bits whose presence lets this transformation change a value by more
+    /// than ASCII case: a value with none of them comes out equal to itself up to case.
+    pub fn trigger_mask(self) -> u32 {
+        match self {
+            Transform::Lowercase => 0,
+            Transform::UrlDecodeUni | Transform::UrlDecode => M_PERCENT | M_PLUS,
+            Transform::HtmlEntityDecode => M_AMP,
+            Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => M_BACKSLASH,
+            Transform::RemoveNulls => M_NUL,
+            Transform::Utf8ToUnicode => M_NON_ASCII,
+            Transform::CmdLine => M_BACKSLASH | M_QUOTE | M_CARET | M_COMMA_SEMI | M_SPACE,
+            Transform::NormalizePath => M_SLASH | M_DOT,
+            Transform::NormalizePathWin => M_SLASH | M_DOT | M_BACKSLASH,
+            Transform::RemoveWhitespace | Transform::CompressWhitespace => M_SPACE | M_NON_ASCII,
+            Transform::ReplaceComments => M_SLASH,
+            Transform::RemoveCommentsChar | Transform::RemoveComments => M_SLASH | M_STAR | M_DASH | M_HASH,
+            Transform::Base64Decode | Transform::Length => M_ALWAYS,
+        }
+    }
+
+    /// The [`value_mask`] bits whose presence lets this transformation change a value at all
+    /// ([`Transform::trigger_mask`] plus upper-case letters for the ones that lower-case).
+    pub fn change_mask(self) -> u32 {
+        match self {
+            Transform::Lowercase | Transform::CmdLine => self.trigger_mask() | M_UPPER,
+            _ => self.trigger_mask(),
         }
     }
 
@@ -121,6 +156,69 @@ impl Transform {
             Transform::Length => v.len().to_string().into_bytes(),
         }
     }
+}
+
+const M_PERCENT: u32 = 1;
+const M_PLUS: u32 = 1 << 1;
+const M_AMP: u32 = 1 << 2;
+const M_BACKSLASH: u32 = 1 << 3;
+const M_NUL: u32 = 1 << 4;
+const M_NON_ASCII: u32 = 1 << 5;
+const M_QUOTE: u32 = 1 << 6;
+const M_CARET: u32 = 1 << 7;
+const M_COMMA_SEMI: u32 = 1 << 8;
+const M_SPACE: u32 = 1 << 9;
+const M_SLASH: u32 = 1 << 10;
+const M_DOT: u32 = 1 << 11;
+const M_STAR: u32 = 1 << 12;
+const M_DASH: u32 = 1 << 13;
+const M_HASH: u32 = 1 << 14;
+/// Set in every value: transformations that always need running (`base64Decode`, `length`).
+const M_ALWAYS: u32 = 1 << 15;
+const M_UPPER: u32 = 1 << 16;
+
+/// Which special bytes `v` holds, as bits matched against [`Transform::trigger_mask`].
+pub fn value_mask(v: &[u8]) -> u32 {
+    static TABLE: [u32; 256] = {
+        let mut t = [0u32; 256];
+        t[b'%' as usize] = M_PERCENT;
+        t[b'+' as usize] = M_PLUS;
+        t[b'&' as usize] = M_AMP;
+        t[b'\\' as usize] = M_BACKSLASH;
+        t[0] = M_NUL;
+        let mut i = 128;
+        while i < 256 {
+            t[i] = M_NON_ASCII;
+            i += 1;
+        }
+        t[b'"' as usize] = M_QUOTE;
+        t[b'\'' as usize] = M_QUOTE;
+        t[b'^' as usize] = M_CARET;
+        t[b',' as usize] = M_COMMA_SEMI;
+        t[b';' as usize] = M_COMMA_SEMI;
+        t[b' ' as usize] = M_SPACE;
+        t[b'\t' as usize] = M_SPACE;
+        t[b'\n' as usize] = M_SPACE;
+        t[b'\r' as usize] = M_SPACE;
+        t[0x0b] = M_SPACE;
+        t[0x0c] = M_SPACE;
+        t[b'/' as usize] = M_SLASH;
+        t[b'.' as usize] = M_DOT;
+        t[b'*' as usize] = M_STAR;
+        t[b'-' as usize] = M_DASH;
+        t[b'#' as usize] = M_HASH;
+        let mut u = b'A';
+        while u <= b'Z' {
+            t[u as usize] = M_UPPER;
+            u += 1;
+        }
+        t
+    };
+    v.iter().fold(M_ALWAYS, |m, &b| m | TABLE[b as usize])
+}
+
+fn path_may_change(v: &[u8]) -> bool {
+    v == b"." || v.windows(2).any(|w| matches!(w, b"//" | b"/." | b"./" | b".."))
 }
 
 fn is_space(b: u8) -> bool {
@@ -627,7 +725,7 @@ mod tests {
             Transform::RemoveComments,
             Transform::EscapeSeqDecode,
         ];
-        let samples: [&[u8]; 12] = [
+        let samples: [&[u8]; 34] = [
             b"",
             b".",
             b"..",
@@ -640,11 +738,101 @@ mod tests {
             b"a&b",
             b"caf\xc3\xa9",
             b"usd",
+            b"a  b",
+            b"a\tb",
+            b"a \tb",
+            b"a\xa0b",
+            b" ",
+            b"a-b",
+            b"a*b",
+            b"a/*b",
+            b"a*/b",
+            b"#x",
+            b"/",
+            b"/a/",
+            b"a//b",
+            b"a/./b",
+            b"./a",
+            b"a/.",
+            b".a/b.c",
+            b"a/../b",
+            b"...",
+            b"x/.hidden",
+            b"a\\b",
+            b"/a/b.txt",
         ];
+        // Every string of up to four bytes over the characters the shortcuts look at.
+        let alphabet = [b'a', b'A', b' ', b'\t', b'.', b'/', b'-', b'*', b'#', b'\\', 0xa0];
+        let mut all_short: Vec<Vec<u8>> = vec![Vec::new()];
+        for len in 1..=4 {
+            let prev: Vec<Vec<u8>> = all_short.iter().filter(|x| x.len() == len - 1).cloned().collect();
+            for p in prev {
+                for &c in &alphabet {
+                    let mut x = p.clone();
+                    x.push(c);
+                    all_short.push(x);
+                }
+            }
+        }
         for t in all {
-            for s in samples {
+            for s in samples.iter().copied().chain(all_short.iter().map(Vec::as_slice)) {
                 if !t.may_change(s) {
                     assert_eq!(t.apply(s), s, "{t:?} changed {s:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn untriggered_transformations_only_change_case() {
+        let all = [
+            Transform::Lowercase,
+            Transform::UrlDecodeUni,
+            Transform::UrlDecode,
+            Transform::HtmlEntityDecode,
+            Transform::JsDecode,
+            Transform::CssDecode,
+            Transform::RemoveNulls,
+            Transform::Utf8ToUnicode,
+            Transform::CmdLine,
+            Transform::NormalizePath,
+            Transform::NormalizePathWin,
+            Transform::RemoveWhitespace,
+            Transform::CompressWhitespace,
+            Transform::ReplaceComments,
+            Transform::RemoveCommentsChar,
+            Transform::RemoveComments,
+            Transform::Base64Decode,
+            Transform::EscapeSeqDecode,
+            Transform::Length,
+        ];
+        // Every byte alone and in pairs, plus mixed-case words and typical API values.
+        let mut samples: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        for a in 0..=255u8 {
+            for b in [
+                b'a', b'Z', b'/', b'.', b' ', b'-', b'*', b'#', b'&', b'%', b'\\', b'(', 0xc3,
+            ] {
+                samples.push(vec![a, b]);
+                samples.push(vec![b, a]);
+            }
+        }
+        for s in [
+            "Order_1234",
+            "usd",
+            "pm_1Q2w3E4r5T6y7U8i9O0p",
+            "latest_charge",
+            "a..b",
+            "x(y)z",
+        ] {
+            samples.push(s.as_bytes().to_vec());
+        }
+        for t in all {
+            for s in &samples {
+                if t.trigger_mask() & value_mask(s) == 0 {
+                    assert!(t.apply(s).eq_ignore_ascii_case(s), "{t:?} changed {s:?}");
+                }
+                if t.change_mask() & value_mask(s) == 0 {
+                    assert_eq!(t.apply(s), *s, "{t:?} changed {s:?}");
                 }
             }
         }

@@ -1,8 +1,12 @@
-//! Scores the engine on the WAF corpus (tests/corpus, converted from the OWASP CRS regression
-//! suite plus realistic payment-API traffic): detection per family over `attack` cases of
-//! paranoia level <= 2, false positives over every `benign` case, and no block at all on the
-//! payment-API traffic. Prints the table; fails under 90% detection, on any payment-API block,
-//! or over 5% false positives (the 1% target is the ignored test below).
+//! Scores the engine on the WAF corpus (tests/corpus, a copy of `shared/waf-corpus`: the OWASP
+//! CRS regression suite plus realistic payment-API traffic; `WAF_CORPUS_DIR` points elsewhere):
+//! detection per family over `attack` cases of paranoia level <= 2, false positives over every
+//! `benign` case, and no block at all on the payment-API traffic. Prints the table; fails under
+//! 90% detection, over 5% false positives, on any payment-API block or on a panic (the issue's
+//! 1% target is the ignored test below).
+//!
+//! Also checks that the fast path (the literal prefilter) gives exactly the verdict of the
+//! reference evaluation of every rule on every value, over the whole corpus.
 
 use pay_waf::{HttpRequest, Waf, WafConfig};
 use std::collections::BTreeMap;
@@ -20,7 +24,9 @@ struct Case {
 }
 
 fn load(name: &str) -> Vec<Case> {
-    let path = format!("{}/tests/corpus/{name}", env!("CARGO_MANIFEST_DIR"));
+    let dir =
+        std::env::var("WAF_CORPUS_DIR").unwrap_or_else(|_| format!("{}/tests/corpus", env!("CARGO_MANIFEST_DIR")));
+    let path = format!("{dir}/{name}");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -58,7 +64,8 @@ fn load(name: &str) -> Vec<Case> {
         .collect()
 }
 
-fn blocked(waf: &Waf, c: &Case) -> (bool, Vec<u32>) {
+/// The request of a case, sent the way an HTTP client (and the CRS test runner, go-ftw) does.
+fn with_request<T>(c: &Case, f: impl FnOnce(&HttpRequest<'_>) -> T) -> T {
     // Send the case the way an HTTP client (and the CRS test runner, go-ftw) does: a body
     // goes with its Content-Length, and with the form content type when the case names none.
     let mut headers: Vec<(String, String)> = c.headers.clone();
@@ -77,7 +84,11 @@ fn blocked(waf: &Waf, c: &Case) -> (bool, Vec<u32>) {
         headers: headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect(),
         body: c.body.as_bytes(),
     };
-    let v = waf.inspect(&req);
+    f(&req)
+}
+
+fn blocked(waf: &Waf, c: &Case) -> (bool, Vec<u32>) {
+    let v = with_request(c, |r| waf.inspect(r));
     (v.blocked, v.matches.iter().map(|m| m.rule_id).collect())
 }
 
@@ -139,8 +150,8 @@ fn score() -> (f64, f64, usize) {
     (rate, fp_rate, api_blocks)
 }
 
-/// What the engine achieves today, guarded against regressions: detection at least 90%,
-/// no payment-API request blocked, false positives at most 5%.
+/// What the engine must keep: detection at least 90%, no payment-API request blocked, false
+/// positives at most 5% (4.6% today), and no panic (which fails the test by itself).
 #[test]
 fn corpus_detection_and_false_positives() {
     let (rate, fp_rate, api_blocks) = score();
@@ -149,10 +160,40 @@ fn corpus_detection_and_false_positives() {
     assert!(fp_rate <= 5.0, "false positives {fp_rate:.2}% are over 5%");
 }
 
-/// The false-positive target (1%), not met yet: run with `--ignored`.
+/// The false-positive target, 1%. Not met: every one of the remaining false positives
+/// is also blocked by ModSecurity running the same Core Rule Set at paranoia level 2 and
+/// threshold 5 (docs/waf.md, "False positives"), so meeting it means departing from CRS.
 #[test]
-#[ignore = "false positives are at 4.6%, the target is 1%"]
+#[ignore = "false positives are at 4.6%; the 1% target is not met (see docs/waf.md)"]
 fn corpus_false_positive_target() {
     let (_, fp_rate, _) = score();
     assert!(fp_rate <= 1.0, "false positives {fp_rate:.2}% are over 1%");
+}
+
+/// The prefilter never changes a verdict: over every corpus case, with the shipped
+/// configuration and with the plain Core Rule Set one (no exclusions, every rule scored), the
+/// fast path reports the same matches, targets and score as evaluating every rule everywhere.
+#[test]
+fn fast_path_equals_exhaustive_evaluation() {
+    let cases: Vec<Case> = load("crs-cases.jsonl")
+        .into_iter()
+        .chain(load("payment-api-benign.jsonl"))
+        .collect();
+    let configs = [WafConfig::payment_api(), WafConfig::default()];
+    let mut compared = 0;
+    let mut matched = 0;
+    for config in configs {
+        let waf = Waf::new(config).expect("engine builds");
+        for c in &cases {
+            let (fast, slow) = with_request(c, |r| (waf.inspect(r), waf.inspect_exhaustive(r)));
+            assert_eq!(fast, slow, "case {}: the fast path differs from the reference", c.id);
+            compared += 1;
+            matched += usize::from(!slow.matches.is_empty());
+        }
+    }
+    assert!(compared >= 2 * 3000, "only {compared} verdicts compared");
+    assert!(
+        matched * 2 > compared,
+        "only {matched} of {compared} verdicts had matches"
+    );
 }

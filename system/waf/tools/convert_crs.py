@@ -89,6 +89,10 @@ def parse_rule(line):
             r["severity"] = v
         elif k == "tag" and v.startswith("paranoia-level/"):
             r["pl"] = int(v.split("/")[1])
+        elif k == "tag":
+            r.setdefault("tags", []).append(v)
+        elif k == "ctl":
+            r.setdefault("ctl", []).append(v)
         elif k == "msg":
             r["msg"] = v
         elif k == "chain":
@@ -152,6 +156,28 @@ def main():
 
     for r in rules:
         clean(r)
+    # Keep only the tags that a ctl:ruleRemoveTargetByTag action names (the others are
+    # documentation), and the ctl actions the engine implements.
+    wanted = set()
+    def ctls(r):
+        yield from r.get("ctl", [])
+        for c in r.get("chain_rules", []):
+            yield from ctls(c)
+    for r in rules:
+        for c in ctls(r):
+            if c.startswith("ruleRemoveTargetByTag="):
+                wanted.add(c.split("=", 1)[1].split(";", 1)[0])
+    def prune(r):
+        tags = [t for t in r.pop("tags", []) if t in wanted]
+        if tags:
+            r["tags"] = tags
+        kept = [c for c in r.pop("ctl", []) if c.startswith(("ruleRemoveById=", "ruleRemoveTargetByTag="))]
+        if kept:
+            r["ctl"] = kept
+        for c in r.get("chain_rules", []):
+            prune(c)
+    for r in rules:
+        prune(r)
     # Default policy variables (tx.allowed_methods, ...) set by REQUEST-901-INITIALIZATION.
     tx = {}
     for line in logical_lines(open(os.path.join(d, "REQUEST-901-INITIALIZATION.conf"), encoding="utf-8").read()):

@@ -1,0 +1,378 @@
+//! A sound literal prefilter for the rule table.
+//!
+//! Most rules can only match a value that contains one of a few literal strings: `(?i)union\s+select`
+//! needs `union`, a phrase list needs one of its phrases, libinjection's XSS detector needs a `<` or
+//! a `=`. [`rx_atoms`] derives such a set ("atoms") from a regular expression's syntax tree; the
+//! engine puts every rule's atoms into one Aho-Corasick automaton, scans each distinct transformed
+//! value once, and evaluates only the rules whose atoms occur, on only the values where they occur.
+//!
+//! Soundness is the whole point: the atoms of a rule are a *necessary* condition for a match, so
+//! skipping a rule whose atoms are absent cannot change a verdict. Atoms are lower case and
+//! matched ASCII-case-insensitively, which can only find more of them than a case-sensitive
+//! pattern needs. A pattern whose analysis finds no such set (for example one that can match the
+//! empty string, or starts with a large class) gets `None` and its rule is always evaluated.
+
+use regex_syntax::hir::{Class, Hir, HirKind};
+use std::collections::BTreeSet;
+
+/// Largest set of alternatives kept while multiplying out a concatenation.
+const MAX_SET: usize = 64;
+/// Largest character class expanded into single-byte alternatives.
+const MAX_CLASS: usize = 10;
+/// An optional part whose non-empty matches need atoms this rare (see [`cost`]) is assumed
+/// empty, and its atoms are added to the result instead (a "guard").
+const GUARD_COST: f64 = 0.25;
+/// A set costlier than this selects most values: no better than evaluating the rule always,
+/// and its frequent atoms would slow the scan for every other rule.
+const USELESS_COST: f64 = 1.0;
+
+type Set = BTreeSet<Vec<u8>>;
+
+/// What is known about the strings a sub-expression matches: every match contains an atom of
+/// `guard`, or else it is one of `exact` (when known) and contains an atom of `req` (when
+/// known). The guard lets evasion padding such as `["'\\]*` between the letters of a command
+/// name be read as empty, at the price of its characters becoming atoms too.
+#[derive(Clone)]
+struct Info {
+    exact: Option<Set>,
+    req: Option<Set>,
+    guard: Set,
+}
+
+impl Info {
+    fn exact(s: Set) -> Info {
+        Info {
+            req: Some(s.clone()),
+            exact: Some(s),
+            guard: Set::new(),
+        }
+    }
+
+    fn unknown() -> Info {
+        Info {
+            exact: None,
+            req: None,
+            guard: Set::new(),
+        }
+    }
+
+    /// The best requirement: the exact set or the required set.
+    fn required(&self) -> Option<&Set> {
+        self.exact.as_ref().or(self.req.as_ref())
+    }
+
+    /// Everything a match must contain: the requirement or a guard atom.
+    fn atoms(&self) -> Option<Set> {
+        let mut s = self.required()?.clone();
+        s.extend(self.guard.iter().cloned());
+        Some(s)
+    }
+}
+
+/// A rough chance that an atom occurs in ordinary text: letters, digits and spaces are common,
+/// most punctuation is rare. Used only to choose between sound sets.
+fn atom_cost(a: &[u8]) -> f64 {
+    if a.is_empty() {
+        return f64::INFINITY;
+    }
+    a.iter()
+        .map(|&b| match b {
+            b'a'..=b'z' | b'0'..=b'9' => 0.3,
+            b' ' => 0.5,
+            b'.' | b',' | b'-' | b'_' | b'/' | b':' | b'(' | b')' | b'@' | b'=' | b'\t' | b'\n' | b'\r' => 0.1,
+            _ => 0.02,
+        })
+        .product()
+}
+
+/// The chance that a set selects a value (infinite when it holds the empty string).
+fn cost(s: &Set) -> f64 {
+    s.iter().map(|a| atom_cost(a)).sum()
+}
+
+fn better(a: Option<Set>, b: Option<&Set>) -> Option<Set> {
+    match (a, b) {
+        (None, b) => b.filter(|s| cost(s).is_finite()).cloned(),
+        (Some(a), Some(b)) if cost(b) < cost(&a) => Some(b.clone()),
+        (a, _) => a,
+    }
+}
+
+fn cross(a: &Set, b: &Set) -> Set {
+    let mut out = Set::new();
+    for x in a {
+        for y in b {
+            let mut s = x.clone();
+            s.extend_from_slice(y);
+            out.insert(s);
+        }
+    }
+    out
+}
+
+fn class_bytes(c: &Class) -> Option<Set> {
+    let mut out = Set::new();
+    match c {
+        Class::Bytes(b) => {
+            for r in b.ranges() {
+                for x in r.start()..=r.end() {
+                    out.insert(vec![x.to_ascii_lowercase()]);
+                    if out.len() > MAX_CLASS {
+                        return None;
+                    }
+                }
+            }
+        }
+        Class::Unicode(u) => {
+            for r in u.ranges() {
+                let (a, b) = (u32::from(r.start()), u32::from(r.end()));
+                if b.saturating_sub(a) as usize > MAX_CLASS {
+                    return None;
+                }
+                for x in a..=b {
+                    let ch = char::from_u32(x)?;
+                    let mut buf = [0u8; 4];
+                    out.insert(ch.encode_utf8(&mut buf).as_bytes().to_ascii_lowercase());
+                    if out.len() > MAX_CLASS {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// An optional part (`x?`, `x*`): `x?` of a short list becomes that list or the empty string;
+/// otherwise the part is read as empty with its atoms as a guard, when they are rare.
+fn optional(sub: Info, max_one: bool) -> Info {
+    if max_one {
+        if let Some(mut e) = sub.exact.clone().filter(|e| e.len() < MAX_SET) {
+            e.insert(Vec::new());
+            let mut i = Info::exact(e);
+            i.guard = sub.guard;
+            return i;
+        }
+    }
+    match sub.atoms() {
+        Some(atoms) if cost(&atoms) <= GUARD_COST => {
+            let mut i = Info::exact(Set::from([Vec::new()]));
+            i.guard = atoms;
+            i
+        }
+        _ => Info::unknown(),
+    }
+}
+
+fn info(h: &Hir) -> Info {
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => Info::exact(Set::from([Vec::new()])),
+        HirKind::Literal(l) => Info::exact(Set::from([l.0.to_ascii_lowercase()])),
+        HirKind::Class(c) => match class_bytes(c) {
+            Some(s) => Info::exact(s),
+            None => Info::unknown(),
+        },
+        HirKind::Capture(c) => info(&c.sub),
+        HirKind::Repetition(r) => {
+            let sub = info(&r.sub);
+            if r.min == 0 {
+                optional(sub, r.max == Some(1))
+            } else if r.min == 1 && r.max == Some(1) {
+                sub
+            } else {
+                // At least one occurrence: whatever one occurrence requires.
+                Info {
+                    exact: None,
+                    req: sub.required().cloned(),
+                    guard: sub.guard,
+                }
+            }
+        }
+        HirKind::Concat(subs) => {
+            let mut best: Option<Set> = None;
+            let mut run: Set = Set::from([Vec::new()]);
+            let mut all_exact = true;
+            let mut guard = Set::new();
+            for s in subs {
+                let i = info(s);
+                guard.extend(i.guard.iter().cloned());
+                match &i.exact {
+                    Some(e) if run.len() * e.len() <= MAX_SET => run = cross(&run, e),
+                    // Too many alternatives: an optional part with rare atoms becomes a guard.
+                    Some(e)
+                        if e.contains(&Vec::new()) && {
+                            let rest: Set = e.iter().filter(|x| !x.is_empty()).cloned().collect();
+                            cost(&rest) <= GUARD_COST
+                        } =>
+                    {
+                        guard.extend(e.iter().filter(|x| !x.is_empty()).cloned());
+                    }
+                    Some(e) => {
+                        all_exact = false;
+                        best = better(best, Some(&run));
+                        run = e.clone();
+                    }
+                    None => {
+                        all_exact = false;
+                        best = better(best, Some(&run));
+                        best = better(best, i.req.as_ref());
+                        run = Set::from([Vec::new()]);
+                    }
+                }
+            }
+            let mut out = if all_exact {
+                Info::exact(run)
+            } else {
+                Info {
+                    exact: None,
+                    req: better(best, Some(&run)),
+                    guard: Set::new(),
+                }
+            };
+            out.guard = guard;
+            out
+        }
+        HirKind::Alternation(subs) => {
+            let infos: Vec<Info> = subs.iter().map(info).collect();
+            let mut guard = Set::new();
+            for i in &infos {
+                guard.extend(i.guard.iter().cloned());
+            }
+            if infos.iter().all(|i| i.exact.is_some()) {
+                let mut all = Set::new();
+                for i in &infos {
+                    all.extend(i.exact.iter().flatten().cloned());
+                }
+                if all.len() <= MAX_SET {
+                    let mut out = Info::exact(all);
+                    out.guard = guard;
+                    return out;
+                }
+            }
+            // Any match is a match of one branch, so contains what that branch requires.
+            let mut req = Set::new();
+            for i in &infos {
+                match i.required() {
+                    Some(s) if cost(s).is_finite() => req.extend(s.iter().cloned()),
+                    _ => return Info::unknown(),
+                }
+            }
+            Info {
+                exact: None,
+                req: Some(req),
+                guard,
+            }
+        }
+    }
+}
+
+/// Literal strings (lower case) one of which every match of `pattern` contains, or `None` when
+/// no useful set is known. `pattern` is read as the engine compiles it: bytes, no Unicode classes.
+pub fn rx_atoms(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    let set = info(&hir).atoms()?;
+    (cost(&set) < USELESS_COST).then(|| set.into_iter().collect())
+}
+
+/// The length of the shortest string `pattern` matches (0 when unknown), read as the engine
+/// compiles it.
+pub fn min_len(pattern: &str) -> usize {
+    regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .ok()
+        .and_then(|h| h.properties().minimum_len())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regex::bytes::RegexBuilder;
+
+    fn atoms(p: &str) -> Vec<String> {
+        rx_atoms(p)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| String::from_utf8_lossy(&a).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn literals_and_classes() {
+        assert_eq!(atoms("(?i)union[\\s]+select"), vec!["select"]);
+        // Evasion padding between letters: the word, or one of the padding's characters.
+        assert_eq!(atoms("(?i)c[\"'\\\\]*a[\"'\\\\]*t\\b"), vec!["\"", "'", "\\", "cat"]);
+        assert_eq!(atoms("abc|x[yz]"), vec!["abc", "xy", "xz"]);
+        assert_eq!(atoms("<script"), vec!["<script"]);
+        assert_eq!(atoms("(?i)xa(?:b|c)?d"), vec!["xabd", "xacd", "xad"]);
+        assert_eq!(atoms("\\[?\\$(?:abs|add)"), vec!["$abs", "$add", "[$abs", "[$add"]);
+    }
+
+    #[test]
+    fn shortest_match() {
+        assert_eq!(min_len("abc|de"), 2);
+        assert_eq!(min_len("x{12}"), 12);
+        assert_eq!(min_len("a*"), 0);
+        assert_eq!(min_len("("), 0);
+    }
+
+    #[test]
+    fn unknown_when_it_can_match_anything() {
+        assert!(rx_atoms("a*").is_none());
+        assert!(rx_atoms("[^x]+").is_none());
+        assert!(rx_atoms("x?").is_none());
+        assert!(rx_atoms("^").is_none());
+        assert!(rx_atoms("(").is_none());
+    }
+
+    /// Soundness on the shipped rule table: every expression's atoms occur in every string it
+    /// matches, checked on strings built from the atoms' neighbours and on the corpus patterns.
+    #[test]
+    fn atoms_are_necessary() {
+        let table: serde_json::Value = serde_json::from_str(crate::rules::CRS_JSON).expect("table");
+        let samples: Vec<&[u8]> = vec![
+            b"1' or 1=1--",
+            b"<script>alert(1)</script>",
+            b"../../etc/passwd",
+            b"; cat /etc/passwd",
+            b"${jndi:ldap://x}",
+            b"<?php system('id'); ?>",
+            b"union select null,null",
+            b"http://evil.example/x?",
+            b"javascript:alert(1)",
+            b"O'Brien & Sons (est. 1990)",
+        ];
+        let mut checked = 0;
+        for r in table["rules"].as_array().into_iter().flatten() {
+            let op = r["op"].as_str().unwrap_or("");
+            let Some(p) = op.strip_prefix("@rx ") else { continue };
+            let Some(atoms) = rx_atoms(p) else { continue };
+            let Ok(re) = RegexBuilder::new(p).unicode(false).build() else {
+                continue;
+            };
+            for s in &samples {
+                if re.is_match(s) {
+                    let lower = s.to_ascii_lowercase();
+                    assert!(
+                        atoms
+                            .iter()
+                            .any(|a| lower.windows(a.len().max(1)).any(|w| w == a.as_slice())),
+                        "rule {} matched {:?} without any atom",
+                        r["id"],
+                        String::from_utf8_lossy(s)
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 10, "only {checked} matches checked");
+    }
+}
