@@ -24,10 +24,11 @@ pub struct Tap {
     pub pans: Vec<String>,
 }
 
-/// Links on which a card number may travel: into the API from a client, from the API into the
-/// tokenizer, from the tokenizer out to the card network.
+/// Links on which a card number may travel: into the WAF from a client, from the WAF into the
+/// API, from the API into the tokenizer, from the tokenizer out to the card network.
 pub fn pan_allowed(from: &str, to: &str) -> bool {
-    (from.starts_with("client-") && to == "api")
+    (from.starts_with("client-") && to == "waf")
+        || (from == "waf" && to == "api")
         || (from == "api" && to == "tokenizer")
         || (from == "tokenizer" && to == "acquirer")
 }
@@ -904,10 +905,17 @@ mod tests {
             "inside a longer digit run"
         );
         assert!(
-            pan_allowed("client-1", "api") && pan_allowed("api", "tokenizer") && pan_allowed("tokenizer", "acquirer")
+            pan_allowed("client-1", "waf")
+                && pan_allowed("waf", "api")
+                && pan_allowed("api", "tokenizer")
+                && pan_allowed("tokenizer", "acquirer")
         );
         assert!(
-            !pan_allowed("api", "payments") && !pan_allowed("tokenizer", "db") && !pan_allowed("acquirer", "tokenizer")
+            !pan_allowed("client-1", "api")
+                && !pan_allowed("waf", "tokenizer")
+                && !pan_allowed("api", "payments")
+                && !pan_allowed("tokenizer", "db")
+                && !pan_allowed("acquirer", "tokenizer")
         );
     }
 }

@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The platform's public address: the WAF, in front of the API, as in production.
+const PUBLIC_BASE: &str = "http://waf:80";
+
 /// Per-request timeout of the client.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts per request before the flow moves on (the request is resolved later).
@@ -204,7 +207,7 @@ impl Client {
         if let Some(k) = &call.key {
             headers.push(("idempotency-key", k.as_str()));
         }
-        let url = format!("http://api:80{}", call.path);
+        let url = format!("{PUBLIC_BASE}{}", call.path);
         let abandon =
             self.scenario.workload.abandon_rate > 0.0 && self.rng.unit_f64() < self.scenario.workload.abandon_rate;
         let timeout = if abandon {
@@ -459,7 +462,7 @@ async fn one_shot(http: HttpClient, secret: &str, key: &str, form: Vec<(String, 
     match http
         .request(
             Method::POST,
-            "http://api:80/v1/payment_intents",
+            &format!("{PUBLIC_BASE}/v1/payment_intents"),
             &headers,
             Bytes::from(body),
             REQUEST_TIMEOUT,

@@ -11,12 +11,14 @@ use pay_net::{HttpClient, ServeOptions, ServiceClient, Transport};
 use pay_store::memory::MemoryBackend;
 use pay_store::remote::RemoteBackend;
 use pay_store::{Backend, Db};
-use paymentd::wiring::{build_role, ensure_hsm_keys, generated_service_keys, NodeDeps, Role, Topology, Tuning};
+use paymentd::wiring::{
+    add_generated_waf_key, build_role, ensure_hsm_keys, generated_service_keys, NodeDeps, Role, Topology, Tuning,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// Simulated time per step.
@@ -116,12 +118,28 @@ pub fn sim_tuning(scenario: &Scenario) -> Tuning {
         burst: 10_000.0,
     };
     t.api.ip_rate = t.api.key_rate;
+    // The same for the WAF in front of the API; the upstream is taken from the topology.
+    let mut proxy = pay_waf::proxy::ProxyConfig::new("");
+    proxy.key_rate = t.api.key_rate;
+    proxy.ip_rate = t.api.key_rate;
+    t.waf_proxy = Some(proxy);
+    t.waf_engine = shared_waf_engine();
     t.webhooks.idle_poll = Duration::from_secs(5);
     t.webhooks.metrics_every = Duration::from_secs(60);
     t.webhooks.attempt_timeout = Duration::from_secs(5);
     t.webhooks.visibility = Duration::from_secs(20);
     apply_planted_bug(&mut t, scenario);
     t
+}
+
+/// The shipped WAF rule set, built once per process: every run and every restart of the `waf`
+/// host inspects with the same immutable engine, and building it costs more than a run. `None`
+/// if it does not build, so that the `waf` host fails to start with the error.
+fn shared_waf_engine() -> Option<Arc<pay_waf::Waf>> {
+    static ENGINE: OnceLock<Option<Arc<pay_waf::Waf>>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| pay_waf::Waf::new(pay_waf::WafConfig::payment_api()).ok().map(Arc::new))
+        .clone()
 }
 
 #[cfg(feature = "planted-bugs")]
@@ -150,7 +168,7 @@ const MERCHANT_FAILURE_PERCENT: u64 = 5;
 /// Hosts of the topology in start order.
 pub fn hosts(scenario: &Scenario) -> Vec<String> {
     let mut h: Vec<String> = vec!["db".into()];
-    h.extend(Role::ALL.iter().map(|r| r.name().to_owned()));
+    h.extend(Role::WITH_WAF.iter().map(|r| r.name().to_owned()));
     h.push(MERCHANT.to_owned());
     h.extend((1..=scenario.workload.clients).map(|i| format!("client-{i}")));
     h
@@ -262,10 +280,11 @@ pub fn run(base: &Scenario, opts: &RunOptions) -> RunReport {
         Err(e) => return failed(&scenario, opts, repro, faults_desc, format!("setup failed: {e}"), wall),
     };
     let setup_env = Env::deterministic("keys", seed, Timestamp::from_millis(EPOCH_MS)).0;
-    let (service_keys, directory) = generated_service_keys(&setup_env);
+    let (mut service_keys, mut directory) = generated_service_keys(&setup_env);
+    add_generated_waf_key(&setup_env, &mut service_keys, &mut directory);
     let tuning = sim_tuning(&scenario);
     let mut topology = Topology::default();
-    for r in Role::ALL {
+    for r in Role::WITH_WAF {
         topology.urls.insert(r, format!("http://{}:80", r.name()));
     }
 
@@ -310,7 +329,7 @@ pub fn run(base: &Scenario, opts: &RunOptions) -> RunReport {
         });
     }
     // The service hosts, built exactly as paymentd builds them.
-    for role in Role::ALL {
+    for role in Role::WITH_WAF {
         let (shared, acq_mem, hsm, keys, dir, topo, tuning) = (
             shared.clone(),
             acq_mem.clone(),

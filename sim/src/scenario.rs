@@ -11,8 +11,18 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-/// Hosts of the simulated topology.
-pub const SERVICE_HOSTS: &[&str] = &["api", "tokenizer", "payments", "acquirer", "db"];
+/// Hosts of the simulated topology that faults can name (besides `client-N`).
+pub const SERVICE_HOSTS: &[&str] = &[
+    "waf",
+    "api",
+    "tokenizer",
+    "payments",
+    "fraud",
+    "webhooks",
+    "acquirer",
+    "db",
+    "merchant",
+];
 
 /// Why a scenario was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,8 +8,8 @@ use std::time::Duration;
 /// Default probability that a seed enables each fault kind.
 pub const DEFAULT_PROBABILITY: f64 = 0.35;
 
-const SERVICES: &[&str] = &["api", "tokenizer", "payments", "acquirer", "db"];
-const RESTARTABLE: &[&str] = &["api", "tokenizer", "payments", "db"];
+const SERVICES: &[&str] = &["waf", "api", "tokenizer", "payments", "acquirer", "db"];
+const RESTARTABLE: &[&str] = &["waf", "api", "tokenizer", "payments", "db"];
 
 /// The scenario with a fault schedule drawn from `seed` (replacing scheduled faults when the
 /// scenario has a swarm section; adding to them otherwise).

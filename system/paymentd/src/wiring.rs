@@ -164,6 +164,10 @@ pub struct Tuning {
     pub fraud_config: Option<pay_fraud::FraudConfig>,
     /// WAF inspection settings (`None`: the shipped payment-API configuration).
     pub waf: Option<pay_waf::WafConfig>,
+    /// An inspection engine already built from the WAF configuration, used instead of building
+    /// one (`waf` is then ignored). Building the rule set is the costly part of starting a WAF;
+    /// the simulator builds it once per process and shares it between runs and restarts.
+    pub waf_engine: Option<Arc<pay_waf::Waf>>,
     /// WAF proxy settings: trusted proxies, IP lists, rate limits (`None`: defaults). The
     /// upstream is always the `api` role's address from the topology.
     pub waf_proxy: Option<pay_waf::proxy::ProxyConfig>,
@@ -488,8 +492,13 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
             )
         }
         Role::Waf => {
-            let config = deps.tuning.waf.clone().unwrap_or_else(pay_waf::WafConfig::payment_api);
-            let waf = Arc::new(pay_waf::Waf::new(config).map_err(|e| e.to_string())?);
+            let waf = match &deps.tuning.waf_engine {
+                Some(engine) => engine.clone(),
+                None => {
+                    let config = deps.tuning.waf.clone().unwrap_or_else(pay_waf::WafConfig::payment_api);
+                    Arc::new(pay_waf::Waf::new(config).map_err(|e| e.to_string())?)
+                }
+            };
             let upstream = deps.topology.url(Role::Api)?.to_owned();
             let mut proxy_config = deps
                 .tuning
