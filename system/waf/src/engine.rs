@@ -13,6 +13,7 @@ use crate::config::{glob, WafConfig};
 use crate::protocol;
 use crate::request::{BodyKind, Coll, HttpRequest, Item, Parsed};
 use crate::rules::{family, Cmp, Ctl, Key, Link, Op, Rule, RuleError, RuleSet, Sel, Severity, Src};
+use crate::screen::{pipeline_image, ByteSet};
 use crate::transform::value_mask;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -102,6 +103,8 @@ struct Eval<'a> {
     cands: Vec<(u32, u32)>,
     /// Per item: its [`value_mask`] (0: not computed yet).
     masks: Vec<u32>,
+    /// Per item: the bytes of its raw value (`None`: not computed yet).
+    bytes: Vec<Option<ByteSet>>,
     /// The reference path: transformations computed plainly, without the shortcuts.
     exhaustive: bool,
     /// Rules removed for this request by `ctl:ruleRemoveById`.
@@ -228,6 +231,7 @@ impl Waf {
             excl_sets: Vec::new(),
             cands: Vec::new(),
             masks: vec![0; parsed.items.len()],
+            bytes: vec![None; parsed.items.len()],
             exhaustive,
             removed_rules: Vec::new(),
             removed_targets: Vec::new(),
@@ -540,6 +544,42 @@ impl<'a> Eval<'a> {
         self.cands = sorted;
     }
 
+    /// The bytes of an item's raw value, computed once.
+    fn bytes(&mut self, item: usize) -> ByteSet {
+        match self.bytes[item] {
+            Some(b) => b,
+            None => {
+                let b = ByteSet::of(&self.p.items[item].value);
+                self.bytes[item] = Some(b);
+                b
+            }
+        }
+    }
+
+    /// The byte screen ([`crate::screen`]): false when the item's value, after the link's
+    /// transformations, cannot hold the bytes its operator needs, so the operator cannot match.
+    fn admits(&mut self, link: &Link, item: usize) -> bool {
+        let Some(screen) = &link.screen else { return true };
+        let raw = self.bytes(item);
+        let pipeline = &self.waf.rules.pipelines[link.pipeline];
+        if link.multi {
+            // multiMatch: the operator sees the value before and after each transformation.
+            let mut x = raw;
+            if screen.admits(&x) {
+                return true;
+            }
+            for t in pipeline {
+                x = t.byte_image(x);
+                if screen.admits(&x) {
+                    return true;
+                }
+            }
+            false
+        } else {
+            screen.admits(&pipeline_image(pipeline, raw))
+        }
+    }
+
     /// The special-byte mask of an item's raw value ([`value_mask`]), computed once.
     fn mask(&mut self, item: usize) -> u32 {
         if self.masks[item] == 0 {
@@ -619,6 +659,9 @@ impl<'a> Eval<'a> {
                                 continue;
                             }
                             if self.excluded(rule.index, idx) {
+                                continue;
+                            }
+                            if !self.exhaustive && !self.admits(link, idx) {
                                 continue;
                             }
                             let v = Val {
@@ -841,16 +884,21 @@ impl<'a> Eval<'a> {
             Op::Rx(re, min_len) => {
                 // `is_match` runs the fast DFA; groups are resolved only for a match. A value
                 // shorter than the shortest match cannot match.
-                let m = value.len() >= *min_len && re.is_match(value);
-                if m && link.capture {
-                    if let Some(c) = re.captures(value) {
-                        for i in 0..c.len().min(10) {
-                            let s = c.get(i).map(|x| x.as_bytes().to_vec()).unwrap_or_default();
-                            self.tx.insert(i.to_string(), s);
+                match re.get() {
+                    Ok(re) if value.len() >= *min_len => {
+                        let m = re.is_match(value);
+                        if m && link.capture {
+                            if let Some(c) = re.captures(value) {
+                                for i in 0..c.len().min(10) {
+                                    let s = c.get(i).map(|x| x.as_bytes().to_vec()).unwrap_or_default();
+                                    self.tx.insert(i.to_string(), s);
+                                }
+                            }
                         }
+                        m
                     }
+                    _ => false,
                 }
-                m
             }
             Op::Pm(ac) => ac.is_match(value),
             Op::Contains(p) => {

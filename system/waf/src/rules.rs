@@ -10,8 +10,9 @@
 //! ([`crate::prefilter`]) is registered with its atoms in one Aho-Corasick automaton, so the
 //! engine evaluates it only on the values where one of them occurs.
 
-use crate::prefilter::rx_atoms;
+use crate::prefilter::hir_atoms;
 use crate::request::Coll;
+use crate::screen::Screen;
 use crate::transform::Transform;
 use aho_corasick::AhoCorasick;
 use regex::bytes::{Regex, RegexBuilder};
@@ -172,8 +173,8 @@ pub(crate) enum Cmp {
 /// An operator.
 #[derive(Debug)]
 pub(crate) enum Op {
-    /// The expression and the length of its shortest match.
-    Rx(Regex, usize),
+    /// The expression (compiled on first use) and the length of its shortest match.
+    Rx(LazyRegex, usize),
     Pm(AhoCorasick),
     Contains(String),
     Streq(String),
@@ -202,6 +203,9 @@ pub(crate) struct Link {
     /// Literals (lower case) one of which a value must contain for the operator to match it,
     /// when the operator has such a set.
     pub atoms: Option<Vec<Vec<u8>>>,
+    /// Bytes the transformed value must hold for the operator to match it
+    /// ([`crate::screen`]); `None` for negated operators and when nothing useful is known.
+    pub screen: Option<Screen>,
 }
 
 /// How the prefilter selects a rule: the collections its first operator reads and the
@@ -298,6 +302,46 @@ pub(crate) fn pcre_bytes(p: &str) -> std::borrow::Cow<'_, str> {
     }
     out.push_str(rest);
     std::borrow::Cow::Owned(out)
+}
+
+/// A regular expression checked when the table loads and compiled when first used.
+///
+/// Compiling every expression of the table up front was most of the cost of building an engine
+/// (2.8 G instructions); most rules run rarely (the prefilter and the byte screens skip them),
+/// and a test or a short-lived tool would pay for expressions it never runs. Loading parses
+/// the expression (a syntax error is a load error, as before); the automaton is built on the
+/// first evaluation, once, shared by every thread ([`RuleSet::compile_all`] builds them all).
+#[derive(Debug)]
+pub(crate) struct LazyRegex {
+    /// The pattern as the `regex` crate reads it ([`pcre_bytes`] applied).
+    pattern: String,
+    re: std::sync::OnceLock<Result<Regex, String>>,
+}
+
+impl LazyRegex {
+    /// A pattern (as [`compile_regex`] reads it, [`pcre_bytes`] applied) whose syntax the
+    /// caller checked by parsing it.
+    fn new(pattern: String) -> LazyRegex {
+        LazyRegex {
+            pattern,
+            re: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The compiled expression, or why it does not compile (only a size limit can fail once
+    /// the syntax is checked).
+    pub(crate) fn get(&self) -> Result<&Regex, &str> {
+        self.re
+            .get_or_init(|| {
+                let r = compile_regex(&self.pattern);
+                if let Err(e) = &r {
+                    tracing::error!(pattern = %self.pattern, error = %e, "WAF expression does not compile; it never matches");
+                }
+                r
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
 }
 
 fn compile_regex(p: &str) -> Result<Regex, String> {
@@ -441,11 +485,17 @@ impl Builder<'_> {
             (!ws.is_empty()).then_some(ws)
         };
         let mut atoms = None;
+        let mut screen = None;
         let op = match name {
             "@rx" => {
-                let bytes = pcre_bytes(&arg);
-                atoms = rx_atoms(&bytes);
-                Op::Rx(compile_regex(&arg)?, crate::prefilter::min_len(&bytes))
+                // Parsed once here (a syntax error is a load error); compiled on first use.
+                let bytes = pcre_bytes(&arg).into_owned();
+                let hir = crate::prefilter::parse(&bytes)
+                    .map_err(|e| e.to_string().lines().last().unwrap_or("").to_owned())?;
+                atoms = hir_atoms(&hir);
+                screen = Screen::of_hir(&hir);
+                let min_len = hir.properties().minimum_len().unwrap_or(0);
+                Op::Rx(LazyRegex::new(bytes), min_len)
             }
             "@pm" => {
                 let ws: Vec<String> = arg.split_whitespace().map(str::to_owned).collect();
@@ -473,6 +523,7 @@ impl Builder<'_> {
             // `<`) or an attribute value (needs a `=`); it cannot flag a value with neither.
             "@detectXSS" => {
                 atoms = Some(vec![b"<".to_vec(), b"=".to_vec()]);
+                screen = Screen::of_phrases([&b"<"[..], b"="]);
                 Op::DetectXss
             }
             "@within" => Op::Within(arg),
@@ -495,6 +546,12 @@ impl Builder<'_> {
                 }
             }
         }
+        let screen = screen.or_else(|| match (&op, &atoms) {
+            (Op::Pm(_) | Op::Contains(_) | Op::Streq(_) | Op::BeginsWith(_) | Op::EndsWith(_), Some(a)) => {
+                Screen::of_phrases(a.iter().map(Vec::as_slice))
+            }
+            _ => None,
+        });
         Ok(Link {
             targets,
             excludes,
@@ -504,7 +561,8 @@ impl Builder<'_> {
             multi: r.multi,
             setvars,
             capture,
-            // A negated operator matches values without the atoms.
+            // A negated operator matches values without the atoms or the screen's bytes.
+            screen: screen.filter(|_| !negate),
             atoms: atoms.filter(|_| !negate),
         })
     }
@@ -612,6 +670,20 @@ impl RuleSet {
     /// The compiled rules, in evaluation order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Compiles every expression now rather than on first use (loading only checks their
+    /// syntax): for a server that wants no compilation on its first requests, and to surface
+    /// an expression too large to compile. The error names the first such rule.
+    pub fn compile_all(&self) -> Result<(), RuleError> {
+        for r in &self.rules {
+            for l in &r.links {
+                if let Op::Rx(re, _) = &l.op {
+                    re.get().map_err(|e| RuleError::Table(format!("rule {}: {e}", r.id)))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The longest output a pipeline can make of a value of `len` bytes: every transformation
@@ -799,6 +871,8 @@ mod tests {
         }
         assert!(rs.rules.len() > 150, "{} rules", rs.rules.len());
         assert!(rs.skipped.is_empty(), "{:?} skipped", rs.skipped);
+        // Loading checks syntax only: every expression must also build.
+        rs.compile_all().expect("every expression compiles");
         let unfiltered = rs.unfiltered();
         eprintln!(
             "{} of {} rules unfiltered: {unfiltered:?}",
