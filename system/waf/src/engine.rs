@@ -370,6 +370,7 @@ fn guarded(f: impl FnOnce() -> bool + std::panic::UnwindSafe) -> bool {
 
 impl<'a> Eval<'a> {
     /// Which configured exclusions apply to each argument, as indices into `excl_sets`.
+    #[inline(never)]
     fn exclusions(&mut self, req: &HttpRequest<'_>) {
         let words = self.waf.rules.rules.len().div_ceil(64);
         self.excl_sets.push(vec![0; words]);
@@ -452,10 +453,13 @@ impl<'a> Eval<'a> {
 
     /// The literal prefilter: records in `cands` each (rule, item) where the item's value,
     /// transformed by one of the rule's pipelines, holds one of the rule's atoms.
+    #[inline(never)]
     fn prefilter(&mut self) {
         let rs = &self.waf.rules;
         let pf = &rs.prefilter;
-        let Some(ac) = &pf.ac else { return };
+        if pf.ac.is_none() && pf.byte_atoms.is_empty() {
+            return;
+        }
         let p: &'a Parsed = self.p;
         let mut out_of = vec![u16::MAX; rs.pipelines.len()];
         // Distinct outputs of the current item: `None` is the raw value.
@@ -498,11 +502,25 @@ impl<'a> Eval<'a> {
                 };
             }
             for (j, o) in outs.iter().enumerate() {
+                let set = match o {
+                    None => self.bytes(item),
+                    Some(x) => ByteSet::of(self.entries[*x].as_deref().unwrap_or(raw)),
+                };
                 let bytes = o.and_then(|x| self.entries[x].as_deref()).unwrap_or(raw);
                 found.clear();
-                found.extend(ac.find_overlapping_iter(bytes).map(|m| m.pattern().as_u32()));
-                found.sort_unstable();
-                found.dedup();
+                if let Some(ac) = &pf.ac {
+                    found.extend(ac.find_overlapping_iter(bytes).map(|m| m.pattern().as_u32()));
+                    found.sort_unstable();
+                    found.dedup();
+                }
+                if set.intersects(&pf.byte_set) {
+                    found.extend(
+                        pf.byte_atoms
+                            .iter()
+                            .filter(|(b, _)| b.intersects(&set))
+                            .map(|&(_, a)| a),
+                    );
+                }
                 for &a in &found {
                     for &(pipe, r) in &pf.atom_rules[a as usize] {
                         if usize::from(out_of[pipe as usize]) != j {
@@ -590,6 +608,7 @@ impl<'a> Eval<'a> {
 
     /// Runs one rule; on a match, the name of what matched. `only` restricts the first link to
     /// the items of `cands[lo..hi]` (the prefilter found the rule's atoms nowhere else).
+    #[inline(never)]
     fn rule(&mut self, rule: &'a Rule, only: Option<(usize, usize)>) -> Option<String> {
         let mut prev: Vec<Hit> = Vec::new();
         let mut first: Option<String> = None;
@@ -611,6 +630,7 @@ impl<'a> Eval<'a> {
         first
     }
 
+    #[inline(never)]
     fn link(&mut self, rule: &'a Rule, link: &'a Link, prev: &[Hit], only: Option<(usize, usize)>) -> Vec<Hit> {
         let mut hits = Vec::new();
         for sel in &link.targets {

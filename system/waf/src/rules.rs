@@ -12,7 +12,7 @@
 
 use crate::prefilter::hir_atoms;
 use crate::request::Coll;
-use crate::screen::Screen;
+use crate::screen::{ByteSet, Screen};
 use crate::transform::Transform;
 use aho_corasick::AhoCorasick;
 use regex::bytes::{Regex, RegexBuilder};
@@ -221,8 +221,14 @@ pub(crate) struct RuleFilter {
 /// The rule table's literal prefilter: one automaton over every filtered rule's atoms.
 #[derive(Debug)]
 pub(crate) struct Prefilter {
-    /// All atoms, matched ASCII-case-insensitively.
+    /// The atoms of two bytes or more, matched ASCII-case-insensitively (pattern `i` is atom
+    /// `i`).
     pub ac: Option<AhoCorasick>,
+    /// The atoms of one byte (the byte in both cases) and their atom numbers, found from a
+    /// value's [`ByteSet`].
+    pub byte_atoms: Vec<(ByteSet, u32)>,
+    /// Every byte of `byte_atoms`.
+    pub byte_set: ByteSet,
     /// Per atom: the (pipeline, rule index) pairs it selects.
     pub atom_rules: Vec<Vec<(u32, u32)>>,
     /// Per collection (`coll as usize`): the pipelines some filtered rule tests on it.
@@ -829,20 +835,35 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
             *m = (*m).min(a.len());
         }
     }
-    let ac = if atoms.is_empty() {
+    // Atoms of one byte are looked up in the value's byte set instead of the automaton: the
+    // common ones (`(`, `=`, `<`, `'`) would otherwise report every occurrence.
+    let (single, multi): (Vec<_>, Vec<_>) = atoms.into_iter().partition(|(a, _)| a.len() == 1);
+    let ac = if multi.is_empty() {
         None
     } else {
         Some(
             AhoCorasick::builder()
                 .ascii_case_insensitive(true)
                 .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .build(atoms.keys())
+                .build(multi.iter().map(|(a, _)| a))
                 .map_err(|e| RuleError::Table(e.to_string()))?,
         )
     };
+    let mut byte_atoms = Vec::new();
+    let mut byte_set = ByteSet::EMPTY;
+    let mut atom_rules: Vec<Vec<(u32, u32)>> = multi.into_iter().map(|(_, r)| r).collect();
+    for (a, r) in single {
+        // Matched without ASCII case, as the automaton does.
+        let both = ByteSet::from_bytes(&a).both_cases();
+        byte_set = byte_set.union(both);
+        byte_atoms.push((both, atom_rules.len() as u32));
+        atom_rules.push(r);
+    }
     Ok(Prefilter {
         ac,
-        atom_rules: atoms.into_values().collect(),
+        atom_rules,
+        byte_atoms,
+        byte_set,
         coll_pipes,
         pipe_trigger: pipelines
             .iter()
