@@ -128,7 +128,7 @@ impl Waf {
         let mut tx: BTreeMap<String, Vec<u8>> = rules
             .tx_defaults
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone().into_bytes()))
             .collect();
         let l = &config.limits;
         let mut set = |k: &str, v: String| {
@@ -313,7 +313,7 @@ fn key_matches(key: &Key, name: &[u8]) -> bool {
     match key {
         Key::All => true,
         Key::Name(n) => n.eq_ignore_ascii_case(name),
-        Key::Regex(r) => r.is_match(name),
+        Key::Regex(r, _) => r.is_match(name),
     }
 }
 
@@ -750,16 +750,49 @@ impl<'a> Eval<'a> {
         self.tx.get(name).or_else(|| self.waf.tx.get(name)).map(Vec::as_slice)
     }
 
-    /// The transaction variables a key selects, in name order.
+    /// The transaction variables a key selects, in name order. Both maps are sorted and their
+    /// names lower case, so a name or an anchored expression reads only the names from its
+    /// literal prefix on, merged in order (this request's value first).
     fn tx_vars(&self, key: &Key) -> Vec<(String, Vec<u8>)> {
-        let mut out: Vec<(String, Vec<u8>)> = self
+        use std::ops::Bound;
+        let lo: &str = match key {
+            Key::All => "",
+            Key::Name(n) => std::str::from_utf8(n).unwrap_or(""),
+            Key::Regex(_, hint) => hint.prefix.as_deref().unwrap_or(""),
+        };
+        let from = |m: &'a BTreeMap<String, Vec<u8>>| {
+            m.range::<str, _>((Bound::Included(lo), Bound::Unbounded))
+                .take_while(move |(k, _)| k.starts_with(lo))
+                .peekable()
+        };
+        let waf: &'a Waf = self.waf;
+        let mut mine = self
             .tx
-            .iter()
-            .chain(self.waf.tx.iter().filter(|(k, _)| !self.tx.contains_key(*k)))
-            .filter(|(k, _)| key_matches(key, k.as_bytes()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+            .range::<str, _>((Bound::Included(lo), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(lo))
+            .peekable();
+        let mut base = from(&waf.tx);
+        let mut out = Vec::new();
+        loop {
+            let next = match (mine.peek(), base.peek()) {
+                (Some((a, _)), Some((b, _))) => match a.cmp(b) {
+                    std::cmp::Ordering::Less => mine.next(),
+                    std::cmp::Ordering::Greater => base.next(),
+                    std::cmp::Ordering::Equal => {
+                        base.next();
+                        mine.next()
+                    }
+                },
+                (Some(_), None) => mine.next(),
+                (None, Some(_)) => base.next(),
+                (None, None) => break,
+            };
+            if let Some((k, v)) = next {
+                if key_matches(key, k.as_bytes()) {
+                    out.push((k.clone(), v.clone()));
+                }
+            }
+        }
         out
     }
 

@@ -149,7 +149,48 @@ pub(crate) enum Key {
     All,
     /// Lower-case name.
     Name(Vec<u8>),
-    Regex(Regex),
+    /// A case-insensitive expression, and what is known of the names it matches.
+    Regex(Regex, KeyHint),
+}
+
+/// What is known of the names a key expression matches.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeyHint {
+    /// A matching name starts with this (lower case; the expression is anchored): the engine
+    /// looks up transaction variables from it instead of testing every one.
+    pub prefix: Option<String>,
+}
+
+/// The literal (lower case) every match of an expression anchored at the start (`^abc...`)
+/// begins with, read as a case-insensitive expression; `None` when it is not anchored or
+/// begins with no literal.
+fn anchored_prefix(h: &regex_syntax::hir::Hir) -> Option<Vec<u8>> {
+    use regex_syntax::hir::{Class, HirKind, Look};
+    let subs = match h.kind() {
+        HirKind::Concat(subs) => subs.as_slice(),
+        _ => return None,
+    };
+    let (first, rest) = subs.split_first()?;
+    if !matches!(first.kind(), HirKind::Look(Look::Start)) {
+        return None;
+    }
+    let mut out = Vec::new();
+    for s in rest {
+        match s.kind() {
+            HirKind::Literal(l) => out.extend(l.0.iter().map(u8::to_ascii_lowercase)),
+            HirKind::Class(Class::Bytes(c)) => {
+                // One byte, or one letter in both cases.
+                let bytes: Vec<u8> = c.iter().flat_map(|r| r.start()..=r.end()).take(3).collect();
+                match bytes.as_slice() {
+                    [b] => out.push(b.to_ascii_lowercase()),
+                    [a, b] if a.eq_ignore_ascii_case(b) => out.push(a.to_ascii_lowercase()),
+                    _ => break,
+                }
+            }
+            _ => break,
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// One target of a rule (`ARGS`, `REQUEST_HEADERS:Referer`, `&ARGS`).
@@ -410,7 +451,13 @@ fn parse_sel(s: &str) -> Result<Sel, String> {
         (Src::Colls(c), Some(_)) if c.first() == Some(&Coll::Xml) => Key::All,
         (_, None) => Key::All,
         (_, Some(k)) if k.len() > 1 && k.starts_with('/') && k.ends_with('/') => {
-            Key::Regex(compile_regex(&format!("(?i){}", &k[1..k.len() - 1]))?)
+            let pattern = format!("(?i){}", &k[1..k.len() - 1]);
+            let hint = crate::prefilter::parse(&pcre_bytes(&pattern))
+                .map(|h| KeyHint {
+                    prefix: anchored_prefix(&h).and_then(|p| String::from_utf8(p).ok()),
+                })
+                .unwrap_or_default();
+            Key::Regex(compile_regex(&pattern)?, hint)
         }
         (_, Some(k)) => Key::Name(k.to_ascii_lowercase().into_bytes()),
     };
@@ -876,6 +923,15 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anchored_prefixes_of_key_expressions() {
+        let p = |x: &str| anchored_prefix(&crate::prefilter::parse(x).expect("parses"));
+        assert_eq!(p("(?i)^header_name_920450_"), Some(b"header_name_920450_".to_vec()));
+        assert_eq!(p("(?i)^Ab[cd]"), Some(b"ab".to_vec()));
+        assert_eq!(p("(?i)rfi_parameter_.*"), None);
+        assert_eq!(p("^(?:a|b)"), None);
+    }
 
     #[test]
     fn pcre_byte_escapes() {
