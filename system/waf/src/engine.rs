@@ -95,6 +95,10 @@ struct Eval<'a> {
     slots: Vec<u32>,
     /// Transformed values; `None` when the pipeline left the value as it was.
     entries: Vec<Option<Vec<u8>>>,
+    /// Per entry: the first of the transformations already applied to it (into `children`).
+    child_head: Vec<u32>,
+    /// (transformation, resulting entry, next sibling) for each entry's applied transformations.
+    children: Vec<(crate::transform::Transform, u32, u32)>,
     /// Per item: index into `excl_sets` (0: no exclusion applies).
     item_excl: Vec<u16>,
     /// Distinct sets of excluded rules (bits over rule indices); the first is empty.
@@ -227,6 +231,8 @@ impl Waf {
             tx: BTreeMap::new(),
             slots: vec![EMPTY; parsed.items.len() * npipes],
             entries: Vec::new(),
+            child_head: Vec::new(),
+            children: Vec::new(),
             item_excl: Vec::new(),
             excl_sets: Vec::new(),
             cands: Vec::new(),
@@ -490,6 +496,9 @@ impl<'a> Eval<'a> {
                 let e = self.entry(item, pipe);
                 let bytes = self.entries[e].as_deref().unwrap_or(raw);
                 let same = outs.iter().position(|o| {
+                    if *o == Some(e) {
+                        return true;
+                    }
                     let ob = o.and_then(|x| self.entries[x].as_deref()).unwrap_or(raw);
                     ob.eq_ignore_ascii_case(bytes)
                 });
@@ -823,9 +832,9 @@ impl<'a> Eval<'a> {
             for t in &self.waf.rules.pipelines[pipeline] {
                 cur = t.apply(&cur);
             }
-            self.entries.push((cur != *raw).then_some(cur));
-            self.slots[slot] = (self.entries.len() - 1) as u32;
-            return self.entries.len() - 1;
+            let e = self.push_entry((cur != *raw).then_some(cur));
+            self.slots[slot] = e as u32;
+            return e;
         }
         let rs = &self.waf.rules;
         let parent = rs.pipe_parent[pipeline];
@@ -833,6 +842,16 @@ impl<'a> Eval<'a> {
         let idx = match (parent, last) {
             (Some(parent), Some(t)) => {
                 let pe = self.entry(item, parent);
+                // Pipelines that reach the same value apply their next transformation once.
+                let mut c = self.child_head[pe];
+                while c != EMPTY {
+                    let (tc, r, next) = self.children[c as usize];
+                    if tc == t {
+                        self.slots[slot] = r;
+                        return r as usize;
+                    }
+                    c = next;
+                }
                 let p: &'a Parsed = self.p;
                 let raw = &p.items[item].value;
                 let unchanged = match self.entries[pe].as_deref() {
@@ -841,25 +860,38 @@ impl<'a> Eval<'a> {
                     Some(src) => !t.may_change(src),
                 };
                 let src = self.entries[pe].as_deref().unwrap_or(raw);
-                if unchanged {
+                let idx = if unchanged {
                     pe
                 } else {
                     let out = t.apply(src);
                     if out == src {
                         pe
+                    } else if out == *raw {
+                        // Back to the raw value: the same entry as the empty pipeline's.
+                        let mut root = pipeline;
+                        while let Some(up) = rs.pipe_parent[root] {
+                            root = up;
+                        }
+                        self.entry(item, root)
                     } else {
-                        self.entries.push((out != *raw).then_some(out));
-                        self.entries.len() - 1
+                        self.push_entry(Some(out))
                     }
-                }
+                };
+                self.children.push((t, idx as u32, self.child_head[pe]));
+                self.child_head[pe] = (self.children.len() - 1) as u32;
+                idx
             }
-            _ => {
-                self.entries.push(None);
-                self.entries.len() - 1
-            }
+            _ => self.push_entry(None),
         };
         self.slots[slot] = idx as u32;
         idx
+    }
+
+    /// Adds a transformed value (`None`: the raw value) to the cache.
+    fn push_entry(&mut self, value: Option<Vec<u8>>) -> usize {
+        self.entries.push(value);
+        self.child_head.push(EMPTY);
+        self.entries.len() - 1
     }
 
     fn test(&mut self, link: &'a Link, v: &Val<'_>, hits: &mut Vec<Hit>) {
