@@ -463,7 +463,7 @@ impl<'a> Eval<'a> {
     fn prefilter(&mut self) {
         let rs = &self.waf.rules;
         let pf = &rs.prefilter;
-        if pf.ac.is_none() && pf.byte_atoms.is_empty() {
+        if pf.ac.is_none() && pf.byte_set.is_empty() {
             return;
         }
         let p: &'a Parsed = self.p;
@@ -522,13 +522,12 @@ impl<'a> Eval<'a> {
                     found.sort_unstable();
                     found.dedup();
                 }
-                if set.intersects(&pf.byte_set) {
-                    found.extend(
-                        pf.byte_atoms
-                            .iter()
-                            .filter(|(b, _)| b.intersects(&set))
-                            .map(|&(_, a)| a),
-                    );
+                let present = set.intersection(pf.byte_set);
+                if !present.is_empty() {
+                    found.extend(present.bytes().map(|b| pf.byte_atoms[usize::from(b)]));
+                    // Both cases of a letter are the same atom.
+                    found.sort_unstable();
+                    found.dedup();
                 }
                 for &a in &found {
                     for &(pipe, r) in &pf.atom_rules[a as usize] {
@@ -586,24 +585,29 @@ impl<'a> Eval<'a> {
     /// The byte screen ([`crate::screen`]): false when the item's value, after the link's
     /// transformations, cannot hold the bytes its operator needs, so the operator cannot match.
     fn admits(&mut self, link: &Link, item: usize) -> bool {
-        let Some(screen) = &link.screen else { return true };
+        if link.screen.is_none() && link.inert.is_none() {
+            return true;
+        }
         let raw = self.bytes(item);
         let pipeline = &self.waf.rules.pipelines[link.pipeline];
+        let may_match = |x: &ByteSet| {
+            link.screen.as_ref().is_none_or(|s| s.admits(x)) && link.inert.as_ref().is_none_or(|i| !x.is_subset(i))
+        };
         if link.multi {
             // multiMatch: the operator sees the value before and after each transformation.
             let mut x = raw;
-            if screen.admits(&x) {
+            if may_match(&x) {
                 return true;
             }
             for t in pipeline {
                 x = t.byte_image(x);
-                if screen.admits(&x) {
+                if may_match(&x) {
                     return true;
                 }
             }
             false
         } else {
-            screen.admits(&pipeline_image(pipeline, raw))
+            may_match(&pipeline_image(pipeline, raw))
         }
     }
 
@@ -1183,6 +1187,63 @@ mod tests {
         }
         assert!(checked > 10_000, "{checked}");
         assert!(!plain_word(b"1union") && !plain_word(b"a b") && !plain_word(b"a.b") && !plain_word(b""));
+    }
+
+    /// The byte screens of the shipped table's operators never skip a value the operator
+    /// matches: for every link with a screen or an inert set, on values of every single byte,
+    /// byte pairs and attack-like strings, "skip" implies "no match".
+    #[test]
+    fn screens_and_inert_sets_are_sound() {
+        let w = shared();
+        let mut values: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        for a in [b'%', b'&', b'\\', b'<', b'(', b'$', b'\'', 0xc3, 0, b'a'] {
+            for b in 0..=255u8 {
+                values.push(vec![a, b]);
+            }
+        }
+        for s in [
+            &b"1' or 1=1--"[..],
+            b"<script>alert(1)</script>",
+            b"; cat /etc/passwd",
+            b"${jndi:ldap://x}",
+            b"%c0%ae%c0%ae/",
+            b"caf\xc3\xa9",
+            b"\xff\xfe",
+            b"a%zz",
+            b"$(id)",
+        ] {
+            values.push(s.to_vec());
+        }
+        let mut checked = 0;
+        for rule in &w.rules.rules {
+            for link in &rule.links {
+                if link.screen.is_none() && link.inert.is_none() || link.multi {
+                    continue;
+                }
+                let pipeline = &w.rules.pipelines[link.pipeline];
+                for v in &values {
+                    let image = pipeline_image(pipeline, ByteSet::of(v));
+                    let skip = link.screen.as_ref().is_some_and(|s| !s.admits(&image))
+                        || link.inert.as_ref().is_some_and(|i| image.is_subset(i));
+                    if !skip {
+                        continue;
+                    }
+                    let out = pipeline.iter().fold(v.clone(), |x, t| t.apply(&x));
+                    let hit = match &link.op {
+                        Op::Rx(re, _) => re.get().is_ok_and(|r| r.is_match(&out)),
+                        Op::Pm(ac) => ac.is_match(&out),
+                        Op::ByteRange(ok) => out.iter().any(|&b| !ok[b as usize]),
+                        Op::UrlEncoding => !valid_url_encoding(&out),
+                        Op::Utf8 => std::str::from_utf8(&out).is_err(),
+                        Op::DetectXss => libinjectionrs::detect_xss(&out).is_injection(),
+                        _ => false,
+                    };
+                    assert!(!hit, "rule {} skipped a value it matches: {:?}", rule.id, v);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 10_000, "only {checked} skips checked");
     }
 
     #[test]

@@ -247,6 +247,10 @@ pub(crate) struct Link {
     /// Bytes the transformed value must hold for the operator to match it
     /// ([`crate::screen`]); `None` for negated operators and when nothing useful is known.
     pub screen: Option<Screen>,
+    /// Bytes a value must go beyond for the operator to match it: a value (after the
+    /// transformations) within them cannot match (`@validateByteRange`'s allowed bytes,
+    /// ASCII for `@validateUtf8Encoding`, every byte but `%` for `@validateUrlEncoding`).
+    pub inert: Option<ByteSet>,
 }
 
 /// How the prefilter selects a rule: the collections its first operator reads and the
@@ -265,9 +269,9 @@ pub(crate) struct Prefilter {
     /// The atoms of two bytes or more, matched ASCII-case-insensitively (pattern `i` is atom
     /// `i`).
     pub ac: Option<AhoCorasick>,
-    /// The atoms of one byte (the byte in both cases) and their atom numbers, found from a
-    /// value's [`ByteSet`].
-    pub byte_atoms: Vec<(ByteSet, u32)>,
+    /// Per byte: the atom number of the one-byte atom it is (in either case), or `u32::MAX`;
+    /// found from a value's [`ByteSet`].
+    pub byte_atoms: Box<[u32; 256]>,
     /// Every byte of `byte_atoms`.
     pub byte_set: ByteSet,
     /// Per atom: the (pipeline, rule index) pairs it selects.
@@ -605,7 +609,26 @@ impl Builder<'_> {
             }
             _ => None,
         });
+        let inert = match &op {
+            Op::ByteRange(ok) => {
+                let mut s = ByteSet::EMPTY;
+                for (b, &allowed) in ok.iter().enumerate() {
+                    if allowed {
+                        s.insert(b as u8);
+                    }
+                }
+                Some(s)
+            }
+            Op::Utf8 => Some(ByteSet([u64::MAX, u64::MAX, 0, 0])),
+            Op::UrlEncoding => {
+                let mut s = ByteSet::ALL;
+                s.0[usize::from(b'%' >> 6)] &= !(1 << (b'%' & 63));
+                Some(s)
+            }
+            _ => None,
+        };
         Ok(Link {
+            inert: inert.filter(|_| !negate),
             targets,
             excludes,
             op,
@@ -896,14 +919,16 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
                 .map_err(|e| RuleError::Table(e.to_string()))?,
         )
     };
-    let mut byte_atoms = Vec::new();
+    let mut byte_atoms = Box::new([u32::MAX; 256]);
     let mut byte_set = ByteSet::EMPTY;
     let mut atom_rules: Vec<Vec<(u32, u32)>> = multi.into_iter().map(|(_, r)| r).collect();
     for (a, r) in single {
         // Matched without ASCII case, as the automaton does.
         let both = ByteSet::from_bytes(&a).both_cases();
         byte_set = byte_set.union(both);
-        byte_atoms.push((both, atom_rules.len() as u32));
+        for b in both.bytes() {
+            byte_atoms[usize::from(b)] = atom_rules.len() as u32;
+        }
         atom_rules.push(r);
     }
     Ok(Prefilter {

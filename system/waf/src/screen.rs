@@ -88,7 +88,26 @@ impl ByteSet {
 
     /// The bytes in the set, in increasing order.
     pub fn bytes(&self) -> impl Iterator<Item = u8> + '_ {
-        (0..=255u8).filter(|&b| self.contains(b))
+        self.0.iter().enumerate().flat_map(|(w, &word)| {
+            let mut bits = word;
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let b = (w * 64) as u32 + bits.trailing_zeros();
+                    bits &= bits - 1;
+                    b as u8
+                })
+            })
+        })
+    }
+
+    /// The bytes of both sets.
+    pub fn intersection(self, o: ByteSet) -> ByteSet {
+        ByteSet([
+            self.0[0] & o.0[0],
+            self.0[1] & o.0[1],
+            self.0[2] & o.0[2],
+            self.0[3] & o.0[3],
+        ])
     }
 
     /// The set with upper-case ASCII letters replaced by their lower-case forms.
