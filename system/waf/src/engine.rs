@@ -111,6 +111,9 @@ struct Eval<'a> {
     bytes: Vec<Option<ByteSet>>,
     /// The reference path: transformations computed plainly, without the shortcuts.
     exhaustive: bool,
+    /// The link being evaluated passes its matches on to a next link (else only its first
+    /// match is kept).
+    keep_all: bool,
     /// Rules removed for this request by `ctl:ruleRemoveById`.
     removed_rules: Vec<u32>,
     /// (tag, collections) removed from tagged rules by `ctl:ruleRemoveTargetByTag`.
@@ -239,6 +242,7 @@ impl Waf {
             masks: vec![0; parsed.items.len()],
             bytes: vec![None; parsed.items.len()],
             exhaustive,
+            keep_all: false,
             removed_rules: Vec::new(),
             removed_targets: Vec::new(),
         };
@@ -626,6 +630,7 @@ impl<'a> Eval<'a> {
         let mut prev: Vec<Hit> = Vec::new();
         let mut first: Option<String> = None;
         for (i, link) in rule.links.iter().enumerate() {
+            self.keep_all = i + 1 < rule.links.len();
             let hits = self.link(rule, link, &prev, if i == 0 { only } else { None });
             if hits.is_empty() {
                 return None;
@@ -900,11 +905,27 @@ impl<'a> Eval<'a> {
 
     fn test(&mut self, link: &'a Link, v: &Val<'_>, hits: &mut Vec<Hit>) {
         if link.multi {
+            if let (Some(item), false) = (v.item, self.exhaustive) {
+                // multiMatch on a request value: the operator runs on each distinct stage,
+                // taken from the transformation cache (an unchanged stage is the same entry).
+                let mut last = EMPTY;
+                for &stage in &link.stages {
+                    let e = self.entry(item, stage);
+                    if e as u32 == last {
+                        continue;
+                    }
+                    last = e as u32;
+                    if self.test_entry(link, v, item, e, hits) {
+                        return;
+                    }
+                }
+                return;
+            }
             // multiMatch: the operator runs on the value and after every transformation.
             let mut cur = v.value.to_vec();
             let mut found = self.op(link, &cur, v);
             for t in &self.waf.rules.pipelines[link.pipeline] {
-                if found.is_some() {
+                if found {
                     break;
                 }
                 if !t.may_change(&cur) {
@@ -916,59 +937,68 @@ impl<'a> Eval<'a> {
                 }
                 cur = next;
             }
-            if let Some(value) = found {
-                self.matched(link, v, value, hits);
+            if found {
+                self.matched(link, v, &cur, hits);
             }
             return;
         }
         match v.item {
             Some(item) => {
                 let e = self.entry(item, link.pipeline);
-                let p: &'a Parsed = self.p;
-                let taken = self.entries[e].take();
-                let found = {
-                    let value: &[u8] = taken.as_deref().unwrap_or(&p.items[item].value);
-                    self.op(link, value, v)
-                };
-                self.entries[e] = taken;
-                if let Some(value) = found {
-                    self.matched(link, v, value, hits);
-                }
+                self.test_entry(link, v, item, e, hits);
             }
             None => {
                 let mut cur = v.value.to_vec();
                 for t in &self.waf.rules.pipelines[link.pipeline] {
                     cur = t.apply(&cur);
                 }
-                if let Some(value) = self.op(link, &cur, v) {
-                    self.matched(link, v, value, hits);
+                if self.op(link, &cur, v) {
+                    self.matched(link, v, &cur, hits);
                 }
             }
         }
     }
 
-    fn matched(&mut self, link: &Link, v: &Val<'_>, value: Vec<u8>, hits: &mut Vec<Hit>) {
-        if !link.setvars.is_empty() {
-            for (k, val) in &link.setvars {
-                let k = String::from_utf8_lossy(&self.expand(k, v)).to_ascii_lowercase();
-                if let Some(inc) = val.strip_prefix('+') {
-                    let n = self.tx_get(&k).map_or(0, parse_num) + parse_num(inc.as_bytes());
-                    self.tx.insert(k, n.to_string().into_bytes());
-                } else {
-                    let x = self.expand(val, v).into_owned();
-                    self.tx.insert(k, x);
-                }
-            }
+    /// Runs the operator on a cached transformed value of an item; whether it matched.
+    fn test_entry(&mut self, link: &Link, v: &Val<'_>, item: usize, e: usize, hits: &mut Vec<Hit>) -> bool {
+        let p: &'a Parsed = self.p;
+        // Taken out while the operator runs (it may write captures), put back after.
+        let taken = self.entries[e].take();
+        let value: &[u8] = taken.as_deref().unwrap_or(&p.items[item].value);
+        let hit = self.op(link, value, v);
+        if hit {
+            self.matched(link, v, value, hits);
         }
-        hits.push(Hit {
-            coll: v.coll,
-            name: v.name.to_vec(),
-            value,
-        });
+        self.entries[e] = taken;
+        hit
     }
 
-    /// Runs the operator; the matched value on success.
-    fn op(&mut self, link: &Link, value: &[u8], v: &Val<'_>) -> Option<Vec<u8>> {
+    fn matched(&mut self, link: &Link, v: &Val<'_>, value: &[u8], hits: &mut Vec<Hit>) {
+        for (k, val) in &link.setvars {
+            let mut name = self.expand(k, v).into_owned();
+            name.make_ascii_lowercase();
+            let k = String::from_utf8(name).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            if let Some(inc) = val.strip_prefix('+') {
+                let n = self.tx_get(&k).map_or(0, parse_num) + parse_num(inc.as_bytes());
+                self.tx.insert(k, n.to_string().into_bytes());
+            } else {
+                let x = self.expand(val, v).into_owned();
+                self.tx.insert(k, x);
+            }
+        }
+        // The last link of a chain reports only its first match (the rule's target); the
+        // others pass every match on to the next link.
+        if self.keep_all || hits.is_empty() {
+            hits.push(Hit {
+                coll: v.coll,
+                name: v.name.to_vec(),
+                value: value.to_vec(),
+            });
+        }
+    }
+
+    /// Runs the operator; whether it matched (negation applied).
+    fn op(&mut self, link: &Link, value: &[u8], v: &Val<'_>) -> bool {
         let hit = match &link.op {
             Op::Rx(re, min_len) => {
                 // `is_match` runs the fast DFA; groups are resolved only for a match. A value
@@ -1019,7 +1049,7 @@ impl<'a> Eval<'a> {
             Op::UrlEncoding => !valid_url_encoding(value),
             Op::Utf8 => std::str::from_utf8(value).is_err(),
         };
-        (hit != link.negate).then(|| value.to_vec())
+        hit != link.negate
     }
 
     /// Expands `%{tx.name}`, `%{request_headers.host}`, `%{args.name}`, `%{matched_var}`,

@@ -251,6 +251,9 @@ pub(crate) struct Link {
     /// transformations) within them cannot match (`@validateByteRange`'s allowed bytes,
     /// ASCII for `@validateUtf8Encoding`, every byte but `%` for `@validateUrlEncoding`).
     pub inert: Option<ByteSet>,
+    /// For `multiMatch`: the pipelines of each stage (the empty one, then each prefix of
+    /// `pipeline`), whose outputs the operator sees.
+    pub stages: Vec<usize>,
 }
 
 /// How the prefilter selects a rule: the collections its first operator reads and the
@@ -627,7 +630,14 @@ impl Builder<'_> {
             }
             _ => None,
         };
+        let stages = if r.multi {
+            let full = self.pipelines[pipeline].clone();
+            (0..=full.len()).map(|n| self.intern(full[..n].to_vec())).collect()
+        } else {
+            Vec::new()
+        };
         Ok(Link {
+            stages,
             inert: inert.filter(|_| !negate),
             targets,
             excludes,
