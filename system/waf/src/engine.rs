@@ -1055,40 +1055,45 @@ impl<'a> Eval<'a> {
     /// Expands `%{tx.name}`, `%{request_headers.host}`, `%{args.name}`, `%{matched_var}`,
     /// `%{matched_var_name}` in an operator argument or `setvar`.
     fn expand<'s>(&self, s: &'s str, v: &Val<'_>) -> Cow<'s, [u8]> {
-        if !s.contains("%{") {
+        // `%{` found bytewise (a `str` pattern search sets up a searcher per call).
+        let macro_at = |x: &str| x.as_bytes().windows(2).position(|w| w == b"%{");
+        if macro_at(s).is_none() {
             return Cow::Borrowed(s.as_bytes());
         }
-        let mut out = Vec::with_capacity(s.len());
+        let mut out = Vec::with_capacity(s.len() + 32);
         let mut rest = s;
-        while let Some(i) = rest.find("%{") {
+        while let Some(i) = macro_at(rest) {
             out.extend_from_slice(&rest.as_bytes()[..i]);
             let after = &rest[i + 2..];
-            let Some(end) = after.find('}') else {
+            let Some(end) = after.bytes().position(|b| b == b'}') else {
                 out.extend_from_slice(&rest.as_bytes()[i..]);
                 return Cow::Owned(out);
             };
-            let var = after[..end].to_ascii_lowercase();
-            match var.split_once('.') {
-                Some(("tx", name)) => out.extend_from_slice(self.tx_get(name).unwrap_or_default()),
-                Some(("request_headers", name)) => {
-                    out.extend_from_slice(self.p.header(name).unwrap_or_default());
+            let var = &after[..end];
+            let (scope, name) = var.split_once('.').unwrap_or((var, ""));
+            if scope.eq_ignore_ascii_case("tx") {
+                let value = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                    self.tx_get(&name.to_ascii_lowercase())
+                } else {
+                    self.tx_get(name)
+                };
+                out.extend_from_slice(value.unwrap_or_default());
+            } else if scope.eq_ignore_ascii_case("request_headers") {
+                out.extend_from_slice(self.p.header(&name.to_ascii_lowercase()).unwrap_or_default());
+            } else if scope.eq_ignore_ascii_case("args") {
+                let found = [Coll::ArgsGet, Coll::ArgsPost]
+                    .iter()
+                    .flat_map(|&c| self.p.coll(c))
+                    .find(|i| i.name.eq_ignore_ascii_case(name.as_bytes()));
+                if let Some(i) = found {
+                    out.extend_from_slice(&i.value);
                 }
-                Some(("args", name)) => {
-                    let found = [Coll::ArgsGet, Coll::ArgsPost]
-                        .iter()
-                        .flat_map(|&c| self.p.coll(c))
-                        .find(|i| i.name.eq_ignore_ascii_case(name.as_bytes()));
-                    if let Some(i) = found {
-                        out.extend_from_slice(&i.value);
-                    }
-                }
-                _ if var == "matched_var_name" => {
-                    out.extend_from_slice(coll_name(v.coll).as_bytes());
-                    out.push(b':');
-                    out.extend_from_slice(v.name);
-                }
-                _ if var == "matched_var" => out.extend_from_slice(v.value),
-                _ => {}
+            } else if var.eq_ignore_ascii_case("matched_var_name") {
+                out.extend_from_slice(coll_name(v.coll).as_bytes());
+                out.push(b':');
+                out.extend_from_slice(v.name);
+            } else if var.eq_ignore_ascii_case("matched_var") {
+                out.extend_from_slice(v.value);
             }
             rest = &after[end + 1..];
         }
