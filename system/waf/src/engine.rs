@@ -111,6 +111,8 @@ struct Eval<'a> {
     bytes: Vec<Option<ByteSet>>,
     /// The reference path: transformations computed plainly, without the shortcuts.
     exhaustive: bool,
+    /// libinjection verdicts of this request: (XSS detector, value, verdict).
+    detected: Vec<(bool, Vec<u8>, bool)>,
     /// The link being evaluated passes its matches on to a next link (else only its first
     /// match is kept).
     keep_all: bool,
@@ -243,6 +245,7 @@ impl Waf {
             bytes: vec![None; parsed.items.len()],
             exhaustive,
             keep_all: false,
+            detected: Vec::new(),
             removed_rules: Vec::new(),
             removed_targets: Vec::new(),
         };
@@ -371,6 +374,13 @@ fn plain_word(v: &[u8]) -> bool {
         }
         None => false,
     }
+}
+
+/// A value of decimal digits only (amounts, counts, timestamps): libinjection's tokenizer reads
+/// it as one number, whose one-token fingerprint `1` is not in its list (and with no quote in
+/// the value, no quoted context is tried). `plain_numbers_are_never_sqli` checks it.
+fn plain_number(v: &[u8]) -> bool {
+    !v.is_empty() && v.iter().all(u8::is_ascii_digit)
 }
 
 fn guarded(f: impl FnOnce() -> bool + std::panic::UnwindSafe) -> bool {
@@ -1042,14 +1052,33 @@ impl<'a> Eval<'a> {
                     Cmp::Le => a <= b,
                 }
             }
-            Op::DetectSqli => !plain_word(value) && guarded(|| libinjectionrs::detect_sqli(value).is_injection()),
-            Op::DetectXss => guarded(|| libinjectionrs::detect_xss(value).is_injection()),
+            Op::DetectSqli => {
+                !plain_word(value)
+                    && !plain_number(value)
+                    && self.memo(false, value, |x| libinjectionrs::detect_sqli(x).is_injection())
+            }
+            Op::DetectXss => self.memo(true, value, |x| libinjectionrs::detect_xss(x).is_injection()),
             // The operator "matches" when a byte is outside the allowed ranges.
             Op::ByteRange(ok) => value.iter().any(|&b| !ok[b as usize]),
             Op::UrlEncoding => !valid_url_encoding(value),
             Op::Utf8 => std::str::from_utf8(value).is_err(),
         };
         hit != link.negate
+    }
+
+    /// A libinjection verdict (`xss`: the XSS detector, else SQLi), computed once per distinct
+    /// value in a request (the same value often reaches a detector through several targets).
+    fn memo(&mut self, xss: bool, value: &[u8], detect: fn(&[u8]) -> bool) -> bool {
+        if let Some(&(_, _, hit)) = self
+            .detected
+            .iter()
+            .find(|(x, v, _)| *x == xss && v.as_slice() == value)
+        {
+            return hit;
+        }
+        let hit = guarded(|| detect(value));
+        self.detected.push((xss, value.to_vec(), hit));
+        hit
     }
 
     /// Expands `%{tx.name}`, `%{request_headers.host}`, `%{args.name}`, `%{matched_var}`,
@@ -1279,6 +1308,24 @@ mod tests {
             }
         }
         assert!(checked > 10_000, "only {checked} skips checked");
+    }
+
+    #[test]
+    fn plain_numbers_are_never_sqli() {
+        let mut checked = 0;
+        for len in 1..=4u32 {
+            for n in 0..10u32.pow(len) {
+                let s = format!("{n:0width$}", width = len as usize);
+                assert!(plain_number(s.as_bytes()));
+                assert!(!libinjectionrs::detect_sqli(s.as_bytes()).is_injection(), "{s} is SQLi");
+                checked += 1;
+            }
+        }
+        for s in ["2000", "4242424242424242", "20260624", "99999999999999999999999999"] {
+            assert!(!libinjectionrs::detect_sqli(s.as_bytes()).is_injection(), "{s} is SQLi");
+        }
+        assert!(checked > 10_000);
+        assert!(!plain_number(b"") && !plain_number(b"1e5") && !plain_number(b"1 ") && !plain_number(b"0x1"));
     }
 
     #[test]
