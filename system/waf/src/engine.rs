@@ -111,6 +111,10 @@ struct Eval<'a> {
     bytes: Vec<Option<ByteSet>>,
     /// The reference path: transformations computed plainly, without the shortcuts.
     exhaustive: bool,
+    /// `setvar`s recorded and not yet applied: (link, setvar, collection, item), in order.
+    pending: Vec<(&'a Link, usize, Option<Coll>, usize)>,
+    /// Scratch for variable names.
+    name_buf: Vec<u8>,
     /// libinjection verdicts of this request: (XSS detector, value, verdict).
     detected: Vec<(bool, Vec<u8>, bool)>,
     /// The link being evaluated passes its matches on to a next link (else only its first
@@ -246,6 +250,8 @@ impl Waf {
             exhaustive,
             keep_all: false,
             detected: Vec::new(),
+            pending: Vec::new(),
+            name_buf: Vec::new(),
             removed_rules: Vec::new(),
             removed_targets: Vec::new(),
         };
@@ -663,6 +669,9 @@ impl<'a> Eval<'a> {
         let mut hits = Vec::new();
         for sel in &link.targets {
             if sel.count {
+                if matches!(sel.src, Src::Tx) {
+                    self.flush_for(&sel.key);
+                }
                 let n = self.count(sel, prev);
                 let s = n.to_string();
                 let v = Val {
@@ -723,6 +732,7 @@ impl<'a> Eval<'a> {
                     }
                 }
                 Src::Tx => {
+                    self.flush_for(&sel.key);
                     for (k, v) in self.tx_vars(&sel.key) {
                         let val = Val {
                             coll: None,
@@ -970,7 +980,7 @@ impl<'a> Eval<'a> {
     }
 
     /// Runs the operator on a cached transformed value of an item; whether it matched.
-    fn test_entry(&mut self, link: &Link, v: &Val<'_>, item: usize, e: usize, hits: &mut Vec<Hit>) -> bool {
+    fn test_entry(&mut self, link: &'a Link, v: &Val<'_>, item: usize, e: usize, hits: &mut Vec<Hit>) -> bool {
         let p: &'a Parsed = self.p;
         // Taken out while the operator runs (it may write captures), put back after.
         let taken = self.entries[e].take();
@@ -983,17 +993,19 @@ impl<'a> Eval<'a> {
         hit
     }
 
-    fn matched(&mut self, link: &Link, v: &Val<'_>, value: &[u8], hits: &mut Vec<Hit>) {
-        for (k, val) in &link.setvars {
-            let mut name = self.expand(k, v).into_owned();
-            name.make_ascii_lowercase();
-            let k = String::from_utf8(name).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            if let Some(inc) = val.strip_prefix('+') {
-                let n = self.tx_get(&k).map_or(0, parse_num) + parse_num(inc.as_bytes());
-                self.tx.insert(k, n.to_string().into_bytes());
-            } else {
-                let x = self.expand(val, v).into_owned();
-                self.tx.insert(k, x);
+    fn matched(&mut self, link: &'a Link, v: &Val<'_>, value: &[u8], hits: &mut Vec<Hit>) {
+        let defer = !self.exhaustive && v.item.is_some();
+        for (i, (k, val)) in link.setvars.iter().enumerate() {
+            match v.item {
+                Some(item) if defer && link.deferrable.get(i) == Some(&true) => {
+                    // Recorded; applied when a read could see it (most are never read).
+                    self.pending.push((link, i, v.coll, item));
+                }
+                _ => {
+                    // Applied in order after the recorded ones.
+                    self.flush_all();
+                    self.setvar(k, val, v);
+                }
             }
         }
         // The last link of a chain reports only its first match (the rule's target); the
@@ -1007,8 +1019,77 @@ impl<'a> Eval<'a> {
         }
     }
 
+    /// Applies one `setvar` for a matched value.
+    fn setvar(&mut self, k: &str, val: &str, v: &Val<'_>) {
+        let mut name = self.expand(k, v).into_owned();
+        name.make_ascii_lowercase();
+        let k = String::from_utf8(name).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        if let Some(inc) = val.strip_prefix('+') {
+            let n = self.tx_get(&k).map_or(0, parse_num) + parse_num(inc.as_bytes());
+            self.tx.insert(k, n.to_string().into_bytes());
+        } else {
+            let x = self.expand(val, v).into_owned();
+            self.tx.insert(k, x);
+        }
+    }
+
+    /// The value a recorded `setvar` was recorded for.
+    fn pending_val(&self, coll: Option<Coll>, item: usize) -> Val<'a> {
+        let p: &'a Parsed = self.p;
+        let it = &p.items[item];
+        Val {
+            coll,
+            item: Some(item),
+            name: &it.name,
+            value: &it.value,
+        }
+    }
+
+    /// Applies the recorded `setvar`s up to and including the `n`-th, in order.
+    fn flush(&mut self, n: usize) {
+        let done: Vec<_> = self.pending.drain(..n).collect();
+        for (link, i, coll, item) in done {
+            let v = self.pending_val(coll, item);
+            if let Some((k, val)) = link.setvars.get(i) {
+                self.setvar(k, val, &v);
+            }
+        }
+    }
+
+    /// Applies every recorded `setvar`.
+    fn flush_all(&mut self) {
+        if !self.pending.is_empty() {
+            self.flush(self.pending.len());
+        }
+    }
+
+    /// Before a read of the variables `key` selects: applies the recorded `setvar`s up to the
+    /// last one whose name it selects (names computed as the `setvar` would, without storing).
+    fn flush_for(&mut self, key: &Key) {
+        let mut last = None;
+        let mut name = std::mem::take(&mut self.name_buf);
+        for (j, &(link, i, coll, item)) in self.pending.iter().enumerate() {
+            let v = self.pending_val(coll, item);
+            if let Some((k, _)) = link.setvars.get(i) {
+                name.clear();
+                name.extend_from_slice(&self.expand(k, &v));
+                name.make_ascii_lowercase();
+                if key_matches(key, &name) {
+                    last = Some(j);
+                }
+            }
+        }
+        self.name_buf = name;
+        if let Some(j) = last {
+            self.flush(j + 1);
+        }
+    }
+
     /// Runs the operator; whether it matched (negation applied).
     fn op(&mut self, link: &Link, value: &[u8], v: &Val<'_>) -> bool {
+        if link.reads_tx {
+            self.flush_all();
+        }
         let hit = match &link.op {
             Op::Rx(re, min_len) => {
                 // `is_match` runs the fast DFA; groups are resolved only for a match. A value
@@ -1308,6 +1389,26 @@ mod tests {
             }
         }
         assert!(checked > 10_000, "only {checked} skips checked");
+    }
+
+    /// Deferred `setvar`s are applied before any read that could see them: 921170 counts
+    /// each argument name into `paramcounter_<name>`, which 922110's unanchored
+    /// `TX:/MULTIPART_HEADERS_CONTENT_TYPES_*/` reads when a name holds that text. Both paths
+    /// must agree, and the read must see the counter.
+    #[test]
+    fn deferred_setvars_are_seen_by_later_reads() {
+        let w = shared();
+        for body in [
+            &b"amount=1&x_multipart_headers_content_types_=2&currency=usd"[..],
+            b"amount=1&currency=usd",
+            b"a=1&a=2&rfi_parameter_x=3",
+        ] {
+            let r = post("/v2/things", body, &[]);
+            let (fast, slow) = (w.inspect(&r), w.inspect_exhaustive(&r));
+            assert_eq!(fast, slow, "{}", String::from_utf8_lossy(body));
+        }
+        let r = post("/v2/things", b"amount=1&x_multipart_headers_content_types_=2", &[]);
+        assert!(w.inspect(&r).matches.iter().any(|m| m.rule_id == 922110));
     }
 
     #[test]

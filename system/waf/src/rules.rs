@@ -240,6 +240,13 @@ pub(crate) struct Link {
     pub pipeline: usize,
     pub multi: bool,
     pub setvars: Vec<(String, String)>,
+    /// Per `setvar`: it may be recorded and applied only when a later read could see it (its
+    /// name depends on the matched value's name and value only, it does not start with a digit,
+    /// so it is never a capture, and its value has no macro).
+    pub deferrable: Vec<bool>,
+    /// The operator's argument reads a transaction variable (`%{tx.…}` left after inlining the
+    /// constant ones).
+    pub reads_tx: bool,
     pub capture: bool,
     /// Literals (lower case) one of which a value must contain for the operator to match it,
     /// when the operator has such a set.
@@ -630,6 +637,26 @@ impl Builder<'_> {
             }
             _ => None,
         };
+        let deferrable = setvars
+            .iter()
+            .map(|(k, v): &(String, String)| {
+                let macros_ok = {
+                    let mut rest = k.as_str();
+                    let mut ok = true;
+                    while let Some(i) = rest.find("%{") {
+                        let Some(e) = rest[i..].find('}') else {
+                            ok = false;
+                            break;
+                        };
+                        let var = rest[i + 2..i + e].to_ascii_lowercase();
+                        ok &= var == "matched_var_name" || var == "matched_var";
+                        rest = &rest[i + e + 1..];
+                    }
+                    ok
+                };
+                macros_ok && k.bytes().next().is_some_and(|b| b != b'%' && !b.is_ascii_digit()) && !v.contains("%{")
+            })
+            .collect();
         let stages = if r.multi {
             let full = self.pipelines[pipeline].clone();
             (0..=full.len()).map(|n| self.intern(full[..n].to_vec())).collect()
@@ -637,6 +664,8 @@ impl Builder<'_> {
             Vec::new()
         };
         Ok(Link {
+            deferrable,
+            reads_tx: false,
             stages,
             inert: inert.filter(|_| !negate),
             targets,
@@ -849,7 +878,10 @@ impl RuleSet {
                     | Op::Within(a)
                     | Op::BeginsWith(a)
                     | Op::EndsWith(a)
-                    | Op::Num(_, a) => inline(a),
+                    | Op::Num(_, a) => {
+                        inline(a);
+                        l.reads_tx = a.to_ascii_lowercase().contains("%{tx.");
+                    }
                     _ => {}
                 }
             }
