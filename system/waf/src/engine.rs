@@ -1110,7 +1110,7 @@ impl<'a> Eval<'a> {
                     _ => false,
                 }
             }
-            Op::Pm(ac) => ac.is_match(value),
+            Op::Pm(pm) => pm.is_match(value),
             Op::Contains(p) => {
                 let p = self.expand(p, v);
                 !p.is_empty() && value.windows(p.len()).any(|w| w == &*p)
@@ -1376,7 +1376,7 @@ mod tests {
                     let out = pipeline.iter().fold(v.clone(), |x, t| t.apply(&x));
                     let hit = match &link.op {
                         Op::Rx(re, _) => re.get().is_ok_and(|r| r.is_match(&out)),
-                        Op::Pm(ac) => ac.is_match(&out),
+                        Op::Pm(pm) => pm.is_match(&out),
                         Op::ByteRange(ok) => out.iter().any(|&b| !ok[b as usize]),
                         Op::UrlEncoding => !valid_url_encoding(&out),
                         Op::Utf8 => std::str::from_utf8(&out).is_err(),

@@ -216,7 +216,8 @@ pub(crate) enum Cmp {
 pub(crate) enum Op {
     /// The expression (compiled on first use) and the length of its shortest match.
     Rx(LazyRegex, usize),
-    Pm(AhoCorasick),
+    /// A phrase list (compiled on first use).
+    Pm(LazyPm),
     Contains(String),
     Streq(String),
     Within(String),
@@ -495,6 +496,42 @@ fn byte_ranges(spec: &str) -> Result<Box<[bool; 256]>, String> {
     Ok(ok)
 }
 
+/// A phrase list whose automaton is built on first use, as [`LazyRegex`] does for
+/// expressions (most phrase lists run only where the prefilter found one of their phrases).
+#[derive(Debug)]
+pub(crate) struct LazyPm {
+    words: Vec<String>,
+    ac: std::sync::OnceLock<Result<AhoCorasick, String>>,
+}
+
+impl LazyPm {
+    fn new(words: Vec<String>) -> LazyPm {
+        LazyPm {
+            words,
+            ac: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The automaton, or why it could not be built.
+    pub(crate) fn get(&self) -> Result<&AhoCorasick, &str> {
+        self.ac
+            .get_or_init(|| {
+                let r = pm(self.words.iter().cloned());
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "WAF phrase list does not build; it never matches");
+                }
+                r
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    /// Whether `value` holds a phrase (ASCII case ignored).
+    pub(crate) fn is_match(&self, value: &[u8]) -> bool {
+        self.get().is_ok_and(|ac| ac.is_match(value))
+    }
+}
+
 fn pm(words: impl IntoIterator<Item = String>) -> Result<AhoCorasick, String> {
     AhoCorasick::builder()
         .ascii_case_insensitive(true)
@@ -567,7 +604,7 @@ impl Builder<'_> {
             "@pm" => {
                 let ws: Vec<String> = arg.split_whitespace().map(str::to_owned).collect();
                 atoms = words(&ws);
-                Op::Pm(pm(ws)?)
+                Op::Pm(LazyPm::new(ws))
             }
             "@pmFromFile" | "@pmf" => {
                 let ws = self
@@ -575,7 +612,7 @@ impl Builder<'_> {
                     .get(arg.trim())
                     .ok_or_else(|| format!("missing data file {arg}"))?;
                 atoms = words(ws);
-                Op::Pm(pm(ws.iter().cloned())?)
+                Op::Pm(LazyPm::new(ws.clone()))
             }
             "@contains" | "@streq" | "@beginsWith" | "@endsWith" => {
                 atoms = literal(&arg);
@@ -787,7 +824,7 @@ impl RuleSet {
         &self.rules
     }
 
-    /// Compiles every expression now rather than on first use (loading only checks their
+    /// Compiles every expression and phrase list now rather than on first use (loading only checks their
     /// syntax): for a server that wants no compilation on its first requests, and to surface
     /// an expression too large to compile. The error names the first such rule.
     pub fn compile_all(&self) -> Result<(), RuleError> {
