@@ -515,13 +515,18 @@ impl<'a> Eval<'a> {
                 }
                 let e = self.entry(item, pipe);
                 let bytes = self.entries[e].as_deref().unwrap_or(raw);
-                let same = outs.iter().position(|o| {
-                    if *o == Some(e) {
-                        return true;
-                    }
-                    let ob = o.and_then(|x| self.entries[x].as_deref()).unwrap_or(raw);
-                    ob.eq_ignore_ascii_case(bytes)
-                });
+                let same = if self.entries[e].is_none() {
+                    // The raw value itself.
+                    Some(0)
+                } else {
+                    outs.iter().position(|o| {
+                        if *o == Some(e) {
+                            return true;
+                        }
+                        let ob = o.and_then(|x| self.entries[x].as_deref()).unwrap_or(raw);
+                        ob.eq_ignore_ascii_case(bytes)
+                    })
+                };
                 out_of[pipe] = match same {
                     Some(j) => j as u16,
                     None => {
