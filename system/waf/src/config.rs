@@ -165,22 +165,17 @@ pub const DEFAULT_YAML: &str = include_str!("../config/waf.yaml");
 
 /// `*`-glob match (no other metacharacters): `*` matches any run of bytes.
 pub fn glob(pattern: &[u8], s: &[u8]) -> bool {
-    let mut parts = pattern.split(|&b| b == b'*');
-    let Some(head) = parts.next() else { return pattern == s };
-    if !s.starts_with(head) {
-        return false;
-    }
-    let mut rest = &s[head.len()..];
-    let mut pending: Vec<&[u8]> = parts.collect();
-    let Some(tail) = pending.pop() else {
-        return rest.is_empty();
+    let Some(first) = pattern.iter().position(|&b| b == b'*') else {
+        return pattern == s;
     };
-    if rest.len() < tail.len() || !rest.ends_with(tail) {
+    let last = pattern.iter().rposition(|&b| b == b'*').unwrap_or(first);
+    let (head, tail) = (&pattern[..first], &pattern[last + 1..]);
+    if s.len() < head.len() + tail.len() || !s.starts_with(head) || !s.ends_with(tail) {
         return false;
     }
-    rest = &rest[..rest.len() - tail.len()];
+    let mut rest = &s[head.len()..s.len() - tail.len()];
     // The middle parts in order, each at its leftmost place (greedy is optimal for `*`).
-    for part in pending {
+    for part in pattern[first + 1..last.max(first + 1)].split(|&b| b == b'*') {
         if part.is_empty() {
             continue;
         }
@@ -225,5 +220,7 @@ mod tests {
         assert!(!glob(b"a*b*c", b"a-c"));
         assert!(!glob(b"ab*ba", b"aba"));
         assert!(glob(b"*", b""));
+        assert!(glob(b"a**b", b"ab") && glob(b"*a*", b"bab") && !glob(b"*a*", b"bbb"));
+        assert!(glob(b"a*", b"a") && !glob(b"a*b", b"a") && glob(b"*b", b"b") && !glob(b"ab*b", b"ab"));
     }
 }

@@ -13,6 +13,7 @@ use crate::config::{glob, WafConfig};
 use crate::protocol;
 use crate::request::{BodyKind, Coll, HttpRequest, Item, Parsed};
 use crate::rules::{family, Cmp, Ctl, Key, Link, Op, Rule, RuleError, RuleSet, Sel, Severity, Src};
+use crate::screen::{pipeline_image, ByteSet};
 use crate::transform::value_mask;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -94,6 +95,10 @@ struct Eval<'a> {
     slots: Vec<u32>,
     /// Transformed values; `None` when the pipeline left the value as it was.
     entries: Vec<Option<Vec<u8>>>,
+    /// Per entry: the first of the transformations already applied to it (into `children`).
+    child_head: Vec<u32>,
+    /// (transformation, resulting entry, next sibling) for each entry's applied transformations.
+    children: Vec<(crate::transform::Transform, u32, u32)>,
     /// Per item: index into `excl_sets` (0: no exclusion applies).
     item_excl: Vec<u16>,
     /// Distinct sets of excluded rules (bits over rule indices); the first is empty.
@@ -102,8 +107,19 @@ struct Eval<'a> {
     cands: Vec<(u32, u32)>,
     /// Per item: its [`value_mask`] (0: not computed yet).
     masks: Vec<u32>,
+    /// Per item: the bytes of its raw value (`None`: not computed yet).
+    bytes: Vec<Option<ByteSet>>,
     /// The reference path: transformations computed plainly, without the shortcuts.
     exhaustive: bool,
+    /// `setvar`s recorded and not yet applied: (link, setvar, collection, item), in order.
+    pending: Vec<(&'a Link, usize, Option<Coll>, usize)>,
+    /// Scratch for variable names.
+    name_buf: Vec<u8>,
+    /// libinjection verdicts of this request: (XSS detector, value, verdict).
+    detected: Vec<(bool, Vec<u8>, bool)>,
+    /// The link being evaluated passes its matches on to a next link (else only its first
+    /// match is kept).
+    keep_all: bool,
     /// Rules removed for this request by `ctl:ruleRemoveById`.
     removed_rules: Vec<u32>,
     /// (tag, collections) removed from tagged rules by `ctl:ruleRemoveTargetByTag`.
@@ -125,7 +141,7 @@ impl Waf {
         let mut tx: BTreeMap<String, Vec<u8>> = rules
             .tx_defaults
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone().into_bytes()))
             .collect();
         let l = &config.limits;
         let mut set = |k: &str, v: String| {
@@ -224,11 +240,18 @@ impl Waf {
             tx: BTreeMap::new(),
             slots: vec![EMPTY; parsed.items.len() * npipes],
             entries: Vec::new(),
+            child_head: Vec::new(),
+            children: Vec::new(),
             item_excl: Vec::new(),
             excl_sets: Vec::new(),
             cands: Vec::new(),
             masks: vec![0; parsed.items.len()],
+            bytes: vec![None; parsed.items.len()],
             exhaustive,
+            keep_all: false,
+            detected: Vec::new(),
+            pending: Vec::new(),
+            name_buf: Vec::new(),
             removed_rules: Vec::new(),
             removed_targets: Vec::new(),
         };
@@ -309,7 +332,7 @@ fn key_matches(key: &Key, name: &[u8]) -> bool {
     match key {
         Key::All => true,
         Key::Name(n) => n.eq_ignore_ascii_case(name),
-        Key::Regex(r) => r.is_match(name),
+        Key::Regex(r, _) => r.is_match(name),
     }
 }
 
@@ -359,6 +382,13 @@ fn plain_word(v: &[u8]) -> bool {
     }
 }
 
+/// A value of decimal digits only (amounts, counts, timestamps): libinjection's tokenizer reads
+/// it as one number, whose one-token fingerprint `1` is not in its list (and with no quote in
+/// the value, no quoted context is tried). `plain_numbers_are_never_sqli` checks it.
+fn plain_number(v: &[u8]) -> bool {
+    !v.is_empty() && v.iter().all(u8::is_ascii_digit)
+}
+
 fn guarded(f: impl FnOnce() -> bool + std::panic::UnwindSafe) -> bool {
     // libinjection is a port of C code; a panic on odd input must not take the proxy down.
     std::panic::catch_unwind(f).unwrap_or(false)
@@ -366,6 +396,7 @@ fn guarded(f: impl FnOnce() -> bool + std::panic::UnwindSafe) -> bool {
 
 impl<'a> Eval<'a> {
     /// Which configured exclusions apply to each argument, as indices into `excl_sets`.
+    #[inline(never)]
     fn exclusions(&mut self, req: &HttpRequest<'_>) {
         let words = self.waf.rules.rules.len().div_ceil(64);
         self.excl_sets.push(vec![0; words]);
@@ -448,10 +479,13 @@ impl<'a> Eval<'a> {
 
     /// The literal prefilter: records in `cands` each (rule, item) where the item's value,
     /// transformed by one of the rule's pipelines, holds one of the rule's atoms.
+    #[inline(never)]
     fn prefilter(&mut self) {
         let rs = &self.waf.rules;
         let pf = &rs.prefilter;
-        let Some(ac) = &pf.ac else { return };
+        if pf.ac.is_none() && pf.byte_set.is_empty() {
+            return;
+        }
         let p: &'a Parsed = self.p;
         let mut out_of = vec![u16::MAX; rs.pipelines.len()];
         // Distinct outputs of the current item: `None` is the raw value.
@@ -481,10 +515,18 @@ impl<'a> Eval<'a> {
                 }
                 let e = self.entry(item, pipe);
                 let bytes = self.entries[e].as_deref().unwrap_or(raw);
-                let same = outs.iter().position(|o| {
-                    let ob = o.and_then(|x| self.entries[x].as_deref()).unwrap_or(raw);
-                    ob.eq_ignore_ascii_case(bytes)
-                });
+                let same = if self.entries[e].is_none() {
+                    // The raw value itself.
+                    Some(0)
+                } else {
+                    outs.iter().position(|o| {
+                        if *o == Some(e) {
+                            return true;
+                        }
+                        let ob = o.and_then(|x| self.entries[x].as_deref()).unwrap_or(raw);
+                        ob.eq_ignore_ascii_case(bytes)
+                    })
+                };
                 out_of[pipe] = match same {
                     Some(j) => j as u16,
                     None => {
@@ -494,11 +536,24 @@ impl<'a> Eval<'a> {
                 };
             }
             for (j, o) in outs.iter().enumerate() {
+                let set = match o {
+                    None => self.bytes(item),
+                    Some(x) => ByteSet::of(self.entries[*x].as_deref().unwrap_or(raw)),
+                };
                 let bytes = o.and_then(|x| self.entries[x].as_deref()).unwrap_or(raw);
                 found.clear();
-                found.extend(ac.find_overlapping_iter(bytes).map(|m| m.pattern().as_u32()));
-                found.sort_unstable();
-                found.dedup();
+                if let Some(ac) = &pf.ac {
+                    found.extend(ac.find_overlapping_iter(bytes).map(|m| m.pattern().as_u32()));
+                    found.sort_unstable();
+                    found.dedup();
+                }
+                let present = set.intersection(pf.byte_set);
+                if !present.is_empty() {
+                    found.extend(present.bytes().map(|b| pf.byte_atoms[usize::from(b)]));
+                    // Both cases of a letter are the same atom.
+                    found.sort_unstable();
+                    found.dedup();
+                }
                 for &a in &found {
                     for &(pipe, r) in &pf.atom_rules[a as usize] {
                         if usize::from(out_of[pipe as usize]) != j {
@@ -540,6 +595,47 @@ impl<'a> Eval<'a> {
         self.cands = sorted;
     }
 
+    /// The bytes of an item's raw value, computed once.
+    fn bytes(&mut self, item: usize) -> ByteSet {
+        match self.bytes[item] {
+            Some(b) => b,
+            None => {
+                let b = ByteSet::of(&self.p.items[item].value);
+                self.bytes[item] = Some(b);
+                b
+            }
+        }
+    }
+
+    /// The byte screen ([`crate::screen`]): false when the item's value, after the link's
+    /// transformations, cannot hold the bytes its operator needs, so the operator cannot match.
+    fn admits(&mut self, link: &Link, item: usize) -> bool {
+        if link.screen.is_none() && link.inert.is_none() {
+            return true;
+        }
+        let raw = self.bytes(item);
+        let pipeline = &self.waf.rules.pipelines[link.pipeline];
+        let may_match = |x: &ByteSet| {
+            link.screen.as_ref().is_none_or(|s| s.admits(x)) && link.inert.as_ref().is_none_or(|i| !x.is_subset(i))
+        };
+        if link.multi {
+            // multiMatch: the operator sees the value before and after each transformation.
+            let mut x = raw;
+            if may_match(&x) {
+                return true;
+            }
+            for t in pipeline {
+                x = t.byte_image(x);
+                if may_match(&x) {
+                    return true;
+                }
+            }
+            false
+        } else {
+            may_match(&pipeline_image(pipeline, raw))
+        }
+    }
+
     /// The special-byte mask of an item's raw value ([`value_mask`]), computed once.
     fn mask(&mut self, item: usize) -> u32 {
         if self.masks[item] == 0 {
@@ -550,10 +646,12 @@ impl<'a> Eval<'a> {
 
     /// Runs one rule; on a match, the name of what matched. `only` restricts the first link to
     /// the items of `cands[lo..hi]` (the prefilter found the rule's atoms nowhere else).
+    #[inline(never)]
     fn rule(&mut self, rule: &'a Rule, only: Option<(usize, usize)>) -> Option<String> {
         let mut prev: Vec<Hit> = Vec::new();
         let mut first: Option<String> = None;
         for (i, link) in rule.links.iter().enumerate() {
+            self.keep_all = i + 1 < rule.links.len();
             let hits = self.link(rule, link, &prev, if i == 0 { only } else { None });
             if hits.is_empty() {
                 return None;
@@ -571,10 +669,14 @@ impl<'a> Eval<'a> {
         first
     }
 
+    #[inline(never)]
     fn link(&mut self, rule: &'a Rule, link: &'a Link, prev: &[Hit], only: Option<(usize, usize)>) -> Vec<Hit> {
         let mut hits = Vec::new();
         for sel in &link.targets {
             if sel.count {
+                if matches!(sel.src, Src::Tx) {
+                    self.flush_for(&sel.key);
+                }
                 let n = self.count(sel, prev);
                 let s = n.to_string();
                 let v = Val {
@@ -621,6 +723,9 @@ impl<'a> Eval<'a> {
                             if self.excluded(rule.index, idx) {
                                 continue;
                             }
+                            if !self.exhaustive && !self.admits(link, idx) {
+                                continue;
+                            }
                             let v = Val {
                                 coll: Some(c),
                                 item: Some(idx),
@@ -632,6 +737,7 @@ impl<'a> Eval<'a> {
                     }
                 }
                 Src::Tx => {
+                    self.flush_for(&sel.key);
                     for (k, v) in self.tx_vars(&sel.key) {
                         let val = Val {
                             coll: None,
@@ -687,16 +793,49 @@ impl<'a> Eval<'a> {
         self.tx.get(name).or_else(|| self.waf.tx.get(name)).map(Vec::as_slice)
     }
 
-    /// The transaction variables a key selects, in name order.
+    /// The transaction variables a key selects, in name order. Both maps are sorted and their
+    /// names lower case, so a name or an anchored expression reads only the names from its
+    /// literal prefix on, merged in order (this request's value first).
     fn tx_vars(&self, key: &Key) -> Vec<(String, Vec<u8>)> {
-        let mut out: Vec<(String, Vec<u8>)> = self
+        use std::ops::Bound;
+        let lo: &str = match key {
+            Key::All => "",
+            Key::Name(n) => std::str::from_utf8(n).unwrap_or(""),
+            Key::Regex(_, hint) => hint.prefix.as_deref().unwrap_or(""),
+        };
+        let from = |m: &'a BTreeMap<String, Vec<u8>>| {
+            m.range::<str, _>((Bound::Included(lo), Bound::Unbounded))
+                .take_while(move |(k, _)| k.starts_with(lo))
+                .peekable()
+        };
+        let waf: &'a Waf = self.waf;
+        let mut mine = self
             .tx
-            .iter()
-            .chain(self.waf.tx.iter().filter(|(k, _)| !self.tx.contains_key(*k)))
-            .filter(|(k, _)| key_matches(key, k.as_bytes()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+            .range::<str, _>((Bound::Included(lo), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(lo))
+            .peekable();
+        let mut base = from(&waf.tx);
+        let mut out = Vec::new();
+        loop {
+            let next = match (mine.peek(), base.peek()) {
+                (Some((a, _)), Some((b, _))) => match a.cmp(b) {
+                    std::cmp::Ordering::Less => mine.next(),
+                    std::cmp::Ordering::Greater => base.next(),
+                    std::cmp::Ordering::Equal => {
+                        base.next();
+                        mine.next()
+                    }
+                },
+                (Some(_), None) => mine.next(),
+                (None, Some(_)) => base.next(),
+                (None, None) => break,
+            };
+            if let Some((k, v)) = next {
+                if key_matches(key, k.as_bytes()) {
+                    out.push((k.clone(), v.clone()));
+                }
+            }
+        }
         out
     }
 
@@ -727,9 +866,9 @@ impl<'a> Eval<'a> {
             for t in &self.waf.rules.pipelines[pipeline] {
                 cur = t.apply(&cur);
             }
-            self.entries.push((cur != *raw).then_some(cur));
-            self.slots[slot] = (self.entries.len() - 1) as u32;
-            return self.entries.len() - 1;
+            let e = self.push_entry((cur != *raw).then_some(cur));
+            self.slots[slot] = e as u32;
+            return e;
         }
         let rs = &self.waf.rules;
         let parent = rs.pipe_parent[pipeline];
@@ -737,6 +876,16 @@ impl<'a> Eval<'a> {
         let idx = match (parent, last) {
             (Some(parent), Some(t)) => {
                 let pe = self.entry(item, parent);
+                // Pipelines that reach the same value apply their next transformation once.
+                let mut c = self.child_head[pe];
+                while c != EMPTY {
+                    let (tc, r, next) = self.children[c as usize];
+                    if tc == t {
+                        self.slots[slot] = r;
+                        return r as usize;
+                    }
+                    c = next;
+                }
                 let p: &'a Parsed = self.p;
                 let raw = &p.items[item].value;
                 let unchanged = match self.entries[pe].as_deref() {
@@ -745,34 +894,63 @@ impl<'a> Eval<'a> {
                     Some(src) => !t.may_change(src),
                 };
                 let src = self.entries[pe].as_deref().unwrap_or(raw);
-                if unchanged {
+                let idx = if unchanged {
                     pe
                 } else {
                     let out = t.apply(src);
                     if out == src {
                         pe
+                    } else if out == *raw {
+                        // Back to the raw value: the same entry as the empty pipeline's.
+                        let mut root = pipeline;
+                        while let Some(up) = rs.pipe_parent[root] {
+                            root = up;
+                        }
+                        self.entry(item, root)
                     } else {
-                        self.entries.push((out != *raw).then_some(out));
-                        self.entries.len() - 1
+                        self.push_entry(Some(out))
                     }
-                }
+                };
+                self.children.push((t, idx as u32, self.child_head[pe]));
+                self.child_head[pe] = (self.children.len() - 1) as u32;
+                idx
             }
-            _ => {
-                self.entries.push(None);
-                self.entries.len() - 1
-            }
+            _ => self.push_entry(None),
         };
         self.slots[slot] = idx as u32;
         idx
     }
 
+    /// Adds a transformed value (`None`: the raw value) to the cache.
+    fn push_entry(&mut self, value: Option<Vec<u8>>) -> usize {
+        self.entries.push(value);
+        self.child_head.push(EMPTY);
+        self.entries.len() - 1
+    }
+
     fn test(&mut self, link: &'a Link, v: &Val<'_>, hits: &mut Vec<Hit>) {
         if link.multi {
+            if let (Some(item), false) = (v.item, self.exhaustive) {
+                // multiMatch on a request value: the operator runs on each distinct stage,
+                // taken from the transformation cache (an unchanged stage is the same entry).
+                let mut last = EMPTY;
+                for &stage in &link.stages {
+                    let e = self.entry(item, stage);
+                    if e as u32 == last {
+                        continue;
+                    }
+                    last = e as u32;
+                    if self.test_entry(link, v, item, e, hits) {
+                        return;
+                    }
+                }
+                return;
+            }
             // multiMatch: the operator runs on the value and after every transformation.
             let mut cur = v.value.to_vec();
             let mut found = self.op(link, &cur, v);
             for t in &self.waf.rules.pipelines[link.pipeline] {
-                if found.is_some() {
+                if found {
                     break;
                 }
                 if !t.may_change(&cur) {
@@ -784,75 +962,160 @@ impl<'a> Eval<'a> {
                 }
                 cur = next;
             }
-            if let Some(value) = found {
-                self.matched(link, v, value, hits);
+            if found {
+                self.matched(link, v, &cur, hits);
             }
             return;
         }
         match v.item {
             Some(item) => {
                 let e = self.entry(item, link.pipeline);
-                let p: &'a Parsed = self.p;
-                let taken = self.entries[e].take();
-                let found = {
-                    let value: &[u8] = taken.as_deref().unwrap_or(&p.items[item].value);
-                    self.op(link, value, v)
-                };
-                self.entries[e] = taken;
-                if let Some(value) = found {
-                    self.matched(link, v, value, hits);
-                }
+                self.test_entry(link, v, item, e, hits);
             }
             None => {
                 let mut cur = v.value.to_vec();
                 for t in &self.waf.rules.pipelines[link.pipeline] {
                     cur = t.apply(&cur);
                 }
-                if let Some(value) = self.op(link, &cur, v) {
-                    self.matched(link, v, value, hits);
+                if self.op(link, &cur, v) {
+                    self.matched(link, v, &cur, hits);
                 }
             }
         }
     }
 
-    fn matched(&mut self, link: &Link, v: &Val<'_>, value: Vec<u8>, hits: &mut Vec<Hit>) {
-        if !link.setvars.is_empty() {
-            for (k, val) in &link.setvars {
-                let k = String::from_utf8_lossy(&self.expand(k, v)).to_ascii_lowercase();
-                if let Some(inc) = val.strip_prefix('+') {
-                    let n = self.tx_get(&k).map_or(0, parse_num) + parse_num(inc.as_bytes());
-                    self.tx.insert(k, n.to_string().into_bytes());
-                } else {
-                    let x = self.expand(val, v).into_owned();
-                    self.tx.insert(k, x);
+    /// Runs the operator on a cached transformed value of an item; whether it matched.
+    fn test_entry(&mut self, link: &'a Link, v: &Val<'_>, item: usize, e: usize, hits: &mut Vec<Hit>) -> bool {
+        let p: &'a Parsed = self.p;
+        // Taken out while the operator runs (it may write captures), put back after.
+        let taken = self.entries[e].take();
+        let value: &[u8] = taken.as_deref().unwrap_or(&p.items[item].value);
+        let hit = self.op(link, value, v);
+        if hit {
+            self.matched(link, v, value, hits);
+        }
+        self.entries[e] = taken;
+        hit
+    }
+
+    fn matched(&mut self, link: &'a Link, v: &Val<'_>, value: &[u8], hits: &mut Vec<Hit>) {
+        let defer = !self.exhaustive && v.item.is_some();
+        for (i, (k, val)) in link.setvars.iter().enumerate() {
+            match v.item {
+                Some(item) if defer && link.deferrable.get(i) == Some(&true) => {
+                    // Recorded; applied when a read could see it (most are never read).
+                    self.pending.push((link, i, v.coll, item));
+                }
+                _ => {
+                    // Applied in order after the recorded ones.
+                    self.flush_all();
+                    self.setvar(k, val, v);
                 }
             }
         }
-        hits.push(Hit {
-            coll: v.coll,
-            name: v.name.to_vec(),
-            value,
-        });
+        // The last link of a chain reports only its first match (the rule's target); the
+        // others pass every match on to the next link.
+        if self.keep_all || hits.is_empty() {
+            hits.push(Hit {
+                coll: v.coll,
+                name: v.name.to_vec(),
+                value: value.to_vec(),
+            });
+        }
     }
 
-    /// Runs the operator; the matched value on success.
-    fn op(&mut self, link: &Link, value: &[u8], v: &Val<'_>) -> Option<Vec<u8>> {
+    /// Applies one `setvar` for a matched value.
+    fn setvar(&mut self, k: &str, val: &str, v: &Val<'_>) {
+        let mut name = self.expand(k, v).into_owned();
+        name.make_ascii_lowercase();
+        let k = String::from_utf8(name).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        if let Some(inc) = val.strip_prefix('+') {
+            let n = self.tx_get(&k).map_or(0, parse_num) + parse_num(inc.as_bytes());
+            self.tx.insert(k, n.to_string().into_bytes());
+        } else {
+            let x = self.expand(val, v).into_owned();
+            self.tx.insert(k, x);
+        }
+    }
+
+    /// The value a recorded `setvar` was recorded for.
+    fn pending_val(&self, coll: Option<Coll>, item: usize) -> Val<'a> {
+        let p: &'a Parsed = self.p;
+        let it = &p.items[item];
+        Val {
+            coll,
+            item: Some(item),
+            name: &it.name,
+            value: &it.value,
+        }
+    }
+
+    /// Applies the recorded `setvar`s up to and including the `n`-th, in order.
+    fn flush(&mut self, n: usize) {
+        let done: Vec<_> = self.pending.drain(..n).collect();
+        for (link, i, coll, item) in done {
+            let v = self.pending_val(coll, item);
+            if let Some((k, val)) = link.setvars.get(i) {
+                self.setvar(k, val, &v);
+            }
+        }
+    }
+
+    /// Applies every recorded `setvar`.
+    fn flush_all(&mut self) {
+        if !self.pending.is_empty() {
+            self.flush(self.pending.len());
+        }
+    }
+
+    /// Before a read of the variables `key` selects: applies the recorded `setvar`s up to the
+    /// last one whose name it selects (names computed as the `setvar` would, without storing).
+    fn flush_for(&mut self, key: &Key) {
+        let mut last = None;
+        let mut name = std::mem::take(&mut self.name_buf);
+        for (j, &(link, i, coll, item)) in self.pending.iter().enumerate() {
+            let v = self.pending_val(coll, item);
+            if let Some((k, _)) = link.setvars.get(i) {
+                name.clear();
+                name.extend_from_slice(&self.expand(k, &v));
+                name.make_ascii_lowercase();
+                if key_matches(key, &name) {
+                    last = Some(j);
+                }
+            }
+        }
+        self.name_buf = name;
+        if let Some(j) = last {
+            self.flush(j + 1);
+        }
+    }
+
+    /// Runs the operator; whether it matched (negation applied).
+    fn op(&mut self, link: &Link, value: &[u8], v: &Val<'_>) -> bool {
+        if link.reads_tx {
+            self.flush_all();
+        }
         let hit = match &link.op {
             Op::Rx(re, min_len) => {
                 // `is_match` runs the fast DFA; groups are resolved only for a match. A value
                 // shorter than the shortest match cannot match.
-                let m = value.len() >= *min_len && re.is_match(value);
-                if m && link.capture {
-                    if let Some(c) = re.captures(value) {
-                        for i in 0..c.len().min(10) {
-                            let s = c.get(i).map(|x| x.as_bytes().to_vec()).unwrap_or_default();
-                            self.tx.insert(i.to_string(), s);
+                match re.get() {
+                    Ok(re) if value.len() >= *min_len => {
+                        let m = re.is_match(value);
+                        if m && link.capture {
+                            if let Some(c) = re.captures(value) {
+                                for i in 0..c.len().min(10) {
+                                    let s = c.get(i).map(|x| x.as_bytes().to_vec()).unwrap_or_default();
+                                    self.tx.insert(i.to_string(), s);
+                                }
+                            }
                         }
+                        m
                     }
+                    _ => false,
                 }
-                m
             }
-            Op::Pm(ac) => ac.is_match(value),
+            Op::Pm(pm) => pm.is_match(value),
             Op::Contains(p) => {
                 let p = self.expand(p, v);
                 !p.is_empty() && value.windows(p.len()).any(|w| w == &*p)
@@ -875,53 +1138,77 @@ impl<'a> Eval<'a> {
                     Cmp::Le => a <= b,
                 }
             }
-            Op::DetectSqli => !plain_word(value) && guarded(|| libinjectionrs::detect_sqli(value).is_injection()),
-            Op::DetectXss => guarded(|| libinjectionrs::detect_xss(value).is_injection()),
+            Op::DetectSqli => {
+                !plain_word(value)
+                    && !plain_number(value)
+                    && self.memo(false, value, |x| libinjectionrs::detect_sqli(x).is_injection())
+            }
+            Op::DetectXss => self.memo(true, value, |x| libinjectionrs::detect_xss(x).is_injection()),
             // The operator "matches" when a byte is outside the allowed ranges.
             Op::ByteRange(ok) => value.iter().any(|&b| !ok[b as usize]),
             Op::UrlEncoding => !valid_url_encoding(value),
             Op::Utf8 => std::str::from_utf8(value).is_err(),
         };
-        (hit != link.negate).then(|| value.to_vec())
+        hit != link.negate
+    }
+
+    /// A libinjection verdict (`xss`: the XSS detector, else SQLi), computed once per distinct
+    /// value in a request (the same value often reaches a detector through several targets).
+    fn memo(&mut self, xss: bool, value: &[u8], detect: fn(&[u8]) -> bool) -> bool {
+        if let Some(&(_, _, hit)) = self
+            .detected
+            .iter()
+            .find(|(x, v, _)| *x == xss && v.as_slice() == value)
+        {
+            return hit;
+        }
+        let hit = guarded(|| detect(value));
+        self.detected.push((xss, value.to_vec(), hit));
+        hit
     }
 
     /// Expands `%{tx.name}`, `%{request_headers.host}`, `%{args.name}`, `%{matched_var}`,
     /// `%{matched_var_name}` in an operator argument or `setvar`.
     fn expand<'s>(&self, s: &'s str, v: &Val<'_>) -> Cow<'s, [u8]> {
-        if !s.contains("%{") {
+        // `%{` found bytewise (a `str` pattern search sets up a searcher per call).
+        let macro_at = |x: &str| x.as_bytes().windows(2).position(|w| w == b"%{");
+        if macro_at(s).is_none() {
             return Cow::Borrowed(s.as_bytes());
         }
-        let mut out = Vec::with_capacity(s.len());
+        let mut out = Vec::with_capacity(s.len() + 32);
         let mut rest = s;
-        while let Some(i) = rest.find("%{") {
+        while let Some(i) = macro_at(rest) {
             out.extend_from_slice(&rest.as_bytes()[..i]);
             let after = &rest[i + 2..];
-            let Some(end) = after.find('}') else {
+            let Some(end) = after.bytes().position(|b| b == b'}') else {
                 out.extend_from_slice(&rest.as_bytes()[i..]);
                 return Cow::Owned(out);
             };
-            let var = after[..end].to_ascii_lowercase();
-            match var.split_once('.') {
-                Some(("tx", name)) => out.extend_from_slice(self.tx_get(name).unwrap_or_default()),
-                Some(("request_headers", name)) => {
-                    out.extend_from_slice(self.p.header(name).unwrap_or_default());
+            let var = &after[..end];
+            let (scope, name) = var.split_once('.').unwrap_or((var, ""));
+            if scope.eq_ignore_ascii_case("tx") {
+                let value = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                    self.tx_get(&name.to_ascii_lowercase())
+                } else {
+                    self.tx_get(name)
+                };
+                out.extend_from_slice(value.unwrap_or_default());
+            } else if scope.eq_ignore_ascii_case("request_headers") {
+                out.extend_from_slice(self.p.header(&name.to_ascii_lowercase()).unwrap_or_default());
+            } else if scope.eq_ignore_ascii_case("args") {
+                let found = [Coll::ArgsGet, Coll::ArgsPost]
+                    .iter()
+                    .flat_map(|&c| self.p.coll(c))
+                    .find(|i| i.name.eq_ignore_ascii_case(name.as_bytes()));
+                if let Some(i) = found {
+                    out.extend_from_slice(&i.value);
                 }
-                Some(("args", name)) => {
-                    let found = [Coll::ArgsGet, Coll::ArgsPost]
-                        .iter()
-                        .flat_map(|&c| self.p.coll(c))
-                        .find(|i| i.name.eq_ignore_ascii_case(name.as_bytes()));
-                    if let Some(i) = found {
-                        out.extend_from_slice(&i.value);
-                    }
-                }
-                _ if var == "matched_var_name" => {
-                    out.extend_from_slice(coll_name(v.coll).as_bytes());
-                    out.push(b':');
-                    out.extend_from_slice(v.name);
-                }
-                _ if var == "matched_var" => out.extend_from_slice(v.value),
-                _ => {}
+            } else if var.eq_ignore_ascii_case("matched_var_name") {
+                out.extend_from_slice(coll_name(v.coll).as_bytes());
+                out.push(b':');
+                out.extend_from_slice(v.name);
+            } else if var.eq_ignore_ascii_case("matched_var") {
+                out.extend_from_slice(v.value);
             }
             rest = &after[end + 1..];
         }
@@ -1050,6 +1337,101 @@ mod tests {
         }
         assert!(checked > 10_000, "{checked}");
         assert!(!plain_word(b"1union") && !plain_word(b"a b") && !plain_word(b"a.b") && !plain_word(b""));
+    }
+
+    /// The byte screens of the shipped table's operators never skip a value the operator
+    /// matches: for every link with a screen or an inert set, on values of every single byte,
+    /// byte pairs and attack-like strings, "skip" implies "no match".
+    #[test]
+    fn screens_and_inert_sets_are_sound() {
+        let w = shared();
+        let mut values: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        for a in [b'%', b'&', b'\\', b'<', b'(', b'$', b'\'', 0xc3, 0, b'a'] {
+            for b in 0..=255u8 {
+                values.push(vec![a, b]);
+            }
+        }
+        for s in [
+            &b"1' or 1=1--"[..],
+            b"<script>alert(1)</script>",
+            b"; cat /etc/passwd",
+            b"${jndi:ldap://x}",
+            b"%c0%ae%c0%ae/",
+            b"caf\xc3\xa9",
+            b"\xff\xfe",
+            b"a%zz",
+            b"$(id)",
+        ] {
+            values.push(s.to_vec());
+        }
+        let mut checked = 0;
+        for rule in &w.rules.rules {
+            for link in &rule.links {
+                if link.screen.is_none() && link.inert.is_none() || link.multi {
+                    continue;
+                }
+                let pipeline = &w.rules.pipelines[link.pipeline];
+                for v in &values {
+                    let image = pipeline_image(pipeline, ByteSet::of(v));
+                    let skip = link.screen.as_ref().is_some_and(|s| !s.admits(&image))
+                        || link.inert.as_ref().is_some_and(|i| image.is_subset(i));
+                    if !skip {
+                        continue;
+                    }
+                    let out = pipeline.iter().fold(v.clone(), |x, t| t.apply(&x));
+                    let hit = match &link.op {
+                        Op::Rx(re, _) => re.get().is_ok_and(|r| r.is_match(&out)),
+                        Op::Pm(pm) => pm.is_match(&out),
+                        Op::ByteRange(ok) => out.iter().any(|&b| !ok[b as usize]),
+                        Op::UrlEncoding => !valid_url_encoding(&out),
+                        Op::Utf8 => std::str::from_utf8(&out).is_err(),
+                        Op::DetectXss => libinjectionrs::detect_xss(&out).is_injection(),
+                        _ => false,
+                    };
+                    assert!(!hit, "rule {} skipped a value it matches: {:?}", rule.id, v);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 10_000, "only {checked} skips checked");
+    }
+
+    /// Deferred `setvar`s are applied before any read that could see them: 921170 counts
+    /// each argument name into `paramcounter_<name>`, which 922110's unanchored
+    /// `TX:/MULTIPART_HEADERS_CONTENT_TYPES_*/` reads when a name holds that text. Both paths
+    /// must agree, and the read must see the counter.
+    #[test]
+    fn deferred_setvars_are_seen_by_later_reads() {
+        let w = shared();
+        for body in [
+            &b"amount=1&x_multipart_headers_content_types_=2&currency=usd"[..],
+            b"amount=1&currency=usd",
+            b"a=1&a=2&rfi_parameter_x=3",
+        ] {
+            let r = post("/v2/things", body, &[]);
+            let (fast, slow) = (w.inspect(&r), w.inspect_exhaustive(&r));
+            assert_eq!(fast, slow, "{}", String::from_utf8_lossy(body));
+        }
+        let r = post("/v2/things", b"amount=1&x_multipart_headers_content_types_=2", &[]);
+        assert!(w.inspect(&r).matches.iter().any(|m| m.rule_id == 922110));
+    }
+
+    #[test]
+    fn plain_numbers_are_never_sqli() {
+        let mut checked = 0;
+        for len in 1..=4u32 {
+            for n in 0..10u32.pow(len) {
+                let s = format!("{n:0width$}", width = len as usize);
+                assert!(plain_number(s.as_bytes()));
+                assert!(!libinjectionrs::detect_sqli(s.as_bytes()).is_injection(), "{s} is SQLi");
+                checked += 1;
+            }
+        }
+        for s in ["2000", "4242424242424242", "20260624", "99999999999999999999999999"] {
+            assert!(!libinjectionrs::detect_sqli(s.as_bytes()).is_injection(), "{s} is SQLi");
+        }
+        assert!(checked > 10_000);
+        assert!(!plain_number(b"") && !plain_number(b"1e5") && !plain_number(b"1 ") && !plain_number(b"0x1"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod request;
 pub mod rules;
+pub mod screen;
 pub mod transform;
 
 pub use config::{ConfigError, Exclusion, Limits, WafConfig};

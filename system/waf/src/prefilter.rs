@@ -269,14 +269,22 @@ fn info(h: &Hir) -> Info {
 /// Literal strings (lower case) one of which every match of `pattern` contains, or `None` when
 /// no useful set is known. `pattern` is read as the engine compiles it: bytes, no Unicode classes.
 pub fn rx_atoms(pattern: &str) -> Option<Vec<Vec<u8>>> {
-    let hir = regex_syntax::ParserBuilder::new()
+    hir_atoms(&parse(pattern).ok()?)
+}
+
+/// [`rx_atoms`] of an expression already parsed (by [`parse`]).
+pub fn hir_atoms(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+    let set = info(hir).atoms()?;
+    (cost(&set) < USELESS_COST).then(|| set.into_iter().collect())
+}
+
+/// Parses an expression as the engine compiles it: bytes, no Unicode classes.
+pub fn parse(pattern: &str) -> Result<Hir, regex_syntax::Error> {
+    regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .build()
         .parse(pattern)
-        .ok()?;
-    let set = info(&hir).atoms()?;
-    (cost(&set) < USELESS_COST).then(|| set.into_iter().collect())
 }
 
 /// The length of the shortest string `pattern` matches (0 when unknown), read as the engine

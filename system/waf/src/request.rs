@@ -143,13 +143,10 @@ impl Parsed {
             Some(i) => (&req.target[..i], &req.target[i + 1..]),
             None => (req.target, ""),
         };
-        let mut push = |coll: Coll, name: &[u8], value: &[u8]| {
+        // Takes the bytes it keeps (decoded names and values are moved in, not copied).
+        let mut push = |coll: Coll, name: Vec<u8>, value: Vec<u8>| {
             if items.len() < MAX_ITEMS {
-                items.push(Item {
-                    coll,
-                    name: name.to_vec(),
-                    value: value.to_vec(),
-                });
+                items.push(Item { coll, name, value });
             }
         };
         let mut arg_count = 0usize;
@@ -157,8 +154,9 @@ impl Parsed {
         for (k, v) in split_form(query.as_bytes()) {
             arg_count += 1;
             combined += k.len() + v.len();
-            push(Coll::ArgsGet, &k, &v);
-            push(Coll::ArgsGetNames, &k, &k);
+            let name = k.clone();
+            push(Coll::ArgsGet, k, v);
+            push(Coll::ArgsGetNames, name.clone(), name);
         }
         let header = |name: &str| -> Option<&[u8]> {
             req.headers
@@ -181,8 +179,9 @@ impl Parsed {
                 for (k, v) in split_form(req.body) {
                     arg_count += 1;
                     combined += k.len() + v.len();
-                    push(Coll::ArgsPost, &k, &v);
-                    push(Coll::ArgsPostNames, &k, &k);
+                    let name = k.clone();
+                    push(Coll::ArgsPost, k, v);
+                    push(Coll::ArgsPostNames, name.clone(), name);
                 }
             } else if mime == "application/json" || mime.ends_with("+json") {
                 body_kind = BodyKind::Json;
@@ -193,8 +192,9 @@ impl Parsed {
                         for (k, v) in out {
                             arg_count += 1;
                             combined += k.len() + v.len();
-                            push(Coll::ArgsPost, k.as_bytes(), v.as_bytes());
-                            push(Coll::ArgsPostNames, k.as_bytes(), k.as_bytes());
+                            let name = k.into_bytes();
+                            push(Coll::ArgsPost, name.clone(), v.into_bytes());
+                            push(Coll::ArgsPostNames, name.clone(), name);
                         }
                     }
                     Err(_) => body_error = true,
@@ -212,8 +212,8 @@ impl Parsed {
                                 None => {
                                     arg_count += 1;
                                     combined += part.name.len() + part.body.len();
-                                    push(Coll::ArgsPost, &part.name, &part.body);
-                                    push(Coll::ArgsPostNames, &part.name, &part.name);
+                                    push(Coll::ArgsPost, part.name.clone(), part.body.clone());
+                                    push(Coll::ArgsPostNames, part.name.clone(), part.name.clone());
                                 }
                             }
                         }
@@ -236,39 +236,39 @@ impl Parsed {
                         Some(i) => (&c[..i], &c[i + 1..]),
                         None => (c, &b""[..]),
                     };
-                    push(Coll::Cookies, k, v);
-                    push(Coll::CookiesNames, k, k);
+                    push(Coll::Cookies, k.to_vec(), v.to_vec());
+                    push(Coll::CookiesNames, k.to_vec(), k.to_vec());
                 }
             }
         }
         for (name, value) in &req.headers {
             let lower = name.to_ascii_lowercase();
-            push(Coll::Headers, lower.as_bytes(), value);
-            push(Coll::HeadersNames, lower.as_bytes(), name.as_bytes());
+            push(Coll::Headers, lower.as_bytes().to_vec(), value.to_vec());
+            push(Coll::HeadersNames, lower.into_bytes(), name.as_bytes().to_vec());
         }
         // As in ModSecurity: REQUEST_FILENAME is the percent-decoded path the server routes on
         // (`+` is a plus in a path), REQUEST_BASENAME the last segment of the path as sent.
-        push(Coll::Filename, b"", &percent_decode(path.as_bytes()));
+        push(Coll::Filename, Vec::new(), percent_decode(path.as_bytes()));
         let base = path.rsplit('/').next().unwrap_or("");
-        push(Coll::Basename, b"", base.as_bytes());
-        push(Coll::Uri, b"", req.target.as_bytes());
+        push(Coll::Basename, Vec::new(), base.as_bytes().to_vec());
+        push(Coll::Uri, Vec::new(), req.target.as_bytes().to_vec());
         let line = format!("{} {} {}", req.method, req.target, req.version);
-        push(Coll::Line, b"", line.as_bytes());
-        push(Coll::QueryString, b"", query.as_bytes());
+        push(Coll::Line, Vec::new(), line.into_bytes());
+        push(Coll::QueryString, Vec::new(), query.as_bytes().to_vec());
         if !req.body.is_empty() {
-            push(Coll::Body, b"", req.body);
+            push(Coll::Body, Vec::new(), req.body.to_vec());
         }
         for t in &xml {
-            push(Coll::Xml, b"xml", t);
+            push(Coll::Xml, b"xml".to_vec(), t.to_vec());
         }
         for (field, file) in &files {
-            push(Coll::Files, field, file);
-            push(Coll::FilesNames, field, field);
+            push(Coll::Files, field.to_vec(), file.to_vec());
+            push(Coll::FilesNames, field.to_vec(), field.to_vec());
         }
-        push(Coll::Method, b"", req.method.as_bytes());
-        push(Coll::Protocol, b"", req.version.as_bytes());
+        push(Coll::Method, Vec::new(), req.method.as_bytes().to_vec());
+        push(Coll::Protocol, Vec::new(), req.version.as_bytes().to_vec());
         for (n, h) in &part_headers {
-            push(Coll::MultipartPartHeaders, n, h);
+            push(Coll::MultipartPartHeaders, n.to_vec(), h.to_vec());
         }
         items.sort_by_key(|i| i.coll);
         Parsed {

@@ -10,8 +10,9 @@
 //! ([`crate::prefilter`]) is registered with its atoms in one Aho-Corasick automaton, so the
 //! engine evaluates it only on the values where one of them occurs.
 
-use crate::prefilter::rx_atoms;
+use crate::prefilter::hir_atoms;
 use crate::request::Coll;
+use crate::screen::{ByteSet, Screen};
 use crate::transform::Transform;
 use aho_corasick::AhoCorasick;
 use regex::bytes::{Regex, RegexBuilder};
@@ -148,7 +149,48 @@ pub(crate) enum Key {
     All,
     /// Lower-case name.
     Name(Vec<u8>),
-    Regex(Regex),
+    /// A case-insensitive expression, and what is known of the names it matches.
+    Regex(Regex, KeyHint),
+}
+
+/// What is known of the names a key expression matches.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeyHint {
+    /// A matching name starts with this (lower case; the expression is anchored): the engine
+    /// looks up transaction variables from it instead of testing every one.
+    pub prefix: Option<String>,
+}
+
+/// The literal (lower case) every match of an expression anchored at the start (`^abc...`)
+/// begins with, read as a case-insensitive expression; `None` when it is not anchored or
+/// begins with no literal.
+fn anchored_prefix(h: &regex_syntax::hir::Hir) -> Option<Vec<u8>> {
+    use regex_syntax::hir::{Class, HirKind, Look};
+    let subs = match h.kind() {
+        HirKind::Concat(subs) => subs.as_slice(),
+        _ => return None,
+    };
+    let (first, rest) = subs.split_first()?;
+    if !matches!(first.kind(), HirKind::Look(Look::Start)) {
+        return None;
+    }
+    let mut out = Vec::new();
+    for s in rest {
+        match s.kind() {
+            HirKind::Literal(l) => out.extend(l.0.iter().map(u8::to_ascii_lowercase)),
+            HirKind::Class(Class::Bytes(c)) => {
+                // One byte, or one letter in both cases.
+                let bytes: Vec<u8> = c.iter().flat_map(|r| r.start()..=r.end()).take(3).collect();
+                match bytes.as_slice() {
+                    [b] => out.push(b.to_ascii_lowercase()),
+                    [a, b] if a.eq_ignore_ascii_case(b) => out.push(a.to_ascii_lowercase()),
+                    _ => break,
+                }
+            }
+            _ => break,
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// One target of a rule (`ARGS`, `REQUEST_HEADERS:Referer`, `&ARGS`).
@@ -172,9 +214,10 @@ pub(crate) enum Cmp {
 /// An operator.
 #[derive(Debug)]
 pub(crate) enum Op {
-    /// The expression and the length of its shortest match.
-    Rx(Regex, usize),
-    Pm(AhoCorasick),
+    /// The expression (compiled on first use) and the length of its shortest match.
+    Rx(LazyRegex, usize),
+    /// A phrase list (compiled on first use).
+    Pm(LazyPm),
     Contains(String),
     Streq(String),
     Within(String),
@@ -198,10 +241,27 @@ pub(crate) struct Link {
     pub pipeline: usize,
     pub multi: bool,
     pub setvars: Vec<(String, String)>,
+    /// Per `setvar`: it may be recorded and applied only when a later read could see it (its
+    /// name depends on the matched value's name and value only, it does not start with a digit,
+    /// so it is never a capture, and its value has no macro).
+    pub deferrable: Vec<bool>,
+    /// The operator's argument reads a transaction variable (`%{tx.…}` left after inlining the
+    /// constant ones).
+    pub reads_tx: bool,
     pub capture: bool,
     /// Literals (lower case) one of which a value must contain for the operator to match it,
     /// when the operator has such a set.
     pub atoms: Option<Vec<Vec<u8>>>,
+    /// Bytes the transformed value must hold for the operator to match it
+    /// ([`crate::screen`]); `None` for negated operators and when nothing useful is known.
+    pub screen: Option<Screen>,
+    /// Bytes a value must go beyond for the operator to match it: a value (after the
+    /// transformations) within them cannot match (`@validateByteRange`'s allowed bytes,
+    /// ASCII for `@validateUtf8Encoding`, every byte but `%` for `@validateUrlEncoding`).
+    pub inert: Option<ByteSet>,
+    /// For `multiMatch`: the pipelines of each stage (the empty one, then each prefix of
+    /// `pipeline`), whose outputs the operator sees.
+    pub stages: Vec<usize>,
 }
 
 /// How the prefilter selects a rule: the collections its first operator reads and the
@@ -217,8 +277,14 @@ pub(crate) struct RuleFilter {
 /// The rule table's literal prefilter: one automaton over every filtered rule's atoms.
 #[derive(Debug)]
 pub(crate) struct Prefilter {
-    /// All atoms, matched ASCII-case-insensitively.
+    /// The atoms of two bytes or more, matched ASCII-case-insensitively (pattern `i` is atom
+    /// `i`).
     pub ac: Option<AhoCorasick>,
+    /// Per byte: the atom number of the one-byte atom it is (in either case), or `u32::MAX`;
+    /// found from a value's [`ByteSet`].
+    pub byte_atoms: Box<[u32; 256]>,
+    /// Every byte of `byte_atoms`.
+    pub byte_set: ByteSet,
     /// Per atom: the (pipeline, rule index) pairs it selects.
     pub atom_rules: Vec<Vec<(u32, u32)>>,
     /// Per collection (`coll as usize`): the pipelines some filtered rule tests on it.
@@ -300,6 +366,46 @@ pub(crate) fn pcre_bytes(p: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// A regular expression checked when the table loads and compiled when first used.
+///
+/// Compiling every expression of the table up front was most of the cost of building an engine
+/// (2.8 G instructions); most rules run rarely (the prefilter and the byte screens skip them),
+/// and a test or a short-lived tool would pay for expressions it never runs. Loading parses
+/// the expression (a syntax error is a load error, as before); the automaton is built on the
+/// first evaluation, once, shared by every thread ([`RuleSet::compile_all`] builds them all).
+#[derive(Debug)]
+pub(crate) struct LazyRegex {
+    /// The pattern as the `regex` crate reads it ([`pcre_bytes`] applied).
+    pattern: String,
+    re: std::sync::OnceLock<Result<Regex, String>>,
+}
+
+impl LazyRegex {
+    /// A pattern (as [`compile_regex`] reads it, [`pcre_bytes`] applied) whose syntax the
+    /// caller checked by parsing it.
+    fn new(pattern: String) -> LazyRegex {
+        LazyRegex {
+            pattern,
+            re: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The compiled expression, or why it does not compile (only a size limit can fail once
+    /// the syntax is checked).
+    pub(crate) fn get(&self) -> Result<&Regex, &str> {
+        self.re
+            .get_or_init(|| {
+                let r = compile_regex(&self.pattern);
+                if let Err(e) = &r {
+                    tracing::error!(pattern = %self.pattern, error = %e, "WAF expression does not compile; it never matches");
+                }
+                r
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+}
+
 fn compile_regex(p: &str) -> Result<Regex, String> {
     RegexBuilder::new(&pcre_bytes(p))
         .unicode(false)
@@ -360,7 +466,13 @@ fn parse_sel(s: &str) -> Result<Sel, String> {
         (Src::Colls(c), Some(_)) if c.first() == Some(&Coll::Xml) => Key::All,
         (_, None) => Key::All,
         (_, Some(k)) if k.len() > 1 && k.starts_with('/') && k.ends_with('/') => {
-            Key::Regex(compile_regex(&format!("(?i){}", &k[1..k.len() - 1]))?)
+            let pattern = format!("(?i){}", &k[1..k.len() - 1]);
+            let hint = crate::prefilter::parse(&pcre_bytes(&pattern))
+                .map(|h| KeyHint {
+                    prefix: anchored_prefix(&h).and_then(|p| String::from_utf8(p).ok()),
+                })
+                .unwrap_or_default();
+            Key::Regex(compile_regex(&pattern)?, hint)
         }
         (_, Some(k)) => Key::Name(k.to_ascii_lowercase().into_bytes()),
     };
@@ -382,6 +494,42 @@ fn byte_ranges(spec: &str) -> Result<Box<[bool; 256]>, String> {
         }
     }
     Ok(ok)
+}
+
+/// A phrase list whose automaton is built on first use, as [`LazyRegex`] does for
+/// expressions (most phrase lists run only where the prefilter found one of their phrases).
+#[derive(Debug)]
+pub(crate) struct LazyPm {
+    words: Vec<String>,
+    ac: std::sync::OnceLock<Result<AhoCorasick, String>>,
+}
+
+impl LazyPm {
+    fn new(words: Vec<String>) -> LazyPm {
+        LazyPm {
+            words,
+            ac: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The automaton, or why it could not be built.
+    pub(crate) fn get(&self) -> Result<&AhoCorasick, &str> {
+        self.ac
+            .get_or_init(|| {
+                let r = pm(self.words.iter().cloned());
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "WAF phrase list does not build; it never matches");
+                }
+                r
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    /// Whether `value` holds a phrase (ASCII case ignored).
+    pub(crate) fn is_match(&self, value: &[u8]) -> bool {
+        self.get().is_ok_and(|ac| ac.is_match(value))
+    }
 }
 
 fn pm(words: impl IntoIterator<Item = String>) -> Result<AhoCorasick, String> {
@@ -441,16 +589,22 @@ impl Builder<'_> {
             (!ws.is_empty()).then_some(ws)
         };
         let mut atoms = None;
+        let mut screen = None;
         let op = match name {
             "@rx" => {
-                let bytes = pcre_bytes(&arg);
-                atoms = rx_atoms(&bytes);
-                Op::Rx(compile_regex(&arg)?, crate::prefilter::min_len(&bytes))
+                // Parsed once here (a syntax error is a load error); compiled on first use.
+                let bytes = pcre_bytes(&arg).into_owned();
+                let hir = crate::prefilter::parse(&bytes)
+                    .map_err(|e| e.to_string().lines().last().unwrap_or("").to_owned())?;
+                atoms = hir_atoms(&hir);
+                screen = Screen::of_hir(&hir);
+                let min_len = hir.properties().minimum_len().unwrap_or(0);
+                Op::Rx(LazyRegex::new(bytes), min_len)
             }
             "@pm" => {
                 let ws: Vec<String> = arg.split_whitespace().map(str::to_owned).collect();
                 atoms = words(&ws);
-                Op::Pm(pm(ws)?)
+                Op::Pm(LazyPm::new(ws))
             }
             "@pmFromFile" | "@pmf" => {
                 let ws = self
@@ -458,7 +612,7 @@ impl Builder<'_> {
                     .get(arg.trim())
                     .ok_or_else(|| format!("missing data file {arg}"))?;
                 atoms = words(ws);
-                Op::Pm(pm(ws.iter().cloned())?)
+                Op::Pm(LazyPm::new(ws.clone()))
             }
             "@contains" | "@streq" | "@beginsWith" | "@endsWith" => {
                 atoms = literal(&arg);
@@ -473,6 +627,7 @@ impl Builder<'_> {
             // `<`) or an attribute value (needs a `=`); it cannot flag a value with neither.
             "@detectXSS" => {
                 atoms = Some(vec![b"<".to_vec(), b"=".to_vec()]);
+                screen = Screen::of_phrases([&b"<"[..], b"="]);
                 Op::DetectXss
             }
             "@within" => Op::Within(arg),
@@ -495,7 +650,61 @@ impl Builder<'_> {
                 }
             }
         }
+        let screen = screen.or_else(|| match (&op, &atoms) {
+            (Op::Pm(_) | Op::Contains(_) | Op::Streq(_) | Op::BeginsWith(_) | Op::EndsWith(_), Some(a)) => {
+                Screen::of_phrases(a.iter().map(Vec::as_slice))
+            }
+            _ => None,
+        });
+        let inert = match &op {
+            Op::ByteRange(ok) => {
+                let mut s = ByteSet::EMPTY;
+                for (b, &allowed) in ok.iter().enumerate() {
+                    if allowed {
+                        s.insert(b as u8);
+                    }
+                }
+                Some(s)
+            }
+            Op::Utf8 => Some(ByteSet([u64::MAX, u64::MAX, 0, 0])),
+            Op::UrlEncoding => {
+                let mut s = ByteSet::ALL;
+                s.0[usize::from(b'%' >> 6)] &= !(1 << (b'%' & 63));
+                Some(s)
+            }
+            _ => None,
+        };
+        let deferrable = setvars
+            .iter()
+            .map(|(k, v): &(String, String)| {
+                let macros_ok = {
+                    let mut rest = k.as_str();
+                    let mut ok = true;
+                    while let Some(i) = rest.find("%{") {
+                        let Some(e) = rest[i..].find('}') else {
+                            ok = false;
+                            break;
+                        };
+                        let var = rest[i + 2..i + e].to_ascii_lowercase();
+                        ok &= var == "matched_var_name" || var == "matched_var";
+                        rest = &rest[i + e + 1..];
+                    }
+                    ok
+                };
+                macros_ok && k.bytes().next().is_some_and(|b| b != b'%' && !b.is_ascii_digit()) && !v.contains("%{")
+            })
+            .collect();
+        let stages = if r.multi {
+            let full = self.pipelines[pipeline].clone();
+            (0..=full.len()).map(|n| self.intern(full[..n].to_vec())).collect()
+        } else {
+            Vec::new()
+        };
         Ok(Link {
+            deferrable,
+            reads_tx: false,
+            stages,
+            inert: inert.filter(|_| !negate),
             targets,
             excludes,
             op,
@@ -504,7 +713,8 @@ impl Builder<'_> {
             multi: r.multi,
             setvars,
             capture,
-            // A negated operator matches values without the atoms.
+            // A negated operator matches values without the atoms or the screen's bytes.
+            screen: screen.filter(|_| !negate),
             atoms: atoms.filter(|_| !negate),
         })
     }
@@ -614,6 +824,20 @@ impl RuleSet {
         &self.rules
     }
 
+    /// Compiles every expression and phrase list now rather than on first use (loading only checks their
+    /// syntax): for a server that wants no compilation on its first requests, and to surface
+    /// an expression too large to compile. The error names the first such rule.
+    pub fn compile_all(&self) -> Result<(), RuleError> {
+        for r in &self.rules {
+            for l in &r.links {
+                if let Op::Rx(re, _) = &l.op {
+                    re.get().map_err(|e| RuleError::Table(format!("rule {}: {e}", r.id)))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The longest output a pipeline can make of a value of `len` bytes: every transformation
     /// keeps or shortens a value except `utf8toUnicode` (a character of two or more bytes
     /// becomes six), `length` (its decimal digits) and `base64Decode` (three bytes per four).
@@ -691,7 +915,10 @@ impl RuleSet {
                     | Op::Within(a)
                     | Op::BeginsWith(a)
                     | Op::EndsWith(a)
-                    | Op::Num(_, a) => inline(a),
+                    | Op::Num(_, a) => {
+                        inline(a);
+                        l.reads_tx = a.to_ascii_lowercase().contains("%{tx.");
+                    }
                     _ => {}
                 }
             }
@@ -757,20 +984,37 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
             *m = (*m).min(a.len());
         }
     }
-    let ac = if atoms.is_empty() {
+    // Atoms of one byte are looked up in the value's byte set instead of the automaton: the
+    // common ones (`(`, `=`, `<`, `'`) would otherwise report every occurrence.
+    let (single, multi): (Vec<_>, Vec<_>) = atoms.into_iter().partition(|(a, _)| a.len() == 1);
+    let ac = if multi.is_empty() {
         None
     } else {
         Some(
             AhoCorasick::builder()
                 .ascii_case_insensitive(true)
                 .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .build(atoms.keys())
+                .build(multi.iter().map(|(a, _)| a))
                 .map_err(|e| RuleError::Table(e.to_string()))?,
         )
     };
+    let mut byte_atoms = Box::new([u32::MAX; 256]);
+    let mut byte_set = ByteSet::EMPTY;
+    let mut atom_rules: Vec<Vec<(u32, u32)>> = multi.into_iter().map(|(_, r)| r).collect();
+    for (a, r) in single {
+        // Matched without ASCII case, as the automaton does.
+        let both = ByteSet::from_bytes(&a).both_cases();
+        byte_set = byte_set.union(both);
+        for b in both.bytes() {
+            byte_atoms[usize::from(b)] = atom_rules.len() as u32;
+        }
+        atom_rules.push(r);
+    }
     Ok(Prefilter {
         ac,
-        atom_rules: atoms.into_values().collect(),
+        atom_rules,
+        byte_atoms,
+        byte_set,
         coll_pipes,
         pipe_trigger: pipelines
             .iter()
@@ -783,6 +1027,15 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anchored_prefixes_of_key_expressions() {
+        let p = |x: &str| anchored_prefix(&crate::prefilter::parse(x).expect("parses"));
+        assert_eq!(p("(?i)^header_name_920450_"), Some(b"header_name_920450_".to_vec()));
+        assert_eq!(p("(?i)^Ab[cd]"), Some(b"ab".to_vec()));
+        assert_eq!(p("(?i)rfi_parameter_.*"), None);
+        assert_eq!(p("^(?:a|b)"), None);
+    }
 
     #[test]
     fn pcre_byte_escapes() {
@@ -799,6 +1052,8 @@ mod tests {
         }
         assert!(rs.rules.len() > 150, "{} rules", rs.rules.len());
         assert!(rs.skipped.is_empty(), "{:?} skipped", rs.skipped);
+        // Loading checks syntax only: every expression must also build.
+        rs.compile_all().expect("every expression compiles");
         let unfiltered = rs.unfiltered();
         eprintln!(
             "{} of {} rules unfiltered: {unfiltered:?}",

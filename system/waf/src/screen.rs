@@ -1,0 +1,583 @@
+//! Byte-class screens: a necessary condition on the bytes of a value, checked before a rule's
+//! operator runs.
+//!
+//! For each operator the engine derives, from its expression (or phrase list), a few sets of
+//! bytes such that every value the operator can match holds at least one byte of *each* set
+//! ([`Screen`]). The bytes a value holds after a rule's transformations are bounded without
+//! running them: [`Transform::byte_image`] maps the set of bytes of a transformation's input to
+//! a superset of the bytes of its output (a `%` in the input of `urlDecode` can become any byte;
+//! without one, only `+` becomes a space). So the set of bytes of a raw value, carried through
+//! the pipeline, bounds the transformed value, and a rule whose screen that bound fails cannot
+//! match: the engine skips the transformation and the operator.
+//!
+//! Soundness is the whole point, as for the literal prefilter: a screen never rejects a value
+//! its operator could match. The tests check it over the rule table's expressions on random and
+//! crafted values, and the corpus test checks that the fast path keeps every verdict.
+
+use crate::transform::Transform;
+use regex_syntax::hir::{Class, Hir, HirKind};
+
+/// A set of byte values, as a 256-bit bitmap.
+#[derive(Clone, Copy, PartialEq, Eq, Default, Debug, Hash)]
+pub struct ByteSet(pub [u64; 4]);
+
+/// `A`-`Z` in the second word of a [`ByteSet`] (bytes 64-127).
+const UPPER_WORD1: u64 = ((1u64 << 26) - 1) << 1;
+
+impl ByteSet {
+    /// No byte.
+    pub const EMPTY: ByteSet = ByteSet([0; 4]);
+    /// Every byte.
+    pub const ALL: ByteSet = ByteSet([u64::MAX; 4]);
+
+    /// The bytes of `v`.
+    pub fn of(v: &[u8]) -> ByteSet {
+        let mut s = [0u64; 4];
+        for &b in v {
+            s[usize::from(b >> 6)] |= 1 << (b & 63);
+        }
+        ByteSet(s)
+    }
+
+    /// The set of the given bytes.
+    pub const fn from_bytes(bytes: &[u8]) -> ByteSet {
+        let mut s = [0u64; 4];
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            s[(b >> 6) as usize] |= 1 << (b & 63);
+            i += 1;
+        }
+        ByteSet(s)
+    }
+
+    /// Whether `b` is in the set.
+    pub fn contains(&self, b: u8) -> bool {
+        self.0[usize::from(b >> 6)] & (1 << (b & 63)) != 0
+    }
+
+    /// Adds `b`.
+    pub fn insert(&mut self, b: u8) {
+        self.0[usize::from(b >> 6)] |= 1 << (b & 63);
+    }
+
+    /// Both sets' bytes.
+    pub fn union(self, o: ByteSet) -> ByteSet {
+        ByteSet([
+            self.0[0] | o.0[0],
+            self.0[1] | o.0[1],
+            self.0[2] | o.0[2],
+            self.0[3] | o.0[3],
+        ])
+    }
+
+    /// Whether the sets share a byte.
+    pub fn intersects(&self, o: &ByteSet) -> bool {
+        (self.0[0] & o.0[0]) | (self.0[1] & o.0[1]) | (self.0[2] & o.0[2]) | (self.0[3] & o.0[3]) != 0
+    }
+
+    /// Whether every byte of `self` is in `o`.
+    pub fn is_subset(&self, o: &ByteSet) -> bool {
+        (0..4).all(|i| self.0[i] & !o.0[i] == 0)
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0 == [0; 4]
+    }
+
+    /// The bytes in the set, in increasing order.
+    pub fn bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, &word)| {
+            let mut bits = word;
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let b = (w * 64) as u32 + bits.trailing_zeros();
+                    bits &= bits - 1;
+                    b as u8
+                })
+            })
+        })
+    }
+
+    /// The bytes of both sets.
+    pub fn intersection(self, o: ByteSet) -> ByteSet {
+        ByteSet([
+            self.0[0] & o.0[0],
+            self.0[1] & o.0[1],
+            self.0[2] & o.0[2],
+            self.0[3] & o.0[3],
+        ])
+    }
+
+    /// The set with upper-case ASCII letters replaced by their lower-case forms.
+    pub fn lowercased(self) -> ByteSet {
+        let up = self.0[1] & UPPER_WORD1;
+        ByteSet([self.0[0], (self.0[1] & !UPPER_WORD1) | (up << 32), self.0[2], self.0[3]])
+    }
+
+    /// The set with both ASCII cases of every letter in it.
+    pub fn both_cases(self) -> ByteSet {
+        let up = self.0[1] & UPPER_WORD1;
+        let low = (self.0[1] >> 32) & UPPER_WORD1;
+        ByteSet([self.0[0], self.0[1] | (up << 32) | low, self.0[2], self.0[3]])
+    }
+
+    /// How likely a typical API value (identifiers, amounts, prose) holds a byte of the set:
+    /// a rough weight used only to choose among sound screens.
+    fn cost(&self) -> f64 {
+        let mut sum = 0.0;
+        for (w, &word) in self.0.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let b = (w * 64 + bits.trailing_zeros() as usize) as u8;
+                bits &= bits - 1;
+                sum += match b {
+                    b'a'..=b'z' => 0.25,
+                    b'0'..=b'9' => 0.2,
+                    b'A'..=b'Z' | b' ' => 0.1,
+                    b'.' | b',' | b'-' | b'_' | b'/' | b':' | b'@' | b'=' | b'&' | b'+' | b'%' => 0.05,
+                    b'(' | b')' | b'#' | b'\'' | b';' => 0.03,
+                    _ => 0.005,
+                };
+            }
+        }
+        sum
+    }
+}
+
+/// What `cmdLine` turns into a space.
+const CMD_SPACES: ByteSet = ByteSet::from_bytes(b" \t\n\r\x0b\x0c,;");
+/// What `compressWhitespace` turns into a space.
+const WIDE_SPACES: ByteSet = ByteSet::from_bytes(b" \t\n\r\x0b\x0c\xa0");
+/// Bytes 0x80-0xff.
+const NON_ASCII: ByteSet = ByteSet([0, 0, u64::MAX, u64::MAX]);
+/// What `utf8toUnicode` writes for a multi-byte character.
+const UNICODE_ESCAPE: ByteSet = ByteSet::from_bytes(b"%u0123456789abcdef");
+
+impl Transform {
+    /// A superset of the bytes of `self.apply(v)` for every `v` whose bytes are in `s`.
+    pub fn byte_image(self, s: ByteSet) -> ByteSet {
+        let space = |mut x: ByteSet| {
+            x.insert(b' ');
+            x
+        };
+        match self {
+            Transform::Lowercase => s.lowercased(),
+            // An escape can stand for any byte.
+            Transform::UrlDecodeUni | Transform::UrlDecode => {
+                if s.contains(b'%') {
+                    ByteSet::ALL
+                } else if s.contains(b'+') {
+                    space(s)
+                } else {
+                    s
+                }
+            }
+            Transform::HtmlEntityDecode => {
+                if s.contains(b'&') {
+                    ByteSet::ALL
+                } else {
+                    s
+                }
+            }
+            Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => {
+                if s.contains(b'\\') {
+                    ByteSet::ALL
+                } else {
+                    s
+                }
+            }
+            Transform::RemoveNulls | Transform::RemoveWhitespace => s,
+            Transform::RemoveCommentsChar | Transform::RemoveComments => s,
+            // A multi-byte character becomes `%uXXXX` (lower-case hex); others stay.
+            Transform::Utf8ToUnicode => {
+                if s.intersects(&NON_ASCII) {
+                    s.union(UNICODE_ESCAPE)
+                } else {
+                    s
+                }
+            }
+            // Drops `\ " ' ^`, turns whitespace, `,` and `;` into a space, lower-cases the rest.
+            Transform::CmdLine => {
+                let l = s.lowercased();
+                if s.intersects(&CMD_SPACES) {
+                    space(l)
+                } else {
+                    l
+                }
+            }
+            // Segments of the input joined by `/`, which only an input with a `/` has.
+            Transform::NormalizePath => s,
+            Transform::NormalizePathWin => {
+                if s.contains(b'\\') {
+                    let mut x = s;
+                    x.insert(b'/');
+                    x
+                } else {
+                    s
+                }
+            }
+            Transform::CompressWhitespace => {
+                if s.intersects(&WIDE_SPACES) {
+                    space(s)
+                } else {
+                    s
+                }
+            }
+            Transform::ReplaceComments => {
+                if s.contains(b'/') {
+                    space(s)
+                } else {
+                    s
+                }
+            }
+            Transform::Base64Decode => ByteSet::ALL,
+            Transform::Length => ByteSet::from_bytes(b"0123456789"),
+        }
+    }
+}
+
+/// The bytes a pipeline's output can hold, for an input of bytes `s`.
+pub fn pipeline_image(pipeline: &[Transform], s: ByteSet) -> ByteSet {
+    pipeline.iter().fold(s, |x, t| t.byte_image(x))
+}
+
+/// Most sets a screen keeps (each costs a few instructions per check).
+const MAX_SETS: usize = 3;
+/// A set this likely to be present (see `ByteSet::cost`) screens out too little to keep.
+const USELESS: f64 = 0.9;
+
+/// A necessary condition for an operator to match: the value holds a byte of each set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Screen {
+    sets: Vec<ByteSet>,
+}
+
+impl Screen {
+    /// Whether a value whose bytes are within `bytes` may match (false: it certainly does not).
+    pub fn admits(&self, bytes: &ByteSet) -> bool {
+        self.sets.iter().all(|s| s.intersects(bytes))
+    }
+
+    /// Whether the screen can reject anything.
+    pub fn is_useful(&self) -> bool {
+        !self.sets.is_empty()
+    }
+
+    /// The sets, most selective first.
+    pub fn sets(&self) -> &[ByteSet] {
+        &self.sets
+    }
+
+    /// The screen of an expression as the engine compiles it (bytes, no Unicode); `None` when
+    /// nothing useful is known.
+    pub fn of_regex(pattern: &str) -> Option<Screen> {
+        Screen::of_hir(&crate::prefilter::parse(pattern).ok()?)
+    }
+
+    /// [`Screen::of_regex`] of an expression already parsed ([`crate::prefilter::parse`]).
+    pub fn of_hir(hir: &Hir) -> Option<Screen> {
+        Screen::from_sets(need(hir))
+    }
+
+    /// The screen of a case-insensitive phrase list (`@pm`, `@contains` and the like): a match
+    /// holds one of the phrases, so a byte (in either case) of the phrase it holds. `None` when
+    /// a phrase is empty or nothing useful is known.
+    pub fn of_phrases<'p>(phrases: impl IntoIterator<Item = &'p [u8]>) -> Option<Screen> {
+        let mut per: Vec<Vec<ByteSet>> = Vec::new();
+        for p in phrases {
+            if p.is_empty() {
+                return None;
+            }
+            per.push(rank(
+                p.iter().map(|&b| ByteSet::from_bytes(&[b]).both_cases()).collect(),
+            ));
+        }
+        if per.is_empty() {
+            return None;
+        }
+        Screen::from_sets(alternation(&per))
+    }
+
+    fn from_sets(sets: Vec<ByteSet>) -> Option<Screen> {
+        let sets: Vec<ByteSet> = rank(sets).into_iter().filter(|s| s.cost() < USELESS).collect();
+        (!sets.is_empty()).then_some(Screen { sets })
+    }
+}
+
+/// Sorts sets most selective first, drops duplicates and supersets of kept sets (implied by
+/// them), keeps the best [`MAX_SETS`].
+fn rank(sets: Vec<ByteSet>) -> Vec<ByteSet> {
+    let mut costed: Vec<(f64, ByteSet)> = sets.into_iter().map(|s| (s.cost(), s)).collect();
+    costed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out: Vec<ByteSet> = Vec::new();
+    for (_, s) in costed {
+        if out.len() == MAX_SETS {
+            break;
+        }
+        if !out.iter().any(|k| k.is_subset(&s)) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Sets for an alternation whose branches need `per[i]` (each ranked, non-empty): the union of
+/// one set of each branch is necessary; the `j`-th such union takes each branch's `j`-th set.
+fn alternation(per: &[Vec<ByteSet>]) -> Vec<ByteSet> {
+    let n = per.iter().map(Vec::len).max().unwrap_or(0);
+    (0..n)
+        .map(|j| {
+            per.iter()
+                .fold(ByteSet::EMPTY, |acc, b| acc.union(b[j.min(b.len() - 1)]))
+        })
+        .collect()
+}
+
+/// Sets of bytes each of which every match of `h` holds a byte of (empty: none known).
+fn need(h: &Hir) -> Vec<ByteSet> {
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => Vec::new(),
+        HirKind::Literal(l) => l.0.iter().map(|&b| ByteSet::from_bytes(&[b])).collect(),
+        HirKind::Class(Class::Bytes(c)) => {
+            let mut s = ByteSet::EMPTY;
+            for r in c.ranges() {
+                for b in r.start()..=r.end() {
+                    s.insert(b);
+                }
+            }
+            vec![s]
+        }
+        HirKind::Class(Class::Unicode(c)) => {
+            // Only ASCII ranges are read as bytes; anything else is left unknown.
+            let mut s = ByteSet::EMPTY;
+            for r in c.ranges() {
+                let (a, b) = (u32::from(r.start()), u32::from(r.end()));
+                if b >= 0x80 {
+                    return Vec::new();
+                }
+                for x in a..=b {
+                    s.insert(x as u8);
+                }
+            }
+            vec![s]
+        }
+        HirKind::Capture(c) => need(&c.sub),
+        HirKind::Repetition(r) => {
+            if r.min == 0 {
+                Vec::new()
+            } else {
+                need(&r.sub)
+            }
+        }
+        HirKind::Concat(subs) => rank(subs.iter().flat_map(need).collect()),
+        HirKind::Alternation(subs) => {
+            let mut per = Vec::with_capacity(subs.len());
+            for s in subs {
+                let n = rank(need(s));
+                if n.is_empty() {
+                    return Vec::new();
+                }
+                per.push(n);
+            }
+            rank(alternation(&per))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regex::bytes::RegexBuilder;
+
+    const ALL_TRANSFORMS: [Transform; 19] = [
+        Transform::Lowercase,
+        Transform::UrlDecodeUni,
+        Transform::UrlDecode,
+        Transform::HtmlEntityDecode,
+        Transform::JsDecode,
+        Transform::CssDecode,
+        Transform::RemoveNulls,
+        Transform::Utf8ToUnicode,
+        Transform::CmdLine,
+        Transform::NormalizePath,
+        Transform::NormalizePathWin,
+        Transform::RemoveWhitespace,
+        Transform::CompressWhitespace,
+        Transform::ReplaceComments,
+        Transform::RemoveCommentsChar,
+        Transform::RemoveComments,
+        Transform::Base64Decode,
+        Transform::EscapeSeqDecode,
+        Transform::Length,
+    ];
+
+    /// A small deterministic generator (xorshift), so the property tests need no crate.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        /// A value mixing attack-like fragments, escapes and random bytes.
+        fn value(&mut self, pieces: &[&[u8]]) -> Vec<u8> {
+            let mut v = Vec::new();
+            for _ in 0..self.below(8) {
+                match self.below(4) {
+                    0 => v.push(self.next() as u8),
+                    1 => {
+                        let special = b"%+&\\/.;,' \"<>()=#-*aZ0\t\n";
+                        v.push(special[self.below(special.len())]);
+                    }
+                    _ => v.extend_from_slice(pieces[self.below(pieces.len())]),
+                }
+            }
+            v
+        }
+    }
+
+    const PIECES: &[&[u8]] = &[
+        b"%3c",
+        b"%u003c",
+        b"%uff1c",
+        b"&lt;",
+        b"&#x3c;",
+        b"&#60",
+        b"\\x3c",
+        b"\\u0073",
+        b"\\3c ",
+        b"/*x*/",
+        b"--",
+        b"../",
+        b"..\\",
+        b"caf\xc3\xa9",
+        b"\xef\xbc\x9c",
+        b"aGVsbG8=",
+        b"<script>",
+        b"union select",
+        b" or 1=1",
+        b";cat /etc/passwd",
+        b"$(id)",
+        b"${jndi:",
+        b"javascript:",
+        b"<?php",
+        b"eval(",
+        b"SELECT",
+        b"\x00",
+    ];
+
+    #[test]
+    fn byte_images_bound_the_outputs() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut samples: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        for _ in 0..20_000 {
+            samples.push(rng.value(PIECES));
+        }
+        for t in ALL_TRANSFORMS {
+            for s in &samples {
+                let out = ByteSet::of(&t.apply(s));
+                assert!(
+                    out.is_subset(&t.byte_image(ByteSet::of(s))),
+                    "{t:?} on {:?}",
+                    String::from_utf8_lossy(s)
+                );
+            }
+        }
+        // Whole pipelines, as the rule table chains them.
+        let rs = crate::rules::RuleSet::crs().expect("rule table");
+        for p in &rs.pipelines {
+            for s in &samples {
+                let out = p.iter().fold(s.clone(), |v, t| t.apply(&v));
+                assert!(ByteSet::of(&out).is_subset(&pipeline_image(p, ByteSet::of(s))), "{p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn sets_and_case() {
+        let s = ByteSet::of(b"AbZ9");
+        assert!(s.contains(b'A') && s.contains(b'9') && !s.contains(b'a'));
+        let l = s.lowercased();
+        assert_eq!(l, ByteSet::of(b"abz9"));
+        assert_eq!(s.both_cases(), ByteSet::of(b"AaBbZz9"));
+        assert_eq!(ByteSet::of(b"").union(ByteSet::ALL), ByteSet::ALL);
+        assert!(ByteSet::of(b"(").intersects(&ByteSet::of(b"x(")));
+    }
+
+    #[test]
+    fn screens_of_expressions() {
+        let s = Screen::of_regex("(?i)union[\\s]+select").expect("screen");
+        assert!(!s.admits(&ByteSet::of(b"hello world 123")));
+        assert!(s.admits(&ByteSet::of(b"UNION SELECT")));
+        assert!(Screen::of_regex("a*").is_none());
+        assert!(Screen::of_regex("x?|y").is_none());
+        let s = Screen::of_regex("\\$\\(|`").expect("screen");
+        assert!(!s.admits(&ByteSet::of(b"Cotton tee (blue) x1")));
+        let p = Screen::of_phrases([&b"<script"[..], b"onload"]).expect("screen");
+        assert!(p.admits(&ByteSet::of(b"ONLOAD")));
+    }
+
+    /// Soundness on the shipped rule table: for every expression and phrase list, on random
+    /// values built from attack fragments and on the fragments themselves, a value the
+    /// operator matches is always admitted by its screen.
+    #[test]
+    fn screens_never_reject_a_match() {
+        let table: serde_json::Value = serde_json::from_str(crate::rules::CRS_JSON).expect("table");
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut pats: Vec<String> = Vec::new();
+        let mut collect = |r: &serde_json::Value| {
+            if let Some(p) = r["op"].as_str().and_then(|o| o.strip_prefix("@rx ")) {
+                pats.push(p.to_owned());
+            }
+        };
+        for r in table["rules"].as_array().into_iter().flatten() {
+            collect(r);
+            for c in r["chain_rules"].as_array().into_iter().flatten() {
+                collect(c);
+            }
+        }
+        let mut checked = 0usize;
+        let mut screened = 0usize;
+        for p in &pats {
+            let bytes = crate::rules::pcre_bytes(p);
+            let Some(screen) = Screen::of_regex(&bytes) else {
+                continue;
+            };
+            screened += 1;
+            let Ok(re) = RegexBuilder::new(&bytes).unicode(false).build() else {
+                continue;
+            };
+            // Values from the expression's own literal pieces match far more often.
+            let mut pieces: Vec<Vec<u8>> = PIECES.iter().map(|x| x.to_vec()).collect();
+            for w in bytes
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|w| w.len() > 1)
+            {
+                pieces.push(w.as_bytes().to_vec());
+            }
+            let pieces: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+            for _ in 0..400 {
+                let v = rng.value(&pieces);
+                if re.is_match(&v) {
+                    checked += 1;
+                    assert!(
+                        screen.admits(&ByteSet::of(&v)),
+                        "{p} matches {:?} but its screen rejects it",
+                        String::from_utf8_lossy(&v)
+                    );
+                }
+            }
+        }
+        assert!(screened > 100, "only {screened} expressions screened");
+        assert!(checked > 1000, "only {checked} matches checked");
+    }
+}
