@@ -536,7 +536,8 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
     let deps = NodeDeps {
         env,
         webhook_outbound: Some(webhook_outbound),
-        http: HttpClient::new(transport),
+        // Calls between the roles this process hosts stay in process (see node::start).
+        http: HttpClient::new(transport).with_in_process(pay_net::InProcessRoutes::new()),
         store: Arc::new(store),
         acquirer_store,
         hsm,
