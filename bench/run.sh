@@ -201,7 +201,8 @@ BASE=https://127.0.0.1:$API_PORT
 export LOADGEN_API_KEY=$SECRET
 loadgen() {
     "$LOADGEN" --base-url "$BASE" --ca-file "$D/ca.crt" --warmup "$WARMUP" --duration "$DURATION" \
-        --capture-manual-share "$CAPTURE_SHARE" --refund-share "$REFUND_SHARE" --json "$@"
+        --capture-manual-share "$CAPTURE_SHARE" --refund-share "$REFUND_SHARE" \
+        --unique-cards --max-429-retries 3 --json "$@"
 }
 
 # --- phase 1: the most the node does (closed loop) --------------------------------------------

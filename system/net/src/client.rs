@@ -11,12 +11,15 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tower::ServiceExt;
 
 /// Largest response body the client reads (internal answers are small; lists are paginated).
 pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
@@ -147,10 +150,63 @@ impl tower::Service<Uri> for TransportConnector {
     }
 }
 
-/// A pooled HTTP/1.1 client over a transport. Cheap to clone; clones share the pool.
+/// The routers of services hosted in this process, by the authority (`host:port`) they are
+/// addressed at. Cheap to clone; clones share the table.
+#[derive(Clone, Default)]
+pub struct InProcessRoutes {
+    routes: Arc<RwLock<HashMap<String, axum::Router>>>,
+}
+
+/// The peer address an in-process request carries: what a loopback connection would show.
+const IN_PROCESS_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+impl InProcessRoutes {
+    /// An empty table.
+    pub fn new() -> InProcessRoutes {
+        InProcessRoutes::default()
+    }
+
+    /// Serves requests for `base_url`'s authority (`http://127.0.0.1:7102` →
+    /// `127.0.0.1:7102`) with `router` from now on. Returns false (and registers nothing)
+    /// when the URL has no authority.
+    pub fn insert(&self, base_url: &str, router: axum::Router) -> bool {
+        let Some(authority) = base_url
+            .parse::<Uri>()
+            .ok()
+            .and_then(|u| u.authority().map(|a| a.as_str().to_owned()))
+        else {
+            return false;
+        };
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        routes.insert(authority, router);
+        true
+    }
+
+    /// How many services are registered.
+    pub fn len(&self) -> usize {
+        self.routes.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// True when no service is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, authority: &str) -> Option<axum::Router> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(authority)
+            .cloned()
+    }
+}
+
+/// A pooled HTTP/1.1 client over a transport. Cheap to clone; clones share the pool (and the
+/// in-process routes, if any).
 #[derive(Clone)]
 pub struct HttpClient {
     inner: Client<TransportConnector, Full<Bytes>>,
+    in_process: Option<InProcessRoutes>,
 }
 
 impl HttpClient {
@@ -166,12 +222,30 @@ impl HttpClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build(connector);
-        HttpClient { inner }
+        HttpClient {
+            inner,
+            in_process: None,
+        }
+    }
+
+    /// The same client, sending requests for services registered in `routes` to their
+    /// routers in this process instead of over the transport.
+    pub fn with_in_process(mut self, routes: InProcessRoutes) -> HttpClient {
+        self.in_process = Some(routes);
+        self
+    }
+
+    /// The in-process routes this client dispatches to, if it has any.
+    pub fn in_process(&self) -> Option<&InProcessRoutes> {
+        self.in_process.as_ref()
     }
 
     /// Sends `req` and reads the whole response, giving up after `timeout`.
     pub async fn send(&self, req: Request<Full<Bytes>>, timeout: Duration) -> Result<HttpResponse, ClientError> {
         let target = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+        if let Some(router) = self.in_process.as_ref().and_then(|r| r.get(&target)) {
+            return send_in_process(router, req, target, timeout).await;
+        }
         let fut = async {
             let resp = self.inner.request(req).await.map_err(|e| {
                 let reason = error_chain(&e);
@@ -230,6 +304,76 @@ impl HttpClient {
             .body(Full::new(body))
             .map_err(|e| ClientError::BadUrl(e.to_string()))?;
         self.send(req, timeout).await
+    }
+}
+
+/// Hands `req` to `router` as a server connection would: origin-form URI, `Host` and
+/// `Content-Length` headers as the wire would carry them, and a loopback peer address. The
+/// request runs in its own task, so that, as with a server, a caller that gives up (timeout)
+/// does not cancel the handler half-way.
+async fn send_in_process(
+    router: axum::Router,
+    req: Request<Full<Bytes>>,
+    target: String,
+    timeout: Duration,
+) -> Result<HttpResponse, ClientError> {
+    let (mut parts, body) = req.into_parts();
+    if let Some(pq) = parts.uri.path_and_query().cloned() {
+        let mut uri = http::uri::Parts::default();
+        uri.path_and_query = Some(pq);
+        if let Ok(u) = Uri::from_parts(uri) {
+            parts.uri = u;
+        }
+    }
+    if !parts.headers.contains_key(http::header::HOST) {
+        if let Ok(v) = http::HeaderValue::from_str(&target) {
+            parts.headers.insert(http::header::HOST, v);
+        }
+    }
+    let body: Bytes = body.into_inner().unwrap_or_default();
+    if !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+        && (!body.is_empty() || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH))
+    {
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+    }
+    let mut req = Request::from_parts(parts, axum::body::Body::from(body));
+    req.extensions_mut().insert(crate::server::PeerAddr(IN_PROCESS_PEER));
+    req.extensions_mut().insert(axum::extract::ConnectInfo(IN_PROCESS_PEER));
+    let task_target = target.clone();
+    let handle = tokio::spawn(async move {
+        let resp = match router.oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let (parts, body) = resp.into_parts();
+        let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                ClientError::TooLarge {
+                    target: task_target.clone(),
+                }
+            } else {
+                ClientError::Io {
+                    target: task_target.clone(),
+                    reason: e.to_string(),
+                }
+            }
+        })?;
+        Ok(HttpResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.to_bytes(),
+        })
+    });
+    match tokio::time::timeout(timeout, handle).await {
+        Ok(Ok(r)) => r,
+        // The handler panicked: like a server whose connection dropped mid-request.
+        Ok(Err(e)) => Err(ClientError::Io {
+            target,
+            reason: format!("in-process handler failed: {e}"),
+        }),
+        Err(_) => Err(ClientError::Timeout { target, timeout }),
     }
 }
 

@@ -16,7 +16,7 @@ pub mod server;
 pub mod tls;
 pub mod transport;
 
-pub use client::{ClientError, HttpClient, HttpResponse};
+pub use client::{ClientError, HttpClient, HttpResponse, InProcessRoutes};
 pub use identity::{Caller, CallerPolicy, ServiceDirectory, ServiceKey, TokenIssuer, TokenVerifier};
 pub use respond::{api_error_response, json_response, ApiFailure, ApiResult};
 pub use rpc::{CallError, ServiceClient};

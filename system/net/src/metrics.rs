@@ -16,6 +16,17 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 
 type Labels = Vec<(String, String)>;
 
+/// A label set's identity: its sorted pairs as `key\0value\x01key\0value…`. Ordering by it is
+/// ordering by the sorted pairs (for label text without control characters), and it can be
+/// built into a reused buffer, so recording into an existing series allocates nothing.
+type Key = String;
+
+/// One series: its labels (for rendering) and its value.
+struct Series<V> {
+    labels: Labels,
+    value: V,
+}
+
 #[derive(Default)]
 struct Histogram {
     buckets: Vec<u64>,
@@ -26,9 +37,9 @@ struct Histogram {
 #[derive(Default)]
 struct Family {
     help: String,
-    counters: BTreeMap<Labels, u64>,
-    gauges: BTreeMap<Labels, f64>,
-    histograms: BTreeMap<Labels, Histogram>,
+    counters: BTreeMap<Key, Series<u64>>,
+    gauges: BTreeMap<Key, Series<f64>>,
+    histograms: BTreeMap<Key, Series<Histogram>>,
 }
 
 /// The registry. Cheap to clone (shared).
@@ -43,6 +54,62 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
     v
 }
 
+/// Label sets have a handful of pairs; more than this are sorted on the heap.
+const INLINE_PAIRS: usize = 8;
+
+/// Writes the [`Key`] of `pairs` into `out` (cleared first).
+fn write_key(pairs: &[(&str, &str)], out: &mut String) {
+    out.clear();
+    let mut push = |sorted: &[(&str, &str)]| {
+        for (i, (k, v)) in sorted.iter().enumerate() {
+            if i > 0 {
+                out.push('\u{1}');
+            }
+            out.push_str(k);
+            out.push('\0');
+            out.push_str(v);
+        }
+    };
+    if pairs.len() <= INLINE_PAIRS {
+        let mut buf = [("", ""); INLINE_PAIRS];
+        buf[..pairs.len()].copy_from_slice(pairs);
+        let sorted = &mut buf[..pairs.len()];
+        sorted.sort_unstable();
+        push(sorted);
+    } else {
+        let mut sorted = pairs.to_vec();
+        sorted.sort_unstable();
+        push(&sorted);
+    }
+}
+
+thread_local! {
+    /// The key buffer of this thread (reused by every recording).
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Runs `f` on the series of `pairs` in `map`, creating it with `init` when new. Allocates
+/// only when the series is new.
+fn with_series<V, R>(
+    map: &mut BTreeMap<Key, Series<V>>,
+    pairs: &[(&str, &str)],
+    init: impl FnOnce() -> V,
+    f: impl FnOnce(&mut V) -> R,
+) -> R {
+    KEY.with(|cell| {
+        let mut key = cell.borrow_mut();
+        write_key(pairs, &mut key);
+        if let Some(series) = map.get_mut(key.as_str()) {
+            return f(&mut series.value);
+        }
+        let series = map.entry(key.clone()).or_insert(Series {
+            labels: labels(pairs),
+            value: init(),
+        });
+        f(&mut series.value)
+    })
+}
+
 impl Metrics {
     /// An empty registry.
     pub fn new() -> Metrics {
@@ -54,6 +121,9 @@ impl Metrics {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        if let Some(fam) = guard.get_mut(name) {
+            return f(fam);
+        }
         let fam = guard.entry(name.to_owned()).or_insert_with(|| Family {
             help: help.to_owned(),
             ..Family::default()
@@ -64,31 +134,33 @@ impl Metrics {
     /// Adds `by` to counter `name{labels}`.
     pub fn inc(&self, name: &str, help: &str, label_pairs: &[(&str, &str)], by: u64) {
         self.with(name, help, |f| {
-            *f.counters.entry(labels(label_pairs)).or_insert(0) += by
+            with_series(&mut f.counters, label_pairs, || 0, |c| *c += by)
         });
     }
 
     /// Sets gauge `name{labels}`.
     pub fn set(&self, name: &str, help: &str, label_pairs: &[(&str, &str)], value: f64) {
         self.with(name, help, |f| {
-            f.gauges.insert(labels(label_pairs), value);
+            with_series(&mut f.gauges, label_pairs, || value, |g| *g = value)
         });
     }
 
     /// Records `value` (seconds) in histogram `name{labels}`.
     pub fn observe(&self, name: &str, help: &str, label_pairs: &[(&str, &str)], value: f64) {
         self.with(name, help, |f| {
-            let h = f.histograms.entry(labels(label_pairs)).or_insert_with(|| Histogram {
+            let init = || Histogram {
                 buckets: vec![0; LATENCY_BUCKETS.len()],
                 ..Histogram::default()
-            });
-            for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-                if value <= *b {
-                    h.buckets[i] += 1;
+            };
+            with_series(&mut f.histograms, label_pairs, init, |h| {
+                for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+                    if value <= *b {
+                        h.buckets[i] += 1;
+                    }
                 }
-            }
-            h.sum += value;
-            h.count += 1;
+                h.sum += value;
+                h.count += 1;
+            })
         });
     }
 
@@ -98,9 +170,11 @@ impl Metrics {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        let mut key = String::new();
+        write_key(label_pairs, &mut key);
         guard
             .get(name)
-            .and_then(|f| f.counters.get(&labels(label_pairs)).copied())
+            .and_then(|f| f.counters.get(&key).map(|s| s.value))
             .unwrap_or(0)
     }
 
@@ -132,13 +206,13 @@ impl Metrics {
             };
             let _ = writeln!(out, "# HELP {name} {}", fam.help);
             let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (l, v) in &fam.counters {
+            for Series { labels: l, value: v } in fam.counters.values() {
                 let _ = writeln!(out, "{name}{} {v}", fmt_labels(l, None));
             }
-            for (l, v) in &fam.gauges {
+            for Series { labels: l, value: v } in fam.gauges.values() {
                 let _ = writeln!(out, "{name}{} {v}", fmt_labels(l, None));
             }
-            for (l, h) in &fam.histograms {
+            for Series { labels: l, value: h } in fam.histograms.values() {
                 for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
                     let _ = writeln!(
                         out,
@@ -175,22 +249,19 @@ pub struct HttpMetrics {
 }
 
 /// Middleware counting requests and timing them by route and status. Time is measured with
-/// tokio's clock, which the simulator virtualises.
+/// tokio's clock, which the simulator virtualises. Recording into an existing series
+/// allocates nothing (the route is shared, the method and status are static text).
 pub async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let start = tokio::time::Instant::now();
     let resp = next.run(req).await;
     let secs = start.elapsed().as_secs_f64();
-    let status = resp.status().as_u16().to_string();
+    let status = resp.status();
     let l = [
         ("service", m.service),
         ("method", method.as_str()),
-        ("route", route.as_str()),
+        ("route", route.as_ref().map_or("unmatched", |r| r.as_str())),
         ("status", status.as_str()),
     ];
     m.metrics.inc(
@@ -221,5 +292,21 @@ mod tests {
         assert!(text.contains("lat_count 1"));
         assert!(text.contains("# TYPE queue_depth gauge"));
         assert_eq!(m.counter("payments_total", &[("outcome", "succeeded")]), 2);
+    }
+
+    #[test]
+    fn label_order_does_not_matter_and_output_is_sorted() {
+        let m = Metrics::new();
+        m.inc("c", "C.", &[("b", "2"), ("a", "1")], 1);
+        m.inc("c", "C.", &[("a", "1"), ("b", "2")], 1);
+        m.inc("c", "C.", &[("a", "0"), ("b", "9")], 5);
+        m.inc("c", "C.", &[("a", "1")], 7);
+        assert_eq!(m.counter("c", &[("a", "1"), ("b", "2")]), 2);
+        let text = m.render();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            vec!["c{a=\"0\",b=\"9\"} 5", "c{a=\"1\"} 7", "c{a=\"1\",b=\"2\"} 2"]
+        );
     }
 }

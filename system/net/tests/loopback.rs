@@ -193,3 +193,89 @@ async fn tls_listener_speaks_tls12_and_13_only() {
     stop.send(()).unwrap();
     handle.await.unwrap();
 }
+
+/// A role hosted in the same process is called through its router: the same request the
+/// wire would carry (origin-form path, Host, Content-Length, a loopback peer, the service
+/// token), no socket (the address does not even resolve), and a caller's timeout does not
+/// cancel the handler.
+#[tokio::test]
+async fn in_process_routes_take_calls_without_a_socket() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = Env::real("test");
+    let e = SeededEntropy::new(2, "keys");
+    let payments = ServiceKey::generate("payments", &e);
+    let mut dir = ServiceDirectory::new();
+    dir.insert("payments", payments.verifying_key());
+    let policy = CallerPolicy {
+        verifier: Arc::new(TokenVerifier::new(
+            "tokenizer",
+            dir,
+            env.clone(),
+            Duration::from_secs(30),
+        )),
+        allowed: &["payments"],
+    };
+    let finished = Arc::new(AtomicBool::new(false));
+    let done = finished.clone();
+    let app = Router::new()
+        .route(
+            "/forward",
+            post(
+                |Extension(c): Extension<Caller>,
+                 Extension(p): Extension<PeerAddr>,
+                 uri: axum::http::Uri,
+                 headers: axum::http::HeaderMap,
+                 Json(v): Json<serde_json::Value>| async move {
+                    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                    Json(serde_json::json!({
+                        "caller": c.0, "echo": v, "loopback": p.0.ip().is_loopback(),
+                        "uri": uri.to_string(), "host": h("host"), "length": h("content-length"),
+                    }))
+                },
+            ),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(policy, require_caller))
+        .route(
+            "/slow",
+            get(move || async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                done.store(true, Ordering::SeqCst);
+                "done"
+            }),
+        );
+    let routes = pay_net::InProcessRoutes::new();
+    assert!(routes.insert("http://tokenizer.invalid:7102", app));
+    let http = HttpClient::new(Arc::new(TcpTransport)).with_in_process(routes.clone());
+    let client = ServiceClient::new(
+        http.clone(),
+        "tokenizer",
+        "http://tokenizer.invalid:7102",
+        Some(Arc::new(TokenIssuer::new(
+            Arc::new(payments),
+            env.clone(),
+            Duration::from_secs(60),
+        ))),
+    );
+    let r: serde_json::Value = client.post("/forward", &serde_json::json!({"n": 1})).await.unwrap();
+    assert_eq!(r["caller"], "payments");
+    assert_eq!(r["echo"]["n"], 1);
+    assert_eq!(r["loopback"], true);
+    assert_eq!(r["uri"], "/forward");
+    assert_eq!(r["host"], "tokenizer.invalid:7102");
+    assert_eq!(r["length"], "7");
+
+    let impatient = client.clone().with_timeout(Duration::from_millis(50));
+    match impatient.get::<serde_json::Value>("/slow").await {
+        Err(CallError::Ambiguous { .. }) => {}
+        other => panic!("a timeout must be ambiguous, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(finished.load(Ordering::SeqCst), "the handler ran to completion");
+
+    // Addresses not registered still go over the transport (here: nothing listens).
+    let elsewhere = ServiceClient::new(http, "payments", "http://127.0.0.1:1", None);
+    match elsewhere.get::<serde_json::Value>("/x").await {
+        Err(CallError::Unreachable { .. }) => {}
+        other => panic!("expected a connect failure, got {other:?}"),
+    }
+}

@@ -178,6 +178,10 @@ impl WafSection {
         p.trusted_proxies = cidrs("trusted_proxies", &self.trusted_proxies)?;
         p.allow = cidrs("allow", &self.allow)?;
         p.deny = cidrs("deny", &self.deny)?;
+        // The client-facing rate limits (`tuning.key_rate_*`, `tuning.ip_rate_*`) hold at
+        // both gates a request passes: the WAF in front and the API behind it.
+        p.ip_rate = t.api.ip_rate;
+        p.key_rate = t.api.key_rate;
         t.waf_proxy = Some(p);
         Ok(())
     }
@@ -195,11 +199,13 @@ pub struct TuningConfig {
     /// How old an unsettled operation must be before the reconciler takes it, seconds
     /// (default 5).
     pub reconcile_grace_secs: Option<u64>,
-    /// Sustained requests per second allowed per API key (default 100).
+    /// Sustained requests per second allowed per API key (default 100), at the WAF and at
+    /// the API.
     pub key_rate_per_second: Option<f64>,
     /// Burst allowed per API key (default 200).
     pub key_rate_burst: Option<f64>,
-    /// Sustained requests per second allowed per client IP (default 200).
+    /// Sustained requests per second allowed per client IP (default 200), at the WAF and at
+    /// the API.
     pub ip_rate_per_second: Option<f64>,
     /// Burst allowed per client IP (default 400).
     pub ip_rate_burst: Option<f64>,
@@ -634,10 +640,16 @@ mod tests {
             "tuned.yaml",
             &format!("{base}tuning:\n  key_rate_per_second: 5000\n  ip_rate_burst: 9000\n"),
         );
-        let t = Config::load(&tuned).unwrap().tuning.to_tuning();
+        let tuned_cfg = Config::load(&tuned).unwrap();
+        let mut t = tuned_cfg.tuning.to_tuning();
         assert_eq!(t.api.key_rate.per_second, 5000.0);
         assert_eq!(t.api.ip_rate.burst, 9000.0);
         assert_eq!(t.api.key_rate.burst, pay_api::ApiConfig::default().key_rate.burst);
+        // The WAF in front applies the same client-facing limits.
+        tuned_cfg.waf.apply(&mut t).unwrap();
+        let proxy = t.waf_proxy.as_ref().expect("waf proxy settings");
+        assert_eq!(proxy.key_rate.per_second, 5000.0);
+        assert_eq!(proxy.ip_rate.burst, 9000.0);
         let zero = write(
             d.path(),
             "zero.yaml",

@@ -123,7 +123,8 @@ pub async fn start_local(opts: LocalOptions) -> Result<LocalNode, String> {
     let metrics = Metrics::new();
     let deps = NodeDeps {
         env: opts.env.clone(),
-        http: HttpClient::new(transport.clone()),
+        // Every role is in this process: calls between them skip the loopback sockets.
+        http: HttpClient::new(transport.clone()).with_in_process(pay_net::InProcessRoutes::new()),
         store: opts.store.clone(),
         acquirer_store: opts.acquirer_store,
         hsm: Some(opts.hsm.clone()),

@@ -52,6 +52,11 @@ impl RunningNode {
 }
 
 /// Builds and serves `roles`, each on its listener with its serve options.
+///
+/// When `deps.http` carries [`pay_net::InProcessRoutes`], every role served here without TLS
+/// (the internal listeners) is registered there under its topology address, so calls between
+/// the roles of this node go to the callee's router in process instead of over loopback TCP;
+/// the listeners still serve callers from other nodes.
 pub fn start(deps: &NodeDeps, roles: Vec<(Role, BoxListener, ServeOptions)>) -> Result<RunningNode, String> {
     let (stop, _) = watch::channel(false);
     let mut servers = vec![];
@@ -59,6 +64,16 @@ pub fn start(deps: &NodeDeps, roles: Vec<(Role, BoxListener, ServeOptions)>) -> 
     let mut built: BTreeMap<Role, BuiltRole> = BTreeMap::new();
     for (role, _, _) in &roles {
         built.insert(*role, build_role(*role, deps)?);
+    }
+    if let Some(routes) = deps.http.in_process() {
+        for (role, _, opts) in &roles {
+            let (Some(b), Ok(url), None) = (built.get(role), deps.topology.url(*role), &opts.tls) else {
+                continue;
+            };
+            if routes.insert(url, b.router.clone()) {
+                tracing::debug!(role = %role, url, "calls to this role stay in process");
+            }
+        }
     }
     let mut payments = None;
     let mut tokenizer = None;

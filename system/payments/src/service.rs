@@ -208,14 +208,8 @@ impl Payments {
             Some(k) => PaymentIntentId::derived(&[req.account.as_str(), k]),
             None => PaymentIntentId::generate(self.env.entropy.as_ref()),
         };
-        if let Some(existing) = self
-            .db
-            .get_owned::<IntentRecord>(req.account.as_str(), id.as_str())
-            .await
-            .map_err(store)?
-        {
-            return self.after_create(existing.value, &req).await;
-        }
+        // No read first: the insert itself finds an intent an earlier run of this request
+        // created (a conflict on the derived id), and that run is then resumed.
         let now = self.env.now();
         let status = if req.payment_method.is_some() {
             IntentStatus::RequiresConfirmation
@@ -263,23 +257,91 @@ impl Payments {
             processing_since: None,
             created_ms: now.millis(),
         };
-        let mut txn = self.db.txn();
-        txn.insert(&rec);
-        let ev = vec![(
+        let created = (
             "payment_intent.created",
             serde_json::to_value(&rec.intent).unwrap_or_default(),
-        )];
-        match self.commit_with_events(txn, &req.account, ev, Some(&req.context)).await {
+        );
+        if req.confirm {
+            if let Some(pm) = rec.payment_method.clone() {
+                // Create and confirm: one commit holds the new intent, already processing, and
+                // its first attempt (the same recovery point a separate confirm records). An
+                // intent this confirm would refuse goes the long way, which gives the refusal.
+                if machine::begin_attempt(&rec, Some(pm.clone()), None, not_assessed(), now).is_ok() {
+                    return self.create_confirmed(rec, pm, created, &req).await;
+                }
+            }
+        }
+        let mut txn = self.db.txn();
+        txn.insert(&rec);
+        match self
+            .commit_with_events(txn, &req.account, vec![created], Some(&req.context))
+            .await
+        {
             Ok(()) => self.after_create(rec, &req).await,
-            Err(StoreError::Conflict {
+            Err(e) => self.created_before(&req, &id, e).await,
+        }
+    }
+
+    /// The insert of a new intent failed with `e`: when the intent exists (an earlier or
+    /// concurrent run of the same request created it), carries on from where that run got.
+    async fn created_before(
+        &self,
+        req: &CreateIntent,
+        id: &PaymentIntentId,
+        e: StoreError,
+    ) -> Result<PaymentIntent, ApiError> {
+        match e {
+            StoreError::Conflict {
                 kind: ConflictKind::Exists,
                 ..
-            }) => {
-                // A concurrent run of the same request created it first.
-                let existing = self.load_intent(&req.account, &id).await?;
-                self.after_create(existing.value, &req).await
+            } => {
+                let existing = self.load_intent(&req.account, id).await?;
+                self.after_create(existing.value, req).await
             }
-            Err(e) => Err(store(e)),
+            e => Err(store(e)),
+        }
+    }
+
+    /// Creates `rec` and starts its first attempt in one commit, then sends the attempt.
+    async fn create_confirmed(
+        &self,
+        rec: IntentRecord,
+        pm: PaymentMethodRef,
+        created: PendingEvent,
+        req: &CreateIntent,
+    ) -> Result<PaymentIntent, ApiError> {
+        let now = self.env.now();
+        let risk = match &self.risk {
+            Some(r) => r.assess(&rec, &pm, &req.context).await,
+            None => not_assessed(),
+        };
+        let (next, attempt) = machine::begin_attempt(&rec, Some(pm), None, risk.clone(), now)?;
+        let mut txn = self.db.txn();
+        if risk.action == RiskAction::Block {
+            // Fraud said no: settle at once, the network never sees it.
+            let s = machine::settle_attempt(&next, &attempt, &AttemptOutcome::Blocked, None, now);
+            txn.insert(&s.intent).insert(&s.attempt).insert(&s.charge);
+            let mut events = vec![created];
+            events.extend(s.events);
+            return match self
+                .commit_with_events(txn, &req.account, events, Some(&req.context))
+                .await
+            {
+                Ok(()) => Err(s.error.unwrap_or_else(|| ApiError::internal("blocked without error"))),
+                Err(e) => self.created_before(req, &rec.intent.id, e).await,
+            };
+        }
+        txn.insert(&next).insert(&attempt);
+        match self
+            .commit_with_events(txn, &req.account, vec![created], Some(&req.context))
+            .await
+        {
+            // Both records were just inserted: each is at version 1.
+            Ok(()) => {
+                self.run_attempt(next, attempt, Some(&req.context), true, Some((1, 1)))
+                    .await
+            }
+            Err(e) => self.created_before(req, &rec.intent.id, e).await,
         }
     }
 
@@ -460,7 +522,11 @@ impl Payments {
             let mut txn = self.db.txn();
             txn.update(version, &next).insert(&attempt);
             match self.db.commit(txn).await {
-                Ok(_) => return self.run_attempt(next, attempt, Some(&req.context), true).await,
+                Ok(_) => {
+                    return self
+                        .run_attempt(next, attempt, Some(&req.context), true, Some((version + 1, 1)))
+                        .await
+                }
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(store(e)),
             }
@@ -479,16 +545,20 @@ impl Payments {
             let fresh = self.load_intent(&rec.account, &rec.intent.id).await?.value;
             return self.replay_attempt_outcome(fresh).await;
         }
-        self.run_attempt(rec, att.value, ctx, false).await
+        self.run_attempt(rec, att.value, ctx, false, None).await
     }
 
     /// Sends the attempt to the network (with its own key) and records the outcome.
+    /// `versions` are the stored versions of `rec` and `attempt` when the caller has just
+    /// written them (the outcome is then recorded without reading them again; a concurrent
+    /// change makes that commit conflict, and the records are read afresh).
     async fn run_attempt(
         &self,
         rec: IntentRecord,
         attempt: Attempt,
         ctx: Option<&RequestContext>,
         first_send: bool,
+        versions: Option<(i64, i64)>,
     ) -> Result<PaymentIntent, ApiError> {
         #[allow(unused_mut)]
         let mut key = attempt.network_key.clone();
@@ -526,10 +596,25 @@ impl Payments {
         if let (Some(r), AttemptOutcome::Network(n)) = (&self.risk, &outcome) {
             r.record_outcome(&rec, &attempt.payment_method, n.approved).await;
         }
-        self.settle_attempt(&rec.account, &rec.intent.id, &attempt.id, outcome, ctx)
+        let (account, id, attempt_id) = (rec.account.clone(), rec.intent.id.clone(), attempt.id.clone());
+        let known = versions.map(|(iv, av)| {
+            (
+                Versioned {
+                    version: iv,
+                    value: rec,
+                },
+                Versioned {
+                    version: av,
+                    value: attempt,
+                },
+            )
+        });
+        self.settle_attempt(&account, &id, &attempt_id, outcome, ctx, known)
             .await
     }
 
+    /// Records an attempt's outcome. `known` are the intent and attempt as the caller last
+    /// wrote them, used instead of reading them on the first try.
     async fn settle_attempt(
         &self,
         account: &AccountId,
@@ -537,12 +622,19 @@ impl Payments {
         attempt_id: &pay_core::AttemptId,
         outcome: AttemptOutcome,
         ctx: Option<&RequestContext>,
+        mut known: Option<(Versioned<IntentRecord>, Versioned<Attempt>)>,
     ) -> Result<PaymentIntent, ApiError> {
         let review = ReviewId::generate(self.env.entropy.as_ref());
         for _ in 0..CONFLICT_RETRIES {
-            let Versioned { version, value: rec } = self.load_intent(account, id).await?;
-            let Some(att) = self.db.get::<Attempt>(attempt_id.as_str()).await.map_err(store)? else {
-                return Err(ApiError::internal("attempt record missing"));
+            let (Versioned { version, value: rec }, att) = match known.take() {
+                Some(k) => k,
+                None => {
+                    let intent = self.load_intent(account, id).await?;
+                    let Some(att) = self.db.get::<Attempt>(attempt_id.as_str()).await.map_err(store)? else {
+                        return Err(ApiError::internal("attempt record missing"));
+                    };
+                    (intent, att)
+                }
             };
             if att.value.state != AttemptState::Authorizing || rec.intent.status != IntentStatus::Processing {
                 return self.replay_attempt_outcome(rec).await;

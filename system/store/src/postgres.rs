@@ -1,16 +1,25 @@
 //! The PostgreSQL backend (sqlx). Schema in `system/store/migrations`.
 //!
-//! Each [`Request`] runs as one database transaction. Record tables all share one shape, so
-//! the SQL is generic over a table name taken from the fixed [`Table`] enum (never from input).
-//! Conditional writes use `version` (an update with a stale version touches no row and fails
-//! the transaction); the applied-transaction log (`store_txns`) makes commits idempotent.
+//! Each [`Request`] runs as one database transaction, and the hot ones in one round trip: a
+//! commit and taking an idempotency key are single calls of the functions in migration 0004
+//! (`store_commit`, `idem_begin`), so a request costs one statement and one implicit
+//! transaction rather than BEGIN, a statement per write and COMMIT. Record tables all share
+//! one shape, so the SQL is generic over a table name taken from the fixed [`Table`] enum
+//! (never from input). Conditional writes use `version` (an update with a stale version
+//! touches no row and fails the transaction); the applied-transaction log (`store_txns`)
+//! makes commits idempotent.
+//!
+//! Pooled connections are not pinged before use (`test_before_acquire(false)`): that would be
+//! one more round trip per request. A connection that died while idle fails its next
+//! statement instead, which maps to a retryable (or, for a write, ambiguous) error that
+//! [`Db`](crate::Db) retries under the same transaction id.
 
 use crate::model::*;
 use crate::Backend;
 use async_trait::async_trait;
 use pay_core::Event;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, Row};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -57,6 +66,7 @@ impl PgBackend {
         );
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
+            .test_before_acquire(false)
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(opts)
             .await
@@ -82,38 +92,19 @@ impl PgBackend {
         &self.pool
     }
 
+    /// One round trip: the migration's `store_commit` applies the writes, appends the events
+    /// and marks the transaction applied, or raises the first conflict (rolling back all of it).
     async fn commit(&self, txn: Txn) -> Result<CommitOutcome, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, false))?;
-        let fresh = sqlx::query("INSERT INTO store_txns (id, applied_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(&txn.id)
-            .bind(txn.at)
-            .execute(&mut *tx)
+        let wire = WireTxn::new(&txn);
+        let seqs: Option<Vec<i64>> = sqlx::query_scalar("SELECT store_commit($1)")
+            .bind(sqlx::types::Json(&wire))
+            .fetch_one(&self.pool)
             .await
-            .map_err(|e| map_err(e, false))?
-            .rows_affected();
-        if fresh == 0 {
-            let _ = tx.rollback().await;
-            return Ok(CommitOutcome::AlreadyApplied);
-        }
-        for op in &txn.ops {
-            if let Err(e) = apply_op(&mut tx, op).await {
-                let _ = tx.rollback().await;
-                return Err(e);
-            }
-        }
-        let mut seqs = Vec::with_capacity(txn.events.len());
-        for event in &txn.events {
-            match insert_event(&mut tx, event).await {
-                Ok(seq) => seqs.push(seq),
-                Err(e) => {
-                    let _ = tx.rollback().await;
-                    return Err(e);
-                }
-            }
-        }
-        // A failure here may come after the server committed: the outcome is unknown.
-        tx.commit().await.map_err(|e| map_err(e, true))?;
-        Ok(CommitOutcome::Applied { event_seqs: seqs })
+            .map_err(|e| map_err(e, true))?;
+        Ok(match seqs {
+            Some(event_seqs) => CommitOutcome::Applied { event_seqs },
+            None => CommitOutcome::AlreadyApplied,
+        })
     }
 
     async fn get(&self, table: Table, id: &str) -> Result<Option<Record>, StoreError> {
@@ -256,96 +247,48 @@ impl PgBackend {
         Ok(Page { items, has_more })
     }
 
+    /// One round trip: the migration's `idem_begin` takes, resumes or inspects the key in one
+    /// statement. Lock ages are measured with the database's clock, not the caller's: API
+    /// hosts may disagree about the time, and a lock stamped by a host whose clock ran ahead
+    /// must still expire on schedule.
     async fn idem_begin(&self, b: IdemBegin) -> Result<IdemBeginOutcome, StoreError> {
-        // Lock ages are measured with the database's clock, not the caller's: API hosts may
-        // disagree about the time, and a lock stamped by a host whose clock ran ahead must
-        // still expire on schedule.
-        let ttl = b.expires_at - b.now;
-        let db_now: i64 = sqlx::query("SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| map_err(e, false))?
-            .try_get(0)
-            .map_err(decode)?;
-        let b = IdemBegin {
-            now: db_now,
-            expires_at: db_now.saturating_add(ttl),
-            ..b
-        };
-        // Two tries: a concurrent first use may insert the row between our read and insert.
-        for _ in 0..3 {
-            let mut tx = self.pool.begin().await.map_err(|e| map_err(e, false))?;
-            let row = sqlx::query("SELECT fingerprint, owner, locked_at, recovery_point, status, response, expires_at FROM idempotency_keys WHERE account = $1 AND key = $2 FOR UPDATE")
-                .bind(&b.account)
-                .bind(&b.key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| map_err(e, false))?;
-            let live = match &row {
-                Some(r) => r.try_get::<i64, _>("expires_at").map_err(decode)? > b.now,
-                None => false,
-            };
-            if !live {
-                let n = sqlx::query(
-                    "INSERT INTO idempotency_keys (account, key, fingerprint, owner, locked_at, recovery_point, status, response, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, NULL, NULL, NULL, $6) \
-                     ON CONFLICT (account, key) DO UPDATE SET fingerprint = $3, owner = $4, locked_at = $5, recovery_point = NULL, status = NULL, response = NULL, expires_at = $6 \
-                     WHERE idempotency_keys.expires_at <= $5",
-                )
-                .bind(&b.account)
-                .bind(&b.key)
-                .bind(&b.fingerprint)
-                .bind(&b.owner)
-                .bind(b.now)
-                .bind(b.expires_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| map_err(e, false))?
-                .rows_affected();
-                if n == 1 {
-                    tx.commit().await.map_err(|e| map_err(e, true))?;
-                    return Ok(IdemBeginOutcome::Started {
-                        resumed: false,
-                        recovery_point: None,
-                    });
-                }
-                let _ = tx.rollback().await;
-                continue;
+        // Keys live at most a few days; the clamp only keeps the database's arithmetic in range.
+        let ttl = b.expires_at.saturating_sub(b.now).clamp(0, MAX_IDEM_TTL_MS);
+        let lock_timeout = b.lock_timeout_ms.clamp(0, MAX_IDEM_TTL_MS);
+        let row = sqlx::query(
+            "SELECT state, resumed, recovery_point, status, response FROM idem_begin($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&b.account)
+        .bind(&b.key)
+        .bind(&b.fingerprint)
+        .bind(&b.owner)
+        .bind(ttl)
+        .bind(lock_timeout)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| map_err(e, true))?;
+        let state: String = row.try_get("state").map_err(decode)?;
+        match state.as_str() {
+            "started" => Ok(IdemBeginOutcome::Started {
+                resumed: row
+                    .try_get::<Option<bool>, _>("resumed")
+                    .map_err(decode)?
+                    .unwrap_or(false),
+                recovery_point: row.try_get("recovery_point").map_err(decode)?,
+            }),
+            "in_progress" => Ok(IdemBeginOutcome::InProgress),
+            "mismatch" => Ok(IdemBeginOutcome::Mismatch),
+            "completed" => {
+                let status: Option<i32> = row.try_get("status").map_err(decode)?;
+                let body: Option<String> = row.try_get("response").map_err(decode)?;
+                Ok(IdemBeginOutcome::Completed {
+                    status: status.and_then(|s| u16::try_from(s).ok()).unwrap_or(500),
+                    body: body.unwrap_or_default(),
+                })
             }
-            let Some(r) = row else { continue };
-            let fingerprint: String = r.try_get("fingerprint").map_err(decode)?;
-            let owner: String = r.try_get("owner").map_err(decode)?;
-            let locked_at: Option<i64> = r.try_get("locked_at").map_err(decode)?;
-            let recovery_point: Option<String> = r.try_get("recovery_point").map_err(decode)?;
-            let status: Option<i32> = r.try_get("status").map_err(decode)?;
-            let response: Option<String> = r.try_get("response").map_err(decode)?;
-            let outcome = if fingerprint != b.fingerprint {
-                IdemBeginOutcome::Mismatch
-            } else if let (Some(status), Some(body)) = (status, response) {
-                IdemBeginOutcome::Completed {
-                    status: u16::try_from(status).unwrap_or(500),
-                    body,
-                }
-            } else if owner == b.owner || locked_at.is_none_or(|t| b.now.saturating_sub(t) >= b.lock_timeout_ms) {
-                sqlx::query("UPDATE idempotency_keys SET owner = $3, locked_at = $4 WHERE account = $1 AND key = $2")
-                    .bind(&b.account)
-                    .bind(&b.key)
-                    .bind(&b.owner)
-                    .bind(b.now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| map_err(e, false))?;
-                IdemBeginOutcome::Started {
-                    resumed: owner != b.owner || recovery_point.is_some(),
-                    recovery_point,
-                }
-            } else {
-                IdemBeginOutcome::InProgress
-            };
-            tx.commit().await.map_err(|e| map_err(e, true))?;
-            return Ok(outcome);
+            // The key vanished between the insert attempt and the read (reaped): try again.
+            _ => Err(StoreError::Unavailable("idempotency key contended; retry".into())),
         }
-        Err(StoreError::Unavailable("idempotency key contended; retry".into()))
     }
 
     /// Runs an UPDATE/DELETE on a key that must be held by the caller (the query filters on
@@ -379,148 +322,137 @@ impl PgBackend {
     }
 }
 
-async fn apply_op(tx: &mut Transaction<'_, Postgres>, op: &Op) -> Result<(), StoreError> {
-    match op {
-        Op::Insert { table, record } => {
-            let sql = format!(
-                "INSERT INTO {} ({COLS}) VALUES ($1, $2, 1, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-                table.name()
-            );
-            let n = sqlx::query(&sql)
-                .bind(&record.id)
-                .bind(&record.account)
-                .bind(record.created)
-                .bind(&record.k1)
-                .bind(&record.k2)
-                .bind(&record.body)
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| map_err(e, false))?
-                .rows_affected();
-            if n == 0 {
-                return Err(StoreError::Conflict {
-                    table: *table,
-                    id: record.id.clone(),
-                    kind: ConflictKind::Exists,
-                });
-            }
-        }
-        Op::Update {
-            table,
-            record,
-            expected_version,
-        } => {
-            let sql = format!(
-                "UPDATE {} SET version = version + 1, account = $3, created = $4, k1 = $5, k2 = $6, body = $7 WHERE id = $1 AND version = $2",
-                table.name()
-            );
-            let n = sqlx::query(&sql)
-                .bind(&record.id)
-                .bind(expected_version)
-                .bind(&record.account)
-                .bind(record.created)
-                .bind(&record.k1)
-                .bind(&record.k2)
-                .bind(&record.body)
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| map_err(e, false))?
-                .rows_affected();
-            if n == 0 {
-                return Err(version_conflict(tx, *table, &record.id, *expected_version).await);
-            }
-        }
-        Op::Delete {
-            table,
-            id,
-            expected_version,
-        } => {
-            let sql = format!(
-                "DELETE FROM {} WHERE id = $1 AND ($2::bigint IS NULL OR version = $2)",
-                table.name()
-            );
-            let n = sqlx::query(&sql)
-                .bind(id)
-                .bind(expected_version)
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| map_err(e, false))?
-                .rows_affected();
-            if n == 0 {
-                return Err(version_conflict(tx, *table, id, expected_version.unwrap_or(0)).await);
-            }
-        }
-        Op::Check {
-            table,
-            id,
-            expected_version,
-        } => {
-            let sql = format!("SELECT version FROM {} WHERE id = $1 FOR SHARE", table.name());
-            let row = sqlx::query(&sql)
-                .bind(id)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(|e| map_err(e, false))?;
-            match row {
-                None => {
-                    return Err(StoreError::Conflict {
-                        table: *table,
-                        id: id.clone(),
-                        kind: ConflictKind::Missing,
-                    })
-                }
-                Some(r) => {
-                    let v: i64 = r.try_get("version").map_err(decode)?;
-                    if v != *expected_version {
-                        return Err(StoreError::Conflict {
-                            table: *table,
-                            id: id.clone(),
-                            kind: ConflictKind::VersionMismatch {
-                                expected: *expected_version,
-                                actual: v,
-                            },
-                        });
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
+/// Idempotency keys and locks are never meant to last longer than this (about 10 years).
+const MAX_IDEM_TTL_MS: i64 = 10 * 366 * 86_400_000;
+
+/// A transaction as `store_commit` reads it (see migration 0004): borrowed from the [`Txn`],
+/// so bodies are serialized once, straight into the statement's parameter.
+#[derive(serde::Serialize)]
+struct WireTxn<'a> {
+    id: &'a str,
+    at: i64,
+    ops: Vec<WireOp<'a>>,
+    events: Vec<WireEvent<'a>>,
 }
 
-async fn version_conflict(tx: &mut Transaction<'_, Postgres>, table: Table, id: &str, expected: i64) -> StoreError {
-    let sql = format!("SELECT version FROM {} WHERE id = $1", table.name());
-    match sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await {
-        Ok(Some(r)) => match r.try_get::<i64, _>("version") {
-            Ok(actual) => StoreError::Conflict {
-                table,
-                id: id.to_owned(),
-                kind: ConflictKind::VersionMismatch { expected, actual },
-            },
-            Err(e) => decode(e),
-        },
-        Ok(None) => StoreError::Conflict {
-            table,
-            id: id.to_owned(),
-            kind: ConflictKind::Missing,
-        },
-        Err(e) => map_err(e, false),
+#[derive(serde::Serialize)]
+struct WireOp<'a> {
+    op: &'static str,
+    table: &'static str,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    k1: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    k2: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected: Option<i64>,
+}
+
+#[derive(serde::Serialize)]
+struct WireEvent<'a> {
+    id: &'a str,
+    account: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    object_id: Option<&'a str>,
+    created: i64,
+    body: &'a Event,
+}
+
+impl<'a> WireTxn<'a> {
+    fn new(txn: &'a Txn) -> WireTxn<'a> {
+        let write = |op: &'static str, table: &Table, r: &'a Record, expected: Option<i64>| WireOp {
+            op,
+            table: table.name(),
+            id: &r.id,
+            account: Some(&r.account),
+            created: Some(r.created),
+            k1: r.k1.as_deref(),
+            k2: r.k2.as_deref(),
+            body: Some(&r.body),
+            expected,
+        };
+        let bare = |op: &'static str, table: &Table, id: &'a str, expected: Option<i64>| WireOp {
+            op,
+            table: table.name(),
+            id,
+            account: None,
+            created: None,
+            k1: None,
+            k2: None,
+            body: None,
+            expected,
+        };
+        WireTxn {
+            id: &txn.id,
+            at: txn.at,
+            ops: txn
+                .ops
+                .iter()
+                .map(|op| match op {
+                    Op::Insert { table, record } => write("insert", table, record, None),
+                    Op::Update {
+                        table,
+                        record,
+                        expected_version,
+                    } => write("update", table, record, Some(*expected_version)),
+                    Op::Delete {
+                        table,
+                        id,
+                        expected_version,
+                    } => bare("delete", table, id, *expected_version),
+                    Op::Check {
+                        table,
+                        id,
+                        expected_version,
+                    } => bare("check", table, id, Some(*expected_version)),
+                })
+                .collect(),
+            events: txn
+                .events
+                .iter()
+                .map(|e| WireEvent {
+                    id: e.id.as_str(),
+                    account: e.account.as_ref().map(|a| a.as_str()).unwrap_or(""),
+                    kind: &e.kind,
+                    object_id: e.object_id(),
+                    created: e.created,
+                    body: e,
+                })
+                .collect(),
+        }
     }
 }
 
-async fn insert_event(tx: &mut Transaction<'_, Postgres>, event: &Event) -> Result<i64, StoreError> {
-    let body = serde_json::to_value(event).map_err(|e| StoreError::Invalid(format!("cannot encode event: {e}")))?;
-    let row = sqlx::query("INSERT INTO events (id, account, type, object_id, created, body) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq")
-        .bind(event.id.as_str())
-        .bind(event.account.as_ref().map(|a| a.as_str()).unwrap_or(""))
-        .bind(&event.kind)
-        .bind(event.object_id())
-        .bind(event.created)
-        .bind(body)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(|e| map_err(e, false))?;
-    row.try_get("seq").map_err(decode)
+/// The conflict `store_commit` raised (SQLSTATE PY001, the conflict as JSON in the message).
+fn conflict_from(message: &str) -> StoreError {
+    #[derive(serde::Deserialize)]
+    struct Raised {
+        table: Table,
+        id: String,
+        kind: String,
+        expected: Option<i64>,
+        actual: Option<i64>,
+    }
+    let Ok(r) = serde_json::from_str::<Raised>(message) else {
+        return StoreError::Corrupt(format!("unreadable conflict from the database: {message}"));
+    };
+    let kind = match (r.kind.as_str(), r.expected, r.actual) {
+        ("exists", _, _) => ConflictKind::Exists,
+        ("version_mismatch", Some(expected), Some(actual)) => ConflictKind::VersionMismatch { expected, actual },
+        _ => ConflictKind::Missing,
+    };
+    StoreError::Conflict {
+        table: r.table,
+        id: r.id,
+        kind,
+    }
 }
 
 const QCOLS: &str = "id, queue, seq, grp, dedup, body, created, receive_count";
@@ -725,6 +657,9 @@ fn map_err(e: sqlx::Error, may_have_committed: bool) -> StoreError {
     match &e {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            if code == "PY001" {
+                return conflict_from(db.message());
+            }
             // Serialization failure, deadlock, too many connections, admin shutdown.
             if matches!(code.as_str(), "40001" | "40P01" | "53300" | "57P01" | "57P03") {
                 StoreError::Unavailable(format!("database refused ({code}); retry"))

@@ -171,7 +171,11 @@ pub struct StripeClient {
     base: Arc<str>,
     auth: Arc<str>,
     timeout: Duration,
+    max_429_retries: u32,
 }
+
+/// The longest Retry-After the client waits before sending a rate-limited request again.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 impl StripeClient {
     /// A client for `base_url` (`http://…` or `https://…`; the latter needs `ca_file`), keeping
@@ -221,25 +225,45 @@ impl StripeClient {
             base: base.into(),
             auth: auth.into(),
             timeout,
+            max_429_retries: 0,
         })
+    }
+
+    /// The same client, sending a request refused with 429 again up to `n` times, each after
+    /// the answer's `Retry-After` (seconds; 1 s when absent, at most [`MAX_RETRY_AFTER`]), as
+    /// the SDKs' retry logic does. The last 429 is returned when every retry is refused too.
+    pub fn with_429_retries(mut self, n: u32) -> StripeClient {
+        self.max_429_retries = n;
+        self
     }
 
     /// `POST path` with `form` encoded as `application/x-www-form-urlencoded` (bracketed keys
     /// percent-encoded, as the SDKs send them) and the given `Idempotency-Key`.
     pub async fn post(&self, path: &str, form: &[(&str, &str)], idempotency_key: &str) -> Result<Answer, NetError> {
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form.iter())
-            .finish();
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri(format!("{}{path}", self.base))
-            .header(header::AUTHORIZATION, &*self.auth)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header("idempotency-key", idempotency_key)
-            .header(header::USER_AGENT, "loadgen/0.1 (Stripe-SDK-like)")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|_| NetError::Io)?;
-        self.send(req).await
+        let body = Bytes::from(
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form.iter())
+                .finish(),
+        );
+        let uri = format!("{}{path}", self.base);
+        let mut retries = 0;
+        loop {
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri(&uri)
+                .header(header::AUTHORIZATION, &*self.auth)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header("idempotency-key", idempotency_key)
+                .header(header::USER_AGENT, "loadgen/0.1 (Stripe-SDK-like)")
+                .body(Full::new(body.clone()))
+                .map_err(|_| NetError::Io)?;
+            let (answer, retry_after) = self.send_raw(req).await?;
+            if answer.status != 429 || retries >= self.max_429_retries {
+                return Ok(answer);
+            }
+            retries += 1;
+            tokio::time::sleep(retry_after.unwrap_or(Duration::from_secs(1)).min(MAX_RETRY_AFTER)).await;
+        }
     }
 
     /// `GET path`.
@@ -254,6 +278,11 @@ impl StripeClient {
     }
 
     async fn send(&self, req: Request<Full<Bytes>>) -> Result<Answer, NetError> {
+        self.send_raw(req).await.map(|(a, _)| a)
+    }
+
+    /// Sends `req`; the answer and its `Retry-After` (whole seconds), if any.
+    async fn send_raw(&self, req: Request<Full<Bytes>>) -> Result<(Answer, Option<Duration>), NetError> {
         let exchange = async {
             let resp = self.http.request(req).await.map_err(|e| {
                 if e.is_connect() {
@@ -263,9 +292,15 @@ impl StripeClient {
                 }
             })?;
             let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             let body = resp.into_body().collect().await.map_err(|_| NetError::Io)?.to_bytes();
             let json = serde_json::from_slice(&body).map_err(|_| NetError::BadBody)?;
-            Ok(Answer { status, json })
+            Ok((Answer { status, json }, retry_after))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(r) => r,

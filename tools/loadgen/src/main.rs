@@ -52,6 +52,14 @@ struct Cli {
     /// Card number of approved flows.
     #[arg(long, default_value = "4242424242424242")]
     card: String,
+    /// Give every approved flow its own card number (Luhn-valid, derived from the run and the
+    /// flow) instead of --card.
+    #[arg(long)]
+    unique_cards: bool,
+    /// How often a request refused with 429 is sent again (after its Retry-After, at most
+    /// 5 s) before the 429 counts as an error.
+    #[arg(long, default_value_t = 0)]
+    max_429_retries: u32,
     /// Card number of declined flows.
     #[arg(long, default_value = "4000000000000002")]
     decline_card: String,
@@ -93,7 +101,8 @@ fn main() -> Result<()> {
         cli.ca_file.as_deref(),
         pool,
         secs("timeout", cli.timeout)?,
-    )?;
+    )?
+    .with_429_retries(cli.max_429_retries);
     let mix = Mix::new(cli.capture_manual_share, cli.refund_share, cli.decline_share)?;
     let duration = secs("duration", cli.duration)?;
     let cfg = RunConfig {
@@ -107,6 +116,7 @@ fn main() -> Result<()> {
             mix,
             shares: (cli.capture_manual_share, cli.refund_share, cli.decline_share),
             card: cli.card,
+            unique_cards: cli.unique_cards,
             decline_card: cli.decline_card,
             amount: cli.amount,
             currency: cli.currency,

@@ -34,8 +34,13 @@ pub struct Workload {
     pub mix: Mix,
     /// The share values (for the report).
     pub shares: (f64, f64, f64),
-    /// Card number of approved flows.
+    /// Card number of approved flows (without `unique_cards`).
     pub card: String,
+    /// Give every approved flow a card number of its own (a Luhn-valid `424242…` number
+    /// derived from the run and the flow), as a population of customers would, instead of
+    /// sending every payment on `card` (which makes one card's fraud velocity grow without
+    /// bound over a run).
+    pub unique_cards: bool,
     /// Card number of flows the mix wants declined.
     pub decline_card: String,
     /// Amount in the currency's minor unit.
@@ -150,7 +155,15 @@ async fn flow_steps(shared: &Shared, i: u64, plan: FlowPlan, due: Instant, measu
     };
 
     // 1. Tokenize the card. Latency counts from the flow's due time (no coordinated omission).
-    let card = if plan.decline { &w.decline_card } else { &w.card };
+    let own_card;
+    let card = if plan.decline {
+        &w.decline_card
+    } else if w.unique_cards {
+        own_card = flow_card(&shared.run_id, i);
+        &own_card
+    } else {
+        &w.card
+    };
     let a = c
         .post(
             "/v1/payment_methods",
@@ -232,6 +245,40 @@ async fn flow_steps(shared: &Shared, i: u64, plan: FlowPlan, due: Instant, measu
         lat(Step::Refund, t);
     }
     Ok(())
+}
+
+/// The card number of flow `i` of run `run_id`: `424242`, nine digits from the run and the
+/// flow, and the Luhn check digit (16 digits, a Visa number the network approves).
+pub fn flow_card(run_id: &str, i: u64) -> String {
+    let salt = run_id
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let body = format!("424242{:09}", salt.wrapping_add(i) % 1_000_000_000);
+    let check = luhn_check_digit(&body);
+    format!("{body}{check}")
+}
+
+/// The digit that makes `digits` followed by it pass the Luhn check.
+fn luhn_check_digit(digits: &str) -> u32 {
+    let sum: u32 = digits
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(k, b)| {
+            let d = u32::from(b - b'0');
+            if k % 2 == 0 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    (10 - sum % 10) % 10
 }
 
 fn run_id() -> String {
@@ -351,4 +398,22 @@ async fn closed_loop(shared: &Arc<Shared>, connections: usize, phases: Phases, s
     let end = start + phases.total() + drain;
     let _ = tokio::time::timeout_at(end, async { while tasks.join_next().await.is_some() {} }).await;
     tasks.abort_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_cards_are_distinct_luhn_valid_visa_numbers() {
+        let a = flow_card("00000000deadbeef", 1);
+        let b = flow_card("00000000deadbeef", 2);
+        assert_ne!(a, b);
+        for c in [&a, &b] {
+            assert_eq!(c.len(), 16);
+            assert!(c.starts_with("424242"));
+            assert!(pay_core::card::luhn_valid(c), "{c}");
+        }
+        assert_eq!(luhn_check_digit("424242424242424"), 2);
+    }
 }

@@ -51,6 +51,7 @@ fn workload(decline: f64) -> Workload {
         mix: Mix::new(0.3, 0.2, decline).unwrap(),
         shares: (0.3, 0.2, decline),
         card: "4242424242424242".into(),
+        unique_cards: decline > 0.0,
         decline_card: "4000000000000002".into(),
         amount: 2000,
         currency: "usd".into(),
