@@ -496,7 +496,11 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
                 Some(engine) => engine.clone(),
                 None => {
                     let config = deps.tuning.waf.clone().unwrap_or_else(pay_waf::WafConfig::payment_api);
-                    Arc::new(pay_waf::Waf::new(config).map_err(|e| e.to_string())?)
+                    let waf = pay_waf::Waf::new(config).map_err(|e| e.to_string())?;
+                    // Compile every expression now: a rule that cannot be built stops the start
+                    // (instead of never matching), and no request pays for compilation.
+                    waf.rules().compile_all().map_err(|e| e.to_string())?;
+                    Arc::new(waf)
                 }
             };
             let upstream = deps.topology.url(Role::Api)?.to_owned();
