@@ -261,22 +261,7 @@ impl HttpClient {
                     }
                 }
             })?;
-            let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    ClientError::TooLarge { target: target.clone() }
-                } else {
-                    ClientError::Io {
-                        target: target.clone(),
-                        reason: e.to_string(),
-                    }
-                }
-            })?;
-            Ok(HttpResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body: body.to_bytes(),
-            })
+            read_response(resp, &target).await
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
@@ -347,24 +332,7 @@ async fn send_in_process(
             Ok(r) => r,
             Err(never) => match never {},
         };
-        let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                ClientError::TooLarge {
-                    target: task_target.clone(),
-                }
-            } else {
-                ClientError::Io {
-                    target: task_target.clone(),
-                    reason: e.to_string(),
-                }
-            }
-        })?;
-        Ok(HttpResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.to_bytes(),
-        })
+        read_response(resp, &task_target).await
     });
     match tokio::time::timeout(timeout, handle).await {
         Ok(Ok(r)) => r,
@@ -375,6 +343,32 @@ async fn send_in_process(
         }),
         Err(_) => Err(ClientError::Timeout { target, timeout }),
     }
+}
+
+/// Reads the whole of `resp`'s body, at most [`MAX_RESPONSE_BYTES`], from `target`.
+async fn read_response<B>(resp: http::Response<B>, target: &str) -> Result<HttpResponse, ClientError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = resp.into_parts();
+    let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            ClientError::TooLarge {
+                target: target.to_owned(),
+            }
+        } else {
+            ClientError::Io {
+                target: target.to_owned(),
+                reason: e.to_string(),
+            }
+        }
+    })?;
+    Ok(HttpResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.to_bytes(),
+    })
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

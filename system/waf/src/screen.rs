@@ -391,27 +391,7 @@ mod tests {
     use super::*;
     use regex::bytes::RegexBuilder;
 
-    const ALL_TRANSFORMS: [Transform; 19] = [
-        Transform::Lowercase,
-        Transform::UrlDecodeUni,
-        Transform::UrlDecode,
-        Transform::HtmlEntityDecode,
-        Transform::JsDecode,
-        Transform::CssDecode,
-        Transform::RemoveNulls,
-        Transform::Utf8ToUnicode,
-        Transform::CmdLine,
-        Transform::NormalizePath,
-        Transform::NormalizePathWin,
-        Transform::RemoveWhitespace,
-        Transform::CompressWhitespace,
-        Transform::ReplaceComments,
-        Transform::RemoveCommentsChar,
-        Transform::RemoveComments,
-        Transform::Base64Decode,
-        Transform::EscapeSeqDecode,
-        Transform::Length,
-    ];
+    const ALL_TRANSFORMS: [Transform; 19] = Transform::ALL;
 
     /// A small deterministic generator (xorshift), so the property tests need no crate.
     struct Rng(u64);

@@ -46,6 +46,30 @@ pub enum Transform {
 }
 
 impl Transform {
+    /// Every transformation (for tests that must cover them all).
+    #[cfg(test)]
+    pub(crate) const ALL: [Transform; 19] = [
+        Transform::Lowercase,
+        Transform::UrlDecodeUni,
+        Transform::UrlDecode,
+        Transform::HtmlEntityDecode,
+        Transform::JsDecode,
+        Transform::CssDecode,
+        Transform::RemoveNulls,
+        Transform::Utf8ToUnicode,
+        Transform::CmdLine,
+        Transform::NormalizePath,
+        Transform::NormalizePathWin,
+        Transform::RemoveWhitespace,
+        Transform::CompressWhitespace,
+        Transform::ReplaceComments,
+        Transform::RemoveCommentsChar,
+        Transform::RemoveComments,
+        Transform::Base64Decode,
+        Transform::EscapeSeqDecode,
+        Transform::Length,
+    ];
+
     /// The transformation named `name` (ModSecurity's spelling), if supported.
     pub fn parse(name: &str) -> Option<Transform> {
         Some(match name {
@@ -785,27 +809,7 @@ mod tests {
 
     #[test]
     fn untriggered_transformations_only_change_case() {
-        let all = [
-            Transform::Lowercase,
-            Transform::UrlDecodeUni,
-            Transform::UrlDecode,
-            Transform::HtmlEntityDecode,
-            Transform::JsDecode,
-            Transform::CssDecode,
-            Transform::RemoveNulls,
-            Transform::Utf8ToUnicode,
-            Transform::CmdLine,
-            Transform::NormalizePath,
-            Transform::NormalizePathWin,
-            Transform::RemoveWhitespace,
-            Transform::CompressWhitespace,
-            Transform::ReplaceComments,
-            Transform::RemoveCommentsChar,
-            Transform::RemoveComments,
-            Transform::Base64Decode,
-            Transform::EscapeSeqDecode,
-            Transform::Length,
-        ];
+        let all = Transform::ALL;
         // Every byte alone and in pairs, plus mixed-case words and typical API values.
         let mut samples: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
         for a in 0..=255u8 {
