@@ -22,6 +22,21 @@ BEGIN
 END
 $$;
 
+-- An update or delete of `rid` at version `expected` touched no row: raises the conflict that
+-- says why (the record is missing, or it is at another version).
+CREATE FUNCTION store_stale(tbl text, rid text, expected bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v bigint;
+BEGIN
+    EXECUTE format('SELECT version FROM %I WHERE id = $1', tbl) INTO v USING rid;
+    IF v IS NULL THEN
+        PERFORM store_conflict(tbl, rid, 'missing', NULL, NULL);
+    END IF;
+    PERFORM store_conflict(tbl, rid, 'version_mismatch', expected, v);
+END
+$$;
+
 -- txn: {"id", "at", "ops": [{"op", "table", "id", "account", "created", "k1", "k2", "body",
 -- "expected"}], "events": [{"id", "account", "type", "object_id", "created", "body"}]}.
 -- Returns the events' sequence numbers, or NULL when the transaction id was applied before
@@ -66,22 +81,14 @@ BEGIN
                 USING rid, expected, op->>'account', (op->>'created')::bigint, op->>'k1', op->>'k2', op->'body';
             GET DIAGNOSTICS n = ROW_COUNT;
             IF n = 0 THEN
-                EXECUTE format('SELECT version FROM %I WHERE id = $1', tbl) INTO v USING rid;
-                IF v IS NULL THEN
-                    PERFORM store_conflict(tbl, rid, 'missing', NULL, NULL);
-                END IF;
-                PERFORM store_conflict(tbl, rid, 'version_mismatch', expected, v);
+                PERFORM store_stale(tbl, rid, expected);
             END IF;
         WHEN 'delete' THEN
             EXECUTE format('DELETE FROM %I WHERE id = $1 AND ($2::bigint IS NULL OR version = $2)', tbl)
                 USING rid, expected;
             GET DIAGNOSTICS n = ROW_COUNT;
             IF n = 0 THEN
-                EXECUTE format('SELECT version FROM %I WHERE id = $1', tbl) INTO v USING rid;
-                IF v IS NULL THEN
-                    PERFORM store_conflict(tbl, rid, 'missing', NULL, NULL);
-                END IF;
-                PERFORM store_conflict(tbl, rid, 'version_mismatch', coalesce(expected, 0), v);
+                PERFORM store_stale(tbl, rid, coalesce(expected, 0));
             END IF;
         WHEN 'check' THEN
             EXECUTE format('SELECT version FROM %I WHERE id = $1 FOR SHARE', tbl) INTO v USING rid;
