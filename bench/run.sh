@@ -7,7 +7,8 @@
 # Environment: CARGO_TARGET_DIR (where release binaries are), PG_BIN (PostgreSQL server
 # binaries, default /usr/lib/postgresql/15/bin), KEEP=1 keeps the work directory, PERF=1
 # samples paymentd with `perf record` during phase 1 and prints its hottest symbols,
-# DB_POOL (paymentd's database pool, default 32), CAPTURE_SHARE / REFUND_SHARE (loadgen mix).
+# DB_POOL (paymentd's database pool, default 32), CAPTURE_SHARE / REFUND_SHARE (loadgen mix),
+# PG_STATEMENTS=1 loads pg_stat_statements and prints the statements PostgreSQL spent phase 1 on.
 set -euo pipefail
 
 DURATION=20
@@ -118,11 +119,13 @@ echo "== machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) (
 
 # --- PostgreSQL -------------------------------------------------------------------------------
 PGPORT=$(free_port)
+PG_EXTRA=
+[ "${PG_STATEMENTS:-0}" = 1 ] && PG_EXTRA=" -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
 mkdir -p "$PGDATA" "$WORK/pgrun"
 [ "$(id -u)" = 0 ] && chown postgres "$PGDATA" "$WORK/pgrun"
 as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 >"$WORK/initdb.log" 2>&1
 as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORK/pgrun/postgres.log" -w \
-    -o "-p $PGPORT -k $WORK/pgrun -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB" \
+    -o "-p $PGPORT -k $WORK/pgrun -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB$PG_EXTRA" \
     start >/dev/null
 PGURL="postgres://postgres@127.0.0.1:$PGPORT"
 echo "== PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on port $PGPORT (fsync on, default durability)"
@@ -219,6 +222,9 @@ db_stats() {
 table_stats() {
     psql -qAt "$PGURL/payments" -c "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables ORDER BY relname"
 }
+if [ "${PG_STATEMENTS:-0}" = 1 ]; then
+    psql -q "$PGURL/payments" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" -c "SELECT pg_stat_statements_reset()" >/dev/null
+fi
 DB0=$(db_stats); W0=$(wal_stats); table_stats >"$WORK/tables0.txt"
 children_ticks; L0=$(cat "$WORK/children_ticks.txt")
 P0=$(proc_ticks "$PAYMENTD_PID"); G0=$(pg_ticks); T0=$(now_ns)
@@ -227,6 +233,11 @@ P1=$(proc_ticks "$PAYMENTD_PID"); G1=$(pg_ticks); T1=$(now_ns)
 children_ticks; L1=$(cat "$WORK/children_ticks.txt")
 sleep 0.6  # pg_stat_database is flushed by backends at most every 500 ms
 DB1=$(db_stats); W1=$(wal_stats); table_stats >"$WORK/tables1.txt"
+if [ "${PG_STATEMENTS:-0}" = 1 ]; then
+    echo "== pg_stat_statements: where PostgreSQL spent phase 1 (per flow; top ${PG_STATEMENTS_TOP:-15} by total time)"
+    FLOWS_ALL=$(jq -r '.flows_run_total' "$WORK/phase1.json")
+    psql -qAt -F ' | ' "$PGURL/payments" -c "SELECT round(total_exec_time::numeric / $FLOWS_ALL, 3) || ' ms', round(calls::numeric / $FLOWS_ALL, 2) || ' calls', round(shared_blks_hit::numeric / greatest(calls, 1), 1) || ' bufs/call', regexp_replace(left(query, 110), '\s+', ' ', 'g') FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'payments') ORDER BY total_exec_time DESC LIMIT ${PG_STATEMENTS_TOP:-15}"
+fi
 if [ -n "$PERF_PID" ]; then
     kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
     echo "== perf: paymentd's hottest symbols during phase 1 (self time)"

@@ -268,6 +268,7 @@ fn describe(req: &Request) -> String {
         Request::QueueSend { queue, messages, .. } => format!("queue_send {queue} x{}", messages.len()),
         Request::QueueReceive { queue, max, .. } => format!("queue_receive {queue} max {max}"),
         Request::QueueAck { receipt, .. } => format!("queue_ack {receipt}"),
+        Request::QueueAckAll { receipts, .. } => format!("queue_ack_all {}", receipts.join(" ")),
         Request::QueueNack { receipt, delay_ms, .. } => format!("queue_nack {receipt} +{delay_ms}ms"),
         Request::QueueExtend { receipt, .. } => format!("queue_extend {receipt}"),
         Request::QueueDeadLetter { receipt, .. } => format!("queue_dead_letter {receipt}"),
@@ -284,6 +285,7 @@ fn stamp_queue_now(req: &mut Request, db_now: i64) {
         Request::QueueSend { now, .. }
         | Request::QueueReceive { now, .. }
         | Request::QueueAck { now, .. }
+        | Request::QueueAckAll { now, .. }
         | Request::QueueNack { now, .. }
         | Request::QueueExtend { now, .. }
         | Request::QueueDeadLetter { now, .. }

@@ -83,6 +83,9 @@ pub trait Queue: Send + Sync {
     async fn receive(&self, max: u32) -> Result<Vec<Received>, QueueError>;
     /// Deletes a received message.
     async fn ack(&self, receipt: &str) -> Result<(), QueueError>;
+    /// Acknowledges several received messages in one round trip (a consumer that worked
+    /// through a batch); an error when any receipt was stale, the current ones acknowledged.
+    async fn ack_all(&self, receipts: &[String]) -> Result<(), QueueError>;
     /// Returns a received message, deliverable again after `delay`.
     async fn nack(&self, receipt: &str, delay: Duration) -> Result<(), QueueError>;
     /// Keeps a received message hidden for another `visibility`.
@@ -209,6 +212,17 @@ impl Queue for StoreQueue {
     async fn ack(&self, receipt: &str) -> Result<(), QueueError> {
         self.done(Request::QueueAck {
             receipt: receipt.to_owned(),
+            now: self.now(),
+        })
+        .await
+    }
+
+    async fn ack_all(&self, receipts: &[String]) -> Result<(), QueueError> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        self.done(Request::QueueAckAll {
+            receipts: receipts.to_vec(),
             now: self.now(),
         })
         .await

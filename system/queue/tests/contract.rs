@@ -456,6 +456,158 @@ async fn concurrent_fifo_receivers_keep_one_in_flight_per_group(f: Fixture) {
     }
 }
 
+async fn fifo_batch_takes_each_groups_run_in_order_and_holds_the_group(f: Fixture) {
+    let q = f.queue("fifo-batch", Mode::FifoBatch, 100);
+    q.send(vec![
+        grouped("g1", 1),
+        grouped("g1", 2),
+        grouped("g2", 1),
+        grouped("g1", 3),
+        grouped("g2", 2),
+    ])
+    .await
+    .unwrap();
+    let first = q.receive(1).await.unwrap();
+    assert_eq!(first.len(), 1, "the limit counts messages, not groups");
+    assert_eq!(first[0].message.body, json!({"g":"g1","n":1}));
+    assert!(
+        q.receive(10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.message.group.as_deref() == Some("g2")),
+        "g1 is held while its head is in flight"
+    );
+    // g2 is now in flight too; g1's head comes back at once and the rest of g1 follows it.
+    q.nack(&first[0].receipt, Duration::ZERO).await.unwrap();
+    let got = q.receive(10).await.unwrap();
+    let bodies: Vec<_> = got.iter().map(|r| r.message.body.clone()).collect();
+    assert_eq!(
+        bodies,
+        vec![
+            json!({"g":"g1","n":1}),
+            json!({"g":"g1","n":2}),
+            json!({"g":"g1","n":3})
+        ],
+        "a group's run, in send order"
+    );
+    assert!(q.receive(10).await.unwrap().is_empty(), "every group is held");
+
+    // The receiver processes the run in order: 1 succeeds, 2 fails and is retried in 5 s, and
+    // 3 is left in flight. Nothing of g1 may overtake 2.
+    q.ack(&got[0].receipt).await.unwrap();
+    q.nack(&got[1].receipt, Duration::from_secs(5)).await.unwrap();
+    f.advance(5);
+    let again = q.receive(10).await.unwrap();
+    let g1: Vec<_> = again
+        .iter()
+        .filter(|r| r.message.group.as_deref() == Some("g1"))
+        .collect();
+    assert_eq!(g1.len(), 1, "3 is still in flight behind 2");
+    assert_eq!(g1[0].message.body["n"], 2);
+    q.ack(&g1[0].receipt).await.unwrap();
+    f.advance(30);
+    let rest: Vec<_> = q
+        .receive(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.message.group.as_deref() == Some("g1"))
+        .collect();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].message.body["n"], 3, "3 comes back once its visibility lapses");
+}
+
+async fn ack_all_acknowledges_a_batch_and_reports_a_stale_receipt(f: Fixture) {
+    let q = f.queue("ack-all", Mode::Standard, 10);
+    q.send((0..4).map(|i| msg(json!({"n": i}))).collect()).await.unwrap();
+    let got = q.receive(10).await.unwrap();
+    assert_eq!(got.len(), 4);
+    q.ack_all(&[got[0].receipt.clone(), got[1].receipt.clone()])
+        .await
+        .unwrap();
+    assert_eq!(q.depth().await.unwrap().in_flight, 2);
+    // 2's visibility lapses and it is received again: its first receipt is stale.
+    f.advance(31);
+    let again = q.receive(10).await.unwrap();
+    assert_eq!(again.len(), 2);
+    let err = q.ack_all(&[got[2].receipt.clone(), again[1].receipt.clone()]).await;
+    assert!(err.is_err(), "a stale receipt is reported");
+    let depth = q.depth().await.unwrap();
+    assert_eq!(depth.in_flight, 1, "the current receipt was acknowledged anyway");
+    q.ack_all(&[again[0].receipt.clone()]).await.unwrap();
+    q.ack_all(&[]).await.unwrap();
+    assert_eq!(q.depth().await.unwrap().in_flight, 0);
+}
+
+async fn concurrent_fifo_batch_receivers_hold_each_group_once(f: Fixture) {
+    let q = f.queue("conc-fifo-batch", Mode::FifoBatch, 10);
+    let groups = ["a", "b", "c", "d"];
+    let mut batch = vec![];
+    for n in 0..25 {
+        for g in groups {
+            batch.push(grouped(g, n));
+        }
+    }
+    q.send(batch).await.unwrap();
+    // (groups held by some receiver, receive counter)
+    let held = Arc::new(std::sync::Mutex::new((BTreeSet::<String>::new(), 0u64)));
+    let mut tasks = vec![];
+    for _ in 0..6 {
+        let q = q.clone();
+        let held = held.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seen: Vec<(u64, usize, String, i64)> = vec![];
+            let mut idle = 0;
+            while idle < 20 {
+                let got = q.receive(7).await.unwrap();
+                if got.is_empty() {
+                    idle += 1;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                idle = 0;
+                let mine: BTreeSet<String> = got.iter().map(|r| r.message.group.clone().unwrap()).collect();
+                let stamp = {
+                    let mut state = held.lock().unwrap();
+                    for g in &mine {
+                        assert!(state.0.insert(g.clone()), "group {g} held by two receivers");
+                    }
+                    state.1 += 1;
+                    state.1
+                };
+                for (i, r) in got.iter().enumerate() {
+                    let g = r.message.group.clone().unwrap();
+                    seen.push((stamp, i, g, r.message.body["n"].as_i64().unwrap()));
+                }
+                {
+                    let mut state = held.lock().unwrap();
+                    for g in &mine {
+                        state.0.remove(g);
+                    }
+                }
+                for r in got {
+                    q.ack(&r.receipt).await.unwrap();
+                }
+            }
+            seen
+        }));
+    }
+    let mut all = vec![];
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    assert_eq!(all.len(), 100, "every message delivered once");
+    all.sort();
+    let mut per_group: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (_, _, g, n) in all {
+        per_group.entry(g).or_default().push(n);
+    }
+    for (g, ns) in per_group {
+        assert_eq!(ns, (0..25).collect::<Vec<_>>(), "group {g} out of order");
+    }
+}
+
 /// A record type for committing transactions with events.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Thing {
@@ -582,6 +734,9 @@ macro_rules! contract {
                 depth_counts_every_state,
                 concurrent_receivers_get_each_message_once,
                 concurrent_fifo_receivers_keep_one_in_flight_per_group,
+                fifo_batch_takes_each_groups_run_in_order_and_holds_the_group,
+                concurrent_fifo_batch_receivers_hold_each_group_once,
+                ack_all_acknowledges_a_batch_and_reports_a_stale_receipt,
                 outbox_relay_enqueues_each_committed_event_once);
         }
     };

@@ -483,18 +483,22 @@ impl State {
         let Some(q) = self.queues.get_mut(queue) else {
             return out;
         };
+        // FIFO modes: a group is decided once a message of it cannot be taken (in flight or
+        // delayed: it holds back the rest of its group) or, in `Fifo` mode, once its head was
+        // taken. In `FifoBatch` mode the run of deliverable messages after the head is taken too.
+        let fifo = mode != QueueMode::Standard;
         let mut decided: BTreeSet<String> = BTreeSet::new();
         for (seq, m) in q.iter_mut() {
             if out.len() >= max as usize {
                 break;
             }
             let group = m.msg.group.clone().unwrap_or_else(|| m.msg.id.clone());
-            if mode == QueueMode::Fifo && decided.contains(&group) {
+            if fifo && decided.contains(&group) {
                 continue;
             }
             let deliverable = m.available_at <= now && m.invisible_until.is_none_or(|t| t <= now);
             if !deliverable {
-                if mode == QueueMode::Fifo {
+                if fifo {
                     decided.insert(group);
                 }
                 continue;
@@ -771,6 +775,17 @@ impl MemoryBackend {
                 messages: s.q_receive(&queue, now, max, visibility_ms, mode, max_receives),
             }),
             Request::QueueAck { receipt, now } => s.q_ack(&receipt, now).map(|_| Response::Done),
+            Request::QueueAckAll { receipts, now } => {
+                let mut stale = false;
+                for r in &receipts {
+                    stale |= s.q_ack(r, now).is_err();
+                }
+                if stale {
+                    Err(StoreError::StaleReceipt)
+                } else {
+                    Ok(Response::Done)
+                }
+            }
             Request::QueueNack { receipt, now, delay_ms } => {
                 let (queue, seq) = s.q_by_receipt(&receipt)?;
                 if let Some(m) = s.queues.get_mut(&queue).and_then(|q| q.get_mut(&seq)) {

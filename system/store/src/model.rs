@@ -357,6 +357,13 @@ pub enum QueueMode {
     Standard,
     /// Per message group: strictly in send order, at most one message in flight per group.
     Fifo,
+    /// Per message group: strictly in send order, like [`QueueMode::Fifo`], but one receive
+    /// may take a run of a group's consecutive messages (as an SQS FIFO receive does), which
+    /// the receiver processes in order. While any of them is in flight the group is skipped
+    /// by every receive, so a group is held by one receiver at a time. For consumers that
+    /// work through a batch sequentially (the webhook fan-out), where one message per group
+    /// per receive would cap a busy group's throughput at one message per round trip.
+    FifoBatch,
 }
 
 /// Counts for metrics.
@@ -496,6 +503,14 @@ pub enum Request {
         /// The receipt.
         receipt: String,
         /// Now, Unix ms (starts the deduplication window of the message's dedup id).
+        now: i64,
+    },
+    /// Acknowledge several received messages in one round trip: every current receipt is
+    /// acknowledged; the answer is `StaleReceipt` when any of them was stale.
+    QueueAckAll {
+        /// The receipts.
+        receipts: Vec<String>,
+        /// Now, Unix ms (as for `QueueAck`).
         now: i64,
     },
     /// Give a received message back, deliverable again after `delay_ms`.

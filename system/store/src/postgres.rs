@@ -523,11 +523,22 @@ impl PgBackend {
         max_receives: u32,
     ) -> Result<Vec<Received>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(|e| map_err(e, false))?;
+        if mode == QueueMode::FifoBatch {
+            // A run of a group's messages is taken without SKIP LOCKED's help (a receiver that
+            // skipped a locked head could take the messages behind it), so receives of one
+            // batch-FIFO queue take turns; each is a short transaction, and the next one's
+            // statements see what the previous one took.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('queue_receive:' || $1))")
+                .bind(queue)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map_err(e, false))?;
+        }
         // Messages received too often go to the dead letters instead of being delivered again.
         sqlx::query(
             "UPDATE queue_messages SET state = 'dead', done_at = $2, dead_reason = 'max_receives', invisible_until = NULL \
              WHERE id IN (SELECT id FROM queue_messages WHERE queue = $1 AND state = 'live' AND available_at <= $2 \
-             AND (invisible_until IS NULL OR invisible_until <= $2) AND receive_count >= $3 FOR UPDATE SKIP LOCKED)",
+             AND (invisible_until IS NULL OR invisible_until <= $2) AND receive_count >= $3 AND receive_count > 0 FOR UPDATE SKIP LOCKED)",
         )
         .bind(queue)
         .bind(now)
@@ -544,6 +555,17 @@ impl PgBackend {
             QueueMode::Fifo => "heads AS (SELECT DISTINCT ON (COALESCE(grp, id)) id FROM queue_messages WHERE queue = $1 AND state = 'live' ORDER BY COALESCE(grp, id), seq), \
                  picked AS (SELECT m.id FROM queue_messages m JOIN heads h ON m.id = h.id WHERE m.state = 'live' AND m.available_at <= $2 \
                  AND (m.invisible_until IS NULL OR m.invisible_until <= $2) ORDER BY m.seq LIMIT $3 FOR UPDATE OF m SKIP LOCKED)",
+            // A group's messages before its first one that cannot be taken (in flight or
+            // delayed), in send order: with the receives taking turns, one receiver holds a
+            // group at a time.
+            // Held back = in flight (only ever after a receive) or delayed: two index ranges
+            // (migration 0005), not the backlog.
+            QueueMode::FifoBatch => "blocked AS (SELECT COALESCE(grp, id) AS g, min(seq) AS s FROM ( \
+                 SELECT grp, id, seq FROM queue_messages WHERE queue = $1 AND state = 'live' AND receive_count > 0 AND invisible_until > $2 \
+                 UNION ALL SELECT grp, id, seq FROM queue_messages WHERE queue = $1 AND state = 'live' AND available_at > $2) w GROUP BY 1), \
+                 picked AS (SELECT m.id FROM queue_messages m WHERE m.queue = $1 AND m.state = 'live' AND m.available_at <= $2 \
+                 AND (m.invisible_until IS NULL OR m.invisible_until <= $2) \
+                 AND NOT EXISTS (SELECT 1 FROM blocked b WHERE b.g = COALESCE(m.grp, m.id) AND b.s < m.seq) ORDER BY m.seq LIMIT $3 FOR UPDATE OF m)",
         };
         let sql = format!(
             "WITH {picked} UPDATE queue_messages q SET receive_count = q.receive_count + 1, invisible_until = $2 + $4 FROM picked WHERE q.id = picked.id RETURNING q.{}",
@@ -809,6 +831,32 @@ impl Backend for PgBackend {
             Request::QueueAck { receipt, now } => {
                 let sql = "UPDATE queue_messages SET state = 'acked', done_at = $3, invisible_until = NULL WHERE id = $1 AND receive_count = $2 AND state = 'live' AND invisible_until IS NOT NULL";
                 self.q_update(sql, &receipt, now, None).await.map(|_| Response::Done)
+            }
+            Request::QueueAckAll { receipts, now } => {
+                let mut ids = Vec::with_capacity(receipts.len());
+                let mut counts = Vec::with_capacity(receipts.len());
+                for r in &receipts {
+                    let (id, n) = split_receipt(r)?;
+                    ids.push(id);
+                    counts.push(n);
+                }
+                let done = sqlx::query(
+                    "UPDATE queue_messages q SET state = 'acked', done_at = $3, invisible_until = NULL \
+                     FROM unnest($1::text[], $2::int[]) AS r(id, n) \
+                     WHERE q.id = r.id AND q.receive_count = r.n AND q.state = 'live' AND q.invisible_until IS NOT NULL",
+                )
+                .bind(&ids)
+                .bind(&counts)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| map_err(e, true))?
+                .rows_affected();
+                if done == receipts.len() as u64 {
+                    Ok(Response::Done)
+                } else {
+                    Err(StoreError::StaleReceipt)
+                }
             }
             Request::QueueNack { receipt, now, delay_ms } => {
                 let sql = "UPDATE queue_messages SET invisible_until = $3 + $4 WHERE id = $1 AND receive_count = $2 AND state = 'live' AND invisible_until IS NOT NULL";

@@ -127,7 +127,7 @@ impl Webhooks {
         // after worker crashes before the queue's own dead-lettering steps in.
         let max_delivery_receives = RETRY_DELAYS.len() as u32 + 1 + 5;
         Webhooks {
-            events: q(EVENTS_QUEUE, Mode::Fifo, Duration::from_secs(30), 1000),
+            events: q(EVENTS_QUEUE, Mode::FifoBatch, Duration::from_secs(30), 1000),
             deliveries: q(
                 DELIVERIES_QUEUE,
                 Mode::Standard,

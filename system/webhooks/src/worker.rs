@@ -138,6 +138,9 @@ impl Webhooks {
     async fn fan_out(&self, r: &mut TickReport) -> Result<(), PassError> {
         let batch = self.events.receive(100).await?;
         let mut endpoints: BTreeMap<String, Vec<EndpointRecord>> = BTreeMap::new();
+        // The whole batch's delivery messages go out in two sends (in event order, which the
+        // FIFO endpoints' groups keep) and its events are acknowledged in one round trip.
+        let (mut standard, mut fifo, mut done) = (vec![], vec![], vec![]);
         for m in batch {
             let event: Event = match serde_json::from_value(m.message.body.clone()) {
                 Ok(e) => e,
@@ -147,7 +150,7 @@ impl Webhooks {
                 }
             };
             let Some(account) = event.account.clone() else {
-                self.events.ack(&m.receipt).await?;
+                done.push(m.receipt);
                 continue;
             };
             if !endpoints.contains_key(account.as_str()) {
@@ -161,7 +164,6 @@ impl Webhooks {
             let mut shown = event.clone();
             shown.account = None;
             shown.pending_webhooks = targets.len() as u32;
-            let (mut standard, mut fifo) = (vec![], vec![]);
             for ep in targets {
                 let d = Delivery {
                     account: account.clone(),
@@ -180,17 +182,19 @@ impl Webhooks {
                     standard.push(out);
                 }
             }
-            r.enqueued += (standard.len() + fifo.len()) as u64;
-            if !standard.is_empty() {
-                self.deliveries.send(standard).await?;
-            }
-            if !fifo.is_empty() {
-                self.fifo_deliveries.send(fifo).await?;
-            }
-            // Only now: a crash before this ack re-runs the fan-out, which the dedup ids absorb.
-            self.events.ack(&m.receipt).await?;
+            done.push(m.receipt);
             r.fanned_out += 1;
         }
+        r.enqueued += (standard.len() + fifo.len()) as u64;
+        if !standard.is_empty() {
+            self.deliveries.send(standard).await?;
+        }
+        if !fifo.is_empty() {
+            self.fifo_deliveries.send(fifo).await?;
+        }
+        // Only now: a crash before this ack re-runs the batch's fan-out, which the dedup ids
+        // absorb.
+        self.events.ack_all(&done).await?;
         Ok(())
     }
 
