@@ -26,6 +26,7 @@ use pay_proto::objects::*;
 use pay_proto::payments::*;
 use pay_proto::tokenizer::{ForwardAuthorize, ForwardFollowUp, TokenizerClient};
 use pay_store::{ConflictKind, Db, Index, ListQuery, Page, StoreError, Table, Versioned};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,6 +109,39 @@ pub struct Payments {
     tokenizer: TokenizerClient,
     risk: Option<Arc<dyn RiskAssessor>>,
     config: PaymentsConfig,
+    sightings: Sightings,
+}
+
+/// How many consecutive reconciler passes have seen each unsettled item. An item's own
+/// timestamp says how old it is only while the clock that wrote it agrees with ours: one
+/// stamped by a clock running ahead (or before the clock was stepped back) looks younger than
+/// the grace for as long as the error. Passes are counted by the reconciler itself, so after
+/// `grace / every` passes an item has had its grace whatever the clocks said.
+#[derive(Default)]
+struct Sightings {
+    /// The reconciler's period in ms (0 until `run_reconciler` starts: timestamps only).
+    every_ms: std::sync::atomic::AtomicU64,
+    /// Item key → passes that saw it unsettled.
+    seen: std::sync::Mutex<BTreeMap<String, u32>>,
+}
+
+impl Sightings {
+    /// Passes after which an item is due whatever its timestamp says (`None` without a period).
+    fn passes(&self, grace: Duration) -> Option<u32> {
+        let every = self.every_ms.load(std::sync::atomic::Ordering::Relaxed);
+        (every > 0).then(|| {
+            u32::try_from((grace.as_millis() as u64).div_ceil(every))
+                .unwrap_or(u32::MAX)
+                .max(1)
+        })
+    }
+}
+
+/// Whether the reconciler leaves an item to its own request for now: its timestamp says it is
+/// younger than the grace (`stamped > cutoff`), and this is not yet more than `passes` passes
+/// that saw it unsettled.
+fn in_grace(stamped: Option<i64>, cutoff: i64, sightings: u32, passes: Option<u32>) -> bool {
+    stamped.is_some_and(|t| t > cutoff) && passes.is_none_or(|p| sightings <= p)
 }
 
 fn store(e: StoreError) -> ApiError {
@@ -139,6 +173,7 @@ impl Payments {
             tokenizer,
             risk,
             config,
+            sightings: Sightings::default(),
         }
     }
 
@@ -1057,10 +1092,19 @@ impl Payments {
     pub async fn reconcile_once(&self) -> ReconcileReport {
         let mut report = ReconcileReport::default();
         let cutoff = self.env.now().minus(self.config.reconcile_grace).millis();
+        let passes = self.sightings.passes(self.config.reconcile_grace);
+        let previous = std::mem::take(&mut *self.sightings.seen.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+        // Too young by its own timestamp, and not yet seen unsettled for a whole grace.
+        let mut wait = |key: String, stamped: Option<i64>| -> bool {
+            let n = previous.get(&key).copied().unwrap_or(0) + 1;
+            seen.insert(key, n);
+            in_grace(stamped, cutoff, n, passes)
+        };
         match self.db.find::<IntentRecord>(None, Index::K2, "processing", 200).await {
             Ok(list) => {
                 for v in list {
-                    if v.value.processing_since.is_some_and(|t| t > cutoff) {
+                    if wait(format!("attempt:{}", v.value.intent.id), v.value.processing_since) {
                         continue;
                     }
                     match self.resume_attempt(v.value, None).await {
@@ -1074,7 +1118,10 @@ impl Payments {
         match self.db.find::<IntentRecord>(None, Index::K2, "pending_op", 200).await {
             Ok(list) => {
                 for v in list {
-                    if v.value.pending.as_ref().is_some_and(|p| p.since > cutoff) {
+                    if wait(
+                        format!("follow_up:{}", v.value.intent.id),
+                        v.value.pending.as_ref().map(|p| p.since),
+                    ) {
                         continue;
                     }
                     match self.resume_follow_up(&v.value.account, &v.value.intent.id, None).await {
@@ -1088,7 +1135,7 @@ impl Payments {
         match self.db.find::<RefundRecord>(None, Index::K2, "pending", 200).await {
             Ok(list) => {
                 for v in list {
-                    if v.value.created_ms > cutoff {
+                    if wait(format!("refund:{}", v.value.refund.id), Some(v.value.created_ms)) {
                         continue;
                     }
                     match self.resume_refund(v.value, None).await {
@@ -1100,11 +1147,16 @@ impl Payments {
             }
             Err(e) => tracing::warn!(error = %e, "reconciler cannot list pending refunds"),
         }
+        *self.sightings.seen.lock().unwrap_or_else(|e| e.into_inner()) = seen;
         report
     }
 
     /// Runs the reconciler every `every` until `stop` resolves.
     pub async fn run_reconciler<S: std::future::Future<Output = ()>>(self: Arc<Self>, every: Duration, stop: S) {
+        self.sightings.every_ms.store(
+            u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -1163,5 +1215,47 @@ fn list_error(e: StoreError) -> ApiError {
         )
         .with_status(404),
         other => store(other),
+    }
+}
+
+#[cfg(test)]
+mod reconcile_grace_tests {
+    use super::*;
+
+    #[test]
+    fn an_item_stamped_by_a_clock_running_ahead_is_settled_after_a_grace_of_passes() {
+        // Stamped 120 s ahead of the reconciler's clock (written before the clock was stepped
+        // back): by its timestamp it stays young for two more minutes.
+        let now = 1_000_000;
+        let cutoff = now - 4_000;
+        let stamped = Some(now + 120_000);
+        let passes = Some(2); // a 4 s grace at one pass every 2 s
+        assert!(in_grace(stamped, cutoff, 1, passes));
+        assert!(in_grace(stamped, cutoff, 2, passes));
+        assert!(
+            !in_grace(stamped, cutoff, 3, passes),
+            "due on the third pass that sees it"
+        );
+        // Without a period (reconcile_once called directly) only the timestamp counts.
+        assert!(in_grace(stamped, cutoff, 100, None));
+    }
+
+    #[test]
+    fn an_old_or_unstamped_item_is_due_at_once() {
+        assert!(!in_grace(Some(1_000), 5_000, 1, Some(2)));
+        assert!(!in_grace(None, 5_000, 1, Some(2)));
+        assert!(!in_grace(Some(1_000), 5_000, 1, None));
+    }
+
+    #[test]
+    fn passes_cover_the_grace() {
+        let s = Sightings::default();
+        assert_eq!(s.passes(Duration::from_secs(4)), None, "no period yet");
+        s.every_ms.store(2_000, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(s.passes(Duration::from_secs(4)), Some(2));
+        s.every_ms.store(3_000, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(s.passes(Duration::from_secs(4)), Some(2));
+        s.every_ms.store(10_000, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(s.passes(Duration::from_secs(5)), Some(1));
     }
 }

@@ -201,11 +201,41 @@ impl Webhooks {
     async fn deliver(&self, fifo: bool, r: &mut TickReport) -> Result<(), PassError> {
         let q = self.delivery_queue(fifo);
         let batch = q.receive(self.config.concurrency).await?;
-        let results = futures::future::join_all(batch.iter().map(|m| self.attempt(m))).await;
+        let parsed: Vec<Option<Delivery>> = batch
+            .iter()
+            .map(|m| serde_json::from_value(m.message.body.clone()).ok())
+            .collect();
+        // Each endpoint is read once per pass, however many of the batch's deliveries go to it.
+        let keys: std::collections::BTreeSet<(&str, &str)> = parsed
+            .iter()
+            .flatten()
+            .map(|d| (d.account.as_str(), d.endpoint.as_str()))
+            .collect();
+        let loaded = futures::future::join_all(keys.iter().map(|&(account, id)| async move {
+            let rec = self.db.get_owned::<EndpointRecord>(account, id).await;
+            ((account, id), rec.map(|o| o.map(|r| r.value)))
+        }))
+        .await;
+        let endpoints: BTreeMap<(&str, &str), Result<Option<EndpointRecord>, StoreError>> =
+            loaded.into_iter().collect();
+        let results = futures::future::join_all(batch.iter().zip(&parsed).map(|(m, d)| {
+            let endpoint = d
+                .as_ref()
+                .and_then(|d| endpoints.get(&(d.account.as_str(), d.endpoint.as_str())));
+            async move {
+                match (d, endpoint) {
+                    (Some(d), Some(endpoint)) => self.attempt(m, d, endpoint).await,
+                    _ => Outcome::Dead("not a delivery".into()),
+                }
+            }
+        }))
+        .await;
+        // Successful deliveries are acknowledged together at the end of the pass.
+        let mut acks = vec![];
         for (m, outcome) in batch.iter().zip(results) {
             let label = match outcome {
                 Outcome::Delivered => {
-                    ack_or_stale(q.ack(&m.receipt).await)?;
+                    acks.push(m.receipt.clone());
                     r.delivered += 1;
                     "delivered"
                 }
@@ -220,7 +250,7 @@ impl Webhooks {
                     "dead_letter"
                 }
                 Outcome::Dropped => {
-                    ack_or_stale(q.ack(&m.receipt).await)?;
+                    acks.push(m.receipt.clone());
                     r.dropped += 1;
                     "dropped"
                 }
@@ -232,6 +262,9 @@ impl Webhooks {
                 1,
             );
         }
+        // A receipt gone stale (the attempt outlived the visibility timeout) means the delivery
+        // may be attempted again: at least once, as before.
+        ack_or_stale(q.ack_all(&acks).await)?;
         Ok(())
     }
 
@@ -252,17 +285,15 @@ impl Webhooks {
         }
     }
 
-    async fn attempt(&self, m: &Received) -> Outcome {
-        let d: Delivery = match serde_json::from_value(m.message.body.clone()) {
-            Ok(d) => d,
-            Err(_) => return Outcome::Dead("not a delivery".into()),
-        };
-        let rec = match self
-            .db
-            .get_owned::<EndpointRecord>(d.account.as_str(), &d.endpoint)
-            .await
-        {
-            Ok(Some(r)) => r.value,
+    /// One delivery attempt of `d` (the message `m`) to its endpoint, as read this pass.
+    async fn attempt(
+        &self,
+        m: &Received,
+        d: &Delivery,
+        endpoint: &Result<Option<EndpointRecord>, StoreError>,
+    ) -> Outcome {
+        let rec = match endpoint {
+            Ok(Some(r)) => r,
             Ok(None) => return Outcome::Dropped,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot load webhook endpoint; retrying");
