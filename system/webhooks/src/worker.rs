@@ -303,7 +303,7 @@ impl Webhooks {
         if !rec.is_enabled() {
             return Outcome::Dead("endpoint disabled".into());
         }
-        let secrets = match self.signing_secrets(&rec).await {
+        let secrets = match self.signing_secrets(rec).await {
             Ok(s) if !s.is_empty() => s,
             Ok(_) => return Outcome::Dead("endpoint has no signing secret".into()),
             Err(e) => {
