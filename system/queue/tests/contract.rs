@@ -394,8 +394,11 @@ async fn concurrent_receivers_get_each_message_once(f: Fixture) {
     );
 }
 
-async fn concurrent_fifo_receivers_keep_one_in_flight_per_group(f: Fixture) {
-    let q = f.queue("conc-fifo", Mode::Fifo, 10);
+/// Six receivers work through 4 groups × 25 messages of a FIFO queue in `mode`: no group is
+/// ever held by two receivers (in `Fifo` mode, a receive also holds one message per group),
+/// every message arrives once, and each group in send order.
+async fn concurrent_fifo_receivers(f: Fixture, name: &str, mode: Mode, per_receive: u32) {
+    let q = f.queue(name, mode, 10);
     let groups = ["a", "b", "c", "d"];
     let mut batch = vec![];
     for n in 0..25 {
@@ -404,56 +407,76 @@ async fn concurrent_fifo_receivers_keep_one_in_flight_per_group(f: Fixture) {
         }
     }
     q.send(batch).await.unwrap();
-    // (groups in flight, receive counter)
-    let in_flight = Arc::new(std::sync::Mutex::new((BTreeSet::<String>::new(), 0u64)));
+    // (groups held by some receiver, receive counter)
+    let held = Arc::new(std::sync::Mutex::new((BTreeSet::<String>::new(), 0u64)));
     let mut tasks = vec![];
     for _ in 0..6 {
         let q = q.clone();
-        let in_flight = in_flight.clone();
+        let held = held.clone();
         tasks.push(tokio::spawn(async move {
-            let mut seen: Vec<(u64, String, i64)> = vec![];
+            let mut seen: Vec<(u64, usize, String, i64)> = vec![];
             let mut idle = 0;
             while idle < 20 {
-                let got = q.receive(4).await.unwrap();
+                let got = q.receive(per_receive).await.unwrap();
                 if got.is_empty() {
                     idle += 1;
                     tokio::task::yield_now().await;
                     continue;
                 }
                 idle = 0;
-                let mut stamped = vec![];
-                for r in &got {
-                    let g = r.message.group.clone().unwrap();
-                    let mut state = in_flight.lock().unwrap();
-                    assert!(state.0.insert(g.clone()), "two messages of group {g} in flight");
-                    state.1 += 1;
-                    stamped.push(state.1);
+                let mine: BTreeSet<String> = got.iter().map(|r| r.message.group.clone().unwrap()).collect();
+                if mode == Mode::Fifo {
+                    assert_eq!(mine.len(), got.len(), "two messages of one group in flight");
                 }
-                for (r, at) in got.into_iter().zip(stamped) {
+                let stamp = {
+                    let mut state = held.lock().unwrap();
+                    for g in &mine {
+                        assert!(state.0.insert(g.clone()), "group {g} held by two receivers");
+                    }
+                    state.1 += 1;
+                    state.1
+                };
+                for (i, r) in got.iter().enumerate() {
                     let g = r.message.group.clone().unwrap();
-                    seen.push((at, g.clone(), r.message.body["n"].as_i64().unwrap()));
-                    in_flight.lock().unwrap().0.remove(&g);
+                    seen.push((stamp, i, g, r.message.body["n"].as_i64().unwrap()));
+                }
+                {
+                    let mut state = held.lock().unwrap();
+                    for g in &mine {
+                        state.0.remove(g);
+                    }
+                }
+                for r in got {
                     q.ack(&r.receipt).await.unwrap();
                 }
             }
             seen
         }));
     }
-    let mut per_group: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let mut all = vec![];
     for t in tasks {
         all.extend(t.await.unwrap());
     }
     assert_eq!(all.len(), 100, "every message delivered once");
-    // A group's next message is only received after its predecessor was acknowledged, so the
-    // receive stamps order each group's messages as received: that must be send order.
+    // A group's next messages are only received after its earlier ones were acknowledged, so
+    // the receive stamps (then the position in the receive) order each group as received:
+    // that must be send order.
     all.sort();
-    for (_, g, n) in all {
+    let mut per_group: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (_, _, g, n) in all {
         per_group.entry(g).or_default().push(n);
     }
     for (g, ns) in per_group {
         assert_eq!(ns, (0..25).collect::<Vec<_>>(), "group {g} out of order");
     }
+}
+
+async fn concurrent_fifo_receivers_keep_one_in_flight_per_group(f: Fixture) {
+    concurrent_fifo_receivers(f, "conc-fifo", Mode::Fifo, 4).await;
+}
+
+async fn concurrent_fifo_batch_receivers_hold_each_group_once(f: Fixture) {
+    concurrent_fifo_receivers(f, "conc-fifo-batch", Mode::FifoBatch, 7).await;
 }
 
 async fn fifo_batch_takes_each_groups_run_in_order_and_holds_the_group(f: Fixture) {
@@ -538,74 +561,6 @@ async fn ack_all_acknowledges_a_batch_and_reports_a_stale_receipt(f: Fixture) {
     q.ack_all(&[again[0].receipt.clone()]).await.unwrap();
     q.ack_all(&[]).await.unwrap();
     assert_eq!(q.depth().await.unwrap().in_flight, 0);
-}
-
-async fn concurrent_fifo_batch_receivers_hold_each_group_once(f: Fixture) {
-    let q = f.queue("conc-fifo-batch", Mode::FifoBatch, 10);
-    let groups = ["a", "b", "c", "d"];
-    let mut batch = vec![];
-    for n in 0..25 {
-        for g in groups {
-            batch.push(grouped(g, n));
-        }
-    }
-    q.send(batch).await.unwrap();
-    // (groups held by some receiver, receive counter)
-    let held = Arc::new(std::sync::Mutex::new((BTreeSet::<String>::new(), 0u64)));
-    let mut tasks = vec![];
-    for _ in 0..6 {
-        let q = q.clone();
-        let held = held.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut seen: Vec<(u64, usize, String, i64)> = vec![];
-            let mut idle = 0;
-            while idle < 20 {
-                let got = q.receive(7).await.unwrap();
-                if got.is_empty() {
-                    idle += 1;
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-                idle = 0;
-                let mine: BTreeSet<String> = got.iter().map(|r| r.message.group.clone().unwrap()).collect();
-                let stamp = {
-                    let mut state = held.lock().unwrap();
-                    for g in &mine {
-                        assert!(state.0.insert(g.clone()), "group {g} held by two receivers");
-                    }
-                    state.1 += 1;
-                    state.1
-                };
-                for (i, r) in got.iter().enumerate() {
-                    let g = r.message.group.clone().unwrap();
-                    seen.push((stamp, i, g, r.message.body["n"].as_i64().unwrap()));
-                }
-                {
-                    let mut state = held.lock().unwrap();
-                    for g in &mine {
-                        state.0.remove(g);
-                    }
-                }
-                for r in got {
-                    q.ack(&r.receipt).await.unwrap();
-                }
-            }
-            seen
-        }));
-    }
-    let mut all = vec![];
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    assert_eq!(all.len(), 100, "every message delivered once");
-    all.sort();
-    let mut per_group: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for (_, _, g, n) in all {
-        per_group.entry(g).or_default().push(n);
-    }
-    for (g, ns) in per_group {
-        assert_eq!(ns, (0..25).collect::<Vec<_>>(), "group {g} out of order");
-    }
 }
 
 /// A record type for committing transactions with events.
