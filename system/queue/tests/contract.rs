@@ -233,8 +233,8 @@ async fn dead_letters_after_max_receives_and_redrive(f: Fixture) {
     assert!(q.redrive("msg_unknown").await.is_err());
 }
 
-async fn fifo_groups_are_ordered_with_one_in_flight(f: Fixture) {
-    let q = f.queue("fifo", Mode::Fifo, 100);
+/// g1: 1, 2, 3 and g2: 1, 2, sent interleaved (g1 1, g1 2, g2 1, g1 3, g2 2).
+async fn send_two_interleaved_groups(q: &StoreQueue) {
     q.send(vec![
         grouped("g1", 1),
         grouped("g1", 2),
@@ -244,6 +244,11 @@ async fn fifo_groups_are_ordered_with_one_in_flight(f: Fixture) {
     ])
     .await
     .unwrap();
+}
+
+async fn fifo_groups_are_ordered_with_one_in_flight(f: Fixture) {
+    let q = f.queue("fifo", Mode::Fifo, 100);
+    send_two_interleaved_groups(&q).await;
     let got = q.receive(10).await.unwrap();
     let heads: Vec<_> = got.iter().map(|r| r.message.body.clone()).collect();
     assert_eq!(
@@ -481,15 +486,7 @@ async fn concurrent_fifo_batch_receivers_hold_each_group_once(f: Fixture) {
 
 async fn fifo_batch_takes_each_groups_run_in_order_and_holds_the_group(f: Fixture) {
     let q = f.queue("fifo-batch", Mode::FifoBatch, 100);
-    q.send(vec![
-        grouped("g1", 1),
-        grouped("g1", 2),
-        grouped("g2", 1),
-        grouped("g1", 3),
-        grouped("g2", 2),
-    ])
-    .await
-    .unwrap();
+    send_two_interleaved_groups(&q).await;
     let first = q.receive(1).await.unwrap();
     assert_eq!(first.len(), 1, "the limit counts messages, not groups");
     assert_eq!(first[0].message.body, json!({"g":"g1","n":1}));
