@@ -551,8 +551,10 @@ async fn ack_all_acknowledges_a_batch_and_reports_a_stale_receipt(f: Fixture) {
     f.advance(31);
     let again = q.receive(10).await.unwrap();
     assert_eq!(again.len(), 2);
-    let err = q.ack_all(&[got[2].receipt.clone(), again[1].receipt.clone()]).await;
-    assert!(err.is_err(), "a stale receipt is reported");
+    let err = q
+        .ack_all(&[got[2].receipt.clone(), "not-a-receipt".into(), again[1].receipt.clone()])
+        .await;
+    assert!(err.is_err(), "a stale (or malformed) receipt is reported");
     let depth = q.depth().await.unwrap();
     assert_eq!(depth.in_flight, 1, "the current receipt was acknowledged anyway");
     q.ack_all(&[again[0].receipt.clone()]).await.unwrap();

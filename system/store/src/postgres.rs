@@ -555,11 +555,10 @@ impl PgBackend {
             QueueMode::Fifo => "heads AS (SELECT DISTINCT ON (COALESCE(grp, id)) id FROM queue_messages WHERE queue = $1 AND state = 'live' ORDER BY COALESCE(grp, id), seq), \
                  picked AS (SELECT m.id FROM queue_messages m JOIN heads h ON m.id = h.id WHERE m.state = 'live' AND m.available_at <= $2 \
                  AND (m.invisible_until IS NULL OR m.invisible_until <= $2) ORDER BY m.seq LIMIT $3 FOR UPDATE OF m SKIP LOCKED)",
-            // A group's messages before its first one that cannot be taken (in flight or
-            // delayed), in send order: with the receives taking turns, one receiver holds a
-            // group at a time.
-            // Held back = in flight (only ever after a receive) or delayed: two index ranges
-            // (migration 0005), not the backlog.
+            // A group's messages before its first held-back one, in send order; with the
+            // receives taking turns, one receiver holds a group at a time. Held back = in
+            // flight (only ever after a receive) or delayed: two index ranges (migration 0005),
+            // not the backlog.
             QueueMode::FifoBatch => "blocked AS (SELECT COALESCE(grp, id) AS g, min(seq) AS s FROM ( \
                  SELECT grp, id, seq FROM queue_messages WHERE queue = $1 AND state = 'live' AND receive_count > 0 AND invisible_until > $2 \
                  UNION ALL SELECT grp, id, seq FROM queue_messages WHERE queue = $1 AND state = 'live' AND available_at > $2) w GROUP BY 1), \
@@ -833,10 +832,11 @@ impl Backend for PgBackend {
                 self.q_update(sql, &receipt, now, None).await.map(|_| Response::Done)
             }
             Request::QueueAckAll { receipts, now } => {
+                // A malformed receipt is stale like any other: the current ones are still
+                // acknowledged, as the memory store does.
                 let mut ids = Vec::with_capacity(receipts.len());
                 let mut counts = Vec::with_capacity(receipts.len());
-                for r in &receipts {
-                    let (id, n) = split_receipt(r)?;
+                for (id, n) in receipts.iter().filter_map(|r| split_receipt(r).ok()) {
                     ids.push(id);
                     counts.push(n);
                 }
