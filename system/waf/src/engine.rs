@@ -14,7 +14,7 @@ use crate::protocol;
 use crate::request::{BodyKind, Coll, HttpRequest, Item, Parsed};
 use crate::rules::{family, Cmp, Ctl, Key, Link, Op, Rule, RuleError, RuleSet, Sel, Severity, Src};
 use crate::screen::{pipeline_image, ByteSet};
-use crate::transform::value_mask;
+use crate::transform::{value_mask, Transform};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -332,7 +332,13 @@ fn key_matches(key: &Key, name: &[u8]) -> bool {
     match key {
         Key::All => true,
         Key::Name(n) => n.eq_ignore_ascii_case(name),
-        Key::Regex(r, _) => r.is_match(name),
+        Key::Regex(r, hint) => match &hint.prefix {
+            // Every name the expression matches starts with the prefix; when the expression is
+            // only that, every such name matches.
+            Some(p) if !(name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p.as_bytes())) => false,
+            Some(_) if hint.whole => true,
+            _ => r.is_match(name),
+        },
     }
 }
 
@@ -343,11 +349,49 @@ fn sel_covers(sel: &Sel, coll: Coll, name: &[u8]) -> bool {
     }
 }
 
-fn parse_num(v: &[u8]) -> i64 {
+/// A number as an operator reads its operand: decimal, surrounding whitespace ignored, 0 when
+/// it is not a number.
+pub(crate) fn parse_num(v: &[u8]) -> i64 {
     std::str::from_utf8(v)
         .ok()
         .and_then(|s| s.trim().parse::<i64>().ok())
         .unwrap_or(0)
+}
+
+fn compare(cmp: Cmp, a: i64, b: i64) -> bool {
+    match cmp {
+        Cmp::Eq => a == b,
+        Cmp::Gt => a > b,
+        Cmp::Lt => a < b,
+        Cmp::Ge => a >= b,
+        Cmp::Le => a <= b,
+    }
+}
+
+/// Whether `needle` occurs in `hay`: candidates found by their first byte, then compared,
+/// instead of comparing every window.
+fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    if hay.len() < needle.len() {
+        return false;
+    }
+    let last_start = hay.len() - needle.len();
+    let mut from = 0;
+    while from <= last_start {
+        match hay[from..=last_start].iter().position(|&b| b == first) {
+            Some(k) => {
+                let at = from + k;
+                if hay[at + 1..at + needle.len()] == *rest {
+                    return true;
+                }
+                from = at + 1;
+            }
+            None => return false,
+        }
+    }
+    false
 }
 
 fn valid_url_encoding(v: &[u8]) -> bool {
@@ -969,14 +1013,33 @@ impl<'a> Eval<'a> {
         }
         match v.item {
             Some(item) => {
+                if let (Op::Num(cmp, _, Some(b)), false) = (&link.op, self.exhaustive) {
+                    if self.waf.rules.pipelines[link.pipeline] == [Transform::Length] {
+                        // `length` then a comparison with a constant (the argument length
+                        // limits): the number is the value's length, and its decimal text is
+                        // made only for a match.
+                        let n = i64::try_from(v.value.len()).unwrap_or(i64::MAX);
+                        if compare(*cmp, n, *b) != link.negate {
+                            let text = n.to_string();
+                            self.matched(link, v, text.as_bytes(), hits);
+                        }
+                        return;
+                    }
+                }
                 let e = self.entry(item, link.pipeline);
                 self.test_entry(link, v, item, e, hits);
             }
             None => {
-                let mut cur = v.value.to_vec();
-                for t in &self.waf.rules.pipelines[link.pipeline] {
-                    cur = t.apply(&cur);
-                }
+                let pipeline = &self.waf.rules.pipelines[link.pipeline];
+                let cur: Cow<'_, [u8]> = if pipeline.is_empty() {
+                    Cow::Borrowed(v.value)
+                } else {
+                    let mut cur = v.value.to_vec();
+                    for t in pipeline {
+                        cur = t.apply(&cur);
+                    }
+                    Cow::Owned(cur)
+                };
                 if self.op(link, &cur, v) {
                     self.matched(link, v, &cur, hits);
                 }
@@ -1096,13 +1159,26 @@ impl<'a> Eval<'a> {
             self.flush_all();
         }
         let hit = match &link.op {
+            Op::Rx(re, _) if re.native.is_some() => {
+                // A trivial expression checked natively (the same match as the compiled one).
+                let m = re.native.and_then(|n| n.find(value));
+                if let (Some((from, to)), true) = (m, link.capture) {
+                    self.tx.insert("0".to_owned(), value[from..to].to_vec());
+                }
+                m.is_some()
+            }
             Op::Rx(re, min_len) => {
                 // `is_match` runs the fast DFA; groups are resolved only for a match. A value
                 // shorter than the shortest match cannot match.
                 match re.get() {
                     Ok(re) if value.len() >= *min_len => {
                         let m = re.is_match(value);
-                        if m && link.capture {
+                        if m && link.capture && re.captures_len() == 1 {
+                            // No group but the whole match: the leftmost-first match is it.
+                            if let Some(x) = re.find(value) {
+                                self.tx.insert("0".to_owned(), x.as_bytes().to_vec());
+                            }
+                        } else if m && link.capture {
                             if let Some(c) = re.captures(value) {
                                 for i in 0..c.len().min(10) {
                                     let s = c.get(i).map(|x| x.as_bytes().to_vec()).unwrap_or_default();
@@ -1118,25 +1194,22 @@ impl<'a> Eval<'a> {
             Op::Pm(pm) => pm.is_match(value),
             Op::Contains(p) => {
                 let p = self.expand(p, v);
-                !p.is_empty() && value.windows(p.len()).any(|w| w == &*p)
+                !p.is_empty() && contains_bytes(value, &p)
             }
             Op::Streq(p) => *self.expand(p, v) == *value,
             Op::Within(p) => {
                 let p = self.expand(p, v);
-                value.is_empty() || (value.len() <= p.len() && p.windows(value.len()).any(|w| w == value))
+                value.is_empty() || contains_bytes(&p, value)
             }
             Op::BeginsWith(p) => value.starts_with(&self.expand(p, v)),
             Op::EndsWith(p) => value.ends_with(&self.expand(p, v)),
-            Op::Num(cmp, p) => {
+            Op::Num(cmp, p, constant) => {
                 let a = parse_num(value);
-                let b = parse_num(&self.expand(p, v));
-                match cmp {
-                    Cmp::Eq => a == b,
-                    Cmp::Gt => a > b,
-                    Cmp::Lt => a < b,
-                    Cmp::Ge => a >= b,
-                    Cmp::Le => a <= b,
-                }
+                let b = match constant {
+                    Some(b) => *b,
+                    None => parse_num(&self.expand(p, v)),
+                };
+                compare(*cmp, a, b)
             }
             Op::DetectSqli => {
                 !plain_word(value)
@@ -1414,6 +1487,44 @@ mod tests {
         }
         let r = post("/v2/things", b"amount=1&x_multipart_headers_content_types_=2", &[]);
         assert!(w.inspect(&r).matches.iter().any(|m| m.rule_id == 922110));
+    }
+
+    /// `contains_bytes` agrees with comparing every window, on random short strings over a
+    /// small alphabet (so that matches, near-matches and edge positions are common).
+    #[test]
+    fn substring_search_agrees_with_windows() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut word = |max: u64| -> Vec<u8> { (0..next() % max).map(|_| b"ab/"[(next() % 3) as usize]).collect() };
+        for _ in 0..50_000 {
+            let (hay, needle) = (word(12), word(5));
+            let expected = needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle.as_slice());
+            assert_eq!(contains_bytes(&hay, &needle), expected, "{hay:?} {needle:?}");
+        }
+    }
+
+    /// The native argument length checks (920360/920370: `length` then `@gt` a constant) give
+    /// the verdict of the reference path, at, under and over the limits.
+    #[test]
+    fn length_limits_match_the_reference() {
+        let w = shared();
+        let l = &w.config.limits;
+        for d in [0, 1, 2] {
+            let value = format!("a={}", "x".repeat(l.max_arg_len + d - 1));
+            let name = format!("{}=1", "n".repeat(l.max_arg_name_len + d - 1));
+            for body in [value, name] {
+                let r = post("/v2/things", body.as_bytes(), &[]);
+                assert_eq!(w.inspect(&r), w.inspect_exhaustive(&r), "{d}");
+            }
+        }
+        let long = format!("a={}", "x".repeat(l.max_arg_len + 1));
+        let r = post("/v2/things", long.as_bytes(), &[]);
+        assert!(w.inspect(&r).matches.iter().any(|m| m.rule_id == 920370));
     }
 
     #[test]

@@ -159,12 +159,19 @@ pub(crate) struct KeyHint {
     /// A matching name starts with this (lower case; the expression is anchored): the engine
     /// looks up transaction variables from it instead of testing every one.
     pub prefix: Option<String>,
+    /// The expression is only that anchored literal: a name matches it exactly when it starts
+    /// with `prefix` (ASCII case ignored), so the expression need not run.
+    pub whole: bool,
 }
 
 /// The literal (lower case) every match of an expression anchored at the start (`^abc...`)
 /// begins with, read as a case-insensitive expression; `None` when it is not anchored or
 /// begins with no literal.
-fn anchored_prefix(h: &regex_syntax::hir::Hir) -> Option<Vec<u8>> {
+///
+/// Also whether the expression is exactly that literal after the anchor, each byte matched as
+/// "this byte, ASCII case ignored" (a letter in both cases, any other byte as itself): then a
+/// name matches exactly when it starts with the prefix, case ignored.
+fn anchored_literal(h: &regex_syntax::hir::Hir) -> Option<(Vec<u8>, bool)> {
     use regex_syntax::hir::{Class, HirKind, Look};
     let subs = match h.kind() {
         HirKind::Concat(subs) => subs.as_slice(),
@@ -175,22 +182,32 @@ fn anchored_prefix(h: &regex_syntax::hir::Hir) -> Option<Vec<u8>> {
         return None;
     }
     let mut out = Vec::new();
+    let mut whole = true;
+    let mut consumed = 0;
     for s in rest {
         match s.kind() {
-            HirKind::Literal(l) => out.extend(l.0.iter().map(u8::to_ascii_lowercase)),
+            HirKind::Literal(l) => {
+                whole &= !l.0.iter().any(u8::is_ascii_alphabetic);
+                out.extend(l.0.iter().map(u8::to_ascii_lowercase));
+            }
             HirKind::Class(Class::Bytes(c)) => {
                 // One byte, or one letter in both cases.
                 let bytes: Vec<u8> = c.iter().flat_map(|r| r.start()..=r.end()).take(3).collect();
                 match bytes.as_slice() {
-                    [b] => out.push(b.to_ascii_lowercase()),
+                    [b] => {
+                        whole &= !b.is_ascii_alphabetic();
+                        out.push(b.to_ascii_lowercase());
+                    }
                     [a, b] if a.eq_ignore_ascii_case(b) => out.push(a.to_ascii_lowercase()),
                     _ => break,
                 }
             }
             _ => break,
         }
+        consumed += 1;
     }
-    (!out.is_empty()).then_some(out)
+    whole &= consumed == rest.len();
+    (!out.is_empty()).then_some((out, whole))
 }
 
 /// One target of a rule (`ARGS`, `REQUEST_HEADERS:Referer`, `&ARGS`).
@@ -223,7 +240,9 @@ pub(crate) enum Op {
     Within(String),
     BeginsWith(String),
     EndsWith(String),
-    Num(Cmp, String),
+    /// A number comparison with its argument, and the argument's value when it has no macro
+    /// (parsed once rather than per tested value).
+    Num(Cmp, String, Option<i64>),
     DetectSqli,
     DetectXss,
     ByteRange(Box<[bool; 256]>),
@@ -378,6 +397,40 @@ pub(crate) struct LazyRegex {
     /// The pattern as the `regex` crate reads it ([`pcre_bytes`] applied).
     pattern: String,
     re: std::sync::OnceLock<Result<Regex, String>>,
+    /// The same expression as a native check, for the policy rules' trivial patterns.
+    pub(crate) native: Option<NativeRx>,
+}
+
+/// A trivial expression the engine evaluates without the `regex` crate, with the same result
+/// as the compiled expression (in byte mode without Unicode, `.` is any byte but `\n`, and `^`
+/// and `$` are the ends of the value). The policy rules use them to capture or count every
+/// value: 921170's `.` on every argument name, 920450/920451's `^.*$` on every header name.
+/// `native_expressions_agree_with_regex` checks both against the compiled expressions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NativeRx {
+    /// `.`: some byte is not `\n`; the match is the first such byte.
+    AnyByte,
+    /// `^.*$`: no byte is `\n`; the match is the whole value.
+    WholeLine,
+}
+
+impl NativeRx {
+    /// The native form of a pattern (as the `regex` crate reads it), if it has one.
+    pub(crate) fn of(pattern: &str) -> Option<NativeRx> {
+        match pattern {
+            "." => Some(NativeRx::AnyByte),
+            "^.*$" => Some(NativeRx::WholeLine),
+            _ => None,
+        }
+    }
+
+    /// The span of the leftmost-first match in `value`, as the compiled expression finds it.
+    pub(crate) fn find(self, value: &[u8]) -> Option<(usize, usize)> {
+        match self {
+            NativeRx::AnyByte => value.iter().position(|&b| b != b'\n').map(|i| (i, i + 1)),
+            NativeRx::WholeLine => (!value.contains(&b'\n')).then_some((0, value.len())),
+        }
+    }
 }
 
 impl LazyRegex {
@@ -385,6 +438,7 @@ impl LazyRegex {
     /// caller checked by parsing it.
     fn new(pattern: String) -> LazyRegex {
         LazyRegex {
+            native: NativeRx::of(&pattern),
             pattern,
             re: std::sync::OnceLock::new(),
         }
@@ -468,9 +522,10 @@ fn parse_sel(s: &str) -> Result<Sel, String> {
         (_, Some(k)) if k.len() > 1 && k.starts_with('/') && k.ends_with('/') => {
             let pattern = format!("(?i){}", &k[1..k.len() - 1]);
             let hint = crate::prefilter::parse(&pcre_bytes(&pattern))
-                .map(|h| KeyHint {
-                    prefix: anchored_prefix(&h).and_then(|p| String::from_utf8(p).ok()),
-                })
+                .ok()
+                .and_then(|h| anchored_literal(&h))
+                .and_then(|(p, whole)| String::from_utf8(p).ok().map(|p| (p, whole)))
+                .map(|(p, whole)| KeyHint { prefix: Some(p), whole })
                 .unwrap_or_default();
             Key::Regex(compile_regex(&pattern)?, hint)
         }
@@ -562,6 +617,10 @@ impl Builder<'_> {
     }
 
     fn link(&mut self, r: &RawRule, capture: bool) -> Result<Link, String> {
+        let num = |cmp: Cmp, arg: String| {
+            let constant = (!arg.contains("%{")).then(|| crate::engine::parse_num(arg.as_bytes()));
+            Op::Num(cmp, arg, constant)
+        };
         let mut targets = Vec::new();
         let mut excludes = Vec::new();
         for v in &r.vars {
@@ -631,11 +690,11 @@ impl Builder<'_> {
                 Op::DetectXss
             }
             "@within" => Op::Within(arg),
-            "@eq" => Op::Num(Cmp::Eq, arg),
-            "@gt" => Op::Num(Cmp::Gt, arg),
-            "@lt" => Op::Num(Cmp::Lt, arg),
-            "@ge" => Op::Num(Cmp::Ge, arg),
-            "@le" => Op::Num(Cmp::Le, arg),
+            "@eq" => num(Cmp::Eq, arg),
+            "@gt" => num(Cmp::Gt, arg),
+            "@lt" => num(Cmp::Lt, arg),
+            "@ge" => num(Cmp::Ge, arg),
+            "@le" => num(Cmp::Le, arg),
             "@detectSQLi" => Op::DetectSqli,
             "@validateByteRange" => Op::ByteRange(byte_ranges(&arg)?),
             "@validateUrlEncoding" => Op::UrlEncoding,
@@ -910,14 +969,14 @@ impl RuleSet {
         for r in &mut self.rules {
             for l in &mut r.links {
                 match &mut l.op {
-                    Op::Contains(a)
-                    | Op::Streq(a)
-                    | Op::Within(a)
-                    | Op::BeginsWith(a)
-                    | Op::EndsWith(a)
-                    | Op::Num(_, a) => {
+                    Op::Contains(a) | Op::Streq(a) | Op::Within(a) | Op::BeginsWith(a) | Op::EndsWith(a) => {
                         inline(a);
                         l.reads_tx = a.to_ascii_lowercase().contains("%{tx.");
+                    }
+                    Op::Num(_, a, constant) => {
+                        inline(a);
+                        l.reads_tx = a.to_ascii_lowercase().contains("%{tx.");
+                        *constant = (!a.contains("%{")).then(|| crate::engine::parse_num(a.as_bytes()));
                     }
                     _ => {}
                 }
@@ -1030,11 +1089,106 @@ mod tests {
 
     #[test]
     fn anchored_prefixes_of_key_expressions() {
-        let p = |x: &str| anchored_prefix(&crate::prefilter::parse(x).expect("parses"));
+        let p = |x: &str| anchored_literal(&crate::prefilter::parse(x).expect("parses")).map(|(p, _)| p);
         assert_eq!(p("(?i)^header_name_920450_"), Some(b"header_name_920450_".to_vec()));
         assert_eq!(p("(?i)^Ab[cd]"), Some(b"ab".to_vec()));
         assert_eq!(p("(?i)rfi_parameter_.*"), None);
         assert_eq!(p("^(?:a|b)"), None);
+        let w = |x: &str| anchored_literal(&crate::prefilter::parse(x).expect("parses")).map(|(_, w)| w);
+        assert_eq!(w("(?i)^header_name_920450_"), Some(true));
+        assert_eq!(w("(?i)^Ab[cd]"), Some(false));
+        assert_eq!(w("^Ab"), Some(false));
+        assert_eq!(w("(?i)^ab$"), Some(false));
+    }
+
+    /// A key expression that is only an anchored literal matches exactly the names that start
+    /// with its prefix, ASCII case ignored; for any anchored one the prefix is necessary
+    /// (checked against the compiled expression on random names built around the prefix).
+    #[test]
+    fn whole_anchored_literals_match_by_prefix() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let keys = [
+            "^header_name_920450_",
+            "^paramcounter_",
+            "^a-b.c",
+            "^x",
+            "^ab[cd]",
+            "^ab$",
+            "^ab.*",
+        ];
+        let mut checked = 0;
+        for k in keys {
+            let pattern = format!("(?i){k}");
+            let re = compile_regex(&pattern).expect("compiles");
+            let (prefix, whole) =
+                anchored_literal(&crate::prefilter::parse(&pattern).expect("parses")).expect("anchored literal");
+            for _ in 0..2_000 {
+                let mut name = Vec::new();
+                for _ in 0..next() % 4 {
+                    match next() % 4 {
+                        0 => name.extend_from_slice(&prefix),
+                        1 => name.extend(
+                            prefix
+                                .iter()
+                                .map(|b| if next() % 2 == 0 { b.to_ascii_uppercase() } else { *b }),
+                        ),
+                        2 => name.push(next() as u8),
+                        _ => name.push(b"abcdABCD_-.\n"[(next() % 12) as usize]),
+                    }
+                }
+                let starts = name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(&prefix);
+                if re.is_match(&name) {
+                    assert!(starts, "{k} matched {name:?} without the prefix");
+                } else {
+                    assert!(!(whole && starts), "{k} did not match {name:?}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000);
+    }
+
+    /// The native forms of trivial expressions find the same match as the compiled ones.
+    #[test]
+    fn native_expressions_agree_with_regex() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut values: Vec<Vec<u8>> = vec![
+            vec![],
+            b"\n".to_vec(),
+            b"\n\n".to_vec(),
+            b"a\n".to_vec(),
+            b"\na".to_vec(),
+        ];
+        for _ in 0..20_000 {
+            let n = (next() % 6) as usize;
+            values.push(
+                (0..n)
+                    .map(|_| [b'\n', b'a', b'\r', 0, 0xff, next() as u8][(next() % 6) as usize])
+                    .collect(),
+            );
+        }
+        for pattern in [".", "^.*$"] {
+            let native = NativeRx::of(pattern).expect("native form");
+            let re = compile_regex(pattern).expect("compiles");
+            for v in &values {
+                let expected = re.find(v).map(|m| (m.start(), m.end()));
+                assert_eq!(native.find(v), expected, "{pattern} on {v:?}");
+                assert_eq!(re.captures_len(), 1);
+            }
+        }
+        assert_eq!(NativeRx::of("^.*"), None);
     }
 
     #[test]
