@@ -292,7 +292,10 @@ impl Api {
     /// Otherwise `exec` runs with a request key derived from the Idempotency-Key, which
     /// downstream services use to derive the ids of what they create, so a request re-run
     /// after a crash resumes rather than repeats. Answers below 500 are saved; 5xx answers
-    /// release the key, because every downstream step is resumable and a retry is safe.
+    /// release the key, because every downstream step is resumable and a retry is safe: a
+    /// retry with the same parameters resumes the same use of the key, one with other
+    /// parameters is a new request. A key used again after it expired is a new request too:
+    /// the request key includes the use, so what it derives is new.
     pub async fn post<T, P, F, Fut>(&self, ctx: &Ctx, headers: &HeaderMap, body: &[u8], parse: P, exec: F) -> Response
     where
         P: FnOnce(&mut Params) -> Result<T, ApiError>,
@@ -353,8 +356,15 @@ impl Api {
                     .insert("idempotent-replayed", HeaderValue::from_static("true"));
                 r
             }
-            Ok(IdemBeginOutcome::Started { .. }) => {
-                let request_key = format!("idem:{key}");
+            Ok(IdemBeginOutcome::Started { taken_by, .. }) => {
+                // Ids derive from the key and the request that took this use of it, so that a
+                // key used again after it expired is a new request, not an answer with what the
+                // earlier use created. Keys taken before the store recorded that derive from
+                // the key alone. The prefixes differ, so the two forms never give one string.
+                let request_key = match taken_by {
+                    Some(first) => format!("idem@{first}:{key}"),
+                    None => format!("idem:{key}"),
+                };
                 let (status, body) = match exec(typed, Some(request_key)).await {
                     Ok((s, v)) => (s, serde_json::to_vec(&v).unwrap_or_default()),
                     Err(e) => (

@@ -380,7 +380,9 @@ impl Db {
         self.expect_done(req).await
     }
 
-    /// Forgets `key` (the request failed validation and is not saved).
+    /// Unlocks `key` without saving an answer (the request failed with a 5xx): a retry with the
+    /// same parameters resumes this use of the key, a request with other parameters starts a
+    /// new one.
     pub async fn idem_release(&self, account: &str, key: &str, owner: &str) -> Result<(), StoreError> {
         self.expect_done(Request::IdemRelease {
             account: account.into(),

@@ -20,6 +20,7 @@ struct IdemRow {
     status: Option<u16>,
     body: Option<String>,
     expires_at: i64,
+    taken_by: String,
 }
 
 #[derive(Debug, Clone)]
@@ -619,22 +620,35 @@ impl State {
             status: None,
             body: None,
             expires_at: b.expires_at,
+            taken_by: b.owner.clone(),
+        };
+        let new_use = IdemBeginOutcome::Started {
+            resumed: false,
+            recovery_point: None,
+            taken_by: Some(b.owner.clone()),
         };
         let Some(row) = self.idem.get_mut(&key).filter(|r| r.expires_at > b.now) else {
             self.idem.insert(key, fresh);
-            return IdemBeginOutcome::Started {
-                resumed: false,
-                recovery_point: None,
-            };
+            return new_use;
         };
-        if row.fingerprint != b.fingerprint {
-            return IdemBeginOutcome::Mismatch;
-        }
         if let (Some(status), Some(body)) = (row.status, &row.body) {
+            if row.fingerprint != b.fingerprint {
+                return IdemBeginOutcome::Mismatch;
+            }
             return IdemBeginOutcome::Completed {
                 status,
                 body: body.clone(),
             };
+        }
+        if row.locked_at.is_none() {
+            // Released by a run that failed (5xx): the same parameters resume that use of the
+            // key below; other parameters are a new request under it.
+            if row.fingerprint != b.fingerprint {
+                *row = fresh;
+                return new_use;
+            }
+        } else if row.fingerprint != b.fingerprint {
+            return IdemBeginOutcome::Mismatch;
         }
         let abandoned = row
             .locked_at
@@ -646,6 +660,7 @@ impl State {
             return IdemBeginOutcome::Started {
                 resumed,
                 recovery_point: row.recovery_point.clone(),
+                taken_by: Some(row.taken_by.clone()),
             };
         }
         IdemBeginOutcome::InProgress
@@ -754,10 +769,11 @@ impl MemoryBackend {
                 Ok(Response::Done)
             }
             Request::IdemRelease { account, key, owner } => {
-                // Releasing a key that is already gone is a no-op (a retried release).
+                // The key stays, unlocked and without an answer, so that a retry with the same
+                // parameters resumes this use of it. Releasing a key that is already gone (reaped)
+                // is a no-op.
                 if s.idem.contains_key(&(account.clone(), key.clone())) {
-                    s.idem_owned(&account, &key, &owner)?;
-                    s.idem.remove(&(account, key));
+                    s.idem_owned(&account, &key, &owner)?.locked_at = None;
                 }
                 Ok(Response::Done)
             }

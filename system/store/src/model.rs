@@ -288,6 +288,13 @@ pub enum IdemBeginOutcome {
         resumed: bool,
         /// The last checkpoint of the earlier run.
         recovery_point: Option<String>,
+        /// The request that took this use of the key: kept when another request resumes the
+        /// use (after a crash or a released 5xx), new when the key is used again after it
+        /// expired or, once released, with other parameters. Ids derived from it therefore
+        /// differ between uses. `None` for keys taken before the store recorded it
+        /// (PostgreSQL rows older than migration 0006): derive from the key alone.
+        #[serde(default)]
+        taken_by: Option<String>,
     },
     /// Another request holds the lock.
     InProgress,
@@ -464,7 +471,9 @@ pub enum Request {
         /// Response body.
         body: String,
     },
-    /// Forget a key the caller holds (requests that failed validation are not saved).
+    /// Unlock a key the caller holds without saving an answer (its request failed with a 5xx):
+    /// a retry with the same parameters resumes that use of the key, other parameters start a
+    /// new one.
     IdemRelease {
         /// Account.
         account: String,

@@ -256,7 +256,7 @@ impl PgBackend {
         let ttl = b.expires_at.saturating_sub(b.now).clamp(0, MAX_IDEM_TTL_MS);
         let lock_timeout = b.lock_timeout_ms.clamp(0, MAX_IDEM_TTL_MS);
         let row = sqlx::query(
-            "SELECT state, resumed, recovery_point, status, response FROM idem_begin($1, $2, $3, $4, $5, $6)",
+            "SELECT state, resumed, recovery_point, status, response, taken_by FROM idem_begin($1, $2, $3, $4, $5, $6)",
         )
         .bind(&b.account)
         .bind(&b.key)
@@ -275,6 +275,7 @@ impl PgBackend {
                     .map_err(decode)?
                     .unwrap_or(false),
                 recovery_point: row.try_get("recovery_point").map_err(decode)?,
+                taken_by: row.try_get("taken_by").map_err(decode)?,
             }),
             "in_progress" => Ok(IdemBeginOutcome::InProgress),
             "mismatch" => Ok(IdemBeginOutcome::Mismatch),
@@ -805,10 +806,14 @@ impl Backend for PgBackend {
                 Ok(Response::Done)
             }
             Request::IdemRelease { account, key, owner } => {
-                let q = sqlx::query("DELETE FROM idempotency_keys WHERE account = $1 AND key = $2 AND owner = $3")
-                    .bind(&account)
-                    .bind(&key)
-                    .bind(&owner);
+                // Kept, unlocked and without an answer, so that a retry with the same parameters
+                // resumes this use of the key (migration 0006).
+                let q = sqlx::query(
+                    "UPDATE idempotency_keys SET locked_at = NULL WHERE account = $1 AND key = $2 AND owner = $3",
+                )
+                .bind(&account)
+                .bind(&key)
+                .bind(&owner);
                 self.idem_owned(q, &account, &key, true).await?;
                 Ok(Response::Done)
             }

@@ -424,7 +424,8 @@ async fn idempotency_keys_follow_stripe(db: Db) {
         db.idem_begin(begin("k1", "req_a", "fp1", t0)).await.unwrap(),
         Started {
             resumed: false,
-            recovery_point: None
+            recovery_point: None,
+            taken_by: Some("req_a".into())
         }
     );
     assert_eq!(
@@ -454,7 +455,9 @@ async fn idempotency_keys_follow_stripe(db: Db) {
         db.idem_begin(short("req_c")).await.unwrap(),
         Started {
             resumed: true,
-            recovery_point: Some("created:pi_123".into())
+            recovery_point: Some("created:pi_123".into()),
+            // Still the use req_a took: ids derived from it stay the same.
+            taken_by: Some("req_a".into())
         }
     );
     assert_eq!(
@@ -479,7 +482,8 @@ async fn idempotency_keys_follow_stripe(db: Db) {
     let mut other = begin("k1", "req_e", "fp9", wall_ms());
     other.account = "acct_2".into();
     assert!(matches!(db.idem_begin(other).await.unwrap(), Started { .. }));
-    // Released keys (validation failures) are forgotten; releasing twice is harmless.
+    // A released key (its request failed with a 5xx) is resumed by a retry with the same
+    // parameters, as the same use; releasing twice is harmless.
     assert!(matches!(
         db.idem_begin(begin("k2", "req_f", "fp1", wall_ms())).await.unwrap(),
         Started { .. }
@@ -487,11 +491,30 @@ async fn idempotency_keys_follow_stripe(db: Db) {
     db.idem_release("acct_1", "k2", "req_f").await.unwrap();
     db.idem_release("acct_1", "k2", "req_f").await.unwrap();
     assert_eq!(
-        db.idem_begin(begin("k2", "req_g", "fpX", wall_ms())).await.unwrap(),
+        db.idem_begin(begin("k2", "req_g", "fp1", wall_ms())).await.unwrap(),
+        Started {
+            resumed: true,
+            recovery_point: None,
+            taken_by: Some("req_f".into())
+        }
+    );
+    assert_eq!(
+        db.idem_begin(begin("k2", "req_g2", "fp1", wall_ms())).await.unwrap(),
+        InProgress
+    );
+    // Released again, and retried with other parameters: a new request under the key.
+    db.idem_release("acct_1", "k2", "req_g").await.unwrap();
+    assert_eq!(
+        db.idem_begin(begin("k2", "req_g3", "fpX", wall_ms())).await.unwrap(),
         Started {
             resumed: false,
-            recovery_point: None
+            recovery_point: None,
+            taken_by: Some("req_g3".into())
         }
+    );
+    assert_eq!(
+        db.idem_begin(begin("k2", "req_g4", "fp1", wall_ms())).await.unwrap(),
+        Mismatch
     );
     // Expired keys start afresh, even with other parameters.
     let now = wall_ms();
@@ -506,7 +529,9 @@ async fn idempotency_keys_follow_stripe(db: Db) {
         db.idem_begin(begin("k3", "req_i", "fpNEW", wall_ms())).await.unwrap(),
         Started {
             resumed: false,
-            recovery_point: None
+            recovery_point: None,
+            // A new use of the key: ids derived for it differ from the expired use's.
+            taken_by: Some("req_i".into())
         }
     );
     // The reaper deletes expired keys.
@@ -527,7 +552,7 @@ async fn idempotency_keys_follow_stripe(db: Db) {
     assert!(keys >= 1, "reaped {keys}");
     assert!(matches!(
         db.idem_begin(begin("k4", "req_k", "fp2", wall_ms())).await.unwrap(),
-        Started { resumed: false, .. }
+        Started { resumed: false, taken_by: Some(t), .. } if t == "req_k"
     ));
 }
 
@@ -613,3 +638,122 @@ macro_rules! contract {
 contract!(memory, memory_db);
 contract!(remote, remote_db);
 contract!(postgres, pg_db);
+
+/// A key taken before migration 0006 has no `taken_by`. A request in flight across the upgrade
+/// must still resume what it started: its use stays without `taken_by`, whether it is resumed
+/// after a crash or retried after a release, so callers keep deriving ids from the key alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keys_from_before_0006_keep_deriving_from_the_key() {
+    let tdb = pay_store::testing::TestDatabase::create()
+        .await
+        .expect("test PostgreSQL");
+    let backend = tdb.backend().await.unwrap();
+    let t0 = wall_ms();
+    sqlx::query(
+        "INSERT INTO idempotency_keys (account, key, fingerprint, owner, locked_at, expires_at) \
+         VALUES ('acct_1', 'old', 'fp1', 'req_old', $1, $2)",
+    )
+    .bind(t0 - 120_000)
+    .bind(t0 + 86_400_000)
+    .execute(backend.pool())
+    .await
+    .unwrap();
+    let db = Db::new(Arc::new(backend), env());
+    assert_eq!(
+        db.idem_begin(begin("old", "req_new", "fp1", wall_ms())).await.unwrap(),
+        IdemBeginOutcome::Started {
+            resumed: true,
+            recovery_point: None,
+            taken_by: None
+        }
+    );
+    db.idem_release("acct_1", "old", "req_new").await.unwrap();
+    assert_eq!(
+        db.idem_begin(begin("old", "req_newer", "fp1", wall_ms()))
+            .await
+            .unwrap(),
+        IdemBeginOutcome::Started {
+            resumed: true,
+            recovery_point: None,
+            taken_by: None
+        }
+    );
+}
+
+/// Migrating a database that already served requests starts a week in which new uses of keys
+/// get no `taken_by`: a key released (deleted) before the upgrade and retried after it must
+/// derive the ids its first run derived. A new database has no such week.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_new_uses_keep_deriving_from_the_key_in_the_week_after_0006() {
+    let tdb = pay_store::testing::TestDatabase::create()
+        .await
+        .expect("test PostgreSQL");
+    let backend = tdb.backend().await.unwrap();
+    let pool = backend.pool().clone();
+    let db = Db::new(Arc::new(backend), env());
+    assert!(matches!(
+        db.idem_begin(begin("fresh", "req_1", "fp1", wall_ms())).await.unwrap(),
+        IdemBeginOutcome::Started { taken_by: Some(t), .. } if t == "req_1"
+    ));
+    sqlx::query("INSERT INTO store_settings (name, value) VALUES ('idem_legacy_until', $1)")
+        .bind(wall_ms() + 3_600_000)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.idem_begin(begin("retried", "req_2", "fp1", wall_ms()))
+            .await
+            .unwrap(),
+        IdemBeginOutcome::Started {
+            resumed: false,
+            recovery_point: None,
+            taken_by: None
+        }
+    );
+    sqlx::query("UPDATE store_settings SET value = $1 WHERE name = 'idem_legacy_until'")
+        .bind(wall_ms() - 1)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.idem_begin(begin("later", "req_3", "fp1", wall_ms())).await.unwrap(),
+        IdemBeginOutcome::Started { taken_by: Some(t), .. } if t == "req_3"
+    ));
+}
+
+/// Migration 0006 starts the week of `idem_legacy_until` only on a database that already served
+/// requests. The test undoes 0006 by hand on a migrated database, adds an account, and applies
+/// 0006 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migration_0006_starts_the_legacy_week_only_on_a_used_database() {
+    let tdb = pay_store::testing::TestDatabase::create()
+        .await
+        .expect("test PostgreSQL");
+    let backend = tdb.backend().await.unwrap();
+    let pool = backend.pool().clone();
+    let legacy_until = || async {
+        sqlx::query_scalar::<_, i64>("SELECT value FROM store_settings WHERE name = 'idem_legacy_until'")
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(legacy_until().await, None, "a new database has no legacy week");
+    sqlx::raw_sql(
+        "DROP TABLE store_settings; \
+         ALTER TABLE idempotency_keys DROP COLUMN taken_by; \
+         DROP FUNCTION idem_begin(text, text, text, text, bigint, bigint); \
+         CREATE FUNCTION idem_begin(text, text, text, text, bigint, bigint) RETURNS void LANGUAGE sql AS ''; \
+         DELETE FROM _sqlx_migrations WHERE version = 6; \
+         INSERT INTO accounts (id, account, version, created, body) VALUES ('acct_1', 'acct_1', 1, 0, '{}');",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pay_store::postgres::MIGRATOR.run(&pool).await.unwrap();
+    let until = legacy_until().await.expect("a used database gets the legacy week");
+    let week = until - wall_ms();
+    assert!(
+        (7 * 86_400_000 - 60_000..=7 * 86_400_000).contains(&week),
+        "the week ends in {week} ms"
+    );
+}
