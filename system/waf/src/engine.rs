@@ -531,7 +531,15 @@ impl<'a> Eval<'a> {
             return;
         }
         let p: &'a Parsed = self.p;
-        let mut out_of = vec![u16::MAX; rs.pipelines.len()];
+        // Per pipeline: the index in `outs` of its output for the current item. A pipeline
+        // the item's mask does not trigger leaves the value unchanged up to ASCII case, and
+        // atoms are matched without case: its output is the raw value (0), the default. A
+        // pipeline of another collection may read as 0 too: its rules do not target this
+        // collection, which the `in_coll` test below checks.
+        let mut out_of = vec![0u16; rs.pipelines.len()];
+        // Pipelines whose `out_of` the current item set, to put back to 0.
+        let mut touched: Vec<usize> = Vec::new();
+        let mut triggered = vec![0u64; pf.pipe_words];
         // Distinct outputs of the current item: `None` is the raw value.
         let mut outs: Vec<Option<usize>> = Vec::new();
         let mut found: Vec<u32> = Vec::new();
@@ -539,22 +547,38 @@ impl<'a> Eval<'a> {
         let mut stamp: Vec<u32> = vec![0; rs.rules.len()];
         for (item, it) in p.items.iter().enumerate() {
             let c = it.coll;
-            let pipes = &pf.coll_pipes[c as usize];
-            if pipes.is_empty() {
+            if pf.coll_pipes[c as usize].is_empty() {
                 continue;
             }
             let raw: &[u8] = &it.value;
             let mask = self.mask(item);
             outs.clear();
             outs.push(None);
-            for &pipe in pipes {
-                if pf.pipe_trigger[pipe] & mask == 0 {
-                    // Unchanged up to ASCII case, and atoms are matched without case.
-                    out_of[pipe] = 0;
-                    continue;
+            // The pipelines of this collection that the mask triggers, in index order.
+            triggered.fill(0);
+            let mut bits = mask;
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                for (t, x) in triggered.iter_mut().zip(&pf.bit_pipes[c as usize * 32 + bit]) {
+                    *t |= x;
                 }
-                if rs.max_len(pipe, raw.len()) < pf.pipe_min_atom[pipe] {
+            }
+            let pipes = triggered.iter().enumerate().flat_map(|(w, &word)| {
+                let mut word = word;
+                std::iter::from_fn(move || {
+                    (word != 0).then(|| {
+                        let b = word.trailing_zeros() as usize;
+                        word &= word - 1;
+                        w * 64 + b
+                    })
+                })
+            });
+            for pipe in pipes {
+                touched.push(pipe);
+                if raw.len() < pf.pipe_min_input[pipe] {
                     // Too short to hold any atom of the rules reading this output.
+                    out_of[pipe] = u16::MAX;
                     continue;
                 }
                 let e = self.entry(item, pipe);
@@ -618,8 +642,8 @@ impl<'a> Eval<'a> {
                     }
                 }
             }
-            for &pipe in pipes {
-                out_of[pipe] = u16::MAX;
+            for pipe in touched.drain(..) {
+                out_of[pipe] = 0;
             }
         }
         // Group by rule (a counting sort: the pairs are already in item order per rule).

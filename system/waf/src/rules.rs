@@ -308,10 +308,19 @@ pub(crate) struct Prefilter {
     pub atom_rules: Vec<Vec<(u32, u32)>>,
     /// Per collection (`coll as usize`): the pipelines some filtered rule tests on it.
     pub coll_pipes: Vec<Vec<usize>>,
-    /// Per pipeline: the value bits that let it change a value by more than ASCII case.
-    pub pipe_trigger: Vec<u32>,
-    /// Per pipeline: the shortest atom of the rules that read its output (`usize::MAX`: none).
+    /// Per pipeline: the shortest atom of the rules that read its output (`usize::MAX`: none);
+    /// kept for the tests, the engine reads `pipe_min_input`.
+    #[cfg(test)]
     pub pipe_min_atom: Vec<usize>,
+    /// Per pipeline: the shortest raw value whose output can be as long as `pipe_min_atom`
+    /// ([`pipeline_max_len`] grows with the length, so shorter values cannot hold an atom).
+    pub pipe_min_input: Vec<usize>,
+    /// Words of a pipeline bit set (bit `p % 64` of word `p / 64` is pipeline `p`).
+    pub pipe_words: usize,
+    /// Per collection and value-mask bit (`coll * 32 + bit`): the pipelines of `coll_pipes`
+    /// whose trigger holds that bit, as a pipeline bit set. A value's triggered pipelines are
+    /// the union over its mask's bits; the others leave it unchanged up to ASCII case.
+    pub bit_pipes: Vec<Vec<u64>>,
 }
 
 /// A compiled rule.
@@ -897,18 +906,6 @@ impl RuleSet {
         Ok(())
     }
 
-    /// The longest output a pipeline can make of a value of `len` bytes: every transformation
-    /// keeps or shortens a value except `utf8toUnicode` (a character of two or more bytes
-    /// becomes six), `length` (its decimal digits) and `base64Decode` (three bytes per four).
-    pub(crate) fn max_len(&self, pipeline: usize, len: usize) -> usize {
-        self.pipelines[pipeline].iter().fold(len, |n, t| match t {
-            Transform::Utf8ToUnicode => n.saturating_mul(3),
-            Transform::Length => 20,
-            Transform::Base64Decode => n * 3 / 4 + 1,
-            _ => n,
-        })
-    }
-
     /// Ids of the rules the prefilter cannot skip (their first operator has no literal it
     /// needs): they are evaluated on every value they target.
     pub fn unfiltered(&self) -> Vec<u32> {
@@ -1012,6 +1009,41 @@ impl Builder<'_> {
     }
 }
 
+/// The longest output a pipeline can make of a value of `len` bytes: every transformation
+/// keeps or shortens a value except `utf8toUnicode` (a character of two or more bytes becomes
+/// six), `length` (its decimal digits) and `base64Decode` (three bytes per four). It never
+/// decreases when `len` grows.
+pub(crate) fn pipeline_max_len(pipeline: &[Transform], len: usize) -> usize {
+    pipeline.iter().fold(len, |n, t| match t {
+        Transform::Utf8ToUnicode => n.saturating_mul(3),
+        Transform::Length => 20,
+        Transform::Base64Decode => n * 3 / 4 + 1,
+        _ => n,
+    })
+}
+
+/// The shortest input length whose [`pipeline_max_len`] reaches `need` (`usize::MAX` when none
+/// up to a length that surely would, which cannot happen for the transformations above).
+fn min_input_len(pipeline: &[Transform], need: usize) -> usize {
+    if need == usize::MAX {
+        return usize::MAX;
+    }
+    // `pipeline_max_len` never decreases with the length: binary search.
+    let (mut lo, mut hi) = (0usize, need.saturating_mul(2).saturating_add(64));
+    if pipeline_max_len(pipeline, hi) < need {
+        return usize::MAX;
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pipeline_max_len(pipeline, mid) >= need {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
+}
+
 fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefilter, RuleError> {
     let mut atoms: BTreeMap<Vec<u8>, Vec<(u32, u32)>> = BTreeMap::new();
     let mut coll_pipes: Vec<Vec<usize>> = vec![Vec::new(); Coll::COUNT];
@@ -1069,17 +1101,38 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
         }
         atom_rules.push(r);
     }
+    // Per pipeline: the value bits that let it change a value by more than ASCII case.
+    let pipe_trigger: Vec<u32> = pipelines
+        .iter()
+        .map(|p| p.iter().fold(0, |m, t| m | t.trigger_mask()))
+        .collect();
+    let pipe_words = pipelines.len().div_ceil(64);
+    let mut bit_pipes = vec![vec![0u64; pipe_words]; Coll::COUNT * 32];
+    for (c, pipes) in coll_pipes.iter().enumerate() {
+        for &p in pipes {
+            for bit in 0..32 {
+                if pipe_trigger[p] & (1 << bit) != 0 {
+                    bit_pipes[c * 32 + bit][p / 64] |= 1 << (p % 64);
+                }
+            }
+        }
+    }
+    let pipe_min_input = pipelines
+        .iter()
+        .zip(&pipe_min_atom)
+        .map(|(p, &need)| min_input_len(p, need))
+        .collect();
     Ok(Prefilter {
         ac,
         atom_rules,
         byte_atoms,
         byte_set,
         coll_pipes,
-        pipe_trigger: pipelines
-            .iter()
-            .map(|p| p.iter().fold(0, |m, t| m | t.trigger_mask()))
-            .collect(),
+        #[cfg(test)]
         pipe_min_atom,
+        pipe_min_input,
+        pipe_words,
+        bit_pipes,
     })
 }
 
@@ -1189,6 +1242,24 @@ mod tests {
             }
         }
         assert_eq!(NativeRx::of("^.*"), None);
+    }
+
+    /// The precomputed shortest input of each pipeline agrees with `pipeline_max_len`: every
+    /// shorter value is too short for the pipeline's atoms, and that length is not.
+    #[test]
+    fn min_input_lengths_agree_with_max_len() {
+        let rs = RuleSet::crs().expect("rule table");
+        let pf = &rs.prefilter;
+        for (p, pipeline) in rs.pipelines.iter().enumerate() {
+            let (need, min) = (pf.pipe_min_atom[p], pf.pipe_min_input[p]);
+            for len in 0..200 {
+                assert_eq!(
+                    len >= min,
+                    pipeline_max_len(pipeline, len) >= need,
+                    "pipeline {p} at {len}"
+                );
+            }
+        }
     }
 
     #[test]
