@@ -16,7 +16,7 @@ use pay_core::{
 use pay_proto::objects::*;
 use pay_proto::payments::*;
 use pay_proto::tokenizer::{CardInput, TokenizeRequest};
-use pay_store::{EventQuery, Index, ListQuery, StoreError, Table, Versioned};
+use pay_store::{ConflictKind, EventQuery, Index, ListQuery, StoreError, Table, Versioned};
 use std::sync::Arc;
 
 type S = State<Arc<Api>>;
@@ -326,14 +326,8 @@ impl Api {
             Some(k) => PaymentMethodId::derived(&[account.as_str(), k]),
             None => PaymentMethodId::generate(self.env.entropy.as_ref()),
         };
-        if let Some(existing) = self
-            .db
-            .get_owned::<PaymentMethodRecord>(account.as_str(), id.as_str())
-            .await
-            .map_err(store)?
-        {
-            return self.render_pm(existing.value.pm, &req.expand).await;
-        }
+        // No read first: a re-run of the request (after a crash or a released 5xx) is found by
+        // the insert's conflict below; the tokenizer likewise finds the card it vaulted then.
         let tok = self
             .tokenizer
             .tokenize(&TokenizeRequest {
@@ -355,7 +349,15 @@ impl Api {
         let mut txn = self.db.txn();
         txn.insert(&rec);
         match self.db.commit(txn).await {
-            Ok(_) | Err(StoreError::Conflict { .. }) => {}
+            Ok(_) => {}
+            Err(StoreError::Conflict {
+                kind: ConflictKind::Exists,
+                ..
+            }) => {
+                // An earlier run of this request created it: answer with what it created.
+                let existing = self.load_pm(account, pm.id.as_str()).await?;
+                return self.render_pm(existing.value.pm, &req.expand).await;
+            }
             Err(e) => return Err(store(e)),
         }
         self.metrics.inc(
@@ -721,7 +723,7 @@ impl Api {
         match self.db.commit(txn).await {
             Ok(_)
             | Err(StoreError::Conflict {
-                kind: pay_store::ConflictKind::Exists,
+                kind: ConflictKind::Exists,
                 ..
             }) => ok(&customer),
             Err(e) => Err(store(e)),

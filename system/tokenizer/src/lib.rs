@@ -129,19 +129,9 @@ impl Tokenizer {
             Some(k) => VaultTokenId::derived(&[req.account.as_str(), k]),
             None => VaultTokenId::generate(self.env.entropy.as_ref()),
         };
-        if let Some(existing) = self
-            .db
-            .get_owned::<VaultCard>(req.account.as_str(), token.as_str())
-            .await
-            .map_err(store)?
-        {
-            let held = self.hold_cvc(&token, card.cvc, now);
-            return Ok(TokenizeResponse {
-                token,
-                card: existing.value.summary(),
-                cvc_held: held,
-            });
-        }
+        // No read first: a re-run of the request (after a crash or a released 5xx) is found by
+        // the insert's conflict below, which costs a re-run one encryption instead of costing
+        // every first run a read.
         let fingerprint = self.keys.fingerprint(card.pan.digits()).await?;
         let (country, funding) = card.pan.country_and_funding();
         let summary = CardSummary {
@@ -166,18 +156,19 @@ impl Tokenizer {
         );
         let mut txn = self.db.txn();
         txn.insert(&record);
-        match self.db.commit(txn).await {
-            Ok(_)
-            | Err(StoreError::Conflict {
+        let card_summary = match self.db.commit(txn).await {
+            Ok(_) => summary,
+            // An earlier run of this request vaulted the card: answer with what it vaulted.
+            Err(StoreError::Conflict {
                 kind: pay_store::ConflictKind::Exists,
                 ..
-            }) => {}
+            }) => self.load(&req.account, &token).await?.summary(),
             Err(e) => return Err(store(e)),
-        }
+        };
         let held = self.hold_cvc(&token, card.cvc, now);
         Ok(TokenizeResponse {
             token,
-            card: summary,
+            card: card_summary,
             cvc_held: held,
         })
     }
@@ -443,4 +434,71 @@ pub fn router(t: Arc<Tokenizer>, verifier: Arc<TokenVerifier>) -> Router {
         .route("/v1/forward/operations/{key}", get(lookup))
         .route_layer(axum::middleware::from_fn_with_state(from_payments, require_caller));
     tokenize_routes.merge(read_routes).merge(forward_routes).with_state(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pay_hsm::{Hsm, KeyPurpose, SoftHsm};
+    use pay_net::{HttpClient, ServiceClient, TcpTransport};
+    use pay_proto::tokenizer::CardInput;
+    use pay_store::memory::MemoryBackend;
+
+    async fn tokenizer() -> (Tokenizer, Db) {
+        let env = Env::real("tokenizer-test");
+        let hsm: Arc<dyn Hsm> = Arc::new(SoftHsm::new_ephemeral(env.entropy.clone(), env.clock.clone()));
+        hsm.generate_key(KeyPurpose::Kek, "kek").await.expect("kek");
+        hsm.generate_key(KeyPurpose::Fingerprint, "fingerprint")
+            .await
+            .expect("fingerprint key");
+        let db = Db::new(Arc::new(MemoryBackend::new()), env.clone());
+        // Tokenizing never calls the acquirer; the client only completes the service.
+        let http = HttpClient::new(Arc::new(TcpTransport));
+        let acquirer = AcquirerClient::new(ServiceClient::new(http, "acquirer", "http://127.0.0.1:9", None));
+        let t = Tokenizer::new(db.clone(), env, hsm, acquirer, TokenizerConfig::default());
+        (t, db)
+    }
+
+    fn request(number: &str, key: Option<&str>) -> TokenizeRequest {
+        TokenizeRequest {
+            account: AccountId::parse("acct_tokenizertest01").expect("account id"),
+            card: CardInput {
+                number: pay_core::SecretString::new(number.to_owned()),
+                exp_month: 12,
+                exp_year: 2034,
+                cvc: Some(pay_core::SecretString::new("739".to_owned())),
+            },
+            request_key: key.map(str::to_owned),
+        }
+    }
+
+    /// A re-run of the same API request (after a crash or a released 5xx) finds the card the
+    /// first run vaulted: the same token and summary, one vault record, the CVC held again.
+    #[tokio::test]
+    async fn a_rerun_with_the_same_request_key_finds_the_card_it_vaulted() {
+        let (t, db) = tokenizer().await;
+        let first = t
+            .tokenize(request("4242424242424242", Some("idem@req_1:k")))
+            .await
+            .expect("first run");
+        let again = t
+            .tokenize(request("4242424242424242", Some("idem@req_1:k")))
+            .await
+            .expect("re-run");
+        assert_eq!(again.token, first.token);
+        assert_eq!(again.card, first.card);
+        assert!(again.cvc_held);
+        let stored = db
+            .get::<VaultCard>(first.token.as_str())
+            .await
+            .expect("read")
+            .expect("vaulted");
+        assert_eq!(stored.version, 1, "the re-run wrote nothing");
+        assert_eq!(stored.value.summary(), first.card);
+        let other = t
+            .tokenize(request("4242424242424242", Some("idem@req_2:k")))
+            .await
+            .expect("another request");
+        assert_ne!(other.token, first.token, "another request key vaults anew");
+    }
 }
