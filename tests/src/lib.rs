@@ -212,21 +212,25 @@ impl ApiClient {
         self.raw(Method::GET, path, Bytes::new(), &[]).await
     }
 
+    /// `POST /v1/payment_methods` for a card expiring 12/2034, with an Idempotency-Key when given.
+    pub async fn create_card(&self, number: &str, key: Option<&str>) -> Answer {
+        self.post(
+            "/v1/payment_methods",
+            &[
+                ("type", "card"),
+                ("card[number]", number),
+                ("card[exp_month]", "12"),
+                ("card[exp_year]", "2034"),
+                ("card[cvc]", "739"),
+            ],
+            key,
+        )
+        .await
+    }
+
     /// Creates a card payment method and returns its id.
     pub async fn card(&self, number: &str) -> String {
-        let a = self
-            .post(
-                "/v1/payment_methods",
-                &[
-                    ("type", "card"),
-                    ("card[number]", number),
-                    ("card[exp_month]", "12"),
-                    ("card[exp_year]", "2034"),
-                    ("card[cvc]", "739"),
-                ],
-                None,
-            )
-            .await;
+        let a = self.create_card(number, None).await;
         assert_eq!(a.status, 200, "payment method for a test card: {}", a.json);
         a.str("/id").expect("pm id").to_owned()
     }

@@ -128,18 +128,7 @@ async fn validation_failures_are_not_saved_and_other_parameters_are_refused() {
 
 /// Creates a card PaymentMethod with an Idempotency-Key; returns (status, id, last4).
 async fn pm_with_key(client: &integration::ApiClient, number: &str, key: &str) -> (u16, String, String) {
-    let a = client
-        .post(
-            "/v1/payment_methods",
-            &[
-                ("type", "card"),
-                ("card[number]", number),
-                ("card[exp_month]", "12"),
-                ("card[exp_year]", "2034"),
-            ],
-            Some(key),
-        )
-        .await;
+    let a = client.create_card(number, Some(key)).await;
     (
         a.status,
         a.str("/id").unwrap_or_default().to_owned(),
