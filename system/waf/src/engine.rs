@@ -922,11 +922,18 @@ impl<'a> Eval<'a> {
 
     /// The transformed value of a request item for a pipeline, cached; computed from the
     /// cached value of the pipeline's prefix, so shared prefixes are transformed once.
+    #[inline]
     fn entry(&mut self, item: usize, pipeline: usize) -> usize {
         let slot = item * self.waf.rules.pipelines.len() + pipeline;
-        if self.slots[slot] != EMPTY {
-            return self.slots[slot] as usize;
+        match self.slots.get(slot) {
+            Some(&e) if e != EMPTY => e as usize,
+            _ => self.compute_entry(item, pipeline, slot),
         }
+    }
+
+    /// [`Eval::entry`] when the slot is empty: computes the value and fills the slot.
+    #[inline(never)]
+    fn compute_entry(&mut self, item: usize, pipeline: usize, slot: usize) -> usize {
         if self.exhaustive {
             // Every transformation of the pipeline from the raw value, as ModSecurity does.
             let raw = &self.p.items[item].value;
@@ -1187,7 +1194,7 @@ impl<'a> Eval<'a> {
                 // A trivial expression checked natively (the same match as the compiled one).
                 let m = re.native.and_then(|n| n.find(value));
                 if let (Some((from, to)), true) = (m, link.capture) {
-                    self.tx.insert("0".to_owned(), value[from..to].to_vec());
+                    self.set_capture(0, &value[from..to]);
                 }
                 m.is_some()
             }
@@ -1200,13 +1207,12 @@ impl<'a> Eval<'a> {
                         if m && link.capture && re.captures_len() == 1 {
                             // No group but the whole match: the leftmost-first match is it.
                             if let Some(x) = re.find(value) {
-                                self.tx.insert("0".to_owned(), x.as_bytes().to_vec());
+                                self.set_capture(0, x.as_bytes());
                             }
                         } else if m && link.capture {
                             if let Some(c) = re.captures(value) {
                                 for i in 0..c.len().min(10) {
-                                    let s = c.get(i).map(|x| x.as_bytes().to_vec()).unwrap_or_default();
-                                    self.tx.insert(i.to_string(), s);
+                                    self.set_capture(i, c.get(i).map_or(&[][..], |x| x.as_bytes()));
                                 }
                             }
                         }
@@ -1247,6 +1253,21 @@ impl<'a> Eval<'a> {
             Op::Utf8 => std::str::from_utf8(value).is_err(),
         };
         hit != link.negate
+    }
+
+    /// Sets the capture variable `tx.<i>` (`i` < 10), reusing its buffer when it exists.
+    fn set_capture(&mut self, i: usize, value: &[u8]) {
+        const NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+        let Some(name) = NAMES.get(i) else { return };
+        match self.tx.get_mut(*name) {
+            Some(v) => {
+                v.clear();
+                v.extend_from_slice(value);
+            }
+            None => {
+                self.tx.insert((*name).to_owned(), value.to_vec());
+            }
+        }
     }
 
     /// A libinjection verdict (`xss`: the XSS detector, else SQLi), computed once per distinct
