@@ -105,6 +105,9 @@ struct Eval<'a> {
     excl_sets: Vec<Vec<u64>>,
     /// (rule index, item) pairs where the prefilter found one of the rule's atoms, sorted.
     cands: Vec<(u32, u32)>,
+    /// Per rule index `r`: `cands[cand_start[r]..cand_start[r + 1]]` are its pairs (empty
+    /// when the prefilter did not run).
+    cand_start: Vec<u32>,
     /// Per item: its [`value_mask`] (0: not computed yet).
     masks: Vec<u32>,
     /// Per item: the bytes of its raw value (`None`: not computed yet).
@@ -245,6 +248,7 @@ impl Waf {
             item_excl: Vec::new(),
             excl_sets: Vec::new(),
             cands: Vec::new(),
+            cand_start: Vec::new(),
             masks: vec![0; parsed.items.len()],
             bytes: vec![None; parsed.items.len()],
             exhaustive,
@@ -266,8 +270,8 @@ impl Waf {
             let only = match &rule.filter {
                 Some(_) if !exhaustive => {
                     let r = rule.index as u32;
-                    let lo = ev.cands.partition_point(|c| c.0 < r);
-                    let hi = ev.cands.partition_point(|c| c.0 <= r);
+                    let at = |i: u32| ev.cand_start.get(i as usize).map_or(0, |&x| x as usize);
+                    let (lo, hi) = (at(r), at(r + 1));
                     if lo == hi {
                         continue;
                     }
@@ -654,6 +658,7 @@ impl<'a> Eval<'a> {
         for r in 0..rs.rules.len() {
             start[r + 1] += start[r];
         }
+        self.cand_start = start.clone();
         let mut sorted = vec![(0u32, 0u32); self.cands.len()];
         for &(r, i) in &self.cands {
             let at = &mut start[r as usize];
