@@ -544,6 +544,8 @@ impl<'a> Eval<'a> {
         // Pipelines whose `out_of` the current item set, to put back to 0.
         let mut touched: Vec<usize> = Vec::new();
         let mut triggered = vec![0u64; pf.pipe_words];
+        // (entry, its value mask) for the decoded values of the current item.
+        let mut decoded_masks: Vec<(usize, u32)> = Vec::new();
         // Distinct outputs of the current item: `None` is the raw value.
         let mut outs: Vec<Option<usize>> = Vec::new();
         let mut found: Vec<u32> = Vec::new();
@@ -558,6 +560,7 @@ impl<'a> Eval<'a> {
             let mask = self.mask(item);
             outs.clear();
             outs.push(None);
+            decoded_masks.clear();
             // The pipelines of this collection that the mask triggers, in index order.
             triggered.fill(0);
             let mut bits = mask;
@@ -585,7 +588,27 @@ impl<'a> Eval<'a> {
                     out_of[pipe] = u16::MAX;
                     continue;
                 }
-                let e = self.entry(item, pipe);
+                let e = match pf.pipe_through[pipe] {
+                    Some((upto, trigger)) => {
+                        // After `base64Decode`: the rest of the pipeline leaves a decoded
+                        // value without its trigger bits unchanged up to ASCII case.
+                        let d = self.entry(item, upto);
+                        let mask = match decoded_masks.iter().find(|(x, _)| *x == d) {
+                            Some(&(_, m)) => m,
+                            None => {
+                                let m = value_mask(self.entries[d].as_deref().unwrap_or(raw));
+                                decoded_masks.push((d, m));
+                                m
+                            }
+                        };
+                        if mask & trigger == 0 {
+                            d
+                        } else {
+                            self.entry(item, pipe)
+                        }
+                    }
+                    None => self.entry(item, pipe),
+                };
                 let bytes = self.entries[e].as_deref().unwrap_or(raw);
                 let same = if self.entries[e].is_none() {
                     // The raw value itself.

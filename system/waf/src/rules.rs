@@ -315,6 +315,12 @@ pub(crate) struct Prefilter {
     /// Per pipeline: the shortest raw value whose output can be as long as `pipe_min_atom`
     /// ([`pipeline_max_len`] grows with the length, so shorter values cannot hold an atom).
     pub pipe_min_input: Vec<usize>,
+    /// Per pipeline with transformations after its last `base64Decode`: the pipeline up to and
+    /// including that `base64Decode`, and the trigger bits of the transformations after it. A
+    /// decoded value whose mask has none of them comes out of the rest unchanged up to ASCII
+    /// case, so the prefilter scans the decoded value instead (decoded text rarely holds `%`,
+    /// `\` or whitespace, but `base64Decode` triggers on every value).
+    pub pipe_through: Vec<Option<(usize, u32)>>,
     /// Words of a pipeline bit set (bit `p % 64` of word `p / 64` is pipeline `p`).
     pub pipe_words: usize,
     /// Per collection and value-mask bit (`coll * 32 + bit`): the pipelines of `coll_pipes`
@@ -1117,6 +1123,17 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
             }
         }
     }
+    let pipe_through = pipelines
+        .iter()
+        .map(|p| {
+            let at = p.iter().rposition(|t| *t == Transform::Base64Decode)?;
+            if at + 1 == p.len() {
+                return None;
+            }
+            let upto = pipelines.iter().position(|q| q.as_slice() == &p[..=at])?;
+            Some((upto, p[at + 1..].iter().fold(0, |m, t| m | t.trigger_mask())))
+        })
+        .collect();
     let pipe_min_input = pipelines
         .iter()
         .zip(&pipe_min_atom)
@@ -1131,6 +1148,7 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
         #[cfg(test)]
         pipe_min_atom,
         pipe_min_input,
+        pipe_through,
         pipe_words,
         bit_pipes,
     })
@@ -1260,6 +1278,63 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The prefilter's shortcut after `base64Decode` is sound: when the decoded value's mask has
+    /// none of the trigger bits of the rest of the pipeline, the pipeline's output equals the
+    /// decoded value up to ASCII case (random values, many of them valid base64 of text with
+    /// escapes, and random bytes).
+    #[test]
+    fn decoded_values_without_triggers_pass_through() {
+        use base64::Engine as _;
+        let rs = RuleSet::crs().expect("rule table");
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let pieces: [&[u8]; 12] = [
+            b"%41",
+            b"+",
+            b"\\x41",
+            b" ",
+            b"\t",
+            b"/*c*/",
+            b"AbC",
+            b"&lt;",
+            b"\0",
+            b"\xc3\xa9",
+            b"--",
+            b"process",
+        ];
+        let mut values: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..4_000 {
+            let mut plain = Vec::new();
+            for _ in 0..next() % 6 {
+                match next() % 3 {
+                    0 => plain.push(next() as u8),
+                    _ => plain.extend_from_slice(pieces[(next() % 12) as usize]),
+                }
+            }
+            values.push(base64::engine::general_purpose::STANDARD.encode(&plain).into_bytes());
+            values.push(plain);
+        }
+        let mut checked = 0;
+        for (p, through) in rs.prefilter.pipe_through.iter().enumerate() {
+            let Some((upto, trigger)) = *through else { continue };
+            let apply = |pipeline: &[Transform], v: &[u8]| pipeline.iter().fold(v.to_vec(), |x, t| t.apply(&x));
+            for v in &values {
+                let decoded = apply(&rs.pipelines[upto], v);
+                if crate::transform::value_mask(&decoded) & trigger == 0 {
+                    let full = apply(&rs.pipelines[p], v);
+                    assert!(full.eq_ignore_ascii_case(&decoded), "pipeline {p} on {v:?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
     }
 
     #[test]
