@@ -8,7 +8,9 @@
 # binaries, default /usr/lib/postgresql/15/bin), KEEP=1 keeps the work directory, PERF=1
 # samples paymentd with `perf record` during phase 1 and prints its hottest symbols,
 # DB_POOL (paymentd's database pool, default 32), CAPTURE_SHARE / REFUND_SHARE (loadgen mix),
-# PG_STATEMENTS=1 loads pg_stat_statements and prints the statements PostgreSQL spent phase 1 on.
+# PG_STATEMENTS=1 loads pg_stat_statements and prints the statements PostgreSQL spent phase 1 on,
+# PG_ASYNC_COMMIT=1 turns synchronous commit off for paymentd's database (an experiment: what
+# waiting for WAL flushes costs; never a production setting).
 set -euo pipefail
 
 DURATION=20
@@ -132,6 +134,12 @@ echo "== PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on port $
 
 # --- pgbench reference ------------------------------------------------------------------------
 psql -q "$PGURL/postgres" -c "CREATE DATABASE pgbench" -c "CREATE DATABASE payments"
+if [ "${PG_ASYNC_COMMIT:-0}" = 1 ]; then
+    # An experiment, not a supported configuration: how much of a flow's cost is waiting for
+    # WAL flushes. pgbench keeps synchronous commit.
+    psql -q "$PGURL/postgres" -c "ALTER DATABASE payments SET synchronous_commit = off"
+    echo "== EXPERIMENT: synchronous_commit = off for paymentd's database (PG_ASYNC_COMMIT=1)"
+fi
 pgbench -q -i -s 10 "$PGURL/pgbench" >"$WORK/pgbench-init.log" 2>&1
 echo "== pgbench -N -c $PGBENCH_CLIENTS -j 2 -T $DURATION"
 wal_stats() {
