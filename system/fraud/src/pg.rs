@@ -8,6 +8,13 @@
 //! visible to the other parts of the statement (they share one snapshot), so the inserted row
 //! is added to the counted set explicitly with `UNION ALL`; on a retry the insert does
 //! nothing and the row already stored is counted by the scan instead, never both.
+//!
+//! Both statements commit asynchronously (`synchronous_commit` off for their own transaction:
+//! the insert reads its one row from the CTE that sets it, so it is always set first). The
+//! counters are evidence for scoring, not money. A crash can lose only what no later
+//! synchronous commit of the same database flushed (a synchronous commit flushes the WAL written
+//! before it, the payment's records follow every score), at most the last fraction of a second;
+//! an attempt scored again records itself again.
 
 use crate::velocity::{outcome_name, AttemptOutcome, Observation, VelocityCounts, VelocityError, VelocityStore};
 use crate::velocity::{DAY_MS, HOUR_MS};
@@ -16,9 +23,11 @@ use pay_core::Timestamp;
 use sqlx::{PgPool, Row};
 
 const OBSERVE: &str = r#"
-WITH ins AS (
+WITH commit_mode AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), ins AS (
     INSERT INTO fraud_velocity (attempt_id, account, t, card, ip, customer)
-    VALUES ($1, $2, $3, $4, $5, $6)
+    SELECT $1, $2, $3, $4, $5, $6 FROM commit_mode
     ON CONFLICT (attempt_id) DO UPDATE
         SET account = EXCLUDED.account, t = EXCLUDED.t, card = EXCLUDED.card, ip = EXCLUDED.ip,
             customer = EXCLUDED.customer, outcome = NULL
@@ -109,12 +118,17 @@ impl VelocityStore for PgVelocityStore {
         outcome: AttemptOutcome,
         _at: Timestamp,
     ) -> Result<(), VelocityError> {
-        sqlx::query("UPDATE fraud_velocity SET outcome = $2 WHERE attempt_id = $1 AND outcome IS NULL")
-            .bind(attempt_id)
-            .bind(outcome_name(outcome))
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        // Commits asynchronously, like the observation (see the module docs).
+        sqlx::query(
+            "UPDATE fraud_velocity SET outcome = $2 \
+             FROM (SELECT set_config('synchronous_commit', 'off', true)) AS commit_mode \
+             WHERE attempt_id = $1 AND outcome IS NULL",
+        )
+        .bind(attempt_id)
+        .bind(outcome_name(outcome))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
         Ok(())
     }
 }

@@ -17,6 +17,16 @@
 -- already served requests, uses taken in the first seven days after this migration get no
 -- `taken_by` either (`idem_legacy_until`): for that week a key reused after it expired still
 -- answers with the earlier use's objects, as before. A new database has no such week.
+--
+-- Taking, finishing and releasing a key commit asynchronously (synchronous_commit off for that
+-- transaction only): they do not wait for their WAL to reach the disk. Nothing is lost that a
+-- client could have relied on. Every effect of a request that outlives a crash (a record, an
+-- authorization at the network) is made after a synchronous commit of the same database, and
+-- that commit flushes the WAL up to itself, so the key taken before it is durable with it. A
+-- finish lost in a crash leaves the key as a failed finish always has: the business state it
+-- answers for is durable, and a retry resumes it once the lock times out. A key whose request
+-- made no durable change may be lost with its answer; a retry then runs the request again.
+-- This takes two to three flushes off every POST's path.
 ALTER TABLE idempotency_keys ADD COLUMN taken_by text;
 COMMENT ON COLUMN idempotency_keys.taken_by IS
     'The request that took this use of the key; ids derived for the request include it. NULL for keys taken before migration 0006 or in the week after it.';
@@ -45,6 +55,7 @@ DECLARE
     n bigint;
     r record;
 BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
     IF now_ms < coalesce((SELECT s.value FROM store_settings s WHERE s.name = 'idem_legacy_until'), 0) THEN
         new_use := NULL;
     END IF;
@@ -99,5 +110,36 @@ BEGIN
     ELSE
         state := 'in_progress';
     END IF;
+END
+$$;
+
+-- Saves the answer of the request holding the key; returns the rows changed (0: not the holder).
+CREATE FUNCTION idem_finish(p_account text, p_key text, p_owner text, p_status integer, p_response text)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    UPDATE idempotency_keys SET response = p_response, status = p_status, locked_at = NULL
+     WHERE account = p_account AND key = p_key AND owner = p_owner;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Unlocks the key of a request that failed (5xx) without saving an answer; returns the rows
+-- changed (0: not the holder, or the key is gone).
+CREATE FUNCTION idem_release(p_account text, p_key text, p_owner text)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    UPDATE idempotency_keys SET locked_at = NULL
+     WHERE account = p_account AND key = p_key AND owner = p_owner;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
 END
 $$;

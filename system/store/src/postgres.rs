@@ -292,22 +292,11 @@ impl PgBackend {
         }
     }
 
-    /// Runs an UPDATE/DELETE on a key that must be held by the caller (the query filters on
-    /// the owner); touching no row means someone else holds it, or, with `missing_ok`, that
-    /// the key is already gone (a retried release).
-    async fn idem_owned(
-        &self,
-        query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
-        account: &str,
-        key: &str,
-        missing_ok: bool,
-    ) -> Result<(), StoreError> {
-        let n = query
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_err(e, true))?
-            .rows_affected();
-        if n > 0 {
+    /// Checks the outcome of a change to a key that must be held by the caller (the change
+    /// filters on the owner): `changed` rows. None means someone else holds the key or, with
+    /// `missing_ok`, that the key is already gone (a retried release).
+    async fn idem_owned(&self, changed: u64, account: &str, key: &str, missing_ok: bool) -> Result<(), StoreError> {
+        if changed > 0 {
             return Ok(());
         }
         let holder = sqlx::query("SELECT owner FROM idempotency_keys WHERE account = $1 AND key = $2")
@@ -320,6 +309,16 @@ impl PgBackend {
             None if missing_ok => Ok(()),
             _ => Err(StoreError::NotOwner),
         }
+    }
+
+    /// Runs one of migration 0006's key functions, which return the rows they changed.
+    async fn idem_call(
+        &self,
+        query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<u64, StoreError> {
+        let row = query.fetch_one(&self.pool).await.map_err(|e| map_err(e, true))?;
+        let n: i64 = row.try_get(0).map_err(decode)?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }
 
@@ -786,7 +785,12 @@ impl Backend for PgBackend {
                 .bind(&key)
                 .bind(&owner)
                 .bind(recovery_point);
-                self.idem_owned(q, &account, &key, false).await?;
+                let n = q
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| map_err(e, true))?
+                    .rows_affected();
+                self.idem_owned(n, &account, &key, false).await?;
                 Ok(Response::Done)
             }
             Request::IdemFinish {
@@ -796,25 +800,26 @@ impl Backend for PgBackend {
                 status,
                 body,
             } => {
-                let q = sqlx::query("UPDATE idempotency_keys SET response = $4, status = $5, locked_at = NULL WHERE account = $1 AND key = $2 AND owner = $3")
+                // Commits asynchronously (migration 0006 says why that loses nothing).
+                let q = sqlx::query("SELECT idem_finish($1, $2, $3, $4, $5)")
                     .bind(&account)
                     .bind(&key)
                     .bind(&owner)
-                    .bind(body)
-                    .bind(i32::from(status));
-                self.idem_owned(q, &account, &key, false).await?;
+                    .bind(i32::from(status))
+                    .bind(body);
+                let n = self.idem_call(q).await?;
+                self.idem_owned(n, &account, &key, false).await?;
                 Ok(Response::Done)
             }
             Request::IdemRelease { account, key, owner } => {
                 // Kept, unlocked and without an answer, so that a retry with the same parameters
-                // resumes this use of the key (migration 0006).
-                let q = sqlx::query(
-                    "UPDATE idempotency_keys SET locked_at = NULL WHERE account = $1 AND key = $2 AND owner = $3",
-                )
-                .bind(&account)
-                .bind(&key)
-                .bind(&owner);
-                self.idem_owned(q, &account, &key, true).await?;
+                // resumes this use of the key; commits asynchronously (migration 0006).
+                let q = sqlx::query("SELECT idem_release($1, $2, $3)")
+                    .bind(&account)
+                    .bind(&key)
+                    .bind(&owner);
+                let n = self.idem_call(q).await?;
+                self.idem_owned(n, &account, &key, true).await?;
                 Ok(Response::Done)
             }
             Request::QueueSend { queue, now, messages } => Ok(Response::Sent {

@@ -743,6 +743,8 @@ async fn postgres_migration_0006_starts_the_legacy_week_only_on_a_used_database(
          ALTER TABLE idempotency_keys DROP COLUMN taken_by; \
          DROP FUNCTION idem_begin(text, text, text, text, bigint, bigint); \
          CREATE FUNCTION idem_begin(text, text, text, text, bigint, bigint) RETURNS void LANGUAGE sql AS ''; \
+         DROP FUNCTION idem_finish(text, text, text, integer, text); \
+         DROP FUNCTION idem_release(text, text, text); \
          DELETE FROM _sqlx_migrations WHERE version = 6; \
          INSERT INTO accounts (id, account, version, created, body) VALUES ('acct_1', 'acct_1', 1, 0, '{}');",
     )
