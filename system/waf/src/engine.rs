@@ -1566,13 +1566,8 @@ mod tests {
     /// small alphabet (so that matches, near-matches and edge positions are common).
     #[test]
     fn substring_search_agrees_with_windows() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::testrng::Rng(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next();
         let mut word = |max: u64| -> Vec<u8> { (0..next() % max).map(|_| b"ab/"[(next() % 3) as usize]).collect() };
         for _ in 0..50_000 {
             let (hay, needle) = (word(12), word(5));

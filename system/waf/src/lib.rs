@@ -24,6 +24,9 @@ pub mod rules;
 pub mod screen;
 pub mod transform;
 
+#[cfg(test)]
+mod testrng;
+
 pub use config::{ConfigError, Exclusion, Limits, WafConfig};
 pub use engine::{RuleMatch, Verdict, Waf};
 pub use request::HttpRequest;

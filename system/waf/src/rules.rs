@@ -1177,13 +1177,8 @@ mod tests {
     /// (checked against the compiled expression on random names built around the prefix).
     #[test]
     fn whole_anchored_literals_match_by_prefix() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::testrng::Rng(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next();
         let keys = [
             "^header_name_920450_",
             "^paramcounter_",
@@ -1228,13 +1223,8 @@ mod tests {
     /// The native forms of trivial expressions find the same match as the compiled ones.
     #[test]
     fn native_expressions_agree_with_regex() {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::testrng::Rng(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next();
         let mut values: Vec<Vec<u8>> = vec![
             vec![],
             b"\n".to_vec(),
@@ -1288,13 +1278,8 @@ mod tests {
     fn decoded_values_without_triggers_pass_through() {
         use base64::Engine as _;
         let rs = RuleSet::crs().expect("rule table");
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::testrng::Rng(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next();
         let pieces: [&[u8]; 12] = [
             b"%41",
             b"+",

@@ -393,37 +393,7 @@ mod tests {
 
     const ALL_TRANSFORMS: [Transform; 19] = Transform::ALL;
 
-    /// A small deterministic generator (xorshift), so the property tests need no crate.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        /// A value mixing attack-like fragments, escapes and random bytes.
-        fn value(&mut self, pieces: &[&[u8]]) -> Vec<u8> {
-            let mut v = Vec::new();
-            for _ in 0..self.below(8) {
-                match self.below(4) {
-                    0 => v.push(self.next() as u8),
-                    1 => {
-                        let special = b"%+&\\/.;,' \"<>()=#-*aZ0\t\n";
-                        v.push(special[self.below(special.len())]);
-                    }
-                    _ => v.extend_from_slice(pieces[self.below(pieces.len())]),
-                }
-            }
-            v
-        }
-    }
+    use crate::testrng::Rng;
 
     const PIECES: &[&[u8]] = &[
         b"%3c",
