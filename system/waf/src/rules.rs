@@ -633,7 +633,7 @@ impl Builder<'_> {
 
     fn link(&mut self, r: &RawRule, capture: bool) -> Result<Link, String> {
         let num = |cmp: Cmp, arg: String| {
-            let constant = (!arg.contains("%{")).then(|| crate::engine::parse_num(arg.as_bytes()));
+            let constant = num_constant(&arg);
             Op::Num(cmp, arg, constant)
         };
         let mut targets = Vec::new();
@@ -919,6 +919,12 @@ impl RuleSet {
     }
 }
 
+/// The operand of a number comparison when it holds no macro: parsed once instead of per
+/// tested value.
+fn num_constant(arg: &str) -> Option<i64> {
+    (!arg.contains("%{")).then(|| crate::engine::parse_num(arg.as_bytes()))
+}
+
 impl RuleSet {
     /// Replaces `%{tx.name}` in operator arguments by the variable's value when no rule can
     /// change it (no `setvar` names it, and it is not a capture `0`-`9`): the policy lists of
@@ -979,7 +985,7 @@ impl RuleSet {
                     Op::Num(_, a, constant) => {
                         inline(a);
                         l.reads_tx = a.to_ascii_lowercase().contains("%{tx.");
-                        *constant = (!a.contains("%{")).then(|| crate::engine::parse_num(a.as_bytes()));
+                        *constant = num_constant(a);
                     }
                     _ => {}
                 }
