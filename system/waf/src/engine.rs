@@ -694,7 +694,7 @@ impl<'a> Eval<'a> {
                 let bytes = o.and_then(|x| self.entries[x].as_deref()).unwrap_or(raw);
                 found.clear();
                 if let Some(ac) = &pf.ac {
-                    found.extend(ac.find_overlapping_iter(bytes).map(|m| m.pattern().as_u32()));
+                    ac.scan(bytes, &mut found);
                     found.sort_unstable();
                     found.dedup();
                 }

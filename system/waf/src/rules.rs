@@ -14,6 +14,7 @@ use crate::prefilter::hir_atoms;
 use crate::request::Coll;
 use crate::screen::{ByteSet, Screen};
 use crate::transform::Transform;
+use aho_corasick::automaton::Automaton;
 use aho_corasick::AhoCorasick;
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
@@ -293,12 +294,49 @@ pub(crate) struct RuleFilter {
     pub pipelines: Vec<usize>,
 }
 
+/// The prefilter's automaton of multi-byte atoms and its unanchored start state.
+#[derive(Debug)]
+pub(crate) struct AtomDfa {
+    dfa: aho_corasick::dfa::DFA,
+    start: aho_corasick::automaton::StateID,
+}
+
+impl AtomDfa {
+    /// Appends to `found` the number of every atom that occurs in `v` (ASCII case ignored),
+    /// once per occurrence: what the automaton's overlapping search reports, found by stepping
+    /// its transition table directly (standard semantics: a match state lists every atom that
+    /// ends there). `atom_scan_finds_every_atom` checks it against a plain search.
+    #[inline]
+    pub fn scan(&self, v: &[u8], found: &mut Vec<u32>) {
+        let d = &self.dfa;
+        let mut sid = self.start;
+        for &b in v {
+            sid = d.next_state(aho_corasick::Anchored::No, sid, b);
+            if d.is_special(sid) {
+                if d.is_dead(sid) {
+                    // Unreachable with standard semantics; stop as the search would.
+                    break;
+                }
+                if d.is_match(sid) {
+                    for i in 0..d.match_len(sid) {
+                        found.push(d.match_pattern(sid, i).as_u32());
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The rule table's literal prefilter: one automaton over every filtered rule's atoms.
 #[derive(Debug)]
 pub(crate) struct Prefilter {
     /// The atoms of two bytes or more, matched ASCII-case-insensitively (pattern `i` is atom
-    /// `i`).
-    pub ac: Option<AhoCorasick>,
+    /// `i`): an Aho-Corasick DFA of standard match semantics, which the engine steps byte by
+    /// byte ([`Prefilter::scan`]) rather than through the overlapping-search iterator.
+    pub ac: Option<AtomDfa>,
+    /// The atoms of `ac`, for the tests.
+    #[cfg(test)]
+    pub multi_atoms: Vec<Vec<u8>>,
     /// Per byte: the atom number of the one-byte atom it is (in either case), or `u32::MAX`;
     /// found from a value's [`ByteSet`].
     pub byte_atoms: Box<[u32; 256]>,
@@ -1093,14 +1131,20 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
     let ac = if multi.is_empty() {
         None
     } else {
-        Some(
-            AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .build(multi.iter().map(|(a, _)| a))
-                .map_err(|e| RuleError::Table(e.to_string()))?,
-        )
+        let dfa = aho_corasick::dfa::Builder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::Standard)
+            .start_kind(aho_corasick::StartKind::Unanchored)
+            .prefilter(false)
+            .build(multi.iter().map(|(a, _)| a))
+            .map_err(|e| RuleError::Table(e.to_string()))?;
+        let start = dfa
+            .start_state(aho_corasick::Anchored::No)
+            .map_err(|e| RuleError::Table(e.to_string()))?;
+        Some(AtomDfa { dfa, start })
     };
+    #[cfg(test)]
+    let multi_atoms: Vec<Vec<u8>> = multi.iter().map(|(a, _)| a.clone()).collect();
     let mut byte_atoms = Box::new([u32::MAX; 256]);
     let mut byte_set = ByteSet::EMPTY;
     let mut atom_rules: Vec<Vec<(u32, u32)>> = multi.into_iter().map(|(_, r)| r).collect();
@@ -1147,6 +1191,8 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
         .collect();
     Ok(Prefilter {
         ac,
+        #[cfg(test)]
+        multi_atoms,
         atom_rules,
         byte_atoms,
         byte_set,
@@ -1163,6 +1209,53 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The prefilter's byte-by-byte scan of its atom automaton finds exactly the atoms that
+    /// occur in a value (ASCII case ignored), as a plain search for each atom and the
+    /// automaton's own overlapping search do, on 20,000 random values built from the atoms
+    /// themselves (in mixed case, overlapping and adjacent) and random bytes.
+    #[test]
+    fn atom_scan_finds_every_atom() {
+        let rs = RuleSet::crs().expect("rule table");
+        let pf = &rs.prefilter;
+        let ac = pf.ac.as_ref().expect("automaton");
+        let atoms = &pf.multi_atoms;
+        assert!(atoms.len() > 100, "{}", atoms.len());
+        let reference = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(atoms)
+            .expect("reference automaton");
+        let mut pieces: Vec<Vec<u8>> = atoms.clone();
+        pieces.extend(atoms.iter().map(|a| a.to_ascii_uppercase()));
+        pieces.extend(atoms.iter().filter(|a| a.len() > 2).map(|a| a[..a.len() - 1].to_vec()));
+        let pieces: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+        let mut rng = crate::testrng::Rng(0x0dd_ba11_5ca1_ab1e);
+        let mut found = Vec::new();
+        let mut hits = 0usize;
+        for _ in 0..20_000 {
+            let v = rng.value(&pieces);
+            found.clear();
+            ac.scan(&v, &mut found);
+            found.sort_unstable();
+            found.dedup();
+            let plain: Vec<u32> = atoms
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| v.windows(a.len()).any(|w| w.eq_ignore_ascii_case(a)))
+                .map(|(i, _)| i as u32)
+                .collect();
+            let mut overlapping: Vec<u32> = reference
+                .find_overlapping_iter(&v)
+                .map(|m| m.pattern().as_u32())
+                .collect();
+            overlapping.sort_unstable();
+            overlapping.dedup();
+            assert_eq!(found, plain, "{:?}", String::from_utf8_lossy(&v));
+            assert_eq!(found, overlapping, "{:?}", String::from_utf8_lossy(&v));
+            hits += found.len();
+        }
+        assert!(hits > 20_000, "only {hits} atoms found");
+    }
 
     #[test]
     fn anchored_prefixes_of_key_expressions() {
