@@ -305,23 +305,36 @@ impl AtomDfa {
     /// Appends to `found` the number of every atom that occurs in `v` (ASCII case ignored),
     /// once per occurrence: what the automaton's overlapping search reports, found by stepping
     /// its transition table directly (standard semantics: a match state lists every atom that
-    /// ends there). `atom_scan_finds_every_atom` checks it against a plain search.
-    #[inline]
+    /// ends there). `atom_scan_finds_every_atom` checks it against a plain search. Not
+    /// inlined: in its own function the loop keeps its state in registers.
+    #[inline(never)]
     pub fn scan(&self, v: &[u8], found: &mut Vec<u32>) {
         let d = &self.dfa;
         let mut sid = self.start;
-        for &b in v {
-            sid = d.next_state(aho_corasick::Anchored::No, sid, b);
-            if d.is_special(sid) {
-                if d.is_dead(sid) {
-                    // Unreachable with standard semantics; stop as the search would.
+        let mut at = 0;
+        loop {
+            // The hot loop: no call in it, so its state stays in registers.
+            while at < v.len() {
+                sid = d.next_state(aho_corasick::Anchored::No, sid, v[at]);
+                at += 1;
+                if d.is_special(sid) {
                     break;
                 }
-                if d.is_match(sid) {
-                    for i in 0..d.match_len(sid) {
-                        found.push(d.match_pattern(sid, i).as_u32());
-                    }
+            }
+            if !d.is_special(sid) {
+                return;
+            }
+            if d.is_dead(sid) {
+                // Unreachable with standard semantics; stop as the search would.
+                return;
+            }
+            if d.is_match(sid) {
+                for i in 0..d.match_len(sid) {
+                    found.push(d.match_pattern(sid, i).as_u32());
                 }
+            }
+            if at == v.len() {
+                return;
             }
         }
     }
