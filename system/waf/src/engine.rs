@@ -670,12 +670,13 @@ impl<'a> Eval<'a> {
                     // The raw value itself.
                     Some(0)
                 } else {
-                    outs.iter().position(|o| {
-                        if *o == Some(e) {
-                            return true;
-                        }
-                        let ob = o.and_then(|x| self.entries[x].as_deref()).unwrap_or(raw);
-                        ob.eq_ignore_ascii_case(bytes)
+                    // The same entry (found without comparing bytes), else an output equal
+                    // up to case (outputs are distinct up to case, so at most one is).
+                    outs.iter().position(|o| *o == Some(e)).or_else(|| {
+                        outs.iter().position(|o| {
+                            let ob = o.and_then(|x| self.entries[x].as_deref()).unwrap_or(raw);
+                            ob.eq_ignore_ascii_case(bytes)
+                        })
                     })
                 };
                 out_of[pipe] = match same {
