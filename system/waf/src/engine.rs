@@ -11,7 +11,7 @@
 
 use crate::config::{glob, WafConfig};
 use crate::protocol;
-use crate::request::{BodyKind, Coll, HttpRequest, Item, Parsed};
+use crate::request::{BodyKind, Coll, HttpRequest, Parsed};
 use crate::rules::{family, Cmp, Ctl, Key, Link, Op, Rule, RuleError, RuleSet, Sel, Severity, Src};
 use crate::screen::{pipeline_image, ByteSet};
 use crate::transform::{value_mask, Transform};
@@ -176,6 +176,8 @@ struct Eval<'a> {
     /// The link being evaluated passes its matches on to a next link (else only its first
     /// match is kept).
     keep_all: bool,
+    /// Per item: its name and value (read once from `p`'s buffer).
+    nv: Vec<(&'a [u8], &'a [u8])>,
     /// Per collection (by [`Coll`] index): its items are `p.items[start..end]`.
     ranges: [(u32, u32); Coll::COUNT],
     /// Rules removed for this request by `ctl:ruleRemoveById`.
@@ -314,6 +316,7 @@ impl Waf {
             pending: Vec::new(),
             name_buf: Vec::new(),
             ranges: coll_ranges(parsed),
+            nv: parsed.items.iter().map(|i| (parsed.name(i), parsed.value(i))).collect(),
             removed_rules: Vec::new(),
             removed_targets: Vec::new(),
         };
@@ -546,7 +549,7 @@ impl<'a> Eval<'a> {
             }
             for (k, &e) in live.iter().enumerate() {
                 let ex = &self.waf.config.exclusions[e];
-                key[k] = ex.fields.iter().any(|f| glob(f.as_bytes(), &item.name));
+                key[k] = ex.fields.iter().any(|f| glob(f.as_bytes(), self.p.name(item)));
             }
             let idx = match keys.iter().position(|k| *k == key) {
                 Some(idx) => idx,
@@ -612,7 +615,7 @@ impl<'a> Eval<'a> {
             if pf.coll_pipes[c as usize].is_empty() {
                 continue;
             }
-            let raw: &[u8] = &it.value;
+            let raw: &'a [u8] = self.nv[item].1;
             let mask = self.mask(item);
             outs.clear();
             outs.push(None);
@@ -753,7 +756,7 @@ impl<'a> Eval<'a> {
         match self.bytes[item] {
             Some(b) => b,
             None => {
-                let b = ByteSet::of(&self.p.items[item].value);
+                let b = ByteSet::of(self.nv[item].1);
                 self.bytes[item] = Some(b);
                 b
             }
@@ -792,7 +795,7 @@ impl<'a> Eval<'a> {
     /// The special-byte mask of an item's raw value ([`value_mask`]), computed once.
     fn mask(&mut self, item: usize) -> u32 {
         if self.masks[item] == 0 {
-            self.masks[item] = value_mask(&self.p.items[item].value);
+            self.masks[item] = value_mask(self.nv[item].1);
         }
         self.masks[item]
     }
@@ -865,11 +868,11 @@ impl<'a> Eval<'a> {
                         };
                         for k in lo..hi {
                             let idx = if only.is_some() { self.cands[k].1 as usize } else { k };
-                            let item: &'a Item = &self.p.items[idx];
-                            if !key_matches(&sel.key, &item.name) {
+                            let (name, value) = self.nv[idx];
+                            if !key_matches(&sel.key, name) {
                                 continue;
                             }
-                            if link.excludes.iter().any(|x| sel_covers(x, c, &item.name)) {
+                            if link.excludes.iter().any(|x| sel_covers(x, c, name)) {
                                 continue;
                             }
                             if self.excluded(rule.index, idx) {
@@ -881,8 +884,8 @@ impl<'a> Eval<'a> {
                             let v = Val {
                                 coll: Some(c),
                                 item: Some(idx),
-                                name: &item.name,
-                                value: &item.value,
+                                name,
+                                value,
                             };
                             self.test(link, &v, &mut hits);
                         }
@@ -919,7 +922,7 @@ impl<'a> Eval<'a> {
                             .items
                             .iter()
                             .find(|i| i.coll == Coll::Body)
-                            .map_or(0, |i| i.value.len())
+                            .map_or(0, |i| self.p.value(i).len())
                             .to_string(),
                         Src::ArgsCombinedSize => self.p.args_combined_size.to_string(),
                         _ => "0".to_owned(),
@@ -998,7 +1001,7 @@ impl<'a> Eval<'a> {
                 .map(|&c| {
                     self.p.items[self.range(c)]
                         .iter()
-                        .filter(|i| key_matches(&sel.key, &i.name))
+                        .filter(|i| key_matches(&sel.key, self.p.name(i)))
                         .count()
                 })
                 .sum(),
@@ -1025,8 +1028,8 @@ impl<'a> Eval<'a> {
     fn compute_entry(&mut self, item: usize, pipeline: usize, slot: usize) -> usize {
         if self.exhaustive {
             // Every transformation of the pipeline from the raw value, as ModSecurity does.
-            let raw = &self.p.items[item].value;
-            let mut cur = raw.clone();
+            let raw = self.nv[item].1;
+            let mut cur = raw.to_vec();
             for t in &self.waf.rules.pipelines[pipeline] {
                 cur = t.apply(&cur);
             }
@@ -1050,8 +1053,7 @@ impl<'a> Eval<'a> {
                     }
                     c = next;
                 }
-                let p: &'a Parsed = self.p;
-                let raw = &p.items[item].value;
+                let raw = self.nv[item].1;
                 let unchanged = match self.entries[pe].as_deref() {
                     // From the raw value, the mask tells whether `t` can change it.
                     None => t.change_mask() & self.mask(item) == 0 || !t.may_change(raw),
@@ -1169,10 +1171,9 @@ impl<'a> Eval<'a> {
 
     /// Runs the operator on a cached transformed value of an item; whether it matched.
     fn test_entry(&mut self, link: &'a Link, v: &Val<'_>, item: usize, e: usize, hits: &mut Vec<Hit>) -> bool {
-        let p: &'a Parsed = self.p;
         // Taken out while the operator runs (it may write captures), put back after.
         let taken = self.entries[e].take();
-        let value: &[u8] = taken.as_deref().unwrap_or(&p.items[item].value);
+        let value: &[u8] = taken.as_deref().unwrap_or(self.nv[item].1);
         let hit = self.op(link, value, v);
         if hit {
             self.matched(link, v, value, hits);
@@ -1223,13 +1224,12 @@ impl<'a> Eval<'a> {
 
     /// The value a recorded `setvar` was recorded for.
     fn pending_val(&self, coll: Option<Coll>, item: usize) -> Val<'a> {
-        let p: &'a Parsed = self.p;
-        let it = &p.items[item];
+        let (name, value) = self.nv[item];
         Val {
             coll,
             item: Some(item),
-            name: &it.name,
-            value: &it.value,
+            name,
+            value,
         }
     }
 
@@ -1406,9 +1406,9 @@ impl<'a> Eval<'a> {
                 let found = [Coll::ArgsGet, Coll::ArgsPost]
                     .iter()
                     .flat_map(|&c| self.p.coll(c))
-                    .find(|i| i.name.eq_ignore_ascii_case(name.as_bytes()));
+                    .find(|i| self.p.name(i).eq_ignore_ascii_case(name.as_bytes()));
                 if let Some(i) = found {
-                    out.extend_from_slice(&i.value);
+                    out.extend_from_slice(self.p.value(i));
                 }
             } else if var.eq_ignore_ascii_case("matched_var_name") {
                 out.extend_from_slice(coll_name(v.coll).as_bytes());

@@ -76,14 +76,14 @@ pub fn check(req: &HttpRequest<'_>, parsed: &Parsed, config: &WafConfig) -> Vec<
     let te: Vec<&[u8]> = parsed
         .coll(Coll::Headers)
         .iter()
-        .filter(|i| i.name == b"transfer-encoding")
-        .map(|i| i.value.as_slice())
+        .filter(|i| parsed.name(i) == b"transfer-encoding")
+        .map(|i| parsed.value(i))
         .collect();
     let cl: Vec<&[u8]> = parsed
         .coll(Coll::Headers)
         .iter()
-        .filter(|i| i.name == b"content-length")
-        .map(|i| i.value.as_slice())
+        .filter(|i| parsed.name(i) == b"content-length")
+        .map(|i| parsed.value(i))
         .collect();
     if te.len() > 1 || te.iter().any(|v| !v.trim_ascii().eq_ignore_ascii_case(b"chunked")) {
         out.push(m(

@@ -284,6 +284,12 @@ fn code_point_byte(c: u32) -> u8 {
 /// `%XX` decoding (and `%uXXXX` with `uni`); `+` becomes a space; invalid escapes stay.
 pub fn url_decode(v: &[u8], uni: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
+    url_decode_into(v, uni, &mut out);
+    out
+}
+
+/// [`url_decode`] appending to `out`.
+pub fn url_decode_into(v: &[u8], uni: bool, out: &mut Vec<u8>) {
     let mut i = 0;
     while i < v.len() {
         let b = v[i];
@@ -312,7 +318,6 @@ pub fn url_decode(v: &[u8], uni: bool) -> Vec<u8> {
         }
         i += 1;
     }
-    out
 }
 
 fn html_entity_decode(v: &[u8]) -> Vec<u8> {
