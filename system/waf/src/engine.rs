@@ -1081,6 +1081,15 @@ impl<'a> Eval<'a> {
         let parent = rs.pipe_parent[pipeline];
         let last = rs.pipelines[pipeline].last().copied();
         let idx = match (parent, last) {
+            (Some(_), Some(_)) if rs.pipe_change[pipeline] & self.mask(item) == 0 => {
+                // No transformation of the pipeline can change this value (the step-by-step
+                // test below would keep the raw value at every step): the raw value's entry.
+                let mut root = pipeline;
+                while let Some(up) = rs.pipe_parent[root] {
+                    root = up;
+                }
+                self.entry(item, root)
+            }
             (Some(parent), Some(t)) => {
                 let pe = self.entry(item, parent);
                 // Pipelines that reach the same value apply their next transformation once.
