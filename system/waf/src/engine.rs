@@ -731,7 +731,7 @@ impl<'a> Eval<'a> {
                 }
                 let present = set.intersection(pf.byte_set);
                 if !present.is_empty() {
-                    found.extend(present.bytes().map(|b| pf.byte_atoms[usize::from(b)]));
+                    present.for_each(|b| found.push(pf.byte_atoms[usize::from(b)]));
                     // Both cases of a letter are the same atom.
                     found.sort_unstable();
                     found.dedup();

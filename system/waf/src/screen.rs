@@ -100,6 +100,19 @@ impl ByteSet {
         })
     }
 
+    /// Calls `f` on each byte in the set, in increasing order (a plain loop over the words,
+    /// cheaper than [`ByteSet::bytes`]).
+    #[inline]
+    pub fn for_each(&self, mut f: impl FnMut(u8)) {
+        for (w, &word) in self.0.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                f((w * 64) as u8 | bits.trailing_zeros() as u8);
+                bits &= bits - 1;
+            }
+        }
+    }
+
     /// The bytes of both sets.
     pub fn intersection(self, o: ByteSet) -> ByteSet {
         ByteSet([
@@ -449,6 +462,24 @@ mod tests {
                 let out = p.iter().fold(s.clone(), |v, t| t.apply(&v));
                 assert!(ByteSet::of(&out).is_subset(&pipeline_image(p, ByteSet::of(s))), "{p:?}");
             }
+        }
+    }
+
+    /// `for_each` visits exactly the bytes `contains` reports, in increasing order, as `bytes`
+    /// does, on 20,000 random sets of random sizes.
+    #[test]
+    fn for_each_visits_the_members_in_order() {
+        let mut rng = Rng(0x1f83_d9ab_fb41_bd6b);
+        for _ in 0..20_000 {
+            let mut set = ByteSet::EMPTY;
+            for _ in 0..rng.below(40) {
+                set.insert(rng.next() as u8);
+            }
+            let mut seen = Vec::new();
+            set.for_each(|b| seen.push(b));
+            let want: Vec<u8> = (0..=255u8).filter(|&b| set.contains(b)).collect();
+            assert_eq!(seen, want);
+            assert_eq!(set.bytes().collect::<Vec<u8>>(), want);
         }
     }
 
