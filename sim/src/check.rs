@@ -795,14 +795,11 @@ fn webhook_endpoints(ev: &Evidence) -> Vec<(String, String, bool)> {
 
 fn webhook_delivery(ev: &Evidence, out: &mut Vec<Violation>) {
     let endpoints = webhook_endpoints(ev);
-    // Deliveries still on their way: the event not yet relayed, in the events queue, or a
-    // delivery message waiting for its next attempt.
-    let mut pending_fanout: BTreeSet<&str> = BTreeSet::new();
+    // Deliveries still on their way: the event not yet fanned out, or a delivery message
+    // waiting for its next attempt. (A fanned-out event's messages were sent in the same
+    // transaction as its mark, so there is no state in between.)
     let mut pending: BTreeSet<(&str, &str)> = BTreeSet::new();
     for m in &ev.queues.live {
-        if let Some(id) = m.body.pointer("/id").and_then(|v| v.as_str()) {
-            pending_fanout.insert(id);
-        }
         if let (Some(e), Some(ep)) = (
             m.body.pointer("/event/id").and_then(|v| v.as_str()),
             m.body.pointer("/endpoint").and_then(|v| v.as_str()),
@@ -826,7 +823,7 @@ fn webhook_delivery(ev: &Evidence, out: &mut Vec<Violation>) {
     for e in ev.events {
         let Some(account) = &e.event.account else { continue };
         let id = e.event.id.as_str();
-        if e.seq > ev.queues.relayed_through || pending_fanout.contains(id) {
+        if e.seq > ev.queues.fanned_out_through {
             continue;
         }
         for (ep_id, path, _) in &endpoints {

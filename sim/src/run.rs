@@ -604,17 +604,13 @@ async fn merchant_receive(
 
 fn settled(mem: &MemoryBackend) -> bool {
     use pay_store::{Request, Response};
-    // Webhooks: everything relayed, nothing deliverable or in flight (only retries waiting for
-    // their delay may remain).
-    if mem.unrelayed_events() > 0 {
+    // Webhooks: everything fanned out, nothing deliverable or in flight (only retries waiting
+    // for their delay may remain).
+    if mem.pending_events() > 0 {
         return false;
     }
     let now = EPOCH_MS + world::sim_ms() as i64;
-    for queue in [
-        pay_webhooks::EVENTS_QUEUE,
-        pay_webhooks::DELIVERIES_QUEUE,
-        pay_webhooks::FIFO_DELIVERIES_QUEUE,
-    ] {
+    for queue in [pay_webhooks::DELIVERIES_QUEUE, pay_webhooks::FIFO_DELIVERIES_QUEUE] {
         if let Ok(Response::Depth { depth }) = mem.execute_sync(Request::QueueDepth {
             queue: queue.into(),
             now,

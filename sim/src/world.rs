@@ -275,7 +275,12 @@ fn describe(req: &Request) -> String {
         Request::QueueDepth { queue, .. } => format!("queue_depth {queue}"),
         Request::QueueDeadLetters { queue, .. } => format!("queue_dead_letters {queue}"),
         Request::QueueRedrive { id, .. } => format!("queue_redrive {id}"),
-        Request::RelayOutbox { queue, limit, .. } => format!("relay_outbox {queue} max {limit}"),
+        Request::OutboxPending { limit } => format!("outbox_pending max {limit}"),
+        Request::OutboxFanOut { events, .. } => {
+            let seqs: Vec<String> = events.iter().map(|e| e.seq.to_string()).collect();
+            let n: usize = events.iter().map(|e| e.messages.len()).sum();
+            format!("outbox_fan_out [{}] x{n}", seqs.join(" "))
+        }
     }
 }
 
@@ -291,7 +296,7 @@ fn stamp_queue_now(req: &mut Request, db_now: i64) {
         | Request::QueueDeadLetter { now, .. }
         | Request::QueueDepth { now, .. }
         | Request::QueueRedrive { now, .. }
-        | Request::RelayOutbox { now, .. } => *now = db_now,
+        | Request::OutboxFanOut { now, .. } => *now = db_now,
         _ => {}
     }
 }

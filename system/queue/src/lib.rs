@@ -10,9 +10,11 @@
 //!   `max_receives` times goes to the dead letters, from where it can be redriven.
 //! * **Standard** queues deliver any visible message, in parallel; **FIFO** queues deliver each
 //!   message group strictly in send order with at most one message in flight per group.
-//! * **The outbox relay** moves committed events into a queue exactly once: in PostgreSQL the
-//!   messages are inserted and the events marked relayed in one statement, so an event is
-//!   either relayed (once) or not at all, and concurrent relays skip each other's rows.
+//! * **The outbox fan-out** ([`Outbox`]) turns committed events into messages exactly once: a
+//!   consumer reads the pending events, decides each one's messages, and sends them in one
+//!   transaction with marking the events, which sends only the events no other fan-out
+//!   marked first. So an event's messages are sent once or not at all, with no queue hop
+//!   between the outbox and its consumer.
 //!
 //! [`StoreQueue`] implements the trait on the storage backends (PostgreSQL with
 //! `FOR UPDATE SKIP LOCKED`, memory, and the simulator's remote db); docs/queue.md explains how
@@ -22,7 +24,10 @@
 
 use async_trait::async_trait;
 use pay_core::{Entropy, Env};
-use pay_store::{Db, DeadLetter, NewMessage, QueueDepth, QueueMode, Received, Request, Response, StoreError};
+use pay_store::{
+    Db, DeadLetter, FanOutEvent, NewMessage, QueueDepth, QueueMode, Received, Request, Response, StoreError,
+    StoredEvent,
+};
 use std::time::Duration;
 
 pub use pay_store::{QueueMessage, QueueMode as Mode};
@@ -138,19 +143,88 @@ impl StoreQueue {
         }
     }
 
-    /// Moves up to `limit` committed outbox events into this queue (see the crate docs);
-    /// returns how many.
-    pub async fn relay_outbox(&self, limit: u32) -> Result<u64, QueueError> {
+    /// The message `m` becomes in this queue. With a dedup id the message id derives from it,
+    /// so a resent message is the same message even when the first answer was lost.
+    fn prepare(&self, m: Outgoing) -> NewMessage {
+        let entropy: &dyn Entropy = self.env.entropy.as_ref();
+        NewMessage {
+            id: match &m.dedup {
+                Some(d) => format!(
+                    "msg_{}",
+                    pay_core::ids::EventId::derived(&[&self.config.name, d])
+                        .as_str()
+                        .trim_start_matches("evt_")
+                ),
+                None => format!("msg_{}", pay_core::ids::random_base62(entropy, 24)),
+            },
+            group: m.group,
+            dedup: m.dedup,
+            body: m.body,
+            delay_ms: ms(m.delay),
+        }
+    }
+}
+
+/// The transactional outbox seen from its consumer: services commit events with their
+/// changes; the consumer (the webhook fan-out) reads the pending ones and turns each into
+/// messages on [`StoreQueue`]s exactly once (see the crate docs).
+#[derive(Clone)]
+pub struct Outbox {
+    db: Db,
+    env: Env,
+}
+
+/// One event's part of a fan-out: its outbox sequence number and its messages.
+pub struct FanOut<'a> {
+    /// The event's [`StoredEvent::seq`].
+    pub seq: i64,
+    /// The messages, each with its queue, in send order.
+    pub messages: Vec<(&'a StoreQueue, Outgoing)>,
+}
+
+impl Outbox {
+    /// The outbox of `db`.
+    pub fn new(db: Db, env: Env) -> Outbox {
+        Outbox { db, env }
+    }
+
+    /// Up to `limit` committed events not fanned out yet, oldest first. Nothing is locked:
+    /// two consumers may read the same events, and [`Outbox::fan_out`] sends each once.
+    pub async fn pending(&self, limit: u32) -> Result<Vec<StoredEvent>, QueueError> {
+        match self.db.execute(Request::OutboxPending { limit }).await? {
+            Response::Events { page } => Ok(page.items),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// In one transaction, marks the events fanned out and sends their messages, only for the
+    /// events no fan-out marked before; returns the sequence numbers it marked. An error
+    /// leaves every event pending (or, when the outcome is unknown, marked with its messages
+    /// sent): the next pass reads them again either way.
+    pub async fn fan_out(&self, events: Vec<FanOut<'_>>) -> Result<Vec<i64>, QueueError> {
+        if events.is_empty() {
+            return Ok(vec![]);
+        }
+        let events = events
+            .into_iter()
+            .map(|e| FanOutEvent {
+                seq: e.seq,
+                messages: e
+                    .messages
+                    .into_iter()
+                    .map(|(q, m)| (q.config.name.clone(), q.prepare(m)))
+                    .collect(),
+            })
+            .collect();
         match self
             .db
-            .execute(Request::RelayOutbox {
-                queue: self.config.name.clone(),
-                now: self.now(),
-                limit,
+            .execute(Request::OutboxFanOut {
+                now: self.env.now().millis(),
+                events,
             })
             .await?
         {
-            Response::Relayed { count } => Ok(count),
+            Response::FannedOut { seqs } => Ok(seqs),
             _ => Err(unexpected()),
         }
     }
@@ -159,27 +233,7 @@ impl StoreQueue {
 #[async_trait]
 impl Queue for StoreQueue {
     async fn send(&self, messages: Vec<Outgoing>) -> Result<Vec<String>, QueueError> {
-        let entropy: &dyn Entropy = self.env.entropy.as_ref();
-        let messages = messages
-            .into_iter()
-            .map(|m| NewMessage {
-                // With a dedup id the message id derives from it, so a resent message is the
-                // same message even when the first answer was lost.
-                id: match &m.dedup {
-                    Some(d) => format!(
-                        "msg_{}",
-                        pay_core::ids::EventId::derived(&[&self.config.name, d])
-                            .as_str()
-                            .trim_start_matches("evt_")
-                    ),
-                    None => format!("msg_{}", pay_core::ids::random_base62(entropy, 24)),
-                },
-                group: m.group,
-                dedup: m.dedup,
-                body: m.body,
-                delay_ms: ms(m.delay),
-            })
-            .collect();
+        let messages = messages.into_iter().map(|m| self.prepare(m)).collect();
         match self
             .db
             .execute(Request::QueueSend {

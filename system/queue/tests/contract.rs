@@ -3,7 +3,7 @@
 //! shared by the queue and the test, so visibility timeouts and delays are exact.
 
 use pay_core::{AccountId, Env, Event, EventId, ManualClock, SeededEntropy, Timestamp};
-use pay_queue::{Mode, Outgoing, Queue, QueueConfig, QueueError, StoreQueue};
+use pay_queue::{FanOut, Mode, Outbox, Outgoing, Queue, QueueConfig, QueueError, StoreQueue};
 use pay_store::memory::MemoryBackend;
 use pay_store::{Backend, Db, Entity, Table};
 use serde::{Deserialize, Serialize};
@@ -605,15 +605,45 @@ async fn commit_with_event(db: &Db, seed: &SeededEntropy, account: &str, id: &st
     ev_id
 }
 
-async fn outbox_relay_enqueues_each_committed_event_once(f: Fixture) {
+/// Fans out one pending batch into `q`: each event becomes one message in its account's group
+/// (no dedup id, so only the outbox's marks can keep an event from being sent twice), except
+/// events of `acct_quiet`, which become none. Returns how many events this call marked.
+async fn fan_out_once(outbox: &Outbox, q: &StoreQueue, limit: u32) -> usize {
+    let batch = outbox.pending(limit).await.unwrap();
+    let fan_outs = batch
+        .iter()
+        .map(|e| {
+            let account = e.event.account.as_ref().unwrap().to_string();
+            let messages = if account == "acct_quiet" {
+                vec![]
+            } else {
+                vec![(
+                    q,
+                    Outgoing {
+                        group: Some(account),
+                        dedup: None,
+                        body: json!({"id": e.event.id.as_str()}),
+                        delay: Duration::ZERO,
+                    },
+                )]
+            };
+            FanOut { seq: e.seq, messages }
+        })
+        .collect();
+    outbox.fan_out(fan_outs).await.unwrap().len()
+}
+
+async fn outbox_fan_out_sends_each_committed_event_once_in_commit_order(f: Fixture) {
     let db = f.db();
-    let seed = SeededEntropy::new(3, "relay");
-    let mut committed = BTreeSet::new();
-    for i in 0..40 {
-        let account = if i % 2 == 0 { "acct_even" } else { "acct_odd" };
-        committed.insert(commit_with_event(&db, &seed, account, &format!("cus_{i}")).await);
+    let outbox = Outbox::new(db.clone(), f.env.clone());
+    let seed = SeededEntropy::new(3, "fan-out");
+    let mut committed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for i in 0..60 {
+        let account = ["acct_even", "acct_odd", "acct_quiet"][i % 3];
+        let id = commit_with_event(&db, &seed, account, &format!("cus_{i}")).await;
+        committed.entry(account.to_owned()).or_default().push(id);
     }
-    // A transaction that fails never reaches the queue.
+    // A transaction that fails has no event to fan out.
     let ghost = event(&seed, "acct_even", "cus_0");
     let ghost_id = ghost.id.to_string();
     let mut t = db.txn();
@@ -624,27 +654,42 @@ async fn outbox_relay_enqueues_each_committed_event_once(f: Fixture) {
     t.event(ghost);
     assert!(db.commit(t).await.is_err(), "duplicate insert must fail");
 
-    let q = f.queue("events", Mode::Fifo, 10);
-    let mut relays = vec![];
+    // A batch read before the others fan out sends nothing once they have.
+    let stale = outbox.pending(100).await.unwrap();
+    assert_eq!(stale.len(), 60);
+
+    let q = f.queue("deliveries", Mode::Fifo, 10);
+    let mut consumers = vec![];
     for _ in 0..4 {
-        let q = q.clone();
-        relays.push(tokio::spawn(async move {
+        let (outbox, q) = (outbox.clone(), q.clone());
+        consumers.push(tokio::spawn(async move {
             let mut n = 0;
-            loop {
-                let c = q.relay_outbox(7).await.unwrap();
-                if c == 0 {
-                    break n;
-                }
-                n += c;
+            // Several passes: a consumer that read events another one marked meanwhile
+            // marks fewer than it read, and the events after them are still pending.
+            for _ in 0..40 {
+                n += fan_out_once(&outbox, &q, 7).await;
             }
+            n
         }));
     }
-    let mut relayed = 0;
-    for r in relays {
-        relayed += r.await.unwrap();
+    let mut marked = 0;
+    for c in consumers {
+        marked += c.await.unwrap();
     }
-    assert_eq!(relayed, 40, "concurrent relays move each event once");
-    assert_eq!(q.relay_outbox(100).await.unwrap(), 0);
+    assert_eq!(marked, 60, "concurrent fan-outs mark each event once");
+    assert!(outbox.pending(100).await.unwrap().is_empty());
+    let again = stale
+        .iter()
+        .map(|e| FanOut {
+            seq: e.seq,
+            messages: vec![(&q, msg(json!({"id": e.event.id.as_str()})))],
+        })
+        .collect();
+    assert_eq!(
+        outbox.fan_out(again).await.unwrap(),
+        Vec::<i64>::new(),
+        "a stale batch sends nothing"
+    );
 
     let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
     loop {
@@ -654,23 +699,19 @@ async fn outbox_relay_enqueues_each_committed_event_once(f: Fixture) {
         }
         for r in batch {
             let id = r.message.body["id"].as_str().unwrap().to_owned();
-            assert_eq!(r.message.dedup.as_deref(), Some(id.as_str()));
             got.entry(r.message.group.clone().unwrap()).or_default().push(id);
             q.ack(&r.receipt).await.unwrap();
         }
     }
-    let all: BTreeSet<String> = got.values().flatten().cloned().collect();
-    assert_eq!(all.len(), 40, "no duplicates");
-    assert_eq!(all, committed);
-    assert!(!all.contains(&ghost_id), "a rolled-back event is never enqueued");
-    assert_eq!(
-        got.keys().cloned().collect::<Vec<_>>(),
-        vec!["acct_even".to_owned(), "acct_odd".to_owned()]
-    );
+    committed.remove("acct_quiet");
+    // Each group in commit order, each event once, the rolled-back one never.
+    assert_eq!(got, committed);
+    assert!(!got.values().flatten().any(|id| *id == ghost_id));
 
-    // Later commits are relayed by the next pass.
+    // Later commits are fanned out by the next pass.
     commit_with_event(&db, &seed, "acct_odd", "cus_late").await;
-    assert_eq!(q.relay_outbox(100).await.unwrap(), 1);
+    assert_eq!(fan_out_once(&outbox, &q, 100).await, 1);
+    assert_eq!(fan_out_once(&outbox, &q, 100).await, 0);
 }
 
 macro_rules! contract {
@@ -691,7 +732,7 @@ macro_rules! contract {
                 fifo_batch_takes_each_groups_run_in_order_and_holds_the_group,
                 concurrent_fifo_batch_receivers_hold_each_group_once,
                 ack_all_acknowledges_a_batch_and_reports_a_stale_receipt,
-                outbox_relay_enqueues_each_committed_event_once);
+                outbox_fan_out_sends_each_committed_event_once_in_commit_order);
         }
     };
     (@tests $factory:ident, $($name:ident),*) => {

@@ -40,7 +40,7 @@ struct State {
     q_dedup: BTreeMap<(String, String), (String, Option<i64>)>,
     q_dead: BTreeMap<String, BTreeMap<i64, DeadLetter>>,
     q_next_seq: i64,
-    relay_cursor: i64,
+    fanout_cursor: i64,
     tables: BTreeMap<Table, BTreeMap<String, Record>>,
     by_account: BTreeMap<(Table, String), BTreeSet<(i64, String)>>,
     k1: BTreeMap<(Table, String), BTreeSet<(i64, String)>>,
@@ -90,13 +90,13 @@ impl MemoryBackend {
         self.with_state(|s| s.events.values().cloned().collect())
     }
 
-    /// How many committed outbox events the relay has not moved into a queue yet.
-    pub fn unrelayed_events(&self) -> usize {
-        self.with_state(|s| s.events.range(s.relay_cursor + 1..).count())
+    /// How many committed outbox events the webhook fan-out has not handled yet.
+    pub fn pending_events(&self) -> usize {
+        self.with_state(|s| s.events.range(s.fanout_cursor + 1..).count())
     }
 
     /// The queues as they stand (for the simulator's checkers): live messages of every queue,
-    /// dead letters, and the sequence number of the last event relayed from the outbox.
+    /// dead letters, and the sequence number of the last outbox event fanned out.
     pub fn queue_snapshot(&self) -> QueueSnapshot {
         self.with_state(|s| QueueSnapshot {
             live: s
@@ -105,7 +105,7 @@ impl MemoryBackend {
                 .flat_map(|q| q.values().map(|m| m.msg.clone()))
                 .collect(),
             dead: s.q_dead.values().flat_map(|d| d.values().cloned()).collect(),
-            relayed_through: s.relay_cursor,
+            fanned_out_through: s.fanout_cursor,
         })
     }
 }
@@ -117,8 +117,9 @@ pub struct QueueSnapshot {
     pub live: Vec<QueueMessage>,
     /// Dead letters.
     pub dead: Vec<DeadLetter>,
-    /// Outbox events with a sequence number up to this have been relayed.
-    pub relayed_through: i64,
+    /// Outbox events with a sequence number up to this have been fanned out: their webhook
+    /// delivery messages are in the queues (or were delivered).
+    pub fanned_out_through: i64,
 }
 
 impl State {
@@ -586,28 +587,35 @@ impl State {
         d
     }
 
-    fn relay_outbox(&mut self, queue: &str, now: i64, limit: u32) -> u64 {
+    fn outbox_pending(&self, limit: usize) -> Vec<StoredEvent> {
         // In memory, sequence order is commit order, so a cursor is exact. (PostgreSQL marks
         // each event instead: there, sequence order is not commit order.)
-        let picked: Vec<StoredEvent> = self
-            .events
-            .range(self.relay_cursor + 1..)
-            .take(limit.clamp(1, 10_000) as usize)
+        self.events
+            .range(self.fanout_cursor + 1..)
+            .take(limit)
             .map(|(_, e)| e.clone())
-            .collect();
-        let count = picked.len() as u64;
-        for e in picked {
-            self.relay_cursor = e.seq;
-            let msg = NewMessage {
-                id: format!("msg_{}", e.event.id),
-                group: e.event.account.as_ref().map(|a| a.to_string()),
-                dedup: Some(e.event.id.to_string()),
-                body: serde_json::to_value(&e.event).unwrap_or_default(),
-                delay_ms: 0,
-            };
-            self.q_send(queue, now, vec![msg]);
+            .collect()
+    }
+
+    fn outbox_fan_out(&mut self, now: i64, events: Vec<FanOutEvent>) -> Vec<i64> {
+        // Under the state lock this is one transaction. Events at or below the cursor were
+        // fanned out before; the rest must start right after it (what `outbox_pending` gives),
+        // so that the cursor never passes an event that was not fanned out.
+        let mut marked = vec![];
+        for e in events {
+            if e.seq <= self.fanout_cursor {
+                continue;
+            }
+            if self.events.range(self.fanout_cursor + 1..e.seq).next().is_some() {
+                break;
+            }
+            self.fanout_cursor = e.seq;
+            for (queue, message) in e.messages {
+                self.q_send(&queue, now, vec![message]);
+            }
+            marked.push(e.seq);
         }
-        count
+        marked
     }
 
     fn idem_begin(&mut self, b: IdemBegin) -> IdemBeginOutcome {
@@ -865,8 +873,17 @@ impl MemoryBackend {
                 }
                 Ok(Response::Done)
             }
-            Request::RelayOutbox { queue, now, limit } => Ok(Response::Relayed {
-                count: s.relay_outbox(&queue, now, limit),
+            Request::OutboxPending { limit } => {
+                let limit = limit.clamp(1, 10_000) as usize;
+                let mut items = s.outbox_pending(limit + 1);
+                let has_more = items.len() > limit;
+                items.truncate(limit);
+                Ok(Response::Events {
+                    page: Page { items, has_more },
+                })
+            }
+            Request::OutboxFanOut { now, events } => Ok(Response::FannedOut {
+                seqs: s.outbox_fan_out(now, events),
             }),
             Request::Reap { now, txn_retention_ms } => {
                 s.q_dedup

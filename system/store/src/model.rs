@@ -325,6 +325,15 @@ pub struct NewMessage {
     pub delay_ms: i64,
 }
 
+/// One outbox event of a fan-out and the messages it becomes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FanOutEvent {
+    /// The event's outbox sequence number.
+    pub seq: i64,
+    /// Its messages, each with the queue it goes to, in send order.
+    pub messages: Vec<(String, NewMessage)>,
+}
+
 /// A message in a queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueMessage {
@@ -570,16 +579,23 @@ pub enum Request {
         /// Now, Unix ms.
         now: i64,
     },
-    /// Move committed outbox events into `queue`, each exactly once (one message per event,
-    /// group = the event's account, dedup = the event id), in one transaction with marking
-    /// them relayed.
-    RelayOutbox {
-        /// Queue name.
-        queue: String,
-        /// Now, Unix ms.
-        now: i64,
-        /// At most this many events.
+    /// Committed outbox events not fanned out yet, in sequence order, across accounts: the
+    /// webhook fan-out's input. A read; it locks nothing, so two readers may see the same
+    /// events, and [`Request::OutboxFanOut`] decides which of them sends.
+    OutboxPending {
+        /// At most this many.
         limit: u32,
+    },
+    /// Fan out outbox events: in one transaction, mark each listed event fanned out and send
+    /// its messages, but only for the events no earlier fan-out marked. So every event's
+    /// messages are sent exactly once, however many fan-outs read it, and a fan-out that
+    /// fails sends nothing and marks nothing. Fan-outs take turns, so messages of a later
+    /// fan-out come after those of an earlier one in every FIFO group.
+    OutboxFanOut {
+        /// Now, Unix ms (the messages' send time).
+        now: i64,
+        /// The events, in sequence order, with their messages.
+        events: Vec<FanOutEvent>,
     },
     /// Delete expired idempotency keys and old applied-transaction ids.
     Reap {
@@ -653,10 +669,10 @@ pub enum Response {
         /// Dead letters.
         letters: Vec<DeadLetter>,
     },
-    /// Events relayed into a queue.
-    Relayed {
-        /// How many.
-        count: u64,
+    /// The outbox events a fan-out marked (the others were marked before it).
+    FannedOut {
+        /// Their sequence numbers.
+        seqs: Vec<i64>,
     },
     /// Reaped counts.
     Reaped {

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use pay_core::Event;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row};
+use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -513,6 +514,62 @@ impl PgBackend {
         Ok(ids)
     }
 
+    /// See [`Request::OutboxFanOut`]. The marks and the messages commit together; fan-outs
+    /// take turns on an advisory lock, so a later one's messages get later queue sequence
+    /// numbers, and a fan-out that waited finds the events the other marked already marked.
+    async fn outbox_fan_out(&self, now: i64, events: Vec<FanOutEvent>) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, false))?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('outbox_fan_out'))")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, false))?;
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        let marked: BTreeSet<i64> = sqlx::query_scalar::<_, i64>(
+            "UPDATE events SET relayed = true WHERE seq = ANY($1) AND NOT relayed RETURNING seq",
+        )
+        .bind(&seqs)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| map_err(e, false))?
+        .into_iter()
+        .collect();
+        let (mut ids, mut queues, mut groups, mut dedups, mut bodies, mut delays) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let mut done = Vec::with_capacity(marked.len());
+        for e in events.into_iter().filter(|e| marked.contains(&e.seq)) {
+            done.push(e.seq);
+            for (queue, m) in e.messages {
+                ids.push(m.id);
+                queues.push(queue);
+                groups.push(m.group);
+                dedups.push(m.dedup);
+                bodies.push(m.body);
+                delays.push(m.delay_ms.max(0));
+            }
+        }
+        if !ids.is_empty() {
+            // One statement for the whole batch, in event order (which FIFO groups keep).
+            sqlx::query(
+                "INSERT INTO queue_messages (id, queue, grp, dedup, body, created, available_at) \
+                 SELECT m.id, m.queue, m.grp, m.dedup, m.body, $7, $7 + m.delay \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::bigint[]) WITH ORDINALITY AS m(id, queue, grp, dedup, body, delay, n) \
+                 ORDER BY m.n ON CONFLICT DO NOTHING",
+            )
+            .bind(&ids)
+            .bind(&queues)
+            .bind(&groups)
+            .bind(&dedups)
+            .bind(&bodies)
+            .bind(&delays)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, false))?;
+        }
+        tx.commit().await.map_err(|e| map_err(e, true))?;
+        Ok(done)
+    }
+
     async fn q_receive(
         &self,
         queue: &str,
@@ -933,26 +990,23 @@ impl Backend for PgBackend {
                     Err(StoreError::Invalid(format!("no dead letter {id}")))
                 }
             }
-            Request::RelayOutbox { queue, now, limit } => {
-                // One statement: the messages and the relayed marks commit together, so an
-                // event is enqueued exactly once; concurrent relays skip each other's rows.
-                let row = sqlx::query(
-                    "WITH picked AS (SELECT seq, id, account, body FROM events WHERE NOT relayed ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED), \
-                     ins AS (INSERT INTO queue_messages (id, queue, grp, dedup, body, created, available_at) \
-                       SELECT 'msg_' || picked.id, $1, NULLIF(picked.account, ''), picked.id, picked.body, $2, $2 FROM picked ORDER BY picked.seq ON CONFLICT DO NOTHING), \
-                     upd AS (UPDATE events SET relayed = true FROM picked WHERE events.seq = picked.seq) \
-                     SELECT count(*) AS n FROM picked",
-                )
-                .bind(&queue)
-                .bind(now)
-                .bind(i64::from(limit.clamp(1, 10_000)))
-                .fetch_one(&self.pool)
-                .await
-                .map_err(|e| map_err(e, true))?;
-                Ok(Response::Relayed {
-                    count: u64::try_from(row.try_get::<i64, _>("n").map_err(decode)?).unwrap_or(0),
+            Request::OutboxPending { limit } => {
+                let limit = i64::from(limit.clamp(1, 10_000));
+                let rows = sqlx::query("SELECT seq, body FROM events WHERE NOT relayed ORDER BY seq LIMIT $1")
+                    .bind(limit + 1)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| map_err(e, false))?;
+                let mut items: Vec<StoredEvent> = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
+                let has_more = items.len() as i64 > limit;
+                items.truncate(limit as usize);
+                Ok(Response::Events {
+                    page: Page { items, has_more },
                 })
             }
+            Request::OutboxFanOut { now, events } => Ok(Response::FannedOut {
+                seqs: self.outbox_fan_out(now, events).await?,
+            }),
             Request::Reap { now, txn_retention_ms } => {
                 sqlx::query("DELETE FROM queue_messages WHERE state = 'acked' AND done_at < $1")
                     .bind(now.saturating_sub(crate::memory::DEDUP_WINDOW_MS))

@@ -759,3 +759,58 @@ async fn postgres_migration_0006_starts_the_legacy_week_only_on_a_used_database(
         "the week ends in {week} ms"
     );
 }
+
+/// Migration 0007 moves the webhook fan-out onto the outbox. Events an older version relayed into
+/// the `webhook_events` queue but had not fanned out (the message live, or dead-lettered) go back
+/// to the outbox; events whose message was acknowledged stay fanned out; the queue is emptied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migration_0007_returns_unfanned_events_to_the_outbox() {
+    let tdb = pay_store::testing::TestDatabase::create()
+        .await
+        .expect("test PostgreSQL");
+    let backend = tdb.backend().await.unwrap();
+    let pool = backend.pool().clone();
+    let db = Db::new(Arc::new(backend), env());
+    let seed = SeededEntropy::new(7, "0007");
+    let mut ids = vec![];
+    for (i, object) in ["cus_live", "cus_acked", "cus_dead", "cus_new"].iter().enumerate() {
+        let mut t = db.txn();
+        let e = event(&seed, "acct_1", "customer.created", object, i as i64);
+        ids.push(e.id.to_string());
+        t.event(e);
+        db.commit(t).await.unwrap();
+    }
+    // What the old relay left: the first three relayed, their messages in three states.
+    for (id, state) in ids.iter().zip(["live", "acked", "dead"]) {
+        sqlx::query("UPDATE events SET relayed = true WHERE id = $1")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO queue_messages (id, queue, grp, dedup, body, created, available_at, state) \
+             VALUES ('msg_' || $1, 'webhook_events', 'acct_1', $1, '{}', 0, 0, $2)",
+        )
+        .bind(id)
+        .bind(state)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 7")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pay_store::postgres::MIGRATOR.run(&pool).await.unwrap();
+    let pending = match db.execute(Request::OutboxPending { limit: 10 }).await.unwrap() {
+        Response::Events { page } => page.items,
+        other => panic!("unexpected {other:?}"),
+    };
+    let pending: Vec<String> = pending.into_iter().map(|e| e.event.id.to_string()).collect();
+    assert_eq!(pending, vec![ids[0].clone(), ids[2].clone(), ids[3].clone()]);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM queue_messages WHERE queue = 'webhook_events'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}

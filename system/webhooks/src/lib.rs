@@ -4,11 +4,11 @@
 //! The path of an event (see docs/webhooks.md):
 //!
 //! 1. A service commits a change and its event in one transaction (the outbox).
-//! 2. **Relay**: committed events move into the `webhook_events` queue exactly once
-//!    ([`pay_queue::StoreQueue::relay_outbox`]); rolled-back changes have no event to move.
-//! 3. **Fan-out**: each event becomes one delivery message per subscribed, enabled endpoint,
-//!    deduplicated by `event id / endpoint id`, so a fan-out repeated after a crash adds nothing.
-//! 4. **Delivery**: a POST with both signature schemes ([`signing`]); a 2xx acknowledges the
+//! 2. **Fan-out**: the fan-out reads committed events from the outbox, in sequence order, and
+//!    each becomes one delivery message per subscribed, enabled endpoint. The messages are sent
+//!    in one transaction with marking the events ([`pay_queue::Outbox::fan_out`]), so each
+//!    event is fanned out exactly once; rolled-back changes have no event to fan out.
+//! 3. **Delivery**: a POST with both signature schemes ([`signing`]); a 2xx acknowledges the
 //!    message; anything else is retried on the schedule [`RETRY_DELAYS`] (plus jitter) through
 //!    the queue's delayed redelivery; 410 Gone disables the endpoint; after the last attempt the
 //!    delivery goes to the dead letters, from where it can be redriven or the event resent.
@@ -28,7 +28,7 @@ pub mod worker;
 use pay_core::Env;
 use pay_hsm::Hsm;
 use pay_net::metrics::Metrics;
-use pay_queue::{Mode, QueueConfig, StoreQueue};
+use pay_queue::{Mode, Outbox, QueueConfig, StoreQueue};
 use pay_store::Db;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,8 +50,6 @@ pub const RETRY_DELAYS: [Duration; 9] = [
     Duration::from_secs(24 * 3600),
 ];
 
-/// Queue of relayed events (FIFO per account, so fan-out keeps commit order per account).
-pub const EVENTS_QUEUE: &str = "webhook_events";
 /// Deliveries to standard endpoints (parallel).
 pub const DELIVERIES_QUEUE: &str = "webhook_deliveries";
 /// Deliveries to FIFO endpoints (one in flight per endpoint).
@@ -95,7 +93,7 @@ pub struct Webhooks {
     pub(crate) outbound: Outbound,
     pub(crate) metrics: Metrics,
     pub(crate) config: WebhooksConfig,
-    pub(crate) events: StoreQueue,
+    pub(crate) outbox: Outbox,
     pub(crate) deliveries: StoreQueue,
     pub(crate) fifo_deliveries: StoreQueue,
     pub(crate) last_metrics: std::sync::Mutex<Option<i64>>,
@@ -127,7 +125,7 @@ impl Webhooks {
         // after worker crashes before the queue's own dead-lettering steps in.
         let max_delivery_receives = RETRY_DELAYS.len() as u32 + 1 + 5;
         Webhooks {
-            events: q(EVENTS_QUEUE, Mode::FifoBatch, Duration::from_secs(30), 1000),
+            outbox: Outbox::new(db.clone(), env.clone()),
             deliveries: q(
                 DELIVERIES_QUEUE,
                 Mode::Standard,
@@ -157,10 +155,5 @@ impl Webhooks {
         } else {
             &self.deliveries
         }
-    }
-
-    /// The relayed-events queue.
-    pub fn events_queue(&self) -> &StoreQueue {
-        &self.events
     }
 }

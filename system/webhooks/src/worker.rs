@@ -1,4 +1,4 @@
-//! The delivery pipeline: relay, fan-out and delivery passes (see the crate docs).
+//! The delivery pipeline: fan-out and delivery passes (see the crate docs).
 
 use crate::endpoints::EndpointRecord;
 use crate::signing::{standard_signature_header, stripe_signature_header};
@@ -6,7 +6,7 @@ use crate::{Webhooks, RETRY_DELAYS};
 use bytes::Bytes;
 use pay_core::{AccountId, ApiError, Event};
 use pay_proto::webhooks::{ResendEvent, Resent};
-use pay_queue::{Outgoing, Queue, QueueError, QueueMessage};
+use pay_queue::{FanOut, Outgoing, Queue, QueueError, QueueMessage};
 use pay_store::{Received, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -48,9 +48,7 @@ pub struct Delivery {
 /// What one pass did (tests and the simulator drive passes directly).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TickReport {
-    /// Events moved from the outbox into the events queue.
-    pub relayed: u64,
-    /// Events fanned out.
+    /// Outbox events fanned out (each turned into its delivery messages, possibly none).
     pub fanned_out: u64,
     /// Delivery messages created.
     pub enqueued: u64,
@@ -67,7 +65,7 @@ pub struct TickReport {
 impl TickReport {
     /// True when the pass did anything.
     pub fn busy(&self) -> bool {
-        self.relayed + self.fanned_out + self.delivered + self.retried + self.dead + self.dropped > 0
+        self.fanned_out + self.delivered + self.retried + self.dead + self.dropped > 0
     }
 }
 
@@ -110,17 +108,14 @@ impl Webhooks {
         }
     }
 
-    /// One pass: relay, fan out, deliver, refresh metrics.
+    /// One pass: fan out, deliver, refresh metrics.
     pub async fn tick(&self) -> Result<TickReport, PassError> {
         let mut r = TickReport::default();
         for _ in 0..10 {
-            let n = self.events.relay_outbox(200).await?;
-            r.relayed += n;
-            if n < 200 {
+            if !self.fan_out(&mut r).await? {
                 break;
             }
         }
-        self.fan_out(&mut r).await?;
         let (mut standard, mut fifo) = (TickReport::default(), TickReport::default());
         let (a, b) = tokio::join!(self.deliver(false, &mut standard), self.deliver(true, &mut fifo));
         a?;
@@ -135,67 +130,68 @@ impl Webhooks {
         Ok(r)
     }
 
-    async fn fan_out(&self, r: &mut TickReport) -> Result<(), PassError> {
-        let batch = self.events.receive(100).await?;
+    /// Fans out one batch of pending outbox events; true when more may be pending.
+    async fn fan_out(&self, r: &mut TickReport) -> Result<bool, PassError> {
+        const BATCH: u32 = 200;
+        let batch = self.outbox.pending(BATCH).await?;
+        let oldest = batch
+            .first()
+            .map_or(0, |e| self.env.now().millis() / 1000 - e.event.created);
+        self.metrics.set(
+            "webhook_outbox_oldest_age_seconds",
+            "Age of the oldest committed event the fan-out had not handled when its pass began.",
+            &[],
+            oldest.max(0) as f64,
+        );
+        if batch.is_empty() {
+            return Ok(false);
+        }
+        let more = batch.len() as u32 >= BATCH;
         let mut endpoints: BTreeMap<String, Vec<EndpointRecord>> = BTreeMap::new();
-        // The whole batch's delivery messages go out in two sends (in event order, which the
-        // FIFO endpoints' groups keep) and its events are acknowledged in one round trip.
-        let (mut standard, mut fifo, mut done) = (vec![], vec![], vec![]);
-        for m in batch {
-            let event: Event = match serde_json::from_value(m.message.body.clone()) {
-                Ok(e) => e,
-                Err(_) => {
-                    self.events.dead_letter(&m.receipt, "not an event").await?;
-                    continue;
+        let mut fan_outs = Vec::with_capacity(batch.len());
+        for stored in &batch {
+            let event = &stored.event;
+            let mut messages = vec![];
+            if let Some(account) = &event.account {
+                if !endpoints.contains_key(account.as_str()) {
+                    let all = self.all_endpoints(account.as_str()).await?;
+                    endpoints.insert(account.to_string(), all);
                 }
-            };
-            let Some(account) = event.account.clone() else {
-                done.push(m.receipt);
-                continue;
-            };
-            if !endpoints.contains_key(account.as_str()) {
-                let all = self.all_endpoints(account.as_str()).await?;
-                endpoints.insert(account.to_string(), all);
-            }
-            let targets: Vec<&EndpointRecord> = endpoints[account.as_str()]
-                .iter()
-                .filter(|e| e.is_enabled() && e.subscribes_to(&event.kind))
-                .collect();
-            let mut shown = event.clone();
-            shown.account = None;
-            shown.pending_webhooks = targets.len() as u32;
-            for ep in targets {
-                let d = Delivery {
-                    account: account.clone(),
-                    endpoint: ep.endpoint.id.clone(),
-                    event: shown.clone(),
-                };
-                let out = Outgoing {
-                    group: Some(ep.endpoint.id.clone()),
-                    dedup: Some(format!("{}/{}", event.id, ep.endpoint.id)),
-                    body: serde_json::to_value(&d).unwrap_or_default(),
-                    delay: Duration::ZERO,
-                };
-                if ep.endpoint.fifo {
-                    fifo.push(out);
-                } else {
-                    standard.push(out);
+                let targets: Vec<&EndpointRecord> = endpoints[account.as_str()]
+                    .iter()
+                    .filter(|e| e.is_enabled() && e.subscribes_to(&event.kind))
+                    .collect();
+                let mut shown = event.clone();
+                shown.account = None;
+                shown.pending_webhooks = targets.len() as u32;
+                for ep in targets {
+                    let d = Delivery {
+                        account: account.clone(),
+                        endpoint: ep.endpoint.id.clone(),
+                        event: shown.clone(),
+                    };
+                    let out = Outgoing {
+                        group: Some(ep.endpoint.id.clone()),
+                        dedup: Some(format!("{}/{}", event.id, ep.endpoint.id)),
+                        body: serde_json::to_value(&d).unwrap_or_default(),
+                        delay: Duration::ZERO,
+                    };
+                    messages.push((self.delivery_queue(ep.endpoint.fifo), out));
                 }
             }
-            done.push(m.receipt);
+            fan_outs.push(FanOut {
+                seq: stored.seq,
+                messages,
+            });
+        }
+        // The batch's messages and its events' marks commit together, in event order (which
+        // the FIFO endpoints' groups keep); events another fan-out marked meanwhile send nothing.
+        let counts: BTreeMap<i64, usize> = fan_outs.iter().map(|f| (f.seq, f.messages.len())).collect();
+        for seq in self.outbox.fan_out(fan_outs).await? {
             r.fanned_out += 1;
+            r.enqueued += counts.get(&seq).copied().unwrap_or(0) as u64;
         }
-        r.enqueued += (standard.len() + fifo.len()) as u64;
-        if !standard.is_empty() {
-            self.deliveries.send(standard).await?;
-        }
-        if !fifo.is_empty() {
-            self.fifo_deliveries.send(fifo).await?;
-        }
-        // Only now: a crash before this ack re-runs the batch's fan-out, which the dedup ids
-        // absorb.
-        self.events.ack_all(&done).await?;
-        Ok(())
+        Ok(more)
     }
 
     async fn deliver(&self, fifo: bool, r: &mut TickReport) -> Result<(), PassError> {
@@ -388,7 +384,7 @@ impl Webhooks {
             }
             *last = Some(now);
         }
-        for q in [&self.events, &self.deliveries, &self.fifo_deliveries] {
+        for q in [&self.deliveries, &self.fifo_deliveries] {
             if let Ok(d) = q.depth().await {
                 let name = q.config().name.as_str();
                 for (state, v) in [
