@@ -841,24 +841,35 @@ impl<'a> Eval<'a> {
     #[inline(never)]
     fn rule(&mut self, rule: &'a Rule, only: Option<(usize, usize)>) -> Option<String> {
         let mut prev: Vec<Hit> = Vec::new();
-        let mut first: Option<String> = None;
+        // The first link's first match names the rule's target, written out only when the
+        // whole chain matches.
+        let mut first: Option<(Option<Coll>, Vec<u8>)> = None;
         for (i, link) in rule.links.iter().enumerate() {
             self.keep_all = i + 1 < rule.links.len();
-            let hits = self.link(rule, link, &prev, if i == 0 { only } else { None });
+            let mut hits = self.link(rule, link, &prev, if i == 0 { only } else { None });
             if hits.is_empty() {
                 return None;
             }
             if first.is_none() {
-                let h = &hits[0];
-                first = Some(if h.name.is_empty() {
-                    coll_name(h.coll).to_owned()
-                } else {
-                    format!("{}:{}", coll_name(h.coll), String::from_utf8_lossy(&h.name))
-                });
+                let h = &mut hits[0];
+                first = Some((
+                    h.coll,
+                    if i + 1 < rule.links.len() {
+                        h.name.clone()
+                    } else {
+                        std::mem::take(&mut h.name)
+                    },
+                ));
             }
             prev = hits;
         }
-        first
+        first.map(|(coll, name)| {
+            if name.is_empty() {
+                coll_name(coll).to_owned()
+            } else {
+                format!("{}:{}", coll_name(coll), String::from_utf8_lossy(&name))
+            }
+        })
     }
 
     #[inline(never)]
