@@ -175,8 +175,8 @@ struct Eval<'a> {
     name_buf: Vec<u8>,
     /// libinjection verdicts of this request: (XSS detector, value, verdict).
     detected: Vec<(bool, Vec<u8>, bool)>,
-    /// The link being evaluated passes its matches on to a next link (else only its first
-    /// match is kept).
+    /// The link being evaluated passes its matches on to a next link that reads them (else
+    /// only its first match is kept).
     keep_all: bool,
     /// Per item: its name and value (read once from `p`'s buffer).
     nv: Vec<(&'a [u8], &'a [u8])>,
@@ -845,7 +845,13 @@ impl<'a> Eval<'a> {
         // whole chain matches.
         let mut first: Option<(Option<Coll>, Vec<u8>)> = None;
         for (i, link) in rule.links.iter().enumerate() {
-            self.keep_all = i + 1 < rule.links.len();
+            // Every match is passed on only to a next link that reads the matches (else the
+            // first one, which names the target, is enough); the reference path passes every
+            // match to every next link, so the corpus test compares both.
+            self.keep_all = rule
+                .links
+                .get(i + 1)
+                .is_some_and(|next| self.exhaustive || next.targets.iter().any(|t| matches!(t.src, Src::Matched)));
             let mut hits = self.link(rule, link, &prev, if i == 0 { only } else { None });
             if hits.is_empty() {
                 return None;
