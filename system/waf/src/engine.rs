@@ -9,7 +9,7 @@
 //! The reference path ([`Waf::inspect_exhaustive`]) evaluates every rule on every value; the
 //! tests check that both give the same verdict.
 
-use crate::config::{glob, WafConfig};
+use crate::config::{glob, Glob, WafConfig};
 use crate::protocol;
 use crate::request::{BodyKind, Coll, HttpRequest, Parsed};
 use crate::rules::{family, Cmp, Ctl, Key, Link, Op, Rule, RuleError, RuleSet, Sel, Severity, Src};
@@ -66,6 +66,8 @@ pub struct Waf {
     active: Vec<bool>,
     /// Per configured exclusion: the rules (bits over rule indices) it skips.
     excl_rules: Vec<Vec<u64>>,
+    /// Per configured exclusion: its field patterns, split.
+    excl_fields: Vec<Vec<Glob>>,
 }
 
 /// A value under evaluation: an item of the request or a computed one.
@@ -248,11 +250,17 @@ impl Waf {
                 bits
             })
             .collect();
+        let excl_fields = config
+            .exclusions
+            .iter()
+            .map(|e| e.fields.iter().map(|f| Glob::new(f.as_bytes())).collect())
+            .collect();
         Waf {
             rules,
             config,
             tx,
             active,
+            excl_fields,
             excl_rules,
         }
     }
@@ -575,8 +583,7 @@ impl<'a> Eval<'a> {
                 continue;
             }
             for (k, &e) in live.iter().enumerate() {
-                let ex = &self.waf.config.exclusions[e];
-                key[k] = ex.fields.iter().any(|f| glob(f.as_bytes(), self.p.name(item)));
+                key[k] = self.waf.excl_fields[e].iter().any(|f| f.matches(self.p.name(item)));
             }
             let idx = match keys.iter().position(|k| *k == key) {
                 Some(idx) => idx,
