@@ -1333,7 +1333,7 @@ impl<'a> Eval<'a> {
             let v = self.pending_val(coll, item);
             if let Some((k, _)) = link.setvars.get(i) {
                 name.clear();
-                name.extend_from_slice(&self.expand(k, &v));
+                self.expand_into(k, &v, &mut name);
                 name.make_ascii_lowercase();
                 if key_matches(key, &name) {
                     last = Some(j);
@@ -1450,19 +1450,25 @@ impl<'a> Eval<'a> {
     /// Expands `%{tx.name}`, `%{request_headers.host}`, `%{args.name}`, `%{matched_var}`,
     /// `%{matched_var_name}` in an operator argument or `setvar`.
     fn expand<'s>(&self, s: &'s str, v: &Val<'_>) -> Cow<'s, [u8]> {
-        // `%{` found bytewise (a `str` pattern search sets up a searcher per call).
-        let macro_at = |x: &str| x.as_bytes().windows(2).position(|w| w == b"%{");
-        if macro_at(s).is_none() {
+        if !s.as_bytes().windows(2).any(|w| w == b"%{") {
             return Cow::Borrowed(s.as_bytes());
         }
         let mut out = Vec::with_capacity(s.len() + 32);
+        self.expand_into(s, v, &mut out);
+        Cow::Owned(out)
+    }
+
+    /// [`Eval::expand`] appending to `out`.
+    fn expand_into(&self, s: &str, v: &Val<'_>, out: &mut Vec<u8>) {
+        // `%{` found bytewise (a `str` pattern search sets up a searcher per call).
+        let macro_at = |x: &str| x.as_bytes().windows(2).position(|w| w == b"%{");
         let mut rest = s;
         while let Some(i) = macro_at(rest) {
             out.extend_from_slice(&rest.as_bytes()[..i]);
             let after = &rest[i + 2..];
             let Some(end) = after.bytes().position(|b| b == b'}') else {
                 out.extend_from_slice(&rest.as_bytes()[i..]);
-                return Cow::Owned(out);
+                return;
             };
             let var = &after[..end];
             let (scope, name) = var.split_once('.').unwrap_or((var, ""));
@@ -1493,7 +1499,6 @@ impl<'a> Eval<'a> {
             rest = &after[end + 1..];
         }
         out.extend_from_slice(rest.as_bytes());
-        Cow::Owned(out)
     }
 }
 
