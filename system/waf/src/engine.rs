@@ -674,6 +674,8 @@ impl<'a> Eval<'a> {
                     })
                 })
             });
+            // The entry and output of the previous pipeline of this item.
+            let mut last = (usize::MAX, 0);
             for pipe in pipes {
                 touched.push(pipe);
                 if raw.len() < pf.pipe_min_input[pipe] {
@@ -706,6 +708,9 @@ impl<'a> Eval<'a> {
                 let same = if self.entries[e].is_none() {
                     // The raw value itself.
                     Some(0)
+                } else if last.0 == e {
+                    // The previous pipeline's output (consecutive pipelines often share one).
+                    Some(last.1)
                 } else {
                     // The same entry (found without comparing bytes), else an output equal
                     // up to case (outputs are distinct up to case, so at most one is).
@@ -716,13 +721,15 @@ impl<'a> Eval<'a> {
                         })
                     })
                 };
-                out_of[pipe] = match same {
-                    Some(j) => j as u16,
+                let j = match same {
+                    Some(j) => j,
                     None => {
                         outs.push(Some(e));
-                        (outs.len() - 1) as u16
+                        outs.len() - 1
                     }
                 };
+                last = (e, j);
+                out_of[pipe] = j as u16;
             }
             for (j, o) in outs.iter().enumerate() {
                 let set = match o {
