@@ -182,6 +182,28 @@ pub struct FanOut<'a> {
     pub messages: Vec<(&'a StoreQueue, Outgoing)>,
 }
 
+/// What [`Outbox::pending`] found.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Events waiting for the fan-out, in sequence order.
+    pub events: Vec<StoredEvent>,
+    /// Sequence numbers of waiting rows that are not events this version can read. Fan them
+    /// out with no messages (and report them), or they are read again on every pass.
+    pub unreadable: Vec<i64>,
+}
+
+impl Pending {
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.unreadable.is_empty()
+    }
+
+    /// How many rows are waiting, readable or not.
+    pub fn len(&self) -> usize {
+        self.events.len() + self.unreadable.len()
+    }
+}
+
 impl Outbox {
     /// The outbox of `db`.
     pub fn new(db: Db, env: Env) -> Outbox {
@@ -190,9 +212,9 @@ impl Outbox {
 
     /// Up to `limit` committed events not fanned out yet, oldest first. Nothing is locked:
     /// two consumers may read the same events, and [`Outbox::fan_out`] sends each once.
-    pub async fn pending(&self, limit: u32) -> Result<Vec<StoredEvent>, QueueError> {
+    pub async fn pending(&self, limit: u32) -> Result<Pending, QueueError> {
         match self.db.execute(Request::OutboxPending { limit }).await? {
-            Response::Events { page } => Ok(page.items),
+            Response::Pending { events, unreadable } => Ok(Pending { events, unreadable }),
             _ => Err(unexpected()),
         }
     }

@@ -610,7 +610,9 @@ async fn commit_with_event(db: &Db, seed: &SeededEntropy, account: &str, id: &st
 /// events of `acct_quiet`, which become none. Returns how many events this call marked.
 async fn fan_out_once(outbox: &Outbox, q: &StoreQueue, limit: u32) -> usize {
     let batch = outbox.pending(limit).await.unwrap();
+    assert!(batch.unreadable.is_empty());
     let fan_outs = batch
+        .events
         .iter()
         .map(|e| {
             let account = e.event.account.as_ref().unwrap().to_string();
@@ -655,7 +657,7 @@ async fn outbox_fan_out_sends_each_committed_event_once_in_commit_order(f: Fixtu
     assert!(db.commit(t).await.is_err(), "duplicate insert must fail");
 
     // A batch read before the others fan out sends nothing once they have.
-    let stale = outbox.pending(100).await.unwrap();
+    let stale = outbox.pending(100).await.unwrap().events;
     assert_eq!(stale.len(), 60);
 
     let q = f.queue("deliveries", Mode::Fifo, 10);

@@ -873,15 +873,10 @@ impl MemoryBackend {
                 }
                 Ok(Response::Done)
             }
-            Request::OutboxPending { limit } => {
-                let limit = limit.clamp(1, 10_000) as usize;
-                let mut items = s.outbox_pending(limit + 1);
-                let has_more = items.len() > limit;
-                items.truncate(limit);
-                Ok(Response::Events {
-                    page: Page { items, has_more },
-                })
-            }
+            Request::OutboxPending { limit } => Ok(Response::Pending {
+                events: s.outbox_pending(limit.clamp(1, 10_000) as usize),
+                unreadable: vec![],
+            }),
             Request::OutboxFanOut { now, events } => Ok(Response::FannedOut {
                 seqs: s.outbox_fan_out(now, events),
             }),

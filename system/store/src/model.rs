@@ -669,6 +669,15 @@ pub enum Response {
         /// Dead letters.
         letters: Vec<DeadLetter>,
     },
+    /// Outbox events waiting for the fan-out.
+    Pending {
+        /// The events, in sequence order.
+        events: Vec<StoredEvent>,
+        /// Sequence numbers of waiting rows whose body is not an event this version can read
+        /// (written by another version, or damaged); the fan-out marks them without sending
+        /// anything and reports them, so that one such row cannot hold back every webhook.
+        unreadable: Vec<i64>,
+    },
     /// The outbox events a fan-out marked (the others were marked before it).
     FannedOut {
         /// Their sequence numbers.

@@ -991,18 +991,19 @@ impl Backend for PgBackend {
                 }
             }
             Request::OutboxPending { limit } => {
-                let limit = i64::from(limit.clamp(1, 10_000));
                 let rows = sqlx::query("SELECT seq, body FROM events WHERE NOT relayed ORDER BY seq LIMIT $1")
-                    .bind(limit + 1)
+                    .bind(i64::from(limit.clamp(1, 10_000)))
                     .fetch_all(&self.pool)
                     .await
                     .map_err(|e| map_err(e, false))?;
-                let mut items: Vec<StoredEvent> = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
-                let has_more = items.len() as i64 > limit;
-                items.truncate(limit as usize);
-                Ok(Response::Events {
-                    page: Page { items, has_more },
-                })
+                let (mut events, mut unreadable) = (Vec::with_capacity(rows.len()), vec![]);
+                for row in &rows {
+                    match event_from_row(row) {
+                        Ok(e) => events.push(e),
+                        Err(_) => unreadable.push(row.try_get("seq").map_err(decode)?),
+                    }
+                }
+                Ok(Response::Pending { events, unreadable })
             }
             Request::OutboxFanOut { now, events } => Ok(Response::FannedOut {
                 seqs: self.outbox_fan_out(now, events).await?,

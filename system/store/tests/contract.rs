@@ -803,7 +803,7 @@ async fn postgres_migration_0007_returns_unfanned_events_to_the_outbox() {
         .unwrap();
     pay_store::postgres::MIGRATOR.run(&pool).await.unwrap();
     let pending = match db.execute(Request::OutboxPending { limit: 10 }).await.unwrap() {
-        Response::Events { page } => page.items,
+        Response::Pending { events, unreadable } if unreadable.is_empty() => events,
         other => panic!("unexpected {other:?}"),
     };
     let pending: Vec<String> = pending.into_iter().map(|e| e.event.id.to_string()).collect();
@@ -813,4 +813,62 @@ async fn postgres_migration_0007_returns_unfanned_events_to_the_outbox() {
         .await
         .unwrap();
     assert_eq!(left, 0);
+}
+
+/// A waiting outbox row that is not an event this version can read is reported by its sequence
+/// number instead of failing the read, so that it cannot hold back every later event; fanning it
+/// out with no messages marks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_unreadable_outbox_rows_are_reported_not_fatal() {
+    let tdb = pay_store::testing::TestDatabase::create()
+        .await
+        .expect("test PostgreSQL");
+    let backend = tdb.backend().await.unwrap();
+    let pool = backend.pool().clone();
+    let db = Db::new(Arc::new(backend), env());
+    let seed = SeededEntropy::new(8, "unreadable");
+    let bad: i64 = sqlx::query_scalar(
+        "INSERT INTO events (id, account, type, created, body) VALUES ('evt_bad', 'acct_1', 'x', 0, '{\"not\": \"an event\"}') RETURNING seq",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let mut t = db.txn();
+    let good = event(&seed, "acct_1", "customer.created", "cus_1", 1);
+    let good_id = good.id.to_string();
+    t.event(good);
+    db.commit(t).await.unwrap();
+    let pending = || async {
+        match db.execute(Request::OutboxPending { limit: 10 }).await.unwrap() {
+            Response::Pending { events, unreadable } => (
+                events
+                    .into_iter()
+                    .map(|e| (e.seq, e.event.id.to_string()))
+                    .collect::<Vec<_>>(),
+                unreadable,
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let (events, unreadable) = pending().await;
+    assert_eq!(unreadable, vec![bad]);
+    assert_eq!(events.iter().map(|e| e.1.clone()).collect::<Vec<_>>(), vec![good_id]);
+    let fan_out = Request::OutboxFanOut {
+        now: 0,
+        events: vec![
+            FanOutEvent {
+                seq: bad,
+                messages: vec![],
+            },
+            FanOutEvent {
+                seq: events[0].0,
+                messages: vec![],
+            },
+        ],
+    };
+    match db.execute(fan_out).await.unwrap() {
+        Response::FannedOut { seqs } => assert_eq!(seqs, vec![bad, events[0].0]),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(pending().await, (vec![], vec![]));
 }

@@ -135,6 +135,7 @@ impl Webhooks {
         const BATCH: u32 = 200;
         let batch = self.outbox.pending(BATCH).await?;
         let oldest = batch
+            .events
             .first()
             .map_or(0, |e| self.env.now().millis() / 1000 - e.event.created);
         self.metrics.set(
@@ -149,7 +150,19 @@ impl Webhooks {
         let more = batch.len() as u32 >= BATCH;
         let mut endpoints: BTreeMap<String, Vec<EndpointRecord>> = BTreeMap::new();
         let mut fan_outs = Vec::with_capacity(batch.len());
-        for stored in &batch {
+        for &seq in &batch.unreadable {
+            // Not an event this version can read: it is marked with no deliveries, so that it
+            // cannot hold back every later event; the row stays in the outbox for inspection.
+            tracing::error!(seq, "outbox row is not a readable event; fanned out with no deliveries");
+            self.metrics.inc(
+                "webhook_outbox_unreadable_total",
+                "Outbox rows the fan-out could not read as events (marked with no deliveries).",
+                &[],
+                1,
+            );
+            fan_outs.push(FanOut { seq, messages: vec![] });
+        }
+        for stored in &batch.events {
             let event = &stored.event;
             let mut messages = vec![];
             if let Some(account) = &event.account {
@@ -184,6 +197,7 @@ impl Webhooks {
                 messages,
             });
         }
+        fan_outs.sort_by_key(|f| f.seq);
         // The batch's messages and its events' marks commit together, in event order (which
         // the FIFO endpoints' groups keep); events another fan-out marked meanwhile send nothing.
         let counts: BTreeMap<i64, usize> = fan_outs.iter().map(|f| (f.seq, f.messages.len())).collect();
