@@ -135,6 +135,33 @@ pub struct Parsed {
     buf: Vec<u8>,
 }
 
+/// The items grouped by collection in [`Coll`] order, each collection's in the order given: a
+/// stable counting sort (the items arrive in a few interleaved runs, which a comparison sort
+/// spends more on). `grouping_equals_a_stable_sort` checks it.
+fn group_by_coll(items: Vec<Item>) -> Vec<Item> {
+    let mut start = [0usize; Coll::COUNT + 1];
+    for i in &items {
+        start[i.coll as usize + 1] += 1;
+    }
+    for c in 0..Coll::COUNT {
+        start[c + 1] += start[c];
+    }
+    let mut out = vec![
+        Item {
+            coll: Coll::ArgsGet,
+            name: (0, 0),
+            value: (0, 0),
+        };
+        items.len()
+    ];
+    for i in items {
+        let at = &mut start[i.coll as usize];
+        out[*at] = i;
+        *at += 1;
+    }
+    out
+}
+
 /// Collects items and their bytes.
 struct Items {
     items: Vec<Item>,
@@ -351,8 +378,8 @@ impl Parsed {
         for (n, h) in &part_headers {
             items.add(Coll::MultipartPartHeaders, n, h);
         }
-        let Items { mut items, buf } = items;
-        items.sort_by_key(|i| i.coll);
+        let Items { items, buf } = items;
+        let items = group_by_coll(items);
         Parsed {
             items,
             body_kind,
@@ -786,6 +813,35 @@ mod tests {
             assert_eq!(p.name(&p.coll(Coll::Line)[0]), b"");
             let raw: Vec<&[u8]> = p.coll(Coll::Body).iter().map(|i| p.value(i)).collect();
             assert_eq!(raw, if body.is_empty() { vec![] } else { vec![&body[..]] });
+        }
+    }
+
+    /// The counting sort gives what a stable sort by collection gives, on 20,000 random
+    /// sequences of items of random collections.
+    #[test]
+    fn grouping_equals_a_stable_sort() {
+        const COLLS: [Coll; 6] = [
+            Coll::ArgsGet,
+            Coll::ArgsGetNames,
+            Coll::Headers,
+            Coll::HeadersNames,
+            Coll::Body,
+            Coll::MultipartPartHeaders,
+        ];
+        let mut rng = crate::testrng::Rng(0x3c6e_f372_fe94_f82b);
+        for _ in 0..20_000 {
+            let items: Vec<Item> = (0..rng.below(40))
+                .map(|k| Item {
+                    coll: COLLS[rng.below(COLLS.len())],
+                    name: (k, k),
+                    value: (k, k + 1),
+                })
+                .collect();
+            let mut want = items.clone();
+            want.sort_by_key(|i| i.coll);
+            let got = group_by_coll(items);
+            let key = |v: &[Item]| v.iter().map(|i| (i.coll, i.name, i.value)).collect::<Vec<_>>();
+            assert_eq!(key(&got), key(&want));
         }
     }
 
