@@ -93,6 +93,17 @@ async fn pg_db() -> (Db, Option<Box<dyn std::any::Any + Send>>) {
     (Db::new(Arc::new(backend), env()), Some(Box::new(tdb)))
 }
 
+/// A PostgreSQL store for the tests that also reach into its tables: the store, its pool, and
+/// the guard that drops the throwaway database.
+async fn pg_db_and_pool() -> (Db, sqlx::PgPool, pay_store::testing::TestDatabase) {
+    let tdb = pay_store::testing::TestDatabase::create()
+        .await
+        .expect("test PostgreSQL");
+    let backend = tdb.backend().await.unwrap();
+    let pool = backend.pool().clone();
+    (Db::new(Arc::new(backend), env()), pool, tdb)
+}
+
 async fn insert_get_and_conflicts(db: Db) {
     let mut t = db.txn();
     t.insert(&w("cus_a", "acct_1", 10));
@@ -685,12 +696,7 @@ async fn postgres_keys_from_before_0006_keep_deriving_from_the_key() {
 /// derive the ids its first run derived. A new database has no such week.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_new_uses_keep_deriving_from_the_key_in_the_week_after_0006() {
-    let tdb = pay_store::testing::TestDatabase::create()
-        .await
-        .expect("test PostgreSQL");
-    let backend = tdb.backend().await.unwrap();
-    let pool = backend.pool().clone();
-    let db = Db::new(Arc::new(backend), env());
+    let (db, pool, _tdb) = pg_db_and_pool().await;
     assert!(matches!(
         db.idem_begin(begin("fresh", "req_1", "fp1", wall_ms())).await.unwrap(),
         IdemBeginOutcome::Started { taken_by: Some(t), .. } if t == "req_1"
@@ -765,12 +771,7 @@ async fn postgres_migration_0006_starts_the_legacy_week_only_on_a_used_database(
 /// to the outbox; events whose message was acknowledged stay fanned out; the queue is emptied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_migration_0007_returns_unfanned_events_to_the_outbox() {
-    let tdb = pay_store::testing::TestDatabase::create()
-        .await
-        .expect("test PostgreSQL");
-    let backend = tdb.backend().await.unwrap();
-    let pool = backend.pool().clone();
-    let db = Db::new(Arc::new(backend), env());
+    let (db, pool, _tdb) = pg_db_and_pool().await;
     let seed = SeededEntropy::new(7, "0007");
     let mut ids = vec![];
     for (i, object) in ["cus_live", "cus_acked", "cus_dead", "cus_new"].iter().enumerate() {
@@ -820,12 +821,7 @@ async fn postgres_migration_0007_returns_unfanned_events_to_the_outbox() {
 /// out with no messages marks it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_unreadable_outbox_rows_are_reported_not_fatal() {
-    let tdb = pay_store::testing::TestDatabase::create()
-        .await
-        .expect("test PostgreSQL");
-    let backend = tdb.backend().await.unwrap();
-    let pool = backend.pool().clone();
-    let db = Db::new(Arc::new(backend), env());
+    let (db, pool, _tdb) = pg_db_and_pool().await;
     let seed = SeededEntropy::new(8, "unreadable");
     let bad: i64 = sqlx::query_scalar(
         "INSERT INTO events (id, account, type, created, body) VALUES ('evt_bad', 'acct_1', 'x', 0, '{\"not\": \"an event\"}') RETURNING seq",
