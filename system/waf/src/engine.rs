@@ -94,6 +94,52 @@ const EMPTY: u32 = u32::MAX;
 /// earlier one reads as empty. `slot_tables_start_empty` checks it.
 struct SlotTable;
 
+/// Buffers of transformed values kept per thread between inspections: an inspection writes
+/// its transformed values into buffers earlier ones left ([`Transform::apply_into`]) and
+/// leaves its own, instead of allocating and freeing one per value.
+struct Spare;
+
+/// Most buffers a thread keeps, and the largest capacity it keeps (at most 2 MiB a thread).
+const MAX_SPARE: usize = 512;
+const MAX_SPARE_CAPACITY: usize = 4096;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Spare {
+    /// This thread's spare buffers (each empty).
+    fn take() -> Vec<Vec<u8>> {
+        SPARE
+            .try_with(|s| {
+                s.try_borrow_mut()
+                    .map(|mut s| std::mem::take(&mut *s))
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Keeps the spare buffers and those of an inspection's transformed values for the next
+    /// inspection on this thread.
+    fn give_back(mut spare: Vec<Vec<u8>>, entries: Vec<Option<Vec<u8>>>) {
+        for mut b in entries.into_iter().flatten() {
+            if spare.len() >= MAX_SPARE {
+                break;
+            }
+            if b.capacity() <= MAX_SPARE_CAPACITY {
+                b.clear();
+                spare.push(b);
+            }
+        }
+        spare.truncate(MAX_SPARE);
+        let _ = SPARE.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                *s = spare;
+            }
+        });
+    }
+}
+
 /// Most slots a thread keeps between inspections (a larger table is freed after use).
 const MAX_KEPT_SLOTS: usize = 1 << 16;
 
@@ -148,6 +194,8 @@ struct Eval<'a> {
     slots: Vec<u64>,
     /// This inspection's generation (upper 32 bits of its slots).
     gen: u64,
+    /// Empty buffers for transformed values (see [`Spare`]).
+    spare: Vec<Vec<u8>>,
     /// Transformed values; `None` when the pipeline left the value as it was.
     entries: Vec<Option<Vec<u8>>>,
     /// Per entry: the first of the transformations already applied to it (into `children`).
@@ -311,6 +359,7 @@ impl Waf {
             tx: BTreeMap::new(),
             slots,
             gen,
+            spare: Spare::take(),
             entries: Vec::new(),
             child_head: Vec::new(),
             children: Vec::new(),
@@ -370,6 +419,7 @@ impl Waf {
             }
         }
         SlotTable::give_back(std::mem::take(&mut ev.slots), ev.gen);
+        Spare::give_back(std::mem::take(&mut ev.spare), std::mem::take(&mut ev.entries));
         let score = matches.iter().map(|m| m.score).sum::<u32>();
         let over = score >= self.config.threshold;
         Verdict {
@@ -1143,10 +1193,14 @@ impl<'a> Eval<'a> {
                 let idx = if unchanged {
                     pe
                 } else {
-                    let out = t.apply(src);
+                    // Into a buffer left by an earlier output (on this thread), when there is one.
+                    let mut out = self.spare.pop().unwrap_or_default();
+                    t.apply_into(src, &mut out);
                     if out == src {
+                        self.spare.push(out);
                         pe
                     } else if out == *raw {
+                        self.spare.push(out);
                         // Back to the raw value: the same entry as the empty pipeline's.
                         let mut root = pipeline;
                         while let Some(up) = rs.pipe_parent[root] {
@@ -1880,6 +1934,29 @@ mod tests {
         SlotTable::give_back(slots, gen);
         let (slots, gen) = SlotTable::take(8);
         assert!(slots[..8].iter().all(|&e| e >> 32 != gen));
+    }
+
+    /// Spare buffers come back empty, at most `MAX_SPARE` of them and none larger than
+    /// `MAX_SPARE_CAPACITY`, whatever the transformed values left in them.
+    #[test]
+    fn spare_buffers_come_back_empty_and_bounded() {
+        let mut rng = crate::testrng::Rng(0x1f83_d9ab_fb41_bd6b);
+        for _ in 0..200 {
+            let spare = Spare::take();
+            assert!(spare.len() <= MAX_SPARE);
+            assert!(spare.iter().all(|b| b.is_empty() && b.capacity() <= MAX_SPARE_CAPACITY));
+            let entries: Vec<Option<Vec<u8>>> = (0..rng.below(1500))
+                .map(|_| match rng.below(10) {
+                    0 => None,
+                    1 => Some(vec![7; MAX_SPARE_CAPACITY + 1]),
+                    _ => Some(vec![1; rng.below(64)]),
+                })
+                .collect();
+            Spare::give_back(spare, entries);
+        }
+        let spare = Spare::take();
+        assert!(!spare.is_empty() && spare.len() <= MAX_SPARE);
+        assert!(spare.iter().all(|b| b.is_empty() && b.capacity() <= MAX_SPARE_CAPACITY));
     }
 
     #[test]
