@@ -1160,16 +1160,12 @@ impl<'a> Eval<'a> {
         }
         let rs = &self.waf.rules;
         let parent = rs.pipe_parent[pipeline];
-        let last = rs.pipelines[pipeline].last().copied();
+        let last = rs.pipe_last[pipeline];
         let idx = match (parent, last) {
             (Some(_), Some(_)) if rs.pipe_change[pipeline] & self.mask(item) == 0 => {
                 // No transformation of the pipeline can change this value (the step-by-step
                 // test below would keep the raw value at every step): the raw value's entry.
-                let mut root = pipeline;
-                while let Some(up) = rs.pipe_parent[root] {
-                    root = up;
-                }
-                self.entry(item, root)
+                self.entry(item, rs.pipe_root)
             }
             (Some(parent), Some(t)) => {
                 let pe = self.entry(item, parent);
@@ -1202,11 +1198,7 @@ impl<'a> Eval<'a> {
                     } else if out == *raw {
                         self.spare.push(out);
                         // Back to the raw value: the same entry as the empty pipeline's.
-                        let mut root = pipeline;
-                        while let Some(up) = rs.pipe_parent[root] {
-                            root = up;
-                        }
-                        self.entry(item, root)
+                        self.entry(item, rs.pipe_root)
                     } else {
                         self.push_entry(Some(out))
                     }

@@ -416,6 +416,11 @@ pub struct RuleSet {
     /// Per pipeline: the union of its transformations' [`Transform::change_mask`]s. A value
     /// whose mask has none of these bits comes out of the whole pipeline unchanged.
     pub(crate) pipe_change: Vec<u32>,
+    /// Per pipeline: its last transformation (`None` for the empty one).
+    pub(crate) pipe_last: Vec<Option<Transform>>,
+    /// The empty pipeline (the root of every pipeline's prefixes; `usize::MAX` when the table
+    /// has no pipeline).
+    pub(crate) pipe_root: usize,
     pub(crate) prefilter: Prefilter,
     pub(crate) tx_defaults: BTreeMap<String, String>,
     /// Rules that could not be compiled, with the reason (look-around in a pattern, an
@@ -942,10 +947,14 @@ impl RuleSet {
             .iter()
             .map(|p| p.iter().fold(0, |m, t| m | t.change_mask()))
             .collect();
+        let pipe_last = b.pipelines.iter().map(|p| p.last().copied()).collect();
+        let pipe_root = b.pipelines.iter().position(Vec::is_empty).unwrap_or(usize::MAX);
         Ok(RuleSet {
             rules,
             pipe_parent,
             pipe_change,
+            pipe_last,
+            pipe_root,
             prefilter,
             pipelines: b.pipelines,
             tx_defaults: raw.tx,
@@ -1306,6 +1315,22 @@ mod tests {
             }
         }
         assert!(checked > 20_000, "only {checked} values checked");
+    }
+
+    /// Every pipeline's chain of prefixes ends at `pipe_root`, the empty pipeline, and
+    /// `pipe_last` is each pipeline's last transformation.
+    #[test]
+    fn pipeline_roots_and_last_transformations() {
+        let rs = RuleSet::crs().expect("rule table");
+        assert!(rs.pipelines[rs.pipe_root].is_empty());
+        for (p, pipeline) in rs.pipelines.iter().enumerate() {
+            let mut root = p;
+            while let Some(up) = rs.pipe_parent[root] {
+                root = up;
+            }
+            assert_eq!(root, rs.pipe_root);
+            assert_eq!(rs.pipe_last[p], pipeline.last().copied());
+        }
     }
 
     #[test]
