@@ -1323,13 +1323,14 @@ impl<'a> Eval<'a> {
                 }
             }
         }
-        // The last link of a chain reports only its first match (the rule's target); the
-        // others pass every match on to the next link.
+        // A link whose matches a next link reads passes every match on (with its value);
+        // otherwise only its first match is kept, for its name (the rule's target): no link
+        // reads its value.
         if self.keep_all || hits.is_empty() {
             hits.push(Hit {
                 coll: v.coll,
                 name: v.name.to_vec(),
-                value: value.to_vec(),
+                value: if self.keep_all { value.to_vec() } else { Vec::new() },
             });
         }
     }
