@@ -3,7 +3,9 @@
 //! The table `fraud_velocity` is created by the store's migration
 //! `system/store/migrations/0003_fraud_velocity.sql` (so one migrator owns the schema). The
 //! observe statement inserts the attempt (`ON CONFLICT` does nothing for an attempt seen within the day, which makes retries free)
-//! and counts the windows in the same statement. (An attempt id last seen more than a day ago,
+//! and counts the windows in the same statement. Each key (card, IP, customer) reads at most its
+//! latest [`VELOCITY_CAP`] attempts of the day from its index, newest first, so a score costs the
+//! same however busy the key is. (An attempt id last seen more than a day ago,
 //! which the memory store has pruned, is recorded afresh in both stores.) Rows a data-modifying CTE inserts are not
 //! visible to the other parts of the statement (they share one snapshot), so the inserted row
 //! is added to the counted set explicitly with `UNION ALL`; on a retry the insert does
@@ -17,7 +19,7 @@
 //! an attempt scored again records itself again.
 
 use crate::velocity::{outcome_name, AttemptOutcome, Observation, VelocityCounts, VelocityError, VelocityStore};
-use crate::velocity::{DAY_MS, HOUR_MS};
+use crate::velocity::{DAY_MS, HOUR_MS, VELOCITY_CAP};
 use async_trait::async_trait;
 use pay_core::Timestamp;
 use sqlx::{PgPool, Row};
@@ -32,30 +34,48 @@ WITH commit_mode AS (
         SET account = EXCLUDED.account, t = EXCLUDED.t, card = EXCLUDED.card, ip = EXCLUDED.ip,
             customer = EXCLUDED.customer, outcome = NULL
         WHERE fraud_velocity.t <= $3 - $7
-    RETURNING t, card, ip, customer, outcome
-), seen AS (
-    SELECT t, card, ip, customer, outcome FROM fraud_velocity
-     WHERE account = $2 AND t > $3 - $7 AND t <= $3
-       AND (card = $4 OR ip = $5 OR customer = $6)
-    UNION ALL
-    SELECT t, card, ip, customer, outcome FROM ins WHERE t > $3 - $7 AND t <= $3
+    RETURNING attempt_id, t, card, ip, customer, outcome
+), card_seen AS (
+    SELECT t, outcome FROM (
+        (SELECT attempt_id, t, outcome FROM fraud_velocity
+          WHERE account = $2 AND card = $4 AND t > $3 - $7 AND t <= $3
+          ORDER BY t DESC, attempt_id COLLATE "C" DESC LIMIT $9)
+        UNION ALL
+        SELECT attempt_id, t, outcome FROM ins WHERE card = $4 AND t > $3 - $7 AND t <= $3
+    ) x ORDER BY t DESC, attempt_id COLLATE "C" DESC LIMIT $9
+), ip_seen AS (
+    SELECT t, card FROM (
+        (SELECT attempt_id, t, card FROM fraud_velocity
+          WHERE account = $2 AND ip = $5 AND t > $3 - $7 AND t <= $3
+          ORDER BY t DESC, attempt_id COLLATE "C" DESC LIMIT $9)
+        UNION ALL
+        SELECT attempt_id, t, card FROM ins WHERE ip = $5 AND t > $3 - $7 AND t <= $3
+    ) x ORDER BY t DESC, attempt_id COLLATE "C" DESC LIMIT $9
+), customer_seen AS (
+    SELECT t, card FROM (
+        (SELECT attempt_id, t, card FROM fraud_velocity
+          WHERE account = $2 AND customer = $6 AND t > $3 - $7 AND t <= $3
+          ORDER BY t DESC, attempt_id COLLATE "C" DESC LIMIT $9)
+        UNION ALL
+        SELECT attempt_id, t, card FROM ins WHERE customer = $6 AND t > $3 - $7 AND t <= $3
+    ) x ORDER BY t DESC, attempt_id COLLATE "C" DESC LIMIT $9
 )
 SELECT
-    count(*) FILTER (WHERE card = $4 AND t > $3 - $8)                                       AS card_1h,
-    count(*) FILTER (WHERE card = $4)                                                       AS card_24h,
-    count(*) FILTER (WHERE card = $4 AND t > $3 - $8 AND outcome IN ('declined', 'blocked')) AS card_declines_1h,
-    count(*) FILTER (WHERE card = $4 AND outcome IN ('declined', 'blocked'))                AS card_declines_24h,
-    count(*) FILTER (WHERE ip = $5 AND t > $3 - $8)                                         AS ip_1h,
-    count(*) FILTER (WHERE ip = $5)                                                         AS ip_24h,
-    count(DISTINCT card) FILTER (WHERE customer = $6)                                       AS customer_cards,
-    count(DISTINCT card) FILTER (WHERE ip = $5)                                             AS ip_cards
-FROM seen
+    (SELECT count(*) FROM card_seen WHERE t > $3 - $8)                                          AS card_1h,
+    (SELECT count(*) FROM card_seen)                                                            AS card_24h,
+    (SELECT count(*) FROM card_seen WHERE t > $3 - $8 AND outcome IN ('declined', 'blocked'))   AS card_declines_1h,
+    (SELECT count(*) FROM card_seen WHERE outcome IN ('declined', 'blocked'))                   AS card_declines_24h,
+    (SELECT count(*) FROM ip_seen WHERE t > $3 - $8)                                            AS ip_1h,
+    (SELECT count(*) FROM ip_seen)                                                              AS ip_24h,
+    (SELECT count(DISTINCT card) FROM customer_seen)                                            AS customer_cards,
+    (SELECT count(DISTINCT card) FROM ip_seen)                                                  AS ip_cards
 "#;
 
 /// Velocity counters in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgVelocityStore {
     pool: PgPool,
+    cap: u32,
 }
 
 fn unavailable(e: sqlx::Error) -> VelocityError {
@@ -70,7 +90,17 @@ fn count(row: &sqlx::postgres::PgRow, col: &str) -> Result<u32, VelocityError> {
 impl PgVelocityStore {
     /// A store over `pool` (the schema must be migrated).
     pub fn new(pool: PgPool) -> PgVelocityStore {
-        PgVelocityStore { pool }
+        PgVelocityStore {
+            pool,
+            cap: VELOCITY_CAP,
+        }
+    }
+
+    /// The same store counting at most `cap` attempts per key (see [`VELOCITY_CAP`]; tests use
+    /// small caps to reach them).
+    pub fn with_cap(mut self, cap: u32) -> PgVelocityStore {
+        self.cap = cap.max(1);
+        self
     }
 
     /// Deletes attempts that can no longer be in any window (older than a day before `now`).
@@ -96,6 +126,7 @@ impl VelocityStore for PgVelocityStore {
             .bind(&obs.customer)
             .bind(DAY_MS)
             .bind(HOUR_MS)
+            .bind(i64::from(self.cap))
             .fetch_one(&self.pool)
             .await
             .map_err(unavailable)?;

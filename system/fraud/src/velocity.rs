@@ -7,7 +7,13 @@
 //! windows that contain the declined attempt's own time. An attempt id last observed more than
 //! a day ago is no longer remembered and counts as new.
 //!
-//! Counts are per merchant account. Backends: [`MemoryVelocityStore`] (the simulator, tests,
+//! Counts are per merchant account, and each key's counts are taken over at most its latest
+//! [`VELOCITY_CAP`] attempts in the day's window (ordered by time, then attempt id): the attempt
+//! counts saturate at the cap, and when a key had more attempts than that in 24 h its decline
+//! counts and distinct cards are those of its latest [`VELOCITY_CAP`] attempts. Without the cap a
+//! key that sees every payment (a merchant whose server is the client, so one IP address) made
+//! each score scan the whole day: in PostgreSQL about 0.7 µs per attempt, 0.7 s per score after a
+//! million. Backends: [`MemoryVelocityStore`] (the simulator, tests,
 //! `paymentd dev`) and [`crate::pg::PgVelocityStore`] (production: one SQL statement per score).
 
 use async_trait::async_trait;
@@ -20,6 +26,10 @@ use std::sync::Mutex;
 pub const HOUR_MS: i64 = 3_600_000;
 /// One day in ms.
 pub const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Most attempts counted per key and window (see the module docs): a feature `ln(1 + count)`
+/// stops growing at about 6.9, and a rule can compare a velocity attribute with up to this.
+pub const VELOCITY_CAP: u32 = 1000;
 
 /// What a velocity store records about an attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,18 +194,23 @@ impl Inner {
         }
     }
 
-    fn window<'a>(
+    /// The key's latest `cap` attempts with `now − DAY_MS < t ≤ now`, newest first.
+    fn latest<'a>(
         &'a self,
         idx: &'a BTreeMap<Key, BTreeSet<(i64, String)>>,
         key: &Key,
         now: i64,
-        w: i64,
-    ) -> impl Iterator<Item = &'a Entry> + 'a {
+        cap: usize,
+    ) -> Vec<&'a Entry> {
         idx.get(key)
             .into_iter()
-            .flat_map(move |set| set.range((now - w + 1, String::new())..))
-            .take_while(move |(t, _)| *t <= now)
+            .flat_map(move |set| {
+                set.range((now - DAY_MS + 1, String::new())..(now + 1, String::new()))
+                    .rev()
+            })
+            .take(cap)
             .filter_map(|(_, id)| self.attempts.get(id))
+            .collect()
     }
 }
 
@@ -205,6 +220,7 @@ impl Inner {
 pub struct MemoryVelocityStore {
     inner: Mutex<Inner>,
     max_attempts: usize,
+    cap: usize,
 }
 
 impl Default for MemoryVelocityStore {
@@ -219,7 +235,15 @@ impl MemoryVelocityStore {
         MemoryVelocityStore {
             inner: Mutex::new(Inner::default()),
             max_attempts: max_attempts.max(1),
+            cap: VELOCITY_CAP as usize,
         }
+    }
+
+    /// The same store counting at most `cap` attempts per key (see [`VELOCITY_CAP`]; tests use
+    /// small caps to reach them).
+    pub fn with_cap(mut self, cap: u32) -> MemoryVelocityStore {
+        self.cap = (cap as usize).max(1);
+        self
     }
 
     /// Attempts currently held.
@@ -279,10 +303,11 @@ impl MemoryVelocityStore {
                 obs.clone()
             }
         };
-        let count = |it: &mut dyn Iterator<Item = &Entry>| -> (u32, u32) {
+        let hour_ago = now - HOUR_MS;
+        let count = |entries: &[&Entry], since: i64| -> (u32, u32) {
             let mut n = 0u32;
             let mut d = 0u32;
-            for e in it {
+            for e in entries.iter().filter(|e| e.t > since) {
                 n = n.saturating_add(1);
                 if e.outcome.is_some_and(AttemptOutcome::is_decline) {
                     d = d.saturating_add(1);
@@ -290,30 +315,30 @@ impl MemoryVelocityStore {
             }
             (n, d)
         };
-        let distinct = |it: &mut dyn Iterator<Item = &Entry>| -> u32 {
-            let cards: BTreeSet<&String> = it.filter_map(|e| e.obs.card.as_ref()).collect();
+        let distinct = |entries: &[&Entry]| -> u32 {
+            let cards: BTreeSet<&String> = entries.iter().filter_map(|e| e.obs.card.as_ref()).collect();
             u32::try_from(cards.len()).unwrap_or(u32::MAX)
         };
         let mut c = VelocityCounts::default();
         let acct = &stored.account;
         if let Some(card) = &stored.card {
-            let k = (acct.clone(), card.clone());
-            let (a1, d1) = count(&mut g.window(&g.by_card, &k, now, HOUR_MS));
-            let (a24, d24) = count(&mut g.window(&g.by_card, &k, now, DAY_MS));
+            let day = g.latest(&g.by_card, &(acct.clone(), card.clone()), now, self.cap);
+            let (a1, d1) = count(&day, hour_ago);
+            let (a24, d24) = count(&day, i64::MIN);
             c.card_attempts_1h = Some(a1);
             c.card_declines_1h = Some(d1);
             c.card_attempts_24h = Some(a24);
             c.card_declines_24h = Some(d24);
         }
         if let Some(ip) = &stored.ip {
-            let k = (acct.clone(), ip.clone());
-            c.ip_attempts_1h = Some(count(&mut g.window(&g.by_ip, &k, now, HOUR_MS)).0);
-            c.ip_attempts_24h = Some(count(&mut g.window(&g.by_ip, &k, now, DAY_MS)).0);
-            c.ip_distinct_cards_24h = Some(distinct(&mut g.window(&g.by_ip, &k, now, DAY_MS)));
+            let day = g.latest(&g.by_ip, &(acct.clone(), ip.clone()), now, self.cap);
+            c.ip_attempts_1h = Some(count(&day, hour_ago).0);
+            c.ip_attempts_24h = Some(count(&day, i64::MIN).0);
+            c.ip_distinct_cards_24h = Some(distinct(&day));
         }
         if let Some(cu) = &stored.customer {
-            let k = (acct.clone(), cu.clone());
-            c.customer_distinct_cards_24h = Some(distinct(&mut g.window(&g.by_customer, &k, now, DAY_MS)));
+            let day = g.latest(&g.by_customer, &(acct.clone(), cu.clone()), now, self.cap);
+            c.customer_distinct_cards_24h = Some(distinct(&day));
         }
         c.masked(&stored)
     }
@@ -400,6 +425,42 @@ mod tests {
         // A day later everything old is pruned.
         s.observe_now(&obs("a4", None, None, None), Timestamp(t0 + DAY_MS + HOUR_MS));
         assert_eq!(s.len(), 1);
+    }
+
+    /// A key busier than the cap costs the same as one at the cap: its attempt counts saturate,
+    /// and its declines and distinct cards are those of its latest `cap` attempts.
+    #[test]
+    fn counts_saturate_at_the_cap_and_describe_the_latest_attempts() {
+        let s = MemoryVelocityStore::default().with_cap(3);
+        let t0 = 1_800_000_000_000i64;
+        for (i, card) in ["fp1", "fp2", "fp3", "fp3", "fp3"].iter().enumerate() {
+            let id = format!("a{i}");
+            s.observe_now(&obs(&id, Some(card), Some("10.0.0.1"), None), Timestamp(t0 + i as i64));
+            let outcome = if i == 0 {
+                AttemptOutcome::Declined
+            } else {
+                AttemptOutcome::Approved
+            };
+            s.record_outcome_now(&id, outcome);
+        }
+        let c = s.observe_now(&obs("a5", Some("fp1"), Some("10.0.0.1"), None), Timestamp(t0 + 10));
+        // Six attempts from the IP: counted as three; the latest three used fp3, fp3 and fp1.
+        assert_eq!(c.ip_attempts_1h, Some(3));
+        assert_eq!(c.ip_attempts_24h, Some(3));
+        assert_eq!(c.ip_distinct_cards_24h, Some(2));
+        // fp1's two attempts are under the cap: exact, with a0's decline.
+        assert_eq!(c.card_attempts_24h, Some(2));
+        assert_eq!(c.card_declines_24h, Some(1));
+        let uncapped = MemoryVelocityStore::default();
+        for i in 0..5 {
+            uncapped.observe_now(&obs(&format!("a{i}"), Some("fp"), None, None), Timestamp(t0 + i));
+        }
+        assert_eq!(
+            uncapped
+                .observe_now(&obs("a5", Some("fp"), None, None), Timestamp(t0 + 5))
+                .card_attempts_1h,
+            Some(6)
+        );
     }
 
     #[test]

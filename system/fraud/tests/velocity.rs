@@ -139,7 +139,26 @@ async fn postgres_counts_equal_memory_counts_on_the_same_sequence() {
     let backend = db.backend().await.unwrap();
     let pg = PgVelocityStore::new(backend.pool().clone());
     let mem = MemoryVelocityStore::default();
-    for (step, (t, obs, outcome)) in script(42, 400).into_iter().enumerate() {
+    same_counts(&pg, &mem, 42).await;
+}
+
+/// With a cap of 3 most keys go past it, so the saturated counts, and the declines and
+/// distinct cards of each key's latest three attempts (ties in time broken by attempt id in
+/// byte order), must agree between the stores too.
+#[tokio::test]
+async fn postgres_counts_equal_memory_counts_past_the_cap() {
+    let db = match TestDatabase::create().await {
+        Ok(db) => db,
+        Err(e) => panic!("PostgreSQL is required for this test: {e}"),
+    };
+    let backend = db.backend().await.unwrap();
+    let pg = PgVelocityStore::new(backend.pool().clone()).with_cap(3);
+    let mem = MemoryVelocityStore::default().with_cap(3);
+    same_counts(&pg, &mem, 7).await;
+}
+
+async fn same_counts(pg: &PgVelocityStore, mem: &MemoryVelocityStore, seed: u64) {
+    for (step, (t, obs, outcome)) in script(seed, 400).into_iter().enumerate() {
         let now = Timestamp::from_millis(t);
         let a = mem.observe(&obs, now).await.unwrap();
         let b = pg.observe(&obs, now).await.unwrap();
