@@ -447,7 +447,8 @@ pub enum Request {
     },
     /// A page of events.
     ListEvents(EventQuery),
-    /// Outbox events after `after_seq`, in sequence order, across accounts (the relay).
+    /// Outbox events after `after_seq`, in sequence order, across accounts (a reader following
+    /// the whole outbox; the webhook fan-out uses [`Request::OutboxPending`] instead).
     EventsSince {
         /// Exclusive lower bound.
         after_seq: i64,
