@@ -132,14 +132,8 @@ fn script(seed: u64, n: usize) -> Vec<(i64, Observation, Option<AttemptOutcome>)
 
 #[tokio::test]
 async fn postgres_counts_equal_memory_counts_on_the_same_sequence() {
-    let db = match TestDatabase::create().await {
-        Ok(db) => db,
-        Err(e) => panic!("PostgreSQL is required for this test: {e}"),
-    };
-    let backend = db.backend().await.unwrap();
-    let pg = PgVelocityStore::new(backend.pool().clone());
-    let mem = MemoryVelocityStore::default();
-    same_counts(&pg, &mem, 42).await;
+    let (pg, _db) = pg_store().await;
+    same_counts(&pg, &MemoryVelocityStore::default(), 42).await;
 }
 
 /// With a cap of 3 most keys go past it, so the saturated counts, and the declines and
@@ -147,14 +141,18 @@ async fn postgres_counts_equal_memory_counts_on_the_same_sequence() {
 /// byte order), must agree between the stores too.
 #[tokio::test]
 async fn postgres_counts_equal_memory_counts_past_the_cap() {
+    let (pg, _db) = pg_store().await;
+    same_counts(&pg.with_cap(3), &MemoryVelocityStore::default().with_cap(3), 7).await;
+}
+
+/// A PostgreSQL velocity store on a throwaway database (kept alive by the second value).
+async fn pg_store() -> (PgVelocityStore, TestDatabase) {
     let db = match TestDatabase::create().await {
         Ok(db) => db,
         Err(e) => panic!("PostgreSQL is required for this test: {e}"),
     };
     let backend = db.backend().await.unwrap();
-    let pg = PgVelocityStore::new(backend.pool().clone()).with_cap(3);
-    let mem = MemoryVelocityStore::default().with_cap(3);
-    same_counts(&pg, &mem, 7).await;
+    (PgVelocityStore::new(backend.pool().clone()), db)
 }
 
 async fn same_counts(pg: &PgVelocityStore, mem: &MemoryVelocityStore, seed: u64) {
