@@ -163,6 +163,9 @@ pub(crate) struct KeyHint {
     /// The expression is only that anchored literal: a name matches it exactly when it starts
     /// with `prefix` (ASCII case ignored), so the expression need not run.
     pub whole: bool,
+    /// The length of the expression's shortest match: a shorter name cannot match, so the
+    /// expression need not run on it.
+    pub min_len: usize,
 }
 
 /// The literal (lower case) every match of an expression anchored at the start (`^abc...`)
@@ -595,12 +598,18 @@ fn parse_sel(s: &str) -> Result<Sel, String> {
         (_, None) => Key::All,
         (_, Some(k)) if k.len() > 1 && k.starts_with('/') && k.ends_with('/') => {
             let pattern = format!("(?i){}", &k[1..k.len() - 1]);
-            let hint = crate::prefilter::parse(&pcre_bytes(&pattern))
-                .ok()
-                .and_then(|h| anchored_literal(&h))
+            let hir = crate::prefilter::parse(&pcre_bytes(&pattern)).ok();
+            let mut hint = hir
+                .as_ref()
+                .and_then(anchored_literal)
                 .and_then(|(p, whole)| String::from_utf8(p).ok().map(|p| (p, whole)))
-                .map(|(p, whole)| KeyHint { prefix: Some(p), whole })
+                .map(|(p, whole)| KeyHint {
+                    prefix: Some(p),
+                    whole,
+                    min_len: 0,
+                })
                 .unwrap_or_default();
+            hint.min_len = hir.and_then(|h| h.properties().minimum_len()).unwrap_or(0);
             Key::Regex(compile_regex(&pattern)?, hint)
         }
         (_, Some(k)) => Key::Name(k.to_ascii_lowercase().into_bytes()),
