@@ -487,6 +487,60 @@ fn key_matches(key: &Key, name: &[u8]) -> bool {
     }
 }
 
+/// Calls `f` on each transaction variable a key selects, in name order, `mine` (this request's)
+/// over `base` (the engine's). Both maps are sorted and their names lower case, so an anchored
+/// expression reads only the names from its literal prefix on, merged in order (this
+/// request's value first). A name is looked up directly: of the names from it on that start
+/// with it, only itself is equal to it ignoring ASCII case.
+fn tx_select<'m>(
+    mine: &'m BTreeMap<String, Vec<u8>>,
+    base: &'m BTreeMap<String, Vec<u8>>,
+    key: &Key,
+    mut f: impl FnMut(&'m String, &'m Vec<u8>),
+) {
+    use std::ops::Bound;
+    let lo: &str = match key {
+        Key::All => "",
+        Key::Name(n) => {
+            let found = std::str::from_utf8(n)
+                .ok()
+                .and_then(|n| mine.get_key_value(n).or_else(|| base.get_key_value(n)));
+            if let Some((k, v)) = found {
+                f(k, v);
+            }
+            return;
+        }
+        Key::Regex(_, hint) => hint.prefix.as_deref().unwrap_or(""),
+    };
+    let from = |m: &'m BTreeMap<String, Vec<u8>>| {
+        m.range::<str, _>((Bound::Included(lo), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(lo))
+            .peekable()
+    };
+    let mut base = from(base);
+    let mut mine = from(mine);
+    loop {
+        let next = match (mine.peek(), base.peek()) {
+            (Some((a, _)), Some((b, _))) => match a.cmp(b) {
+                std::cmp::Ordering::Less => mine.next(),
+                std::cmp::Ordering::Greater => base.next(),
+                std::cmp::Ordering::Equal => {
+                    base.next();
+                    mine.next()
+                }
+            },
+            (Some(_), None) => mine.next(),
+            (None, Some(_)) => base.next(),
+            (None, None) => break,
+        };
+        if let Some((k, v)) = next {
+            if key_matches(key, k.as_bytes()) {
+                f(k, v);
+            }
+        }
+    }
+}
+
 fn sel_covers(sel: &Sel, coll: Coll, name: &[u8]) -> bool {
     match &sel.src {
         Src::Colls(cs) => cs.contains(&coll) && key_matches(&sel.key, name),
@@ -1071,50 +1125,16 @@ impl<'a> Eval<'a> {
         self.tx.get(name).or_else(|| self.waf.tx.get(name)).map(Vec::as_slice)
     }
 
-    /// The transaction variables a key selects, in name order. Both maps are sorted and their
-    /// names lower case, so a name or an anchored expression reads only the names from its
-    /// literal prefix on, merged in order (this request's value first).
+    /// The transaction variables a key selects, in name order.
     fn tx_vars(&self, key: &Key) -> Vec<(String, Vec<u8>)> {
-        use std::ops::Bound;
-        let lo: &str = match key {
-            Key::All => "",
-            Key::Name(n) => std::str::from_utf8(n).unwrap_or(""),
-            Key::Regex(_, hint) => hint.prefix.as_deref().unwrap_or(""),
-        };
-        let from = |m: &'a BTreeMap<String, Vec<u8>>| {
-            m.range::<str, _>((Bound::Included(lo), Bound::Unbounded))
-                .take_while(move |(k, _)| k.starts_with(lo))
-                .peekable()
-        };
-        let waf: &'a Waf = self.waf;
-        let mut mine = self
-            .tx
-            .range::<str, _>((Bound::Included(lo), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(lo))
-            .peekable();
-        let mut base = from(&waf.tx);
         let mut out = Vec::new();
-        loop {
-            let next = match (mine.peek(), base.peek()) {
-                (Some((a, _)), Some((b, _))) => match a.cmp(b) {
-                    std::cmp::Ordering::Less => mine.next(),
-                    std::cmp::Ordering::Greater => base.next(),
-                    std::cmp::Ordering::Equal => {
-                        base.next();
-                        mine.next()
-                    }
-                },
-                (Some(_), None) => mine.next(),
-                (None, Some(_)) => base.next(),
-                (None, None) => break,
-            };
-            if let Some((k, v)) = next {
-                if key_matches(key, k.as_bytes()) {
-                    out.push((k.clone(), v.clone()));
-                }
-            }
-        }
+        self.tx_each(key, |k, v| out.push((k.clone(), v.clone())));
         out
+    }
+
+    /// Calls `f` on each transaction variable a key selects, in name order (see [`tx_select`]).
+    fn tx_each<'m>(&'m self, key: &Key, f: impl FnMut(&'m String, &'m Vec<u8>)) {
+        tx_select(&self.tx, &self.waf.tx, key, f);
     }
 
     fn count(&self, sel: &Sel, prev: &[Hit]) -> usize {
@@ -1128,7 +1148,11 @@ impl<'a> Eval<'a> {
                         .count()
                 })
                 .sum(),
-            Src::Tx => self.tx_vars(&sel.key).len(),
+            Src::Tx => {
+                let mut n = 0;
+                self.tx_each(&sel.key, |_, _| n += 1);
+                n
+            }
             Src::Matched => prev.len(),
             Src::BodyProcessor => usize::from(self.p.body_kind != BodyKind::None),
             _ => 1,
@@ -1804,6 +1828,108 @@ mod tests {
             }
         }
         assert!(skipped > 20_000 && ran > 1_000, "{skipped} skips, {ran} operator runs");
+    }
+
+    /// `tx_select` (a name looked up directly, an anchored expression read from its prefix,
+    /// the shortest-match test) gives what testing every variable of the merged maps with the
+    /// key gives (the request's value over the engine's), in name order, on 20,000+ random
+    /// pairs of maps and every key of the rule set plus random names.
+    #[test]
+    fn tx_select_agrees_with_testing_every_variable() {
+        let w = shared();
+        let mut keys: Vec<Key> = vec![Key::All];
+        for rule in &w.rules.rules {
+            for link in &rule.links {
+                for sel in link.targets.iter().chain(&link.excludes) {
+                    if matches!(sel.src, Src::Tx) {
+                        keys.push(sel.key.clone());
+                    }
+                }
+            }
+        }
+        let mut owned: Vec<Vec<u8>> = w.tx.keys().map(|k| k.as_bytes().to_vec()).collect();
+        for key in &keys {
+            match key {
+                Key::Name(n) => owned.push(n.clone()),
+                Key::Regex(r, _) => {
+                    for word in r.as_str().split(|c: char| !c.is_ascii_alphanumeric() && c != '_') {
+                        owned.push(word.to_ascii_lowercase().into_bytes());
+                    }
+                }
+                Key::All => {}
+            }
+        }
+        owned.extend([
+            b"paramcounter_args_names:".to_vec(),
+            b"_".to_vec(),
+            b"X".to_vec(),
+            b"0".to_vec(),
+        ]);
+        owned.retain(|p| !p.is_empty());
+        let pieces: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        let mut rng = crate::testrng::Rng(0x5851_f42d_4c95_7f2d);
+        let name = |rng: &mut crate::testrng::Rng| {
+            let mut v = Vec::new();
+            for _ in 0..1 + rng.below(3) {
+                v.extend_from_slice(pieces[rng.below(pieces.len())]);
+            }
+            String::from_utf8_lossy(&v).into_owned()
+        };
+        let reference = |mine: &BTreeMap<String, Vec<u8>>, base: &BTreeMap<String, Vec<u8>>, key: &Key| {
+            let mut all = base.clone();
+            all.extend(mine.iter().map(|(k, v)| (k.clone(), v.clone())));
+            all.into_iter()
+                .filter(|(k, _)| match key {
+                    Key::All => true,
+                    Key::Name(n) => k.as_bytes().starts_with(n) && n.eq_ignore_ascii_case(k.as_bytes()),
+                    Key::Regex(r, hint) => {
+                        hint.prefix.as_ref().is_none_or(|p| k.starts_with(p.as_str())) && r.is_match(k.as_bytes())
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        let (mut cases, mut found) = (0, 0);
+        for round in 0..1_500 {
+            let mut mine = BTreeMap::new();
+            let mut base = BTreeMap::new();
+            for _ in 0..rng.below(12) {
+                base.insert(name(&mut rng), vec![b'b', rng.next() as u8]);
+            }
+            for _ in 0..rng.below(12) {
+                mine.insert(name(&mut rng), vec![b'm', rng.next() as u8]);
+            }
+            if round % 2 == 0 {
+                // Some names in both maps.
+                let shared: Vec<String> = base.keys().take(3).cloned().collect();
+                for k in shared {
+                    mine.insert(k, b"mine".to_vec());
+                }
+            }
+            let mut round_keys = keys.clone();
+            for _ in 0..4 {
+                let k = if rng.below(2) == 0 {
+                    mine.keys()
+                        .chain(base.keys())
+                        .nth(rng.below(mine.len() + base.len() + 1))
+                        .cloned()
+                } else {
+                    Some(name(&mut rng))
+                };
+                round_keys.extend(k.map(|k| Key::Name(k.into_bytes())));
+            }
+            for key in &round_keys {
+                let mut got = Vec::new();
+                tx_select(&mine, &base, key, |k, v| got.push((k.clone(), v.clone())));
+                let expected = reference(&mine, &base, key);
+                assert_eq!(got, expected, "{key:?}");
+                cases += 1;
+                found += expected.len();
+            }
+        }
+        assert!(
+            cases >= 20_000 && found > 5_000,
+            "{cases} cases, {found} variables found"
+        );
     }
 
     /// `key_matches`' shortcuts (the anchored prefix, the whole literal, the shortest match's
