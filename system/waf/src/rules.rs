@@ -268,6 +268,9 @@ pub(crate) struct Link {
     /// name depends on the matched value's name and value only, it does not start with a digit,
     /// so it is never a capture, and its value has no macro).
     pub deferrable: Vec<bool>,
+    /// Per `setvar`: its name's [`matched_name_at`], so the name of a recorded one is built
+    /// without parsing its macros.
+    pub matched_name_at: Vec<Option<usize>>,
     /// The operator's argument reads a transaction variable (`%{tx.…}` left after inlining the
     /// constant ones).
     pub reads_tx: bool,
@@ -535,6 +538,16 @@ impl LazyRegex {
             .as_ref()
             .map_err(String::as_str)
     }
+}
+
+/// Where `%{MATCHED_VAR_NAME}` (its name in any case) starts in a `setvar` name that is text
+/// without `%{` followed by that macro alone: the name expands to that text, the matched
+/// value's collection name, `:` and the value's name. `None` for any other name.
+pub(crate) fn matched_name_at(k: &str) -> Option<usize> {
+    const MACRO: &str = "%{matched_var_name}";
+    let at = k.len().checked_sub(MACRO.len())?;
+    let (text, tail) = (k.get(..at)?, k.get(at..)?);
+    (tail.eq_ignore_ascii_case(MACRO) && !text.contains("%{")).then_some(at)
 }
 
 fn compile_regex(p: &str) -> Result<Regex, String> {
@@ -836,6 +849,7 @@ impl Builder<'_> {
                 macros_ok && k.bytes().next().is_some_and(|b| b != b'%' && !b.is_ascii_digit()) && !v.contains("%{")
             })
             .collect();
+        let matched_name_at = setvars.iter().map(|(k, _)| matched_name_at(k)).collect();
         let stages = if r.multi {
             let full = self.pipelines[pipeline].clone();
             (0..=full.len()).map(|n| self.intern(full[..n].to_vec())).collect()
@@ -844,6 +858,7 @@ impl Builder<'_> {
         };
         Ok(Link {
             deferrable,
+            matched_name_at,
             reads_tx: false,
             stages,
             inert: inert.filter(|_| !negate),
