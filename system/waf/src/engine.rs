@@ -12,7 +12,12 @@
 use crate::config::{glob, Glob, WafConfig};
 use crate::protocol;
 use crate::request::{BodyKind, Coll, HttpRequest, Parsed};
-use crate::rules::{family, Cmp, Ctl, Key, Link, Op, Rule, RuleError, RuleSet, Sel, Severity, Src};
+use crate::rules::{
+    family, Cmp, Ctl, Key, Link, MacroKind, OneMacro, Op, Rule, RuleError, RuleSet, Sel, Severity, Src,
+};
+
+/// A `setvar`'s name's and value's single macros ([`crate::rules::one_macro`]).
+type SetvarMacros = (Option<OneMacro>, Option<OneMacro>);
 use crate::screen::{pipeline_image, ByteSet};
 use crate::transform::{value_mask, Transform};
 use std::borrow::Cow;
@@ -1351,7 +1356,7 @@ impl<'a> Eval<'a> {
                 _ => {
                     // Applied in order after the recorded ones.
                     self.flush_all();
-                    self.setvar(k, val, v);
+                    self.setvar(k, val, link.setvar_macros.get(i), v);
                 }
             }
         }
@@ -1368,15 +1373,29 @@ impl<'a> Eval<'a> {
     }
 
     /// Applies one `setvar` for a matched value.
-    fn setvar(&mut self, k: &str, val: &str, v: &Val<'_>) {
-        let mut name = self.expand(k, v).into_owned();
+    fn setvar(&mut self, k: &str, val: &str, m: Option<&SetvarMacros>, v: &Val<'_>) {
+        let mut name = match m.and_then(|m| m.0.as_ref()) {
+            Some(m) => {
+                let mut out = Vec::with_capacity(k.len() + 32);
+                self.expand_one_into(Some(m), k, v, &mut out);
+                out
+            }
+            None => self.expand(k, v).into_owned(),
+        };
         name.make_ascii_lowercase();
         let k = String::from_utf8(name).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         if let Some(inc) = val.strip_prefix('+') {
             let n = self.tx_get(&k).map_or(0, parse_num) + parse_num(inc.as_bytes());
             self.tx.insert(k, n.to_string().into_bytes());
         } else {
-            let x = self.expand(val, v).into_owned();
+            let x = match m.and_then(|m| m.1.as_ref()) {
+                Some(m) => {
+                    let mut out = Vec::with_capacity(val.len() + 32);
+                    self.expand_one_into(Some(m), val, v, &mut out);
+                    out
+                }
+                None => self.expand(val, v).into_owned(),
+            };
             self.tx.insert(k, x);
         }
     }
@@ -1398,7 +1417,7 @@ impl<'a> Eval<'a> {
         for (link, i, coll, item) in done {
             let v = self.pending_val(coll, item);
             if let Some((k, val)) = link.setvars.get(i) {
-                self.setvar(k, val, &v);
+                self.setvar(k, val, link.setvar_macros.get(i), &v);
             }
         }
     }
@@ -1419,7 +1438,7 @@ impl<'a> Eval<'a> {
             let v = self.pending_val(coll, item);
             if let Some((k, _)) = link.setvars.get(i) {
                 name.clear();
-                self.setvar_name_into(link.matched_name_at.get(i).copied().flatten(), k, &v, &mut name);
+                self.expand_one_into(link.setvar_macros.get(i).and_then(|m| m.0.as_ref()), k, &v, &mut name);
                 name.make_ascii_lowercase();
                 if key_matches(key, &name) {
                     last = Some(j);
@@ -1544,19 +1563,24 @@ impl<'a> Eval<'a> {
         Cow::Owned(out)
     }
 
-    /// The name (before lower-casing) of a `setvar`, `k`, for the matched value `v`, appended
-    /// to `out`: [`Eval::expand_into`], built directly when the name is text followed by
-    /// `%{MATCHED_VAR_NAME}` at `at` ([`crate::rules::matched_name_at`]).
-    fn setvar_name_into(&self, at: Option<usize>, k: &str, v: &Val<'_>, out: &mut Vec<u8>) {
-        match at.and_then(|at| k.get(..at)) {
-            Some(text) => {
-                out.extend_from_slice(text.as_bytes());
+    /// A `setvar` name or value `s` for the matched value `v`, appended to `out`:
+    /// [`Eval::expand_into`], built directly when `s` has one macro `m` ([`one_macro`]).
+    fn expand_one_into(&self, m: Option<&OneMacro>, s: &str, v: &Val<'_>, out: &mut Vec<u8>) {
+        let Some((m, before, after)) = m.and_then(|m| Some((m, s.get(..m.at)?, s.get(m.end..)?))) else {
+            self.expand_into(s, v, out);
+            return;
+        };
+        out.extend_from_slice(before.as_bytes());
+        match &m.kind {
+            MacroKind::Tx(name) => out.extend_from_slice(self.tx_get(name).unwrap_or_default()),
+            MacroKind::MatchedName => {
                 out.extend_from_slice(coll_name(v.coll).as_bytes());
                 out.push(b':');
                 out.extend_from_slice(v.name);
             }
-            None => self.expand_into(k, v, out),
+            MacroKind::MatchedValue => out.extend_from_slice(v.value),
         }
+        out.extend_from_slice(after.as_bytes());
     }
 
     /// [`Eval::expand`] appending to `out`.
@@ -1851,17 +1875,27 @@ mod tests {
         assert!(skipped > 20_000 && ran > 1_000, "{skipped} skips, {ran} operator runs");
     }
 
-    /// A `setvar` name built by `setvar_name_into` from `matched_name_at` is the name
-    /// `expand_into` gives, on 20,000+ random names mixing macros, braces and text, for random
-    /// matched values of several collections.
+    /// A `setvar` name or value expanded by `expand_one_into` from `one_macro` is what
+    /// `expand_into` gives, on 20,000+ random strings mixing macros, braces and text, for random
+    /// matched values of several collections and transaction variables set or not.
     #[test]
     fn setvar_names_built_directly_agree_with_expansion() {
         let w = shared();
         let body = b"amount=1000&currency=usd&metadata[order]=42";
         let req = post("/v1/payment_intents", body, &[]);
         let parsed = Parsed::new(&req);
-        let ev = Eval::new(w, &parsed, false);
-        let pieces: [&[u8]; 16] = [
+        let mut ev = Eval::new(w, &parsed, false);
+        ev.tx.insert("0".to_owned(), b"x-captured".to_vec());
+        ev.tx.insert("foo.bar".to_owned(), b"dotted".to_vec());
+        let pieces: [&[u8]; 24] = [
+            b"%{tx.0}",
+            b"%{TX.0}",
+            b"%{tx.1}",
+            b"%{tx.Foo.Bar}",
+            b"%{tx.foo.bar}",
+            b"%{args.amount}",
+            b"%{MATCHED_VARS}",
+            b"%{tx}",
             b"%{MATCHED_VAR_NAME}",
             b"%{matched_var_name}",
             b"%{Matched_Var_Name}",
@@ -1891,7 +1925,7 @@ mod tests {
         for n in 0..24_000 {
             let mut k = rng.value(&pieces);
             if n % 2 == 0 {
-                k.extend_from_slice(pieces[rng.below(3)]);
+                k.extend_from_slice(pieces[rng.below(11)]);
             }
             let k = String::from_utf8_lossy(&k).into_owned();
             let name = rng.value(&pieces);
@@ -1902,12 +1936,12 @@ mod tests {
                 name: &name,
                 value: &value,
             };
-            let at = crate::rules::matched_name_at(&k);
+            let m = crate::rules::one_macro(&k);
             let (mut got, mut expected) = (b"x".to_vec(), b"x".to_vec());
-            ev.setvar_name_into(at, &k, &v, &mut got);
+            ev.expand_one_into(m.as_ref(), &k, &v, &mut got);
             ev.expand_into(&k, &v, &mut expected);
             assert_eq!(got, expected, "{k:?}");
-            direct += usize::from(at.is_some());
+            direct += usize::from(m.is_some());
             cases += 1;
         }
         assert!(cases >= 20_000 && direct > 5_000, "{direct} of {cases} built directly");

@@ -268,9 +268,9 @@ pub(crate) struct Link {
     /// name depends on the matched value's name and value only, it does not start with a digit,
     /// so it is never a capture, and its value has no macro).
     pub deferrable: Vec<bool>,
-    /// Per `setvar`: its name's [`matched_name_at`], so the name of a recorded one is built
-    /// without parsing its macros.
-    pub matched_name_at: Vec<Option<usize>>,
+    /// Per `setvar`: its name's and its value's [`one_macro`], so they are expanded without
+    /// parsing their macros.
+    pub setvar_macros: Vec<(Option<OneMacro>, Option<OneMacro>)>,
     /// The operator's argument reads a transaction variable (`%{tx.…}` left after inlining the
     /// constant ones).
     pub reads_tx: bool,
@@ -540,14 +540,54 @@ impl LazyRegex {
     }
 }
 
-/// Where `%{MATCHED_VAR_NAME}` (its name in any case) starts in a `setvar` name that is text
-/// without `%{` followed by that macro alone: the name expands to that text, the matched
-/// value's collection name, `:` and the value's name. `None` for any other name.
-pub(crate) fn matched_name_at(k: &str) -> Option<usize> {
-    const MACRO: &str = "%{matched_var_name}";
-    let at = k.len().checked_sub(MACRO.len())?;
-    let (text, tail) = (k.get(..at)?, k.get(at..)?);
-    (tail.eq_ignore_ascii_case(MACRO) && !text.contains("%{")).then_some(at)
+/// A `setvar` name or value with exactly one macro the engine can expand without parsing:
+/// text without `%{`, the macro, text without `%{`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct OneMacro {
+    /// Where the macro's `%{` starts.
+    pub at: usize,
+    /// Just past the macro's `}`.
+    pub end: usize,
+    /// What the macro expands to.
+    pub kind: MacroKind,
+}
+
+/// What a [`OneMacro`] expands to.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum MacroKind {
+    /// `%{tx.<name>}`: the transaction variable (the name in lower case).
+    Tx(String),
+    /// `%{MATCHED_VAR_NAME}`: the matched value's collection name, `:` and its name.
+    MatchedName,
+    /// `%{MATCHED_VAR}`: the matched value.
+    MatchedValue,
+}
+
+/// `s` read as a [`OneMacro`] the way the engine's macro expansion reads it; `None` for
+/// anything else (no macro, several, an unclosed one, or one of another kind).
+pub(crate) fn one_macro(s: &str) -> Option<OneMacro> {
+    let has_macro = |x: &[u8]| x.windows(2).any(|w| w == b"%{");
+    let at = s.as_bytes().windows(2).position(|w| w == b"%{")?;
+    let after = s.get(at + 2..)?;
+    let close = after.bytes().position(|b| b == b'}')?;
+    let end = at + 2 + close + 1;
+    if has_macro(s.get(end..)?.as_bytes()) {
+        return None;
+    }
+    let var = after.get(..close)?;
+    let (scope, name) = var.split_once('.').unwrap_or((var, ""));
+    let kind = if scope.eq_ignore_ascii_case("tx") {
+        MacroKind::Tx(name.to_ascii_lowercase())
+    } else if scope.eq_ignore_ascii_case("request_headers") || scope.eq_ignore_ascii_case("args") {
+        return None;
+    } else if var.eq_ignore_ascii_case("matched_var_name") {
+        MacroKind::MatchedName
+    } else if var.eq_ignore_ascii_case("matched_var") {
+        MacroKind::MatchedValue
+    } else {
+        return None;
+    };
+    Some(OneMacro { at, end, kind })
 }
 
 fn compile_regex(p: &str) -> Result<Regex, String> {
@@ -849,7 +889,7 @@ impl Builder<'_> {
                 macros_ok && k.bytes().next().is_some_and(|b| b != b'%' && !b.is_ascii_digit()) && !v.contains("%{")
             })
             .collect();
-        let matched_name_at = setvars.iter().map(|(k, _)| matched_name_at(k)).collect();
+        let setvar_macros = setvars.iter().map(|(k, v)| (one_macro(k), one_macro(v))).collect();
         let stages = if r.multi {
             let full = self.pipelines[pipeline].clone();
             (0..=full.len()).map(|n| self.intern(full[..n].to_vec())).collect()
@@ -858,7 +898,7 @@ impl Builder<'_> {
         };
         Ok(Link {
             deferrable,
-            matched_name_at,
+            setvar_macros,
             reads_tx: false,
             stages,
             inert: inert.filter(|_| !negate),
