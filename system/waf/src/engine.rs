@@ -13,7 +13,7 @@ use crate::config::{glob, Glob, WafConfig};
 use crate::protocol;
 use crate::request::{BodyKind, Coll, HttpRequest, Parsed};
 use crate::rules::{
-    family, Cmp, Ctl, Key, Link, MacroKind, OneMacro, Op, Rule, RuleError, RuleSet, Sel, Severity, Src,
+    family, has_macro, Cmp, Ctl, Key, Link, MacroKind, OneMacro, Op, Rule, RuleError, RuleSet, Sel, Severity, Src,
 };
 
 /// A `setvar`'s name's and value's single macros ([`crate::rules::one_macro`]).
@@ -1490,16 +1490,16 @@ impl<'a> Eval<'a> {
             }
             Op::Pm(pm) => pm.is_match(value),
             Op::Contains(p) => {
-                let p = self.expand(p, v);
+                let p = self.operand(link, p, v);
                 !p.is_empty() && memchr::memmem::find(value, &p).is_some()
             }
-            Op::Streq(p) => *self.expand(p, v) == *value,
+            Op::Streq(p) => *self.operand(link, p, v) == *value,
             Op::Within(p) => {
-                let p = self.expand(p, v);
+                let p = self.operand(link, p, v);
                 value.is_empty() || memchr::memmem::find(&p, value).is_some()
             }
-            Op::BeginsWith(p) => value.starts_with(&self.expand(p, v)),
-            Op::EndsWith(p) => value.ends_with(&self.expand(p, v)),
+            Op::BeginsWith(p) => value.starts_with(&self.operand(link, p, v)),
+            Op::EndsWith(p) => value.ends_with(&self.operand(link, p, v)),
             Op::Num(cmp, p, constant) => {
                 let a = parse_num(value);
                 let b = match constant {
@@ -1552,10 +1552,20 @@ impl<'a> Eval<'a> {
         hit
     }
 
+    /// A string operator's argument: as written when it has no macro (`link.op_literal`),
+    /// else [`Eval::expand`]ed.
+    fn operand<'s>(&self, link: &Link, p: &'s str, v: &Val<'_>) -> Cow<'s, [u8]> {
+        if link.op_literal {
+            Cow::Borrowed(p.as_bytes())
+        } else {
+            self.expand(p, v)
+        }
+    }
+
     /// Expands `%{tx.name}`, `%{request_headers.host}`, `%{args.name}`, `%{matched_var}`,
     /// `%{matched_var_name}` in an operator argument or `setvar`.
     fn expand<'s>(&self, s: &'s str, v: &Val<'_>) -> Cow<'s, [u8]> {
-        if !s.as_bytes().windows(2).any(|w| w == b"%{") {
+        if !has_macro(s) {
             return Cow::Borrowed(s.as_bytes());
         }
         let mut out = Vec::with_capacity(s.len() + 32);
@@ -1945,6 +1955,52 @@ mod tests {
             cases += 1;
         }
         assert!(cases >= 20_000 && direct > 5_000, "{direct} of {cases} built directly");
+    }
+
+    /// An operator argument marked `op_literal` is used as written: every such argument of the
+    /// rule set has no macro, and a string without a macro is what `expand_into` makes of it
+    /// (checked on 20,000+ random strings mixing macro fragments, braces and text).
+    #[test]
+    fn literal_operands_are_their_expansion() {
+        let w = shared();
+        let body = b"amount=1000&currency=usd";
+        let req = post("/v1/payment_intents", body, &[]);
+        let parsed = Parsed::new(&req);
+        let mut ev = Eval::new(w, &parsed, false);
+        ev.tx.insert("0".to_owned(), b"x-captured".to_vec());
+        let mut literal = 0;
+        for rule in &w.rules.rules {
+            for link in &rule.links {
+                if let Op::Contains(a) | Op::Streq(a) | Op::Within(a) | Op::BeginsWith(a) | Op::EndsWith(a) = &link.op {
+                    assert_eq!(link.op_literal, !has_macro(a), "{}: {a}", rule.id);
+                    literal += usize::from(link.op_literal);
+                }
+            }
+        }
+        assert!(literal > 10, "{literal} literal operands");
+        let pieces: [&[u8]; 10] = [
+            b"%{tx.0}", b"%{", b"%", b"{", b"}", b"%%", b"{%", b"tx.0", b"|get|", b" ",
+        ];
+        let mut rng = crate::testrng::Rng(0x1f83_d9ab_fb41_bd6b);
+        let (mut plain, mut cases) = (0, 0);
+        for _ in 0..24_000 {
+            let s = String::from_utf8_lossy(&rng.value(&pieces)).into_owned();
+            let v = Val {
+                coll: Some(Coll::ArgsPost),
+                item: None,
+                name: b"amount",
+                value: b"1000",
+            };
+            let mut expanded = Vec::new();
+            ev.expand_into(&s, &v, &mut expanded);
+            if !has_macro(&s) {
+                assert_eq!(expanded, s.as_bytes(), "{s:?}");
+                assert!(matches!(ev.expand(&s, &v), Cow::Borrowed(x) if x == s.as_bytes()));
+                plain += 1;
+            }
+            cases += 1;
+        }
+        assert!(cases >= 20_000 && plain > 5_000, "{plain} of {cases} without a macro");
     }
 
     /// `tx_select` (a name looked up directly, an anchored expression read from its prefix,

@@ -274,6 +274,10 @@ pub(crate) struct Link {
     /// The operator's argument reads a transaction variable (`%{tx.…}` left after inlining the
     /// constant ones).
     pub reads_tx: bool,
+    /// The argument of `@contains`, `@streq`, `@within`, `@beginsWith` or `@endsWith` has no
+    /// macro ([`has_macro`]) after inlining the constant ones: it is used as written, without
+    /// looking for one on every run.
+    pub op_literal: bool,
     pub capture: bool,
     /// Literals (lower case) one of which a value must contain for the operator to match it,
     /// when the operator has such a set.
@@ -538,6 +542,11 @@ impl LazyRegex {
             .as_ref()
             .map_err(String::as_str)
     }
+}
+
+/// Whether `s` holds a macro opening, `%{` (without one the engine's expansion gives `s`).
+pub(crate) fn has_macro(s: &str) -> bool {
+    s.as_bytes().windows(2).any(|w| w == b"%{")
 }
 
 /// A `setvar` name or value with exactly one macro the engine can expand without parsing:
@@ -900,6 +909,7 @@ impl Builder<'_> {
             deferrable,
             setvar_macros,
             reads_tx: false,
+            op_literal: false,
             stages,
             inert: inert.filter(|_| !negate),
             targets,
@@ -1114,6 +1124,7 @@ impl RuleSet {
                     Op::Contains(a) | Op::Streq(a) | Op::Within(a) | Op::BeginsWith(a) | Op::EndsWith(a) => {
                         inline(a);
                         l.reads_tx = a.to_ascii_lowercase().contains("%{tx.");
+                        l.op_literal = !has_macro(a);
                     }
                     Op::Num(_, a, constant) => {
                         inline(a);
