@@ -141,8 +141,30 @@ impl Served {
         std::fs::write(self.config_path(), yaml).unwrap();
     }
 
-    /// Starts `paymentd serve` and waits until it is ready.
+    /// Starts `paymentd serve` and waits until it is ready. The public port was free when
+    /// `prepare` chose it, but another process may have taken it since (parallel tests bind
+    /// ephemeral ports): then the server exits at once, and it is started again on a new port
+    /// (`base` changes; callers read it after `start`).
     pub fn start(&mut self, extra: &str) {
+        for attempt in 1.. {
+            match self.try_start(extra) {
+                Ok(child) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(err) => {
+                    let public = self.base.trim_start_matches("https://");
+                    let port_taken = err.contains("Address already in use") && err.contains(public);
+                    if !port_taken || attempt == 5 {
+                        panic!("{err}");
+                    }
+                    self.base = format!("https://127.0.0.1:{}", free_port());
+                }
+            }
+        }
+    }
+
+    fn try_start(&mut self, extra: &str) -> Result<std::process::Child, String> {
         self.write_config(&format!("{}\n{extra}", self.extra_config));
         let mut child = Command::new(bin())
             .args(["serve", "--config"])
@@ -164,18 +186,17 @@ impl Served {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
-                break;
+                return Ok(child);
             }
             if let Ok(Some(status)) = child.try_wait() {
                 let mut err = String::new();
                 if let Some(mut e) = child.stderr.take() {
                     let _ = std::io::Read::read_to_string(&mut e, &mut err);
                 }
-                panic!("paymentd exited before ready ({status}): {err}");
+                return Err(format!("paymentd exited before ready ({status}): {err}"));
             }
             assert!(Instant::now() < deadline, "paymentd not ready within 30 s");
         }
-        self.child = Some(child);
     }
 
     /// Sends SIGTERM and waits for a clean exit.
