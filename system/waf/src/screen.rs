@@ -260,22 +260,33 @@ pub fn pipeline_image(pipeline: &[Transform], s: ByteSet) -> ByteSet {
 const MAX_SETS: usize = 3;
 /// A set this likely to be present (see `ByteSet::cost`) screens out too little to keep.
 const USELESS: f64 = 0.9;
+/// Most branches of an alternation screened one by one (each costs a few set tests per check).
+const MAX_BRANCHES: usize = 16;
 
-/// A necessary condition for an operator to match: the value holds a byte of each set.
+/// A necessary condition for an operator to match: the value holds a byte of each set, and,
+/// when the expression is an alternation, a byte of each set of one of its branches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Screen {
     sets: Vec<ByteSet>,
+    /// Per branch of the expression's alternation (the first one at its top, under captures
+    /// and concatenations, with the sets of the concatenation's other parts added): sets a
+    /// match through that branch holds a byte of each of. Empty when not known for every
+    /// branch. A match goes through one branch, so it satisfies that branch's sets: stronger
+    /// than `sets`, which take one set of each branch's union.
+    branches: Vec<Vec<ByteSet>>,
 }
 
 impl Screen {
     /// Whether a value whose bytes are within `bytes` may match (false: it certainly does not).
+    /// Monotone: a superset of an admitted set is admitted.
     pub fn admits(&self, bytes: &ByteSet) -> bool {
         self.sets.iter().all(|s| s.intersects(bytes))
+            && (self.branches.is_empty() || self.branches.iter().any(|b| b.iter().all(|s| s.intersects(bytes))))
     }
 
     /// Whether the screen can reject anything.
     pub fn is_useful(&self) -> bool {
-        !self.sets.is_empty()
+        !self.sets.is_empty() || !self.branches.is_empty()
     }
 
     /// The sets, most selective first.
@@ -291,7 +302,7 @@ impl Screen {
 
     /// [`Screen::of_regex`] of an expression already parsed ([`crate::prefilter::parse`]).
     pub fn of_hir(hir: &Hir) -> Option<Screen> {
-        Screen::from_sets(need(hir))
+        Screen::from_parts(need(hir), branch_needs(hir).unwrap_or_default())
     }
 
     /// The screen of a case-insensitive phrase list (`@pm`, `@contains` and the like): a match
@@ -310,12 +321,68 @@ impl Screen {
         if per.is_empty() {
             return None;
         }
-        Screen::from_sets(alternation(&per))
+        let branches = if per.len() <= MAX_BRANCHES {
+            per.clone()
+        } else {
+            Vec::new()
+        };
+        Screen::from_parts(alternation(&per), branches)
     }
 
-    fn from_sets(sets: Vec<ByteSet>) -> Option<Screen> {
-        let sets: Vec<ByteSet> = rank(sets).into_iter().filter(|s| s.cost() < USELESS).collect();
-        (!sets.is_empty()).then_some(Screen { sets })
+    fn from_parts(sets: Vec<ByteSet>, branches: Vec<Vec<ByteSet>>) -> Option<Screen> {
+        let useful =
+            |sets: Vec<ByteSet>| -> Vec<ByteSet> { rank(sets).into_iter().filter(|s| s.cost() < USELESS).collect() };
+        let sets = useful(sets);
+        let mut kept = Vec::with_capacity(branches.len());
+        for b in branches {
+            let b = useful(b);
+            if b.is_empty() {
+                // A branch that admits everything: the branches reject nothing.
+                kept.clear();
+                break;
+            }
+            kept.push(b);
+        }
+        // When `sets` imply one branch (each of its sets holds one of them), every value they
+        // admit passes that branch: the branches would reject nothing more.
+        if kept
+            .iter()
+            .any(|b| b.iter().all(|s| sets.iter().any(|k| k.is_subset(s))))
+        {
+            kept.clear();
+        }
+        (!sets.is_empty() || !kept.is_empty()).then_some(Screen { sets, branches: kept })
+    }
+}
+
+/// Per branch of the first alternation at the top of `h` (under captures and
+/// concatenations): the sets every match through that branch holds a byte of each of (those
+/// of the branch and of the concatenation's other parts); `None` without such an alternation
+/// or with more than [`MAX_BRANCHES`] branches.
+fn branch_needs(h: &Hir) -> Option<Vec<Vec<ByteSet>>> {
+    match h.kind() {
+        HirKind::Capture(c) => branch_needs(&c.sub),
+        HirKind::Alternation(subs) if subs.len() <= MAX_BRANCHES => Some(subs.iter().map(need).collect()),
+        HirKind::Concat(subs) => {
+            // The parts before and after an alternation are matched whatever branch it takes.
+            let (at, inner) = subs.iter().enumerate().find_map(|(i, s)| Some((i, branch_needs(s)?)))?;
+            let others: Vec<ByteSet> = subs
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != at)
+                .flat_map(|(_, s)| need(s))
+                .collect();
+            Some(
+                inner
+                    .into_iter()
+                    .map(|mut b| {
+                        b.extend(others.iter().copied());
+                        b
+                    })
+                    .collect(),
+            )
+        }
+        _ => None,
     }
 }
 
@@ -503,6 +570,11 @@ mod tests {
         assert!(Screen::of_regex("x?|y").is_none());
         let s = Screen::of_regex("\\$\\(|`").expect("screen");
         assert!(!s.admits(&ByteSet::of(b"Cotton tee (blue) x1")));
+        // One branch needs `$`, the other `/`, `[` and `]`: a name with brackets but neither
+        // `$` nor `/` passes the sets taken across the branches, not the branches.
+        let s = Screen::of_regex("\\$\\(|/[a-z]*\\[[^\\]]+\\]").expect("screen");
+        assert!(!s.admits(&ByteSet::of(b"metadata[line_0]")));
+        assert!(s.admits(&ByteSet::of(b"/x[y]")) && s.admits(&ByteSet::of(b"$(")));
         let p = Screen::of_phrases([&b"<script"[..], b"onload"]).expect("screen");
         assert!(p.admits(&ByteSet::of(b"ONLOAD")));
     }
@@ -560,5 +632,81 @@ mod tests {
         }
         assert!(screened > 100, "only {screened} expressions screened");
         assert!(checked > 1000, "only {checked} matches checked");
+    }
+
+    /// The per-branch screens of alternations: on 1,000 random values for each such expression
+    /// (over 100,000 in all) built from its own literal pieces and attack fragments, a value it matches
+    /// is admitted by its screen; and the values the branches reject beyond what the plain
+    /// sets reject (checked to be many) are never matched.
+    #[test]
+    fn branch_screens_never_reject_a_match() {
+        let table: serde_json::Value = serde_json::from_str(crate::rules::CRS_JSON).expect("table");
+        let mut rng = Rng(0x6a09_e667_f3bc_c908);
+        let mut pats: Vec<String> = Vec::new();
+        for r in table["rules"].as_array().into_iter().flatten() {
+            for x in std::iter::once(r).chain(r["chain_rules"].as_array().into_iter().flatten()) {
+                if let Some(p) = x["op"].as_str().and_then(|o| o.strip_prefix("@rx ")) {
+                    pats.push(crate::rules::pcre_bytes(p).into_owned());
+                }
+            }
+        }
+        let (mut cases, mut matches, mut extra) = (0usize, 0usize, 0usize);
+        let mut with_branches = 0usize;
+        for p in &pats {
+            let Some(screen) = Screen::of_regex(p) else { continue };
+            if screen.branches.is_empty() {
+                continue;
+            }
+            with_branches += 1;
+            let sets_only = Screen {
+                sets: screen.sets.clone(),
+                branches: Vec::new(),
+            };
+            let Ok(re) = RegexBuilder::new(p).unicode(false).build() else {
+                continue;
+            };
+            let mut pieces: Vec<Vec<u8>> = PIECES.iter().map(|x| x.to_vec()).collect();
+            for w in p.split(|c: char| c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()) {
+                // The punctuation between words too: the branches tell them apart.
+                pieces.push(w.replace('\\', "").into_bytes());
+            }
+            for w in p.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| w.len() > 1) {
+                pieces.push(w.as_bytes().to_vec());
+            }
+            // The literal runs between the expression's operators (branches of alternations).
+            for w in p
+                .replace("?:", "")
+                .split(['|', '(', ')', '[', ']', '?', '*', '+', '{', '}', '^', '$'])
+            {
+                if !w.is_empty() {
+                    pieces.push(w.replace('\\', "").into_bytes());
+                }
+            }
+            let pieces: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+            for _ in 0..1000 {
+                let v = rng.value(&pieces);
+                cases += 1;
+                let bytes = ByteSet::of(&v);
+                let admitted = screen.admits(&bytes);
+                if re.is_match(&v) {
+                    matches += 1;
+                    assert!(
+                        admitted,
+                        "{p} matches {:?} but its screen rejects it",
+                        String::from_utf8_lossy(&v)
+                    );
+                }
+                if !admitted && sets_only.admits(&bytes) {
+                    extra += 1;
+                }
+            }
+        }
+        assert!(
+            with_branches > 50,
+            "only {with_branches} expressions with branch screens"
+        );
+        assert!(cases >= 100_000, "only {cases} cases");
+        assert!(matches > 1000, "only {matches} matches checked");
+        assert!(extra > 1000, "only {extra} values rejected by the branches alone");
     }
 }
