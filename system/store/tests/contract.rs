@@ -868,3 +868,110 @@ async fn postgres_unreadable_outbox_rows_are_reported_not_fatal() {
     }
     assert_eq!(pending().await, (vec![], vec![]));
 }
+
+/// Migration 0008 gives every record table its own insert and update statement in
+/// `store_commit`. Each table must insert, refuse a duplicate, update at its version, refuse a
+/// stale or missing update, pass and fail a version check and delete, exactly as the other
+/// tables do; a table whose branches are missing or name another table fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_every_table_round_trips_through_store_commit() {
+    let (_db, pool, _tdb) = pg_db_and_pool().await;
+    let mut n = 0;
+    let mut commit = |ops: serde_json::Value| {
+        n += 1;
+        let txn = serde_json::json!({"id": format!("txn_{n}"), "at": n, "ops": ops, "events": []});
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<Vec<i64>>>("SELECT store_commit($1)")
+                .bind(txn)
+                .fetch_one(&pool)
+                .await
+        }
+    };
+    let refusal = |r: Result<Option<Vec<i64>>, sqlx::Error>| match r {
+        Err(sqlx::Error::Database(e)) => (
+            e.code().map(|c| c.to_string()).unwrap_or_default(),
+            e.message().to_string(),
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    for table in Table::ALL {
+        let name = table.name();
+        let write = |op: &str, k1: &str, body: serde_json::Value, expected: Option<i64>| {
+            serde_json::json!({"op": op, "table": name, "id": "rec_1", "account": "acct_1",
+                "created": 7, "k1": k1, "k2": null, "body": body, "expected": expected})
+        };
+        let bare = |op: &str, expected: Option<i64>| serde_json::json!({"op": op, "table": name, "id": "rec_1", "expected": expected});
+        let row = || {
+            let pool = pool.clone();
+            let sql = format!("SELECT version, k1, k2, body FROM {name} WHERE id = 'rec_1'");
+            async move {
+                sqlx::query_as::<_, (i64, Option<String>, Option<String>, serde_json::Value)>(&sql)
+                    .fetch_optional(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+
+        let first = serde_json::json!({"n": 1});
+        assert_eq!(
+            commit(serde_json::json!([write("insert", "a", first.clone(), None)]))
+                .await
+                .unwrap(),
+            Some(vec![]),
+            "{name}"
+        );
+        assert_eq!(row().await, Some((1, Some("a".into()), None, first.clone())), "{name}");
+        let (code, msg) = refusal(commit(serde_json::json!([write("insert", "b", first.clone(), None)])).await);
+        assert_eq!(code, "PY001", "{name}");
+        let c: serde_json::Value = serde_json::from_str(&msg).unwrap();
+        assert_eq!(
+            (c["table"].as_str(), c["kind"].as_str()),
+            (Some(name), Some("exists")),
+            "{msg}"
+        );
+
+        let second = serde_json::json!({"n": 2});
+        commit(serde_json::json!([write("update", "b", second.clone(), Some(1))]))
+            .await
+            .unwrap();
+        assert_eq!(row().await, Some((2, Some("b".into()), None, second.clone())), "{name}");
+        let (code, msg) = refusal(commit(serde_json::json!([write("update", "c", first.clone(), Some(1))])).await);
+        assert_eq!(code, "PY001", "{name}");
+        let c: serde_json::Value = serde_json::from_str(&msg).unwrap();
+        assert_eq!(
+            (c["table"].as_str(), c["kind"].as_str(), c["actual"].as_i64()),
+            (Some(name), Some("version_mismatch"), Some(2)),
+            "{msg}"
+        );
+        assert_eq!(
+            row().await.map(|r| r.0),
+            Some(2),
+            "a refused update writes nothing ({name})"
+        );
+
+        commit(serde_json::json!([bare("check", Some(2))])).await.unwrap();
+        let (code, _) = refusal(commit(serde_json::json!([bare("check", Some(1))])).await);
+        assert_eq!(code, "PY001", "{name}");
+        commit(serde_json::json!([bare("delete", Some(2))])).await.unwrap();
+        assert_eq!(row().await, None, "{name}");
+        let (code, msg) = refusal(commit(serde_json::json!([write("update", "d", second.clone(), Some(2))])).await);
+        assert_eq!(code, "PY001", "{name}");
+        let c: serde_json::Value = serde_json::from_str(&msg).unwrap();
+        assert_eq!(
+            (c["table"].as_str(), c["kind"].as_str()),
+            (Some(name), Some("missing")),
+            "{msg}"
+        );
+    }
+    let (code, _) = refusal(
+        commit(
+            serde_json::json!([{"op": "insert", "table": "events", "id": "x", "account": "a",
+            "created": 1, "body": {}}]),
+        )
+        .await,
+    );
+    assert_eq!(code, "PY002", "only record tables are written");
+    let (code, _) = refusal(commit(serde_json::json!([{"op": "upsert", "table": "customers", "id": "x"}])).await);
+    assert_eq!(code, "PY002", "an unknown op is refused");
+}
