@@ -73,6 +73,85 @@ pub struct Waf {
     excl_rules: Vec<Vec<u64>>,
     /// Per configured exclusion: its field patterns, split.
     excl_fields: Vec<Vec<Glob>>,
+    /// The prefilter's atom table for this configuration ([`AtomGroups`]).
+    atom_groups: AtomGroups,
+}
+
+/// What the prefilter records for a found atom, per collection: the active rules with that
+/// atom whose first link targets the collection, grouped by the pipeline whose output must hold
+/// the atom. Built with the engine, so that the prefilter neither tests each rule's collections
+/// and activity nor each (pipeline, rule) pair's output, only each group's
+/// (`atom_groups_select_what_atom_rules_select`).
+#[derive(Debug, Default)]
+struct AtomGroups {
+    /// Number of atoms (`Prefilter::atom_rules.len()`).
+    atoms: usize,
+    /// Per (collection, atom) at `coll * atoms + atom`: its groups are
+    /// `groups[start[i]..start[i + 1]]`.
+    start: Vec<u32>,
+    /// (pipeline, first rule, end of rules) into `rules`.
+    groups: Vec<(u32, u32, u32)>,
+    /// Rule indices, by group.
+    rules: Vec<u32>,
+}
+
+impl AtomGroups {
+    /// From the prefilter's (pipeline, rule) pairs per atom, keeping for each collection the
+    /// rules that are active and whose filter reads the collection (in their order).
+    fn new(rs: &RuleSet, active: &[bool]) -> AtomGroups {
+        let pf = &rs.prefilter;
+        let atoms = pf.atom_rules.len();
+        let mut g = AtomGroups {
+            atoms,
+            start: Vec::with_capacity(Coll::COUNT * atoms + 1),
+            groups: Vec::new(),
+            rules: Vec::new(),
+        };
+        g.start.push(0);
+        for c in 0..Coll::COUNT {
+            for pairs in &pf.atom_rules {
+                let from = g.groups.len();
+                for &(pipe, r) in pairs {
+                    let reads = rs.rules[r as usize]
+                        .filter
+                        .as_ref()
+                        .is_some_and(|f| f.colls & (1 << c) != 0);
+                    if !reads || !active[r as usize] {
+                        continue;
+                    }
+                    if !g.groups[from..].iter().any(|&(p, _, _)| p == pipe) {
+                        g.groups.push((pipe, 0, 0));
+                    }
+                }
+                // Each group's rules, in the pairs' order.
+                for k in from..g.groups.len() {
+                    let pipe = g.groups[k].0;
+                    let lo = g.rules.len() as u32;
+                    for &(p, r) in pairs {
+                        let reads = rs.rules[r as usize]
+                            .filter
+                            .as_ref()
+                            .is_some_and(|f| f.colls & (1 << c) != 0);
+                        if p == pipe && reads && active[r as usize] {
+                            g.rules.push(r);
+                        }
+                    }
+                    g.groups[k] = (pipe, lo, g.rules.len() as u32);
+                }
+                g.start.push(g.groups.len() as u32);
+            }
+        }
+        g
+    }
+
+    /// The groups of an atom found in a value of collection `c`.
+    fn of(&self, c: Coll, atom: u32) -> &[(u32, u32, u32)] {
+        let i = c as usize * self.atoms + atom as usize;
+        match (self.start.get(i), self.start.get(i + 1)) {
+            (Some(&lo), Some(&hi)) => &self.groups[lo as usize..hi as usize],
+            _ => &[],
+        }
+    }
 }
 
 /// A value under evaluation: an item of the request or a computed one.
@@ -371,11 +450,12 @@ impl Waf {
         set("total_arg_length", l.max_body.to_string());
         set("detection_paranoia_level", config.paranoia.to_string());
         rules.inline_constants(&tx);
-        let active = rules
+        let active: Vec<bool> = rules
             .rules
             .iter()
             .map(|r| r.paranoia <= config.paranoia && !config.disabled_rules.contains(&r.id))
             .collect();
+        let atom_groups = AtomGroups::new(&rules, &active);
         let words = rules.rules.len().div_ceil(64);
         let excl_rules = config
             .exclusions
@@ -406,6 +486,7 @@ impl Waf {
             active,
             excl_fields,
             excl_rules,
+            atom_groups,
         }
     }
 
@@ -1007,22 +1088,19 @@ impl<'a> Eval<'a> {
                     found.sort_unstable();
                     found.dedup();
                 }
+                let groups = &self.waf.atom_groups;
                 for &a in &found {
-                    for &(pipe, r) in &pf.atom_rules[a as usize] {
+                    // The active rules with this atom that read this collection, by pipeline.
+                    for &(pipe, lo, hi) in groups.of(c, a) {
                         if usize::from(out_of[pipe as usize]) != j {
                             continue;
                         }
-                        let r = r as usize;
-                        if stamp[r] == item as u32 + 1 {
-                            continue;
-                        }
-                        let in_coll = rs.rules[r]
-                            .filter
-                            .as_ref()
-                            .is_some_and(|f| f.colls & (1 << (c as u32)) != 0);
-                        if in_coll && self.waf.active[r] && !self.excluded(r, item) {
-                            stamp[r] = item as u32 + 1;
-                            self.cands.push((r as u32, item as u32));
+                        for &r in &groups.rules[lo as usize..hi as usize] {
+                            let r = r as usize;
+                            if stamp[r] != item as u32 + 1 && !self.excluded(r, item) {
+                                stamp[r] = item as u32 + 1;
+                                self.cands.push((r as u32, item as u32));
+                            }
                         }
                     }
                 }
@@ -2587,6 +2665,80 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// For every collection and atom (all 20 × atoms pairs, some 60,000 cases a
+    /// configuration), the groups select exactly the (pipeline, rule) pairs the prefilter's
+    /// per-atom list holds for an active rule whose filter reads the collection, each group's
+    /// rules in the list's order: with the shipped configuration and with paranoia 1 and some
+    /// rules disabled.
+    #[test]
+    fn atom_groups_select_what_atom_rules_select() {
+        let mut other = WafConfig::payment_api();
+        other.paranoia = 1;
+        other.disabled_rules = vec![932235, 942100, 941100, 920450];
+        let second = Waf::with_rules(rules(), other);
+        let mut cases = 0usize;
+        for w in [shared(), &second] {
+            let pf = &w.rules.prefilter;
+            assert!(pf.atom_rules.len() > 1000, "{}", pf.atom_rules.len());
+            let colls = [
+                Coll::ArgsGet,
+                Coll::ArgsGetNames,
+                Coll::ArgsPost,
+                Coll::ArgsPostNames,
+                Coll::Cookies,
+                Coll::CookiesNames,
+                Coll::Headers,
+                Coll::HeadersNames,
+                Coll::Filename,
+                Coll::Basename,
+                Coll::Uri,
+                Coll::Line,
+                Coll::QueryString,
+                Coll::Body,
+                Coll::Xml,
+                Coll::Files,
+                Coll::FilesNames,
+                Coll::Method,
+                Coll::Protocol,
+                Coll::MultipartPartHeaders,
+            ];
+            assert_eq!(colls.len(), Coll::COUNT);
+            for coll in colls {
+                let c = coll as usize;
+                for (a, pairs) in pf.atom_rules.iter().enumerate() {
+                    cases += 1;
+                    let want: Vec<(u32, u32)> = pairs
+                        .iter()
+                        .copied()
+                        .filter(|&(_, r)| {
+                            w.active[r as usize]
+                                && w.rules.rules[r as usize]
+                                    .filter
+                                    .as_ref()
+                                    .is_some_and(|f| f.colls & (1 << c) != 0)
+                        })
+                        .collect();
+                    let groups = w.atom_groups.of(coll, a as u32);
+                    let mut got: Vec<(u32, u32)> = Vec::new();
+                    for (k, &(pipe, lo, hi)) in groups.iter().enumerate() {
+                        assert!(groups[..k].iter().all(|&(p, _, _)| p != pipe), "pipeline twice");
+                        assert!(lo < hi, "empty group");
+                        let rules = &w.atom_groups.rules[lo as usize..hi as usize];
+                        // In the list's order within the group.
+                        let order: Vec<u32> = want.iter().filter(|&&(p, _)| p == pipe).map(|&(_, r)| r).collect();
+                        assert_eq!(rules, order.as_slice());
+                        got.extend(rules.iter().map(|&r| (pipe, r)));
+                    }
+                    got.sort_unstable();
+                    let mut want = want;
+                    want.sort_unstable();
+                    assert_eq!(got, want, "collection {c}, atom {a}");
+                }
+            }
+        }
+        assert!(cases >= 20_000, "{cases}");
     }
 
     #[test]
