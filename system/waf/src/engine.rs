@@ -285,7 +285,14 @@ struct Scratch {
     masks: Vec<u32>,
     bytes: Vec<Option<ByteSet>>,
     pf: PrefilterScratch,
+    /// Copies of the transaction variables a read selects (see [`Eval::tx_buf`]): kept with
+    /// their contents, which a read overwrites before using them.
+    tx_buf: Vec<(String, Vec<u8>)>,
 }
+
+/// Most copies of transaction variables a thread keeps, and the longest name or value kept.
+const MAX_TX_BUF: usize = 256;
+const MAX_TX_BUF_LEN: usize = 4096;
 
 /// [`Eval::prefilter`]'s own vectors (see there), kept in [`Scratch`].
 #[derive(Default)]
@@ -354,6 +361,9 @@ impl Scratch {
         emptied(&mut pf.stamp);
         emptied(&mut pf.start);
         emptied(&mut pf.sorted);
+        self.tx_buf.truncate(MAX_TX_BUF);
+        self.tx_buf
+            .retain(|(k, v)| k.capacity() <= MAX_TX_BUF_LEN && v.capacity() <= MAX_TX_BUF_LEN);
     }
 }
 
@@ -409,6 +419,9 @@ struct Eval<'a> {
     removed_rules: Vec<u32>,
     /// The prefilter's vectors, from this thread's [`Scratch`].
     pf_scratch: PrefilterScratch,
+    /// The variables a `TX:` target selects, copied (a test may change the variables) into
+    /// the strings of earlier reads instead of new ones.
+    tx_buf: Vec<(String, Vec<u8>)>,
     /// (tag, collections) removed from tagged rules by `ctl:ruleRemoveTargetByTag`.
     removed_targets: Vec<(&'a str, &'a [Coll])>,
 }
@@ -691,6 +704,29 @@ fn tx_select<'m>(
     }
 }
 
+/// Copies the transaction variables a key selects ([`tx_select`]) into `buf[..n]`, reusing
+/// the strings of its elements (left by earlier reads, whatever they hold); returns `n`.
+/// `tx_copies_agree_with_fresh_copies` checks it.
+fn tx_copy(
+    mine: &BTreeMap<String, Vec<u8>>,
+    base: &BTreeMap<String, Vec<u8>>,
+    key: &Key,
+    buf: &mut Vec<(String, Vec<u8>)>,
+) -> usize {
+    let mut n = 0;
+    tx_select(mine, base, key, |k, v| {
+        match buf.get_mut(n) {
+            Some((bk, bv)) => {
+                bk.clone_from(k);
+                bv.clone_from(v);
+            }
+            None => buf.push((k.clone(), v.clone())),
+        }
+        n += 1;
+    });
+    n
+}
+
 /// Whether `needle` occurs in `hay` (as `memchr::memmem::find(hay, needle).is_some()`). A short
 /// needle (up to 64 bytes, as `@within`'s values mostly are) is found from the occurrences of
 /// its second byte (at most 64 bytes compared per occurrence, so still linear in `hay`) instead
@@ -813,6 +849,7 @@ impl<'a> Eval<'a> {
             mut masks,
             mut bytes,
             pf,
+            tx_buf,
         } = Scratch::take();
         masks.resize(p.items.len(), 0);
         bytes.resize(p.items.len(), None);
@@ -843,6 +880,7 @@ impl<'a> Eval<'a> {
             removed_rules: Vec::new(),
             removed_targets: Vec::new(),
             pf_scratch: pf,
+            tx_buf,
         }
     }
 
@@ -857,6 +895,7 @@ impl<'a> Eval<'a> {
             masks: self.masks,
             bytes: self.bytes,
             pf: self.pf_scratch,
+            tx_buf: self.tx_buf,
         }
     }
 
@@ -1311,15 +1350,20 @@ impl<'a> Eval<'a> {
                 }
                 Src::Tx => {
                     self.flush_for(&sel.key);
-                    for (k, v) in self.tx_vars(&sel.key) {
+                    // Copied first (a test may set variables), into the buffers of earlier
+                    // reads: `buf[..n]` are the selected variables.
+                    let mut buf = std::mem::take(&mut self.tx_buf);
+                    let n = tx_copy(&self.tx, &self.waf.tx, &sel.key, &mut buf);
+                    for (k, v) in &buf[..n] {
                         let val = Val {
                             coll: None,
                             item: None,
                             name: k.as_bytes(),
-                            value: &v,
+                            value: v,
                         };
                         self.test(link, &val, &mut hits);
                     }
+                    self.tx_buf = buf;
                 }
                 Src::Matched => {
                     for h in prev {
@@ -1364,13 +1408,6 @@ impl<'a> Eval<'a> {
     /// A transaction variable: set by this request, else the table's or configuration's.
     fn tx_get(&self, name: &str) -> Option<&[u8]> {
         self.tx.get(name).or_else(|| self.waf.tx.get(name)).map(Vec::as_slice)
-    }
-
-    /// The transaction variables a key selects, in name order.
-    fn tx_vars(&self, key: &Key) -> Vec<(String, Vec<u8>)> {
-        let mut out = Vec::new();
-        self.tx_each(key, |k, v| out.push((k.clone(), v.clone())));
-        out
     }
 
     /// Calls `f` on each transaction variable a key selects, in name order (see [`tx_select`]).
@@ -2622,7 +2659,7 @@ mod tests {
             s.pf.sorted.resize(n, (4, 4));
             s.give_back();
         }
-        let s = Scratch::take();
+        let mut s = Scratch::take();
         for cap in [
             s.entries.capacity(),
             s.child_head.capacity(),
@@ -2631,6 +2668,23 @@ mod tests {
         ] {
             assert!(cap <= MAX_SCRATCH);
         }
+        // The copies of transaction variables are kept, at most `MAX_TX_BUF`, none longer
+        // than `MAX_TX_BUF_LEN`.
+        s.tx_buf = (0..MAX_TX_BUF + 10)
+            .map(|i| {
+                (
+                    "x".repeat(if i % 7 == 0 { MAX_TX_BUF_LEN + 1 } else { 3 }),
+                    vec![0; i % 50],
+                )
+            })
+            .collect();
+        s.give_back();
+        let s = Scratch::take();
+        assert!(!s.tx_buf.is_empty() && s.tx_buf.len() <= MAX_TX_BUF);
+        assert!(s
+            .tx_buf
+            .iter()
+            .all(|(k, v)| k.capacity() <= MAX_TX_BUF_LEN && v.capacity() <= MAX_TX_BUF_LEN));
         s.give_back();
         // Inspections reusing the vectors agree with the reference path.
         let waf = shared();
@@ -2739,6 +2793,54 @@ mod tests {
             }
         }
         assert!(cases >= 20_000, "{cases}");
+    }
+
+    /// Copies into kept buffers are the selected variables, as fresh copies of what
+    /// `tx_select` selects are: 20,000 random reads (random maps, keys of every kind) through
+    /// one buffer whose earlier contents are longer, shorter or more numerous.
+    #[test]
+    fn tx_copies_agree_with_fresh_copies() {
+        let mut rng = crate::testrng::Rng(0x3c6e_f372_fe94_f82b);
+        let words: [&str; 8] = [
+            "header_name_920450_",
+            "paramcounter_",
+            "a",
+            "ab",
+            "x-",
+            "host",
+            "0",
+            "anomaly_score",
+        ];
+        let name = |rng: &mut crate::testrng::Rng| -> String {
+            (0..=rng.below(3)).map(|_| words[rng.below(words.len())]).collect()
+        };
+        let keys: Vec<Key> = vec![
+            Key::All,
+            Key::Name(b"host".to_vec()),
+            Key::Name(b"a".to_vec()),
+            crate::rules::parse_key_for_tests("/^header_name_920450_/"),
+            crate::rules::parse_key_for_tests("/^paramcounter_/"),
+            crate::rules::parse_key_for_tests("/HOST/"),
+        ];
+        let mut buf: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut copied = 0usize;
+        for _ in 0..20_000 {
+            let mut mine = BTreeMap::new();
+            let mut base = BTreeMap::new();
+            for _ in 0..rng.below(12) {
+                mine.insert(name(&mut rng), vec![b'm'; rng.below(40)]);
+            }
+            for _ in 0..rng.below(12) {
+                base.insert(name(&mut rng), vec![b'b'; rng.below(40)]);
+            }
+            let key = &keys[rng.below(keys.len())];
+            let mut fresh: Vec<(String, Vec<u8>)> = Vec::new();
+            tx_select(&mine, &base, key, |k, v| fresh.push((k.clone(), v.clone())));
+            let n = tx_copy(&mine, &base, key, &mut buf);
+            assert_eq!(&buf[..n], fresh.as_slice());
+            copied += n;
+        }
+        assert!(copied > 20_000, "{copied}");
     }
 
     #[test]

@@ -679,6 +679,12 @@ fn parse_sel(s: &str) -> Result<Sel, String> {
     Ok(Sel { src, key, count })
 }
 
+/// The key of a selector such as `TX:/^abc_/`, for the engine's tests.
+#[cfg(test)]
+pub(crate) fn parse_key_for_tests(key: &str) -> Key {
+    parse_sel(&format!("TX:{key}")).map(|s| s.key).unwrap_or(Key::All)
+}
+
 fn byte_ranges(spec: &str) -> Result<Box<[bool; 256]>, String> {
     let mut ok = Box::new([false; 256]);
     for part in spec.split(',') {
