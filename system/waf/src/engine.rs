@@ -516,7 +516,9 @@ impl Waf {
     /// Inspects a request.
     pub fn inspect(&self, req: &HttpRequest<'_>) -> Verdict {
         let parsed = Parsed::new(req);
-        self.run(req, &parsed, false)
+        let verdict = self.run(req, &parsed, false);
+        parsed.recycle();
+        verdict
     }
 
     /// Inspects a request already broken into collections.
@@ -873,7 +875,8 @@ impl<'a> Eval<'a> {
             exhaustive,
             keep_all: false,
             detected: Vec::new(),
-            pending: Vec::new(),
+            // About one recorded `setvar` per argument name (921170's counters).
+            pending: Vec::with_capacity(p.items.len()),
             name_buf: Vec::new(),
             ranges: coll_ranges(p),
             nv: p.items.iter().map(|i| (p.name(i), p.value(i))).collect(),

@@ -138,28 +138,85 @@ pub struct Parsed {
 /// The items grouped by collection in [`Coll`] order, each collection's in the order given: a
 /// stable counting sort (the items arrive in a few interleaved runs, which a comparison sort
 /// spends more on). `grouping_equals_a_stable_sort` checks it.
+#[cfg(test)]
 fn group_by_coll(items: Vec<Item>) -> Vec<Item> {
+    group_into(&items, Vec::new())
+}
+
+/// [`group_by_coll`] into `out` (emptied first, its capacity reused).
+fn group_into(items: &[Item], mut out: Vec<Item>) -> Vec<Item> {
     let mut start = [0usize; Coll::COUNT + 1];
-    for i in &items {
+    for i in items {
         start[i.coll as usize + 1] += 1;
     }
     for c in 0..Coll::COUNT {
         start[c + 1] += start[c];
     }
-    let mut out = vec![
+    out.clear();
+    out.resize(
+        items.len(),
         Item {
             coll: Coll::ArgsGet,
             name: (0, 0),
             value: (0, 0),
-        };
-        items.len()
-    ];
-    for i in items {
+        },
+    );
+    for &i in items {
         let at = &mut start[i.coll as usize];
         out[*at] = i;
         *at += 1;
     }
     out
+}
+
+/// Most item slots and buffer bytes a thread keeps between parses (see [`ParseBuffers`]).
+const MAX_KEPT_ITEMS: usize = MAX_ITEMS;
+const MAX_KEPT_BUF: usize = 1 << 20;
+
+/// The vectors a parse fills (its items as collected, grouped, and its byte buffer), kept per
+/// thread when [`Parsed::recycle`] gives them back, so that the next parse on the thread does
+/// not allocate and grow them (`recycled_buffers_parse_the_same`).
+#[derive(Default)]
+struct ParseBuffers {
+    collected: Vec<Item>,
+    grouped: Vec<Item>,
+    buf: Vec<u8>,
+}
+
+thread_local! {
+    static PARSE_BUFFERS: std::cell::RefCell<ParseBuffers> = std::cell::RefCell::new(ParseBuffers::default());
+}
+
+impl ParseBuffers {
+    /// This thread's buffers, each empty.
+    fn take() -> ParseBuffers {
+        PARSE_BUFFERS
+            .try_with(|b| {
+                b.try_borrow_mut()
+                    .map(|mut b| std::mem::take(&mut *b))
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Keeps the buffers (emptied; a too large one is freed) for the next parse on this thread.
+    fn give_back(mut self) {
+        for v in [&mut self.collected, &mut self.grouped] {
+            if v.capacity() > MAX_KEPT_ITEMS {
+                *v = Vec::new();
+            }
+            v.clear();
+        }
+        if self.buf.capacity() > MAX_KEPT_BUF {
+            self.buf = Vec::new();
+        }
+        self.buf.clear();
+        let _ = PARSE_BUFFERS.try_with(|b| {
+            if let Ok(mut b) = b.try_borrow_mut() {
+                *b = self;
+            }
+        });
+    }
 }
 
 /// Collects items and their bytes.
@@ -233,16 +290,21 @@ const MAX_ITEMS: usize = 4096;
 impl Parsed {
     /// Breaks `req` into collections.
     pub fn new(req: &HttpRequest<'_>) -> Parsed {
-        let mut items = Items {
-            items: Vec::with_capacity(32),
-            // Query and body twice (arguments, then raw), headers' names twice, the rest.
-            buf: Vec::with_capacity(
-                req.target.len() * 4
-                    + req.body.len() * 2
-                    + req.headers.iter().map(|(n, v)| 2 * n.len() + v.len()).sum::<usize>()
-                    + 64,
-            ),
-        };
+        // Vectors an earlier parse on this thread gave back ([`Parsed::recycle`]), if any.
+        let ParseBuffers {
+            collected: mut items_vec,
+            grouped,
+            mut buf,
+        } = ParseBuffers::take();
+        items_vec.reserve(32);
+        // Query and body twice (arguments, then raw), headers' names twice, the rest.
+        buf.reserve(
+            req.target.len() * 4
+                + req.body.len() * 2
+                + req.headers.iter().map(|(n, v)| 2 * n.len() + v.len()).sum::<usize>()
+                + 64,
+        );
+        let mut items = Items { items: items_vec, buf };
         let (path, query) = match req.target.find('?') {
             Some(i) => (&req.target[..i], &req.target[i + 1..]),
             None => (req.target, ""),
@@ -378,8 +440,16 @@ impl Parsed {
         for (n, h) in &part_headers {
             items.add(Coll::MultipartPartHeaders, n, h);
         }
-        let Items { items, buf } = items;
-        let items = group_by_coll(items);
+        let Items { items: collected, buf } = items;
+        let items = group_into(&collected, grouped);
+        // The collected items' vector goes back for the next parse; the grouped one and the
+        // buffer go with the result (and come back with `recycle`).
+        ParseBuffers {
+            collected,
+            grouped: Vec::new(),
+            buf: Vec::new(),
+        }
+        .give_back();
         Parsed {
             items,
             body_kind,
@@ -389,6 +459,15 @@ impl Parsed {
             path: path.to_owned(),
             buf,
         }
+    }
+
+    /// Gives this parse's vectors back to the thread for its next parse (dropping a
+    /// [`Parsed`] frees them instead).
+    pub fn recycle(self) {
+        let mut b = ParseBuffers::take();
+        b.grouped = self.items;
+        b.buf = self.buf;
+        b.give_back();
     }
 
     /// An item's key (argument or header name).
@@ -734,6 +813,73 @@ mod tests {
     /// (form-encoded query and body with escapes, empty parts and names, cookies, repeated
     /// headers), every argument is what [`split_form`] decodes, every name item repeats its
     /// name, headers and cookies are as sent (names lower case), and the counts are unchanged.
+    /// A parse with the vectors earlier parses gave back ([`Parsed::recycle`]) is the parse
+    /// with new ones: on 20,000 random requests (form query and body, cookies, headers, JSON
+    /// and multipart bodies), each parsed after recycling the parse of the one before, and
+    /// again with this thread's buffers held aside; and the kept buffers come back empty.
+    #[test]
+    fn recycled_buffers_parse_the_same() {
+        let pieces: &[&[u8]] = &[
+            b"a=1",
+            b"&",
+            b"=",
+            b"%5B",
+            b"%3d",
+            b"+",
+            b"x[y]",
+            b"%",
+            b"\xff",
+            b"=&=",
+            b"{\"k\":[1,\"v\"]}",
+            b"--b\r\n",
+        ];
+        let types: [&[u8]; 4] = [
+            b"application/x-www-form-urlencoded",
+            b"application/json",
+            b"multipart/form-data; boundary=b",
+            b"text/xml",
+        ];
+        let key = |p: &Parsed| {
+            let items: Vec<(Coll, Vec<u8>, Vec<u8>)> = p
+                .items
+                .iter()
+                .map(|i| (i.coll, p.name(i).to_vec(), p.value(i).to_vec()))
+                .collect();
+            (
+                items,
+                p.body_kind,
+                p.body_error,
+                p.arg_count,
+                p.args_combined_size,
+                p.path.clone(),
+            )
+        };
+        let mut rng = crate::testrng::Rng(0x510e_527f_ade6_82d1);
+        for _ in 0..20_000 {
+            let query = String::from_utf8_lossy(&rng.value(pieces)).replace(['#', ' ', '?'], "");
+            let target = format!("/v1/x?{query}");
+            let mut body = rng.value(pieces);
+            if rng.below(4) == 0 {
+                body = body.repeat(rng.below(40) + 1);
+            }
+            let cookie = rng.value(pieces);
+            let headers: Vec<(&str, &[u8])> =
+                vec![("Content-Type", types[rng.below(types.len())]), ("Cookie", &cookie)];
+            let r = req(&target, headers, &body);
+            let reused = Parsed::new(&r);
+            let held = ParseBuffers::take();
+            assert!(held.collected.is_empty() && held.grouped.is_empty() && held.buf.is_empty());
+            let fresh = Parsed::new(&r);
+            held.give_back();
+            assert_eq!(key(&reused), key(&fresh));
+            fresh.recycle();
+            reused.recycle();
+        }
+        let b = ParseBuffers::take();
+        assert!(b.collected.is_empty() && b.grouped.is_empty() && b.buf.is_empty());
+        assert!(b.buf.capacity() <= MAX_KEPT_BUF && b.grouped.capacity() <= MAX_KEPT_ITEMS);
+    }
+
     #[test]
     fn items_hold_what_the_decoders_give() {
         let pieces: &[&[u8]] = &[
