@@ -22,7 +22,8 @@ use crate::velocity::{outcome_name, AttemptOutcome, Observation, VelocityCounts,
 use crate::velocity::{DAY_MS, HOUR_MS, VELOCITY_CAP};
 use async_trait::async_trait;
 use pay_core::Timestamp;
-use sqlx::{PgPool, Row};
+use pay_store::postgres::PgConnections;
+use sqlx::Row;
 
 const OBSERVE: &str = r#"
 WITH commit_mode AS (
@@ -74,7 +75,7 @@ SELECT
 /// Velocity counters in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgVelocityStore {
-    pool: PgPool,
+    pool: PgConnections,
     cap: u32,
 }
 
@@ -89,7 +90,7 @@ fn count(row: &sqlx::postgres::PgRow, col: &str) -> Result<u32, VelocityError> {
 
 impl PgVelocityStore {
     /// A store over `pool` (the schema must be migrated).
-    pub fn new(pool: PgPool) -> PgVelocityStore {
+    pub fn new(pool: PgConnections) -> PgVelocityStore {
         PgVelocityStore {
             pool,
             cap: VELOCITY_CAP,

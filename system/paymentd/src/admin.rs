@@ -271,7 +271,7 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// Vault records per KEK, counted in PostgreSQL (a join of vault records and data keys).
-pub async fn records_per_kek(pool: &sqlx::PgPool) -> Result<BTreeMap<String, u64>, String> {
+pub async fn records_per_kek(pool: &pay_store::postgres::PgConnections) -> Result<BTreeMap<String, u64>, String> {
     use sqlx::Row;
     let rows = sqlx::query(
         "SELECT d.k1, count(v.id) FROM data_keys d JOIN vault_cards v ON v.body->>'data_key' = d.id GROUP BY d.k1",

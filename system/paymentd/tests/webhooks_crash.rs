@@ -124,8 +124,8 @@ async fn killed_mid_batch_every_committed_event_arrives_and_no_rolled_back_one()
 
     // While it is down: a change that rolls back, with its event, never commits.
     let backend = s.db.backend().await.unwrap();
-    let pool = backend.pool();
-    let mut tx = pool.begin().await.unwrap();
+    let mut conn = backend.pool().acquire().await.unwrap();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
     let account: String = sqlx::query_scalar("SELECT account FROM events LIMIT 1")
         .fetch_one(&mut *tx)
         .await
@@ -145,6 +145,7 @@ async fn killed_mid_batch_every_committed_event_arrives_and_no_rolled_back_one()
         .await
         .unwrap();
     tx.rollback().await.unwrap();
+    let pool = backend.pool();
 
     s.start("");
     pay(&http, &s, 4).await;

@@ -9,17 +9,19 @@
 //! touches no row and fails the transaction); the applied-transaction log (`store_txns`)
 //! makes commits idempotent.
 //!
-//! Pooled connections are not pinged before use (`test_before_acquire(false)`): that would be
-//! one more round trip per request. A connection that died while idle fails its next
+//! Connections come from [`PgConnections`], which neither pings a connection before use nor
+//! after it (sqlx's pool does the latter, one more round trip per statement); see
+//! `pg_pool.rs` for how it stays safe. A connection that died while idle fails its next
 //! statement instead, which maps to a retryable (or, for a write, ambiguous) error that
 //! [`Db`](crate::Db) retries under the same transaction id.
 
 use crate::model::*;
+pub use crate::pg_pool::{PgConnections, PoolLimits, PooledConnection};
 use crate::Backend;
 use async_trait::async_trait;
 use pay_core::Event;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::postgres::{PgConnectOptions, PgRow};
+use sqlx::{Connection, Postgres, Row};
 use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::Duration;
@@ -34,6 +36,9 @@ pub struct PgSettings {
     pub max_connections: u32,
     /// How long a request waits for a free connection before failing as unavailable.
     pub acquire_timeout: Duration,
+    /// A connection older than this is closed when it is returned (and a new one opened when
+    /// needed).
+    pub max_lifetime: Duration,
 }
 
 impl Default for PgSettings {
@@ -41,6 +46,7 @@ impl Default for PgSettings {
         PgSettings {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            max_lifetime: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -48,7 +54,7 @@ impl Default for PgSettings {
 /// The PostgreSQL storage backend.
 #[derive(Clone)]
 pub struct PgBackend {
-    pool: PgPool,
+    pool: PgConnections,
     describe: String,
 }
 
@@ -65,31 +71,43 @@ impl PgBackend {
             opts.get_port(),
             opts.get_database().unwrap_or("")
         );
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .test_before_acquire(false)
-            .acquire_timeout(settings.acquire_timeout)
-            .connect_with(opts)
-            .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot connect to {describe}: {}",
-                    redact_url_error(&e.to_string())
-                ))
-            })?;
+        let pool = PgConnections::new(
+            opts,
+            PoolLimits {
+                max_connections: settings.max_connections,
+                acquire_timeout: settings.acquire_timeout,
+                max_lifetime: settings.max_lifetime,
+            },
+        );
+        // One connection now, so that a wrong address or password fails at start.
+        let mut first = pool.acquire().await.map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot connect to {describe}: {}",
+                redact_url_error(&e.to_string())
+            ))
+        })?;
+        first.keep();
+        drop(first);
         Ok(PgBackend { pool, describe })
     }
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
+        let mut conn = self
+            .pool
+            .acquire()
             .await
-            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        MIGRATOR
+            .run(&mut *conn)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        conn.keep();
+        Ok(())
     }
 
     /// The connection pool (for other crates' specialised SQL on the same database).
-    pub fn pool(&self) -> &PgPool {
+    pub fn pool(&self) -> &PgConnections {
         &self.pool
     }
 
@@ -518,7 +536,8 @@ impl PgBackend {
     /// take turns on an advisory lock, so a later one's messages get later queue sequence
     /// numbers, and a fan-out that waited finds the events the other marked already marked.
     async fn outbox_fan_out(&self, now: i64, events: Vec<FanOutEvent>) -> Result<Vec<i64>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, false))?;
+        let mut conn = self.pool.acquire().await.map_err(|e| map_err(e, false))?;
+        let mut tx = conn.begin().await.map_err(|e| map_err(e, false))?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('outbox_fan_out'))")
             .execute(&mut *tx)
             .await
@@ -567,6 +586,7 @@ impl PgBackend {
             .map_err(|e| map_err(e, false))?;
         }
         tx.commit().await.map_err(|e| map_err(e, true))?;
+        conn.keep();
         Ok(done)
     }
 
@@ -579,7 +599,8 @@ impl PgBackend {
         mode: QueueMode,
         max_receives: u32,
     ) -> Result<Vec<Received>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, false))?;
+        let mut conn = self.pool.acquire().await.map_err(|e| map_err(e, false))?;
+        let mut tx = conn.begin().await.map_err(|e| map_err(e, false))?;
         if mode == QueueMode::FifoBatch {
             // A run of a group's messages is taken without SKIP LOCKED's help (a receiver that
             // skipped a locked head could take the messages behind it), so receives of one
@@ -636,6 +657,7 @@ impl PgBackend {
             .await
             .map_err(|e| map_err(e, false))?;
         tx.commit().await.map_err(|e| map_err(e, true))?;
+        conn.keep();
         let mut out: Vec<Received> = rows
             .iter()
             .map(|r| {

@@ -6,7 +6,7 @@
 //! as root, since PostgreSQL refuses to run as root), which dies with the test process. Tests
 //! therefore never depend on a server being installed and running on the machine.
 
-use crate::postgres::{PgBackend, PgSettings, MIGRATOR};
+use crate::postgres::{PgBackend, PgSettings};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use std::path::{Path, PathBuf};
@@ -60,10 +60,7 @@ impl TestDatabase {
             drop_on_exit,
         };
         let backend = db.backend().await?;
-        MIGRATOR
-            .run(backend.pool())
-            .await
-            .map_err(|e| format!("migrations failed: {e}"))?;
+        backend.migrate().await.map_err(|e| format!("migrations failed: {e}"))?;
         backend.pool().close().await;
         Ok(db)
     }

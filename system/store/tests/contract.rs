@@ -95,7 +95,7 @@ async fn pg_db() -> (Db, Option<Box<dyn std::any::Any + Send>>) {
 
 /// A PostgreSQL store for the tests that also reach into its tables: the store, its pool, and
 /// the guard that drops the throwaway database.
-async fn pg_db_and_pool() -> (Db, sqlx::PgPool, pay_store::testing::TestDatabase) {
+async fn pg_db_and_pool() -> (Db, pay_store::postgres::PgConnections, pay_store::testing::TestDatabase) {
     let tdb = pay_store::testing::TestDatabase::create()
         .await
         .expect("test PostgreSQL");
@@ -757,7 +757,10 @@ async fn postgres_migration_0006_starts_the_legacy_week_only_on_a_used_database(
     .execute(&pool)
     .await
     .unwrap();
-    pay_store::postgres::MIGRATOR.run(&pool).await.unwrap();
+    pay_store::postgres::MIGRATOR
+        .run(&mut *pool.acquire().await.unwrap())
+        .await
+        .unwrap();
     let until = legacy_until().await.expect("a used database gets the legacy week");
     let week = until - wall_ms();
     assert!(
@@ -802,7 +805,10 @@ async fn postgres_migration_0007_returns_unfanned_events_to_the_outbox() {
         .execute(&pool)
         .await
         .unwrap();
-    pay_store::postgres::MIGRATOR.run(&pool).await.unwrap();
+    pay_store::postgres::MIGRATOR
+        .run(&mut *pool.acquire().await.unwrap())
+        .await
+        .unwrap();
     let pending = match db.execute(Request::OutboxPending { limit: 10 }).await.unwrap() {
         Response::Pending { events, unreadable } if unreadable.is_empty() => events,
         other => panic!("unexpected {other:?}"),
