@@ -92,7 +92,14 @@ impl PgConnections {
             Ok(Err(_)) => return Err(sqlx::Error::PoolClosed),
             Err(_) => return Err(sqlx::Error::PoolTimedOut),
         };
-        let idle = inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        // Newest first; one that outlived its lifetime while idle is closed, not used.
+        let idle = loop {
+            let next = inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match next {
+                Some(i) if i.opened.elapsed() >= inner.limits.max_lifetime => drop(i),
+                other => break other,
+            }
+        };
         let (conn, opened) = match idle {
             Some(i) => (i.conn, i.opened),
             None => match tokio::time::timeout_at(deadline, PgConnection::connect_with(&inner.options)).await {

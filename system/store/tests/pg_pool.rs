@@ -138,3 +138,12 @@ async fn a_transaction_rolled_back_by_drop_leaves_nothing_for_the_next_user() {
         .unwrap();
     assert_eq!(n, 1, "the next statement is not inside the dropped transaction");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_outlived_its_lifetime_while_idle_is_not_used() {
+    let (pool, _tdb) = pool(2, Duration::from_millis(400)).await;
+    let first = backend_pid(&pool).await;
+    assert_eq!(pool.idle_count(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_ne!(backend_pid(&pool).await, first);
+}
