@@ -29,6 +29,10 @@ const MAX_CLASS: usize = 10;
 /// costs less overall: 5% fewer instructions on the bench's 1 KB request, 2.0% on the 300
 /// payment-API requests and 2.8% on the CRS corpus cases (docs/waf.md).
 const GUARD_COST: f64 = 0.0;
+/// The guard bound for an expression that has no useful set without guards (932230's and
+/// 932235's command names with their padding): a set with guards still keeps the expression off
+/// the values that hold none of its atoms.
+const FALLBACK_GUARD_COST: f64 = 0.25;
 /// A set costlier than this selects most values: no better than evaluating the rule always,
 /// and its frequent atoms would slow the scan for every other rule.
 const USELESS_COST: f64 = 1.0;
@@ -152,7 +156,7 @@ fn class_bytes(c: &Class) -> Option<Set> {
 
 /// An optional part (`x?`, `x*`): `x?` of a short list becomes that list or the empty string;
 /// otherwise the part is read as empty with its atoms as a guard, when they are rare.
-fn optional(sub: Info, max_one: bool) -> Info {
+fn optional(sub: Info, max_one: bool, guard_cost: f64) -> Info {
     if max_one {
         if let Some(mut e) = sub.exact.clone().filter(|e| e.len() < MAX_SET) {
             e.insert(Vec::new());
@@ -162,7 +166,7 @@ fn optional(sub: Info, max_one: bool) -> Info {
         }
     }
     match sub.atoms() {
-        Some(atoms) if cost(&atoms) <= GUARD_COST => {
+        Some(atoms) if cost(&atoms) <= guard_cost => {
             let mut i = Info::exact(Set::from([Vec::new()]));
             i.guard = atoms;
             i
@@ -171,7 +175,7 @@ fn optional(sub: Info, max_one: bool) -> Info {
     }
 }
 
-fn info(h: &Hir) -> Info {
+fn info(h: &Hir, g: f64) -> Info {
     match h.kind() {
         HirKind::Empty | HirKind::Look(_) => Info::exact(Set::from([Vec::new()])),
         HirKind::Literal(l) => Info::exact(Set::from([l.0.to_ascii_lowercase()])),
@@ -179,11 +183,11 @@ fn info(h: &Hir) -> Info {
             Some(s) => Info::exact(s),
             None => Info::unknown(),
         },
-        HirKind::Capture(c) => info(&c.sub),
+        HirKind::Capture(c) => info(&c.sub, g),
         HirKind::Repetition(r) => {
-            let sub = info(&r.sub);
+            let sub = info(&r.sub, g);
             if r.min == 0 {
-                optional(sub, r.max == Some(1))
+                optional(sub, r.max == Some(1), g)
             } else if r.min == 1 && r.max == Some(1) {
                 sub
             } else {
@@ -201,7 +205,7 @@ fn info(h: &Hir) -> Info {
             let mut all_exact = true;
             let mut guard = Set::new();
             for s in subs {
-                let i = info(s);
+                let i = info(s, g);
                 guard.extend(i.guard.iter().cloned());
                 match &i.exact {
                     Some(e) if run.len() * e.len() <= MAX_SET => run = cross(&run, e),
@@ -209,7 +213,7 @@ fn info(h: &Hir) -> Info {
                     Some(e)
                         if e.contains(&Vec::new()) && {
                             let rest: Set = e.iter().filter(|x| !x.is_empty()).cloned().collect();
-                            cost(&rest) <= GUARD_COST
+                            cost(&rest) <= g
                         } =>
                     {
                         guard.extend(e.iter().filter(|x| !x.is_empty()).cloned());
@@ -240,7 +244,7 @@ fn info(h: &Hir) -> Info {
             out
         }
         HirKind::Alternation(subs) => {
-            let infos: Vec<Info> = subs.iter().map(info).collect();
+            let infos: Vec<Info> = subs.iter().map(|s| info(s, g)).collect();
             let mut guard = Set::new();
             for i in &infos {
                 guard.extend(i.guard.iter().cloned());
@@ -281,8 +285,12 @@ pub fn rx_atoms(pattern: &str) -> Option<Vec<Vec<u8>>> {
 
 /// [`rx_atoms`] of an expression already parsed (by [`parse`]).
 pub fn hir_atoms(hir: &Hir) -> Option<Vec<Vec<u8>>> {
-    let set = info(hir).atoms()?;
-    (cost(&set) < USELESS_COST).then(|| set.into_iter().collect())
+    // Without guards first; an expression that then has no useful set (it would run on every
+    // value) takes the set with guards, when that one is useful.
+    [GUARD_COST, FALLBACK_GUARD_COST].into_iter().find_map(|g| {
+        let set = info(hir, g).atoms()?;
+        (cost(&set) < USELESS_COST).then(|| set.into_iter().collect())
+    })
 }
 
 /// Parses an expression as the engine compiles it: bytes, no Unicode classes.
@@ -410,6 +418,72 @@ mod tests {
         }
         assert!(cases > 25_000, "only {cases} cases");
         assert!(matches > 2_000, "only {matches} matches checked");
+    }
+
+    /// The atoms with guards that an expression without a useful set of its own takes
+    /// (`FALLBACK_GUARD_COST`; 932230's and 932235's command names between evasion padding):
+    /// 20,000 random commands per such expression, a word of the expression with random padding
+    /// (`"`, `'`, `)`, `[`, `\\`) between its letters after a random separator, 40,000 in all;
+    /// each command the expression matches holds one of its atoms.
+    /// The evasion padding CRS puts after each letter of a command name.
+    const PADDING: &str = r#"["'\)\[\x5c]*(?:(?:(?:\|\||&&)[\s\x0b]*)?\$[!#\(\*\-0-9\?@_a-\{]*)?\x5c?"#;
+
+    #[test]
+    fn fallback_atoms_are_necessary_on_padded_commands() {
+        let table: serde_json::Value = serde_json::from_str(crate::rules::CRS_JSON).expect("table");
+        let mut rng = crate::testrng::Rng(0x1f83_d9ab_5be0_cd19);
+        let seps: [&[u8]; 9] = [b";", b"|", b"&&", b"\n", b"$(", b"`", b"", b" ", b"{"];
+        let pads: [&[u8]; 6] = [b"\"", b"'", b")", b"[", b"\\", b"''"];
+        let ends: [&[u8]; 6] = [b" /etc/passwd", b";", b")", b"", b" -la", b"|id"];
+        let (mut exprs, mut cases, mut matches) = (0usize, 0usize, 0usize);
+        for r in table["rules"].as_array().into_iter().flatten() {
+            for x in std::iter::once(r).chain(r["chain_rules"].as_array().into_iter().flatten()) {
+                let Some(p) = x["op"].as_str().and_then(|o| o.strip_prefix("@rx ")) else {
+                    continue;
+                };
+                let p = crate::rules::pcre_bytes(p).into_owned();
+                let Ok(hir) = parse(&p) else { continue };
+                let unguarded = info(&hir, GUARD_COST).atoms().filter(|s| cost(s) < USELESS_COST);
+                if unguarded.is_some() {
+                    continue;
+                }
+                let Some(atoms) = hir_atoms(&hir) else { continue };
+                let Ok(re) = RegexBuilder::new(&p).unicode(false).build() else {
+                    continue;
+                };
+                exprs += 1;
+                // The command names between the padding, read without it.
+                let plain = p.replace(PADDING, "");
+                let words: Vec<&str> = plain
+                    .split(|c: char| !c.is_ascii_alphabetic())
+                    .filter(|w| w.len() > 1)
+                    .collect();
+                for _ in 0..20_000 {
+                    let mut v = seps[rng.below(seps.len())].to_vec();
+                    let word = words[rng.below(words.len())];
+                    for (i, b) in word.bytes().enumerate() {
+                        if i > 0 && rng.below(3) == 0 {
+                            v.extend_from_slice(pads[rng.below(pads.len())]);
+                        }
+                        v.push(if rng.below(4) == 0 { b.to_ascii_uppercase() } else { b });
+                    }
+                    v.extend_from_slice(ends[rng.below(ends.len())]);
+                    cases += 1;
+                    if re.is_match(&v) {
+                        matches += 1;
+                        let lower = v.to_ascii_lowercase();
+                        assert!(
+                            atoms.iter().any(|a| memchr::memmem::find(&lower, a).is_some()),
+                            "{p} matched {:?} without any of its atoms",
+                            String::from_utf8_lossy(&v)
+                        );
+                    }
+                }
+            }
+        }
+        assert!(exprs >= 2, "only {exprs} expressions take atoms with guards");
+        assert!(cases >= 40_000, "{cases}");
+        assert!(matches > 1_000, "only {matches} matches checked");
     }
 
     /// Soundness on the shipped rule table: every expression's atoms occur in every string it
