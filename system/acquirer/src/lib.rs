@@ -190,7 +190,20 @@ impl Acquirer {
 
     /// Runs one operation exactly once per key: replays a recorded answer, otherwise decides
     /// with `decide` and records the answer and the authorization change atomically.
-    async fn once<F, Fut>(&self, key: &str, request_digest: String, decide: F) -> Result<NetworkResult, ApiError>
+    ///
+    /// `stateless` says that `decide` reads nothing the operation itself changes (an
+    /// authorization decides on the request alone), so that a repeat of the key would decide
+    /// the same way again: the first try then writes without reading first, and a key seen
+    /// before is found by its ledger entry's insert conflicting. Captures, refunds and voids
+    /// read the authorization they change: a repeat would decide on the changed authorization
+    /// and could fail before it reached the ledger, so they read the ledger first.
+    async fn once<F, Fut>(
+        &self,
+        key: &str,
+        request_digest: String,
+        stateless: bool,
+        decide: F,
+    ) -> Result<NetworkResult, ApiError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Applied, ApiError>>,
@@ -198,17 +211,19 @@ impl Acquirer {
         if key.is_empty() || key.len() > 255 {
             return Err(invalid("An idempotency key of 1 to 255 characters is required."));
         }
-        for _ in 0..8 {
-            if let Some(existing) = self
-                .db
-                .get::<LedgerEntry>(&entry_id(key))
-                .await
-                .map_err(StoreError::into_api_error)?
-            {
-                if existing.value.digest != request_digest {
-                    return Err(ApiError::idempotency_key_reused());
+        for attempt in 0..8 {
+            if attempt > 0 || !stateless {
+                if let Some(existing) = self
+                    .db
+                    .get::<LedgerEntry>(&entry_id(key))
+                    .await
+                    .map_err(StoreError::into_api_error)?
+                {
+                    if existing.value.digest != request_digest {
+                        return Err(ApiError::idempotency_key_reused());
+                    }
+                    return Ok(existing.value.result);
                 }
-                return Ok(existing.value.result);
             }
             match faults::apply(self.env.fault(faults::ACQUIRER_APPLY, key)).await {
                 FaultAction::Fail | FaultAction::DropReply => {
@@ -265,7 +280,7 @@ impl Acquirer {
             req.currency.code(),
             &last4,
         ]);
-        self.once(&req.idempotency_key, d, || async {
+        self.once(&req.idempotency_key, d, true, || async {
             let now = self.env.now();
             let decision = cards::decide(
                 &number,
@@ -375,7 +390,7 @@ impl Acquirer {
             &req.authorization_id,
             &req.amount.to_string(),
         ]);
-        self.once(&req.idempotency_key, d, || async {
+        self.once(&req.idempotency_key, d, false, || async {
             let Versioned {
                 version,
                 value: mut auth,
@@ -436,7 +451,7 @@ impl Acquirer {
             &req.authorization_id,
             &req.amount.to_string(),
         ]);
-        self.once(&req.idempotency_key, d, || async {
+        self.once(&req.idempotency_key, d, false, || async {
             let Versioned {
                 version,
                 value: mut auth,
@@ -462,7 +477,7 @@ impl Acquirer {
     /// Releases an uncaptured authorization.
     pub async fn void(&self, req: &VoidRequest) -> Result<NetworkResult, ApiError> {
         let d = digest(&["void", req.merchant.as_str(), &req.authorization_id]);
-        self.once(&req.idempotency_key, d, || async {
+        self.once(&req.idempotency_key, d, false, || async {
             let Versioned {
                 version,
                 value: mut auth,
