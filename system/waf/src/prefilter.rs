@@ -320,6 +320,35 @@ mod tests {
     use super::*;
     use regex::bytes::RegexBuilder;
 
+    /// Every `@rx` expression of the shipped rule table, chain links included, as the engine
+    /// reads it.
+    fn shipped_rx_expressions(table: &serde_json::Value) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in table["rules"].as_array().into_iter().flatten() {
+            for x in std::iter::once(r).chain(r["chain_rules"].as_array().into_iter().flatten()) {
+                if let Some(p) = x["op"].as_str().and_then(|o| o.strip_prefix("@rx ")) {
+                    out.push(crate::rules::pcre_bytes(p).into_owned());
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether `re` (the expression `p`) matches `v`; when it does, one of `atoms` must occur in
+    /// `v`, case-folded.
+    fn match_holds_an_atom(p: &str, re: &regex::bytes::Regex, atoms: &[Vec<u8>], v: &[u8]) -> bool {
+        if !re.is_match(v) {
+            return false;
+        }
+        let lower = v.to_ascii_lowercase();
+        assert!(
+            atoms.iter().any(|a| memchr::memmem::find(&lower, a).is_some()),
+            "{p} matched {:?} without any of its atoms",
+            String::from_utf8_lossy(v)
+        );
+        true
+    }
+
     fn atoms(p: &str) -> Vec<String> {
         rx_atoms(p)
             .unwrap_or_default()
@@ -377,57 +406,43 @@ mod tests {
             b"%27",
         ];
         let (mut cases, mut matches) = (0usize, 0usize);
-        for r in table["rules"].as_array().into_iter().flatten() {
-            for x in std::iter::once(r).chain(r["chain_rules"].as_array().into_iter().flatten()) {
-                let Some(p) = x["op"].as_str().and_then(|o| o.strip_prefix("@rx ")) else {
-                    continue;
-                };
-                let p = crate::rules::pcre_bytes(p).into_owned();
-                let Some(atoms) = rx_atoms(&p) else { continue };
-                let Ok(re) = RegexBuilder::new(&p).unicode(false).build() else {
-                    continue;
-                };
-                let mut pieces: Vec<Vec<u8>> = fragments.iter().map(|f| f.to_vec()).collect();
-                pieces.extend(atoms.iter().cloned());
-                for w in p
-                    .replace("?:", "")
-                    .split(['|', '(', ')', '[', ']', '?', '*', '+', '{', '}', '^', '$'])
-                {
-                    if !w.is_empty() {
-                        pieces.push(w.replace('\\', "").into_bytes());
-                    }
+        for p in shipped_rx_expressions(&table) {
+            let Some(atoms) = rx_atoms(&p) else { continue };
+            let Ok(re) = RegexBuilder::new(&p).unicode(false).build() else {
+                continue;
+            };
+            let mut pieces: Vec<Vec<u8>> = fragments.iter().map(|f| f.to_vec()).collect();
+            pieces.extend(atoms.iter().cloned());
+            for w in p
+                .replace("?:", "")
+                .split(['|', '(', ')', '[', ']', '?', '*', '+', '{', '}', '^', '$'])
+            {
+                if !w.is_empty() {
+                    pieces.push(w.replace('\\', "").into_bytes());
                 }
-                for w in p.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| w.len() > 1) {
-                    pieces.push(w.as_bytes().to_vec());
-                }
-                let pieces: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
-                for _ in 0..150 {
-                    let v = rng.value(&pieces);
-                    cases += 1;
-                    if re.is_match(&v) {
-                        matches += 1;
-                        let lower = v.to_ascii_lowercase();
-                        assert!(
-                            atoms.iter().any(|a| memchr::memmem::find(&lower, a).is_some()),
-                            "{p} matched {:?} without any of its atoms",
-                            String::from_utf8_lossy(&v)
-                        );
-                    }
-                }
+            }
+            for w in p.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| w.len() > 1) {
+                pieces.push(w.as_bytes().to_vec());
+            }
+            let pieces: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+            for _ in 0..150 {
+                let v = rng.value(&pieces);
+                cases += 1;
+                matches += usize::from(match_holds_an_atom(&p, &re, &atoms, &v));
             }
         }
         assert!(cases > 25_000, "only {cases} cases");
         assert!(matches > 2_000, "only {matches} matches checked");
     }
 
+    /// The evasion padding CRS puts after each letter of a command name.
+    const PADDING: &str = r#"["'\)\[\x5c]*(?:(?:(?:\|\||&&)[\s\x0b]*)?\$[!#\(\*\-0-9\?@_a-\{]*)?\x5c?"#;
+
     /// The atoms with guards that an expression without a useful set of its own takes
     /// (`FALLBACK_GUARD_COST`; 932230's and 932235's command names between evasion padding):
     /// 20,000 random commands per such expression, a word of the expression with random padding
     /// (`"`, `'`, `)`, `[`, `\\`) between its letters after a random separator, 40,000 in all;
     /// each command the expression matches holds one of its atoms.
-    /// The evasion padding CRS puts after each letter of a command name.
-    const PADDING: &str = r#"["'\)\[\x5c]*(?:(?:(?:\|\||&&)[\s\x0b]*)?\$[!#\(\*\-0-9\?@_a-\{]*)?\x5c?"#;
-
     #[test]
     fn fallback_atoms_are_necessary_on_padded_commands() {
         let table: serde_json::Value = serde_json::from_str(crate::rules::CRS_JSON).expect("table");
@@ -436,49 +451,35 @@ mod tests {
         let pads: [&[u8]; 6] = [b"\"", b"'", b")", b"[", b"\\", b"''"];
         let ends: [&[u8]; 6] = [b" /etc/passwd", b";", b")", b"", b" -la", b"|id"];
         let (mut exprs, mut cases, mut matches) = (0usize, 0usize, 0usize);
-        for r in table["rules"].as_array().into_iter().flatten() {
-            for x in std::iter::once(r).chain(r["chain_rules"].as_array().into_iter().flatten()) {
-                let Some(p) = x["op"].as_str().and_then(|o| o.strip_prefix("@rx ")) else {
-                    continue;
-                };
-                let p = crate::rules::pcre_bytes(p).into_owned();
-                let Ok(hir) = parse(&p) else { continue };
-                let unguarded = info(&hir, GUARD_COST).atoms().filter(|s| cost(s) < USELESS_COST);
-                if unguarded.is_some() {
-                    continue;
-                }
-                let Some(atoms) = hir_atoms(&hir) else { continue };
-                let Ok(re) = RegexBuilder::new(&p).unicode(false).build() else {
-                    continue;
-                };
-                exprs += 1;
-                // The command names between the padding, read without it.
-                let plain = p.replace(PADDING, "");
-                let words: Vec<&str> = plain
-                    .split(|c: char| !c.is_ascii_alphabetic())
-                    .filter(|w| w.len() > 1)
-                    .collect();
-                for _ in 0..20_000 {
-                    let mut v = seps[rng.below(seps.len())].to_vec();
-                    let word = words[rng.below(words.len())];
-                    for (i, b) in word.bytes().enumerate() {
-                        if i > 0 && rng.below(3) == 0 {
-                            v.extend_from_slice(pads[rng.below(pads.len())]);
-                        }
-                        v.push(if rng.below(4) == 0 { b.to_ascii_uppercase() } else { b });
+        for p in shipped_rx_expressions(&table) {
+            let Ok(hir) = parse(&p) else { continue };
+            let unguarded = info(&hir, GUARD_COST).atoms().filter(|s| cost(s) < USELESS_COST);
+            if unguarded.is_some() {
+                continue;
+            }
+            let Some(atoms) = hir_atoms(&hir) else { continue };
+            let Ok(re) = RegexBuilder::new(&p).unicode(false).build() else {
+                continue;
+            };
+            exprs += 1;
+            // The command names between the padding, read without it.
+            let plain = p.replace(PADDING, "");
+            let words: Vec<&str> = plain
+                .split(|c: char| !c.is_ascii_alphabetic())
+                .filter(|w| w.len() > 1)
+                .collect();
+            for _ in 0..20_000 {
+                let mut v = seps[rng.below(seps.len())].to_vec();
+                let word = words[rng.below(words.len())];
+                for (i, b) in word.bytes().enumerate() {
+                    if i > 0 && rng.below(3) == 0 {
+                        v.extend_from_slice(pads[rng.below(pads.len())]);
                     }
-                    v.extend_from_slice(ends[rng.below(ends.len())]);
-                    cases += 1;
-                    if re.is_match(&v) {
-                        matches += 1;
-                        let lower = v.to_ascii_lowercase();
-                        assert!(
-                            atoms.iter().any(|a| memchr::memmem::find(&lower, a).is_some()),
-                            "{p} matched {:?} without any of its atoms",
-                            String::from_utf8_lossy(&v)
-                        );
-                    }
+                    v.push(if rng.below(4) == 0 { b.to_ascii_uppercase() } else { b });
                 }
+                v.extend_from_slice(ends[rng.below(ends.len())]);
+                cases += 1;
+                matches += usize::from(match_holds_an_atom(&p, &re, &atoms, &v));
             }
         }
         assert!(exprs >= 2, "only {exprs} expressions take atoms with guards");
