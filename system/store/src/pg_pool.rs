@@ -30,8 +30,8 @@ pub struct PoolLimits {
     pub max_connections: u32,
     /// How long [`PgConnections::acquire`] waits for a free slot (and for a new connection to open).
     pub acquire_timeout: Duration,
-    /// A connection older than this is closed when it is returned, so that server-side memory
-    /// and settings do not live forever.
+    /// A connection older than this is closed instead of reused (when it is returned or taken
+    /// from the idle list), so that server-side memory and settings do not live forever.
     pub max_lifetime: Duration,
 }
 

@@ -36,8 +36,7 @@ pub struct PgSettings {
     pub max_connections: u32,
     /// How long a request waits for a free connection before failing as unavailable.
     pub acquire_timeout: Duration,
-    /// A connection older than this is closed when it is returned (and a new one opened when
-    /// needed).
+    /// A connection older than this is closed instead of reused (a new one opens when needed).
     pub max_lifetime: Duration,
 }
 
