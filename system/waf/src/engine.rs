@@ -10,6 +10,7 @@
 //! tests check that both give the same verdict.
 
 use crate::config::{glob, Glob, WafConfig};
+use crate::kept;
 use crate::protocol;
 use crate::request::{BodyKind, Coll, HttpRequest, Parsed};
 use crate::rules::{
@@ -194,13 +195,7 @@ thread_local! {
 impl Spare {
     /// This thread's spare buffers (each empty).
     fn take() -> Vec<Vec<u8>> {
-        SPARE
-            .try_with(|s| {
-                s.try_borrow_mut()
-                    .map(|mut s| std::mem::take(&mut *s))
-                    .unwrap_or_default()
-            })
-            .unwrap_or_default()
+        kept::take(&SPARE)
     }
 
     /// Keeps the spare buffers and those of an inspection's transformed values for the next
@@ -216,11 +211,7 @@ impl Spare {
             }
         }
         spare.truncate(MAX_SPARE);
-        let _ = SPARE.try_with(|s| {
-            if let Ok(mut s) = s.try_borrow_mut() {
-                *s = spare;
-            }
-        });
+        kept::keep(&SPARE, spare);
     }
 }
 
@@ -235,13 +226,7 @@ thread_local! {
 impl SlotTable {
     /// A table of at least `n` slots, all empty for the returned generation.
     fn take(n: usize) -> (Vec<u64>, u64) {
-        let (mut slots, last) = SLOT_TABLE
-            .try_with(|t| {
-                t.try_borrow_mut()
-                    .map(|mut t| std::mem::take(&mut *t))
-                    .unwrap_or_default()
-            })
-            .unwrap_or_default();
+        let (mut slots, last) = kept::take(&SLOT_TABLE);
         let mut gen = last + 1;
         if gen > u64::from(u32::MAX) {
             // Generations wrapped: clear the table once.
@@ -260,11 +245,7 @@ impl SlotTable {
         if slots.len() > MAX_KEPT_SLOTS {
             return;
         }
-        let _ = SLOT_TABLE.try_with(|t| {
-            if let Ok(mut t) = t.try_borrow_mut() {
-                *t = (slots, gen);
-            }
-        });
+        kept::keep(&SLOT_TABLE, (slots, gen));
     }
 }
 
@@ -312,55 +293,36 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
-/// Empties `v`, or frees it when it grew beyond [`MAX_SCRATCH`].
-fn emptied<T>(v: &mut Vec<T>) {
-    if v.capacity() > MAX_SCRATCH {
-        *v = Vec::new();
-    } else {
-        v.clear();
-    }
-}
-
 impl Scratch {
     /// This thread's vectors, each empty.
     fn take() -> Scratch {
-        SCRATCH
-            .try_with(|s| {
-                s.try_borrow_mut()
-                    .map(|mut s| std::mem::take(&mut *s))
-                    .unwrap_or_default()
-            })
-            .unwrap_or_default()
+        kept::take(&SCRATCH)
     }
 
     /// Empties the vectors and keeps them for the next inspection on this thread.
     fn give_back(mut self) {
         self.empty();
-        let _ = SCRATCH.try_with(|s| {
-            if let Ok(mut s) = s.try_borrow_mut() {
-                *s = self;
-            }
-        });
+        kept::keep(&SCRATCH, self);
     }
 
     fn empty(&mut self) {
-        emptied(&mut self.entries);
-        emptied(&mut self.child_head);
-        emptied(&mut self.children);
-        emptied(&mut self.cands);
-        emptied(&mut self.cand_start);
-        emptied(&mut self.masks);
-        emptied(&mut self.bytes);
+        kept::emptied(&mut self.entries, MAX_SCRATCH);
+        kept::emptied(&mut self.child_head, MAX_SCRATCH);
+        kept::emptied(&mut self.children, MAX_SCRATCH);
+        kept::emptied(&mut self.cands, MAX_SCRATCH);
+        kept::emptied(&mut self.cand_start, MAX_SCRATCH);
+        kept::emptied(&mut self.masks, MAX_SCRATCH);
+        kept::emptied(&mut self.bytes, MAX_SCRATCH);
         let pf = &mut self.pf;
-        emptied(&mut pf.out_of);
-        emptied(&mut pf.touched);
-        emptied(&mut pf.triggered);
-        emptied(&mut pf.decoded_masks);
-        emptied(&mut pf.outs);
-        emptied(&mut pf.found);
-        emptied(&mut pf.stamp);
-        emptied(&mut pf.start);
-        emptied(&mut pf.sorted);
+        kept::emptied(&mut pf.out_of, MAX_SCRATCH);
+        kept::emptied(&mut pf.touched, MAX_SCRATCH);
+        kept::emptied(&mut pf.triggered, MAX_SCRATCH);
+        kept::emptied(&mut pf.decoded_masks, MAX_SCRATCH);
+        kept::emptied(&mut pf.outs, MAX_SCRATCH);
+        kept::emptied(&mut pf.found, MAX_SCRATCH);
+        kept::emptied(&mut pf.stamp, MAX_SCRATCH);
+        kept::emptied(&mut pf.start, MAX_SCRATCH);
+        kept::emptied(&mut pf.sorted, MAX_SCRATCH);
         self.tx_buf.truncate(MAX_TX_BUF);
         self.tx_buf
             .retain(|(k, v)| k.capacity() <= MAX_TX_BUF_LEN && v.capacity() <= MAX_TX_BUF_LEN);

@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod engine;
+mod kept;
 pub mod prefilter;
 pub mod protocol;
 pub mod proxy;

@@ -8,6 +8,7 @@
 //! keeps the decoded bytes as they are where the API would replace invalid UTF-8 with U+FFFD,
 //! so it sees at least as much as the API does.
 
+use crate::kept;
 use crate::transform::{url_decode, url_decode_into};
 
 /// An HTTP request to inspect. Borrowed, so inspecting costs no copy of the body.
@@ -190,32 +191,15 @@ thread_local! {
 impl ParseBuffers {
     /// This thread's buffers, each empty.
     fn take() -> ParseBuffers {
-        PARSE_BUFFERS
-            .try_with(|b| {
-                b.try_borrow_mut()
-                    .map(|mut b| std::mem::take(&mut *b))
-                    .unwrap_or_default()
-            })
-            .unwrap_or_default()
+        kept::take(&PARSE_BUFFERS)
     }
 
     /// Keeps the buffers (emptied; a too large one is freed) for the next parse on this thread.
     fn give_back(mut self) {
-        for v in [&mut self.collected, &mut self.grouped] {
-            if v.capacity() > MAX_KEPT_ITEMS {
-                *v = Vec::new();
-            }
-            v.clear();
-        }
-        if self.buf.capacity() > MAX_KEPT_BUF {
-            self.buf = Vec::new();
-        }
-        self.buf.clear();
-        let _ = PARSE_BUFFERS.try_with(|b| {
-            if let Ok(mut b) = b.try_borrow_mut() {
-                *b = self;
-            }
-        });
+        kept::emptied(&mut self.collected, MAX_KEPT_ITEMS);
+        kept::emptied(&mut self.grouped, MAX_KEPT_ITEMS);
+        kept::emptied(&mut self.buf, MAX_KEPT_BUF);
+        kept::keep(&PARSE_BUFFERS, self);
     }
 }
 
