@@ -901,6 +901,12 @@ async fn postgres_every_table_round_trips_through_store_commit() {
         ),
         other => panic!("expected a refusal, got {other:?}"),
     };
+    // A refusal that must be a conflict (PY001): the conflict as store_commit reports it.
+    let conflict = |r: Result<Option<Vec<i64>>, sqlx::Error>| {
+        let (code, msg) = refusal(r);
+        assert_eq!(code, "PY001", "{msg}");
+        serde_json::from_str::<serde_json::Value>(&msg).unwrap()
+    };
     for table in Table::ALL {
         let name = table.name();
         let write = |op: &str, k1: &str, body: serde_json::Value, expected: Option<i64>| {
@@ -928,13 +934,11 @@ async fn postgres_every_table_round_trips_through_store_commit() {
             "{name}"
         );
         assert_eq!(row().await, Some((1, Some("a".into()), None, first.clone())), "{name}");
-        let (code, msg) = refusal(commit(serde_json::json!([write("insert", "b", first.clone(), None)])).await);
-        assert_eq!(code, "PY001", "{name}");
-        let c: serde_json::Value = serde_json::from_str(&msg).unwrap();
+        let c = conflict(commit(serde_json::json!([write("insert", "b", first.clone(), None)])).await);
         assert_eq!(
             (c["table"].as_str(), c["kind"].as_str()),
             (Some(name), Some("exists")),
-            "{msg}"
+            "{c}"
         );
 
         let second = serde_json::json!({"n": 2});
@@ -942,13 +946,11 @@ async fn postgres_every_table_round_trips_through_store_commit() {
             .await
             .unwrap();
         assert_eq!(row().await, Some((2, Some("b".into()), None, second.clone())), "{name}");
-        let (code, msg) = refusal(commit(serde_json::json!([write("update", "c", first.clone(), Some(1))])).await);
-        assert_eq!(code, "PY001", "{name}");
-        let c: serde_json::Value = serde_json::from_str(&msg).unwrap();
+        let c = conflict(commit(serde_json::json!([write("update", "c", first.clone(), Some(1))])).await);
         assert_eq!(
             (c["table"].as_str(), c["kind"].as_str(), c["actual"].as_i64()),
             (Some(name), Some("version_mismatch"), Some(2)),
-            "{msg}"
+            "{c}"
         );
         assert_eq!(
             row().await.map(|r| r.0),
@@ -957,17 +959,19 @@ async fn postgres_every_table_round_trips_through_store_commit() {
         );
 
         commit(serde_json::json!([bare("check", Some(2))])).await.unwrap();
-        let (code, _) = refusal(commit(serde_json::json!([bare("check", Some(1))])).await);
-        assert_eq!(code, "PY001", "{name}");
+        let c = conflict(commit(serde_json::json!([bare("check", Some(1))])).await);
+        assert_eq!(
+            (c["table"].as_str(), c["kind"].as_str()),
+            (Some(name), Some("version_mismatch")),
+            "{c}"
+        );
         commit(serde_json::json!([bare("delete", Some(2))])).await.unwrap();
         assert_eq!(row().await, None, "{name}");
-        let (code, msg) = refusal(commit(serde_json::json!([write("update", "d", second.clone(), Some(2))])).await);
-        assert_eq!(code, "PY001", "{name}");
-        let c: serde_json::Value = serde_json::from_str(&msg).unwrap();
+        let c = conflict(commit(serde_json::json!([write("update", "d", second.clone(), Some(2))])).await);
         assert_eq!(
             (c["table"].as_str(), c["kind"].as_str()),
             (Some(name), Some("missing")),
-            "{msg}"
+            "{c}"
         );
     }
     let (code, _) = refusal(
