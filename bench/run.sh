@@ -7,7 +7,8 @@
 # Environment: CARGO_TARGET_DIR (where release binaries are), PG_BIN (PostgreSQL server
 # binaries, default /usr/lib/postgresql/15/bin), KEEP=1 keeps the work directory, PERF=1
 # samples paymentd with `perf record` during phase 1 and prints its hottest symbols,
-# DB_POOL (paymentd's database pool, default 32), CAPTURE_SHARE / REFUND_SHARE (loadgen mix),
+# DB_POOL (paymentd's database pool, default 32), COMMIT_BATCHES / MAX_COMMIT_BATCH (paymentd's
+# group commit, `database.commit_batches` / `database.max_commit_batch`; 0 batches turns it off), CAPTURE_SHARE / REFUND_SHARE (loadgen mix),
 # PG_STATEMENTS=1 loads pg_stat_statements and prints the statements PostgreSQL spent phase 1 on,
 # PG_ASYNC_COMMIT=1 turns synchronous commit off for paymentd's database (an experiment: what
 # waiting for WAL flushes costs; never a production setting).
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
         --connections) CONNECTIONS=$2; shift 2 ;;
         --warmup) WARMUP=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -187,6 +188,8 @@ tls:
 database:
   url: $PGURL/payments
   max_connections: ${DB_POOL:-32}
+${COMMIT_BATCHES:+  commit_batches: $COMMIT_BATCHES}
+${MAX_COMMIT_BATCH:+  max_commit_batch: $MAX_COMMIT_BATCH}
 hsm:
   backend: soft
   keystore: $D/keystore

@@ -274,10 +274,64 @@ pub struct Database {
     /// Pool size.
     #[serde(default = "default_pool")]
     pub max_connections: u32,
+    /// Commits written at the same time, each batch in its own database transaction; commits
+    /// arriving while they are written wait and go together in the next batch (group commit).
+    /// `0` writes every commit on its own.
+    #[serde(default = "default_commit_batches")]
+    pub commit_batches: u32,
+    /// Most commits in one batch (1 to 32).
+    #[serde(default = "default_max_commit_batch")]
+    pub max_commit_batch: u32,
 }
 
 fn default_pool() -> u32 {
     32
+}
+
+fn default_commit_batches() -> u32 {
+    pay_store::postgres::GroupCommit::default().batches_in_flight as u32
+}
+
+fn default_max_commit_batch() -> u32 {
+    pay_store::postgres::GroupCommit::MAX_BATCH as u32
+}
+
+impl Database {
+    /// The store's connection settings.
+    pub fn settings(&self) -> pay_store::postgres::PgSettings {
+        pay_store::postgres::PgSettings {
+            max_connections: self.max_connections,
+            group_commit: pay_store::postgres::GroupCommit {
+                batches_in_flight: self.commit_batches as usize,
+                max_batch: self.max_commit_batch as usize,
+            },
+            ..pay_store::postgres::PgSettings::default()
+        }
+    }
+
+    /// Checks the settings; `section` names the section in errors.
+    fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        if !(1..=1000).contains(&self.max_connections) {
+            return Err(invalid(
+                &format!("{section}.max_connections"),
+                "must be between 1 and 1000",
+            ));
+        }
+        if self.commit_batches > self.max_connections {
+            return Err(invalid(
+                &format!("{section}.commit_batches"),
+                "must be at most max_connections (each batch is written on its own connection)",
+            ));
+        }
+        let max = pay_store::postgres::GroupCommit::MAX_BATCH as u32;
+        if !(1..=max).contains(&self.max_commit_batch) {
+            return Err(invalid(
+                &format!("{section}.max_commit_batch"),
+                format!("must be between 1 and {max}"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The HSM backend.
@@ -454,8 +508,9 @@ impl Config {
                 "set database.url, database.url_file or PAYMENTD_DATABASE_URL",
             ));
         }
-        if !(1..=1000).contains(&self.database.max_connections) {
-            return Err(invalid("database.max_connections", "must be between 1 and 1000"));
+        self.database.validate("database")?;
+        if let Some(db) = &self.acquirer_database {
+            db.validate("acquirer_database")?;
         }
         self.webhooks.allow_list()?;
         if let Some(p) = &self.webhooks.ca_file {
@@ -657,6 +712,29 @@ mod tests {
         );
         let e = Config::load(&zero).unwrap_err().to_string();
         assert!(e.contains("tuning.ip_rate_per_second"), "{e}");
+
+        // Group commit: on by default, settable, and checked against the pool.
+        let grouping = cfg.database.settings().group_commit;
+        assert_eq!(grouping, pay_store::postgres::GroupCommit::default());
+        assert!(grouping.batches_in_flight > 0);
+        let db = |extra: &str| base.replace("  url: postgres://u@h/db\n", &format!("  url: postgres://u@h/db\n{extra}"));
+        let set = write(
+            d.path(),
+            "batches.yaml",
+            &db("  max_connections: 4\n  commit_batches: 0\n  max_commit_batch: 8\n"),
+        );
+        let g = Config::load(&set).unwrap().database.settings().group_commit;
+        assert_eq!((g.batches_in_flight, g.max_batch), (0, 8));
+        for (extra, setting) in [
+            ("  max_connections: 4\n  commit_batches: 5\n", "database.commit_batches"),
+            ("  max_commit_batch: 0\n", "database.max_commit_batch"),
+            ("  max_commit_batch: 33\n", "database.max_commit_batch"),
+        ] {
+            let e = Config::load(&write(d.path(), "bad-batches.yaml", &db(extra)))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(setting), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -23,6 +23,32 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Counts the store's commit batches and the commits they carried in `/metrics`, so that a
+/// dashboard shows the mean batch size (group commit, docs/operations.md).
+fn spawn_group_commit_metrics(store: PgBackend, metrics: pay_net::metrics::Metrics) {
+    tokio::spawn(async move {
+        let mut counted = pay_store::postgres::GroupCommitStats::default();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let now = store.group_commit_stats();
+            metrics.inc(
+                "store_commit_batches_total",
+                "Database transactions written for commits (a lone commit is a batch of one).",
+                &[],
+                now.batches.saturating_sub(counted.batches),
+            );
+            metrics.inc(
+                "store_commits_total",
+                "Commits written, alone or in batches.",
+                &[],
+                now.transactions.saturating_sub(counted.transactions),
+            );
+            counted = now;
+        }
+    });
+}
+
 /// mimalloc: a request allocates and frees many small buffers (HTTP, JSON, SQL rows) across
 /// worker threads; glibc's malloc spent ~15 % of paymentd's CPU under load on that.
 #[global_allocator]
@@ -404,15 +430,9 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
         None => env,
     };
     let db_url = Config::database_url(&cfg.database, "database.url").map_err(|e| anyhow!(e))?;
-    let store = PgBackend::connect(
-        &db_url,
-        &PgSettings {
-            max_connections: cfg.database.max_connections,
-            ..PgSettings::default()
-        },
-    )
-    .await
-    .map_err(|e| anyhow!("database: {e}"))?;
+    let store = PgBackend::connect(&db_url, &cfg.database.settings())
+        .await
+        .map_err(|e| anyhow!("database: {e}"))?;
     if !no_migrate {
         store.migrate().await.map_err(|e| anyhow!("database: {e}"))?;
     }
@@ -420,15 +440,9 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
     let acquirer_store: Arc<dyn pay_store::Backend> = match &cfg.acquirer_database {
         Some(db) => {
             let url = Config::database_url(db, "acquirer_database.url").map_err(|e| anyhow!(e))?;
-            let s = PgBackend::connect(
-                &url,
-                &PgSettings {
-                    max_connections: db.max_connections,
-                    ..PgSettings::default()
-                },
-            )
-            .await
-            .map_err(|e| anyhow!("acquirer_database: {e}"))?;
+            let s = PgBackend::connect(&url, &db.settings())
+                .await
+                .map_err(|e| anyhow!("acquirer_database: {e}"))?;
             if !no_migrate {
                 s.migrate().await.map_err(|e| anyhow!("acquirer_database: {e}"))?;
             }
@@ -514,6 +528,7 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
         listeners.push((*r, l, opts));
     }
     let metrics = pay_net::metrics::Metrics::new();
+    spawn_group_commit_metrics(store.clone(), metrics.clone());
     let extra_roots = match &cfg.webhooks.ca_file {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("webhooks.ca_file: cannot read {}", p.display()))?),
         None => None,

@@ -16,6 +16,7 @@
 
 pub mod memory;
 pub mod model;
+mod pg_batch;
 mod pg_pool;
 pub mod postgres;
 pub mod remote;

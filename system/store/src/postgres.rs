@@ -16,6 +16,8 @@
 //! [`Db`](crate::Db) retries under the same transaction id.
 
 use crate::model::*;
+use crate::pg_batch::CommitBatcher;
+pub use crate::pg_batch::{GroupCommit, GroupCommitStats};
 pub use crate::pg_pool::{PgConnections, PoolLimits, PooledConnection};
 use crate::Backend;
 use async_trait::async_trait;
@@ -38,6 +40,8 @@ pub struct PgSettings {
     pub acquire_timeout: Duration,
     /// A connection older than this is closed instead of reused (a new one opens when needed).
     pub max_lifetime: Duration,
+    /// How concurrent commits share transactions (migration 0009).
+    pub group_commit: GroupCommit,
 }
 
 impl Default for PgSettings {
@@ -46,6 +50,7 @@ impl Default for PgSettings {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             max_lifetime: Duration::from_secs(30 * 60),
+            group_commit: GroupCommit::default(),
         }
     }
 }
@@ -54,6 +59,7 @@ impl Default for PgSettings {
 #[derive(Clone)]
 pub struct PgBackend {
     pool: PgConnections,
+    commits: CommitBatcher,
     describe: String,
 }
 
@@ -87,7 +93,12 @@ impl PgBackend {
         })?;
         first.keep();
         drop(first);
-        Ok(PgBackend { pool, describe })
+        let commits = CommitBatcher::new(pool.clone(), settings.group_commit);
+        Ok(PgBackend {
+            pool,
+            commits,
+            describe,
+        })
     }
 
     /// Applies pending migrations.
@@ -105,21 +116,24 @@ impl PgBackend {
         Ok(())
     }
 
+    /// How many database transactions commits have taken so far, and how many commits they
+    /// carried (group commit, `pg_batch.rs`).
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        self.commits.stats()
+    }
+
     /// The connection pool (for other crates' specialised SQL on the same database).
     pub fn pool(&self) -> &PgConnections {
         &self.pool
     }
 
-    /// One round trip: the migration's `store_commit` applies the writes, appends the events
-    /// and marks the transaction applied, or raises the first conflict (rolling back all of it).
+    /// The migration's `store_commit` applies the writes, appends the events and marks the
+    /// transaction applied, or raises the first conflict (rolling back all of it); concurrent
+    /// commits share a round trip and a database transaction (`pg_batch.rs`).
     async fn commit(&self, txn: Txn) -> Result<CommitOutcome, StoreError> {
-        let wire = WireTxn::new(&txn);
-        let seqs: Option<Vec<i64>> = sqlx::query_scalar("SELECT store_commit($1)")
-            .bind(sqlx::types::Json(&wire))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| map_err(e, true))?;
-        Ok(match seqs {
+        let wire = serde_json::to_string(&WireTxn::new(&txn))
+            .map_err(|e| StoreError::Invalid(format!("cannot encode transaction {}: {e}", txn.id)))?;
+        Ok(match self.commits.commit(wire).await? {
             Some(event_seqs) => CommitOutcome::Applied { event_seqs },
             None => CommitOutcome::AlreadyApplied,
         })
@@ -752,20 +766,9 @@ fn decode(e: sqlx::Error) -> StoreError {
 
 /// Maps a driver error: database-side refusals that rolled back are retryable
 /// (`Unavailable`); transport failures are `Ambiguous` when the request may have committed.
-fn map_err(e: sqlx::Error, may_have_committed: bool) -> StoreError {
+pub(crate) fn map_err(e: sqlx::Error, may_have_committed: bool) -> StoreError {
     match &e {
-        sqlx::Error::Database(db) => {
-            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-            if code == "PY001" {
-                return conflict_from(db.message());
-            }
-            // Serialization failure, deadlock, too many connections, admin shutdown.
-            if matches!(code.as_str(), "40001" | "40P01" | "53300" | "57P01" | "57P03") {
-                StoreError::Unavailable(format!("database refused ({code}); retry"))
-            } else {
-                StoreError::Invalid(format!("database error {code}: {}", db.message()))
-            }
-        }
+        sqlx::Error::Database(db) => refusal(db.code().as_deref().unwrap_or_default(), db.message()),
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => StoreError::Unavailable(e.to_string()),
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
             if may_have_committed {
@@ -775,6 +778,20 @@ fn map_err(e: sqlx::Error, may_have_committed: bool) -> StoreError {
             }
         }
         _ => StoreError::Corrupt(e.to_string()),
+    }
+}
+
+/// What the database refusing a statement with SQLSTATE `code` means: a conflict raised by
+/// `store_commit` (PY001), a refusal that rolled back and may be retried (serialization
+/// failure, deadlock, too many connections, shutdown), or a bug in the request.
+pub(crate) fn refusal(code: &str, message: &str) -> StoreError {
+    if code == "PY001" {
+        return conflict_from(message);
+    }
+    if matches!(code, "40001" | "40P01" | "53300" | "57P01" | "57P03") {
+        StoreError::Unavailable(format!("database refused ({code}); retry"))
+    } else {
+        StoreError::Invalid(format!("database error {code}: {message}"))
     }
 }
 

@@ -608,6 +608,110 @@ async fn concurrent_writers_one_winner(db: Db) {
     assert_eq!(started, 1, "exactly one concurrent first use of a key may run");
 }
 
+/// Commits racing each other answer as each would alone. Of two transactions inserting one id,
+/// exactly one applies and the other conflicts without writing its other record or its event;
+/// a transaction sent twice at once applies once; all events get distinct sequence numbers.
+/// (PostgreSQL groups concurrent commits into shared database transactions, `pg_batch.rs`: this
+/// is what that must not change.)
+async fn racing_commits_answer_as_if_alone(db: Db) {
+    const PAIRS: usize = 24;
+    let seed = SeededEntropy::new(11, "race");
+    let record = |id: &str| Op::Insert {
+        table: Table::Customers,
+        record: Record {
+            id: id.into(),
+            account: "acct_1".into(),
+            version: 0,
+            created: 1,
+            k1: None,
+            k2: None,
+            body: serde_json::json!({"id": id, "account": "acct_1", "created": 1, "color": null, "size": null, "n": 0}),
+        },
+    };
+    let mut jobs: Vec<Txn> = vec![];
+    for i in 0..PAIRS {
+        for side in 0..2 {
+            jobs.push(Txn {
+                id: format!("txn_race_{i}_{side}"),
+                at: 1,
+                ops: vec![record(&format!("cus_solo_{i}_{side}")), record(&format!("cus_dup_{i}"))],
+                events: vec![event(&seed, "acct_1", "race.won", &format!("cus_dup_{i}"), 1)],
+            });
+        }
+        let twice = Txn {
+            id: format!("txn_twice_{i}"),
+            at: 1,
+            ops: vec![record(&format!("cus_twice_{i}"))],
+            events: vec![event(&seed, "acct_1", "twice.applied", &format!("cus_twice_{i}"), 1)],
+        };
+        jobs.push(twice.clone());
+        jobs.push(twice);
+    }
+    let handles: Vec<_> = jobs
+        .iter()
+        .cloned()
+        .map(|t| {
+            let db = db.clone();
+            tokio::spawn(async move { db.execute(Request::Commit(t)).await })
+        })
+        .collect();
+    let mut answers = vec![];
+    for h in handles {
+        answers.push(match h.await.unwrap() {
+            Ok(Response::Committed { outcome }) => Ok(outcome),
+            Ok(other) => panic!("not a commit answer: {other:?}"),
+            Err(e) => Err(e),
+        });
+    }
+    let mut seqs = std::collections::BTreeSet::new();
+    for (i, pair) in answers.chunks(4).enumerate() {
+        let (race, twice) = pair.split_at(2);
+        let won: Vec<usize> = (0..2)
+            .filter(|&side| matches!(race[side], Ok(CommitOutcome::Applied { .. })))
+            .collect();
+        assert_eq!(won.len(), 1, "pair {i}: {race:?}");
+        let (winner, loser) = (won[0], 1 - won[0]);
+        assert!(
+            matches!(&race[loser], Err(StoreError::Conflict { id, kind: ConflictKind::Exists, .. }) if *id == format!("cus_dup_{i}")),
+            "pair {i}: {race:?}"
+        );
+        for (side, present) in [(winner, true), (loser, false)] {
+            let solo = db.get::<Widget>(&format!("cus_solo_{i}_{side}")).await.unwrap();
+            assert_eq!(
+                solo.is_some(),
+                present,
+                "pair {i} side {side}: the record commits with its transaction"
+            );
+            let ev = &jobs[4 * i + side].events[0];
+            let stored = db.get_event("acct_1", ev.id.as_str()).await.unwrap();
+            assert_eq!(
+                stored.is_some(),
+                present,
+                "pair {i} side {side}: the event commits with its transaction"
+            );
+        }
+        let applied: Vec<&Vec<i64>> = twice
+            .iter()
+            .filter_map(|a| match a {
+                Ok(CommitOutcome::Applied { event_seqs }) => Some(event_seqs),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(applied.len(), 1, "twice {i}: {twice:?}");
+        assert!(
+            twice.iter().any(|a| matches!(a, Ok(CommitOutcome::AlreadyApplied))),
+            "twice {i}: {twice:?}"
+        );
+        let Ok(CommitOutcome::Applied { event_seqs }) = &race[winner] else {
+            unreachable!("checked above")
+        };
+        for s in event_seqs.iter().chain(applied[0]) {
+            assert!(seqs.insert(*s), "sequence number {s} given twice");
+        }
+    }
+    assert_eq!(seqs.len(), 2 * PAIRS);
+}
+
 macro_rules! contract {
     ($modname:ident, $factory:ident) => {
         mod $modname {
@@ -641,6 +745,11 @@ macro_rules! contract {
             async fn concurrent_writers_one_winner() {
                 let (db, _guard) = $factory().await;
                 super::concurrent_writers_one_winner(db).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn racing_commits_answer_as_if_alone() {
+                let (db, _guard) = $factory().await;
+                super::racing_commits_answer_as_if_alone(db).await;
             }
         }
     };
@@ -984,4 +1093,41 @@ async fn postgres_every_table_round_trips_through_store_commit() {
     assert_eq!(code, "PY002", "only record tables are written");
     let (code, _) = refusal(commit(serde_json::json!([{"op": "upsert", "table": "customers", "id": "x"}])).await);
     assert_eq!(code, "PY002", "an unknown op is refused");
+}
+
+/// Racing commits through one batch writer at a time share database transactions, and still
+/// answer as if alone; with grouping off each is its own transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_groups_racing_commits_and_answers_each_alone() {
+    use pay_store::postgres::{GroupCommit, PgBackend, PgSettings};
+    let tdb = pay_store::testing::TestDatabase::create()
+        .await
+        .expect("test PostgreSQL");
+    for (batches_in_flight, grouped) in [(1, true), (0, false)] {
+        let settings = PgSettings {
+            max_connections: 8,
+            group_commit: GroupCommit {
+                batches_in_flight,
+                max_batch: 8,
+            },
+            ..PgSettings::default()
+        };
+        let backend = Arc::new(PgBackend::connect(&tdb.url, &settings).await.unwrap());
+        sqlx::query("TRUNCATE customers, events, store_txns")
+            .execute(backend.pool())
+            .await
+            .unwrap();
+        racing_commits_answer_as_if_alone(Db::new(backend.clone(), env())).await;
+        let stats = backend.group_commit_stats();
+        assert_eq!(stats.transactions, 96, "{stats:?}");
+        if grouped {
+            assert!(stats.batches < stats.transactions, "{stats:?}");
+            assert!(
+                stats.batches * 8 >= stats.transactions,
+                "batches hold at most 8: {stats:?}"
+            );
+        } else {
+            assert_eq!(stats.batches, stats.transactions, "{stats:?}");
+        }
+    }
 }
