@@ -10,7 +10,8 @@
 # DB_POOL (paymentd's database pool, default 32), COMMIT_BATCHES / MAX_COMMIT_BATCH (paymentd's
 # group commit, `database.commit_batches` / `database.max_commit_batch`; 0 batches turns it off), CAPTURE_SHARE / REFUND_SHARE (loadgen mix),
 # PG_STATEMENTS=1 loads pg_stat_statements and prints the statements PostgreSQL spent phase 1 on,
-# PG_ASYNC_COMMIT=1 turns synchronous commit off for paymentd's database (an experiment: what
+# PHASE2_RATE fixes phase 2's rate (flows/s) instead of 70% of phase 1's, to compare two builds'
+# latency at one rate, PG_ASYNC_COMMIT=1 turns synchronous commit off for paymentd's database (an experiment: what
 # waiting for WAL flushes costs; never a production setting).
 set -euo pipefail
 
@@ -262,7 +263,12 @@ fi
 # --- phase 2: 70% of that rate (open loop) ----------------------------------------------------
 MAX_FLOWS=$(jq -r '.flows_per_second' "$WORK/phase1.json")
 RATE70=$(awk -v r="$MAX_FLOWS" 'BEGIN { printf "%.1f", r * 0.7 }')
-echo "== phase 2: loadgen open loop at $RATE70 flows/s (70% of phase 1), ${WARMUP}s warmup + ${DURATION}s"
+if [ -n "${PHASE2_RATE:-}" ]; then
+    RATE70=$PHASE2_RATE
+    echo "== phase 2: loadgen open loop at $RATE70 flows/s (PHASE2_RATE; 70% of phase 1 would be $(awk -v r="$MAX_FLOWS" 'BEGIN { printf "%.1f", r * 0.7 }')), ${WARMUP}s warmup + ${DURATION}s"
+else
+    echo "== phase 2: loadgen open loop at $RATE70 flows/s (70% of phase 1), ${WARMUP}s warmup + ${DURATION}s"
+fi
 loadgen --rate "$RATE70" --max-in-flight 256 >"$WORK/phase2.json"
 RSS_KB=$(awk '/^VmHWM/ { print $2 }' "/proc/$PAYMENTD_PID/status")
 

@@ -23,8 +23,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Counts the store's commit batches and the commits they carried in `/metrics`, so that a
-/// dashboard shows the mean batch size (group commit, docs/operations.md).
+/// Counts the store's batches and the calls they carried in `/metrics`, per lane (commits and
+/// idempotency-key calls), so that a dashboard shows the mean batch size (group commit,
+/// docs/operations.md).
 fn spawn_group_commit_metrics(store: PgBackend, metrics: pay_net::metrics::Metrics) {
     tokio::spawn(async move {
         let mut counted = pay_store::postgres::GroupCommitStats::default();
@@ -32,18 +33,23 @@ fn spawn_group_commit_metrics(store: PgBackend, metrics: pay_net::metrics::Metri
         loop {
             tick.tick().await;
             let now = store.group_commit_stats();
-            metrics.inc(
-                "store_commit_batches_total",
-                "Database transactions written for commits (a lone commit is a batch of one).",
-                &[],
-                now.batches.saturating_sub(counted.batches),
-            );
-            metrics.inc(
-                "store_commits_total",
-                "Commits written, alone or in batches.",
-                &[],
-                now.transactions.saturating_sub(counted.transactions),
-            );
+            for (lane, was, is) in [
+                ("commits", counted.commits, now.commits),
+                ("key_calls", counted.key_calls, now.key_calls),
+            ] {
+                metrics.inc(
+                    "store_batches_total",
+                    "Database transactions written for a lane of grouped calls (a lone call is a batch of one).",
+                    &[("lane", lane)],
+                    is.batches.saturating_sub(was.batches),
+                );
+                metrics.inc(
+                    "store_batched_calls_total",
+                    "Calls written for a lane, alone or in batches.",
+                    &[("lane", lane)],
+                    is.calls.saturating_sub(was.calls),
+                );
+            }
             counted = now;
         }
     });

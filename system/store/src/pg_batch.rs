@@ -1,19 +1,23 @@
-//! Group commit: concurrent `store_commit` calls share one round trip and one database
-//! transaction.
+//! Group commit: concurrent calls of the store's hot functions share one round trip and one
+//! database transaction.
 //!
-//! A payment flow commits five or six times, each commit a transaction of its own, and at load
-//! what a commit costs PostgreSQL is mostly the transaction around it (the round trip, the
-//! snapshot, the commit record and the WAL flush), not its rows. So commits that arrive while
-//! others are being written wait for them and then go together through migration 0009's
-//! `store_commit_batch`, which runs each in its own subtransaction: one that conflicts rolls
-//! back alone, and every answer is the one that transaction would have had on its own, in
-//! the order the batch ran them. No caller is answered before the batch has committed; a
-//! batch whose commit fails (or whose answer is lost) fails every transaction in it with the
-//! error a lone commit would have had, so each caller retries under its own transaction id,
-//! which the applied-transaction log makes safe.
+//! A payment flow commits five or six times and takes and finishes two or three idempotency
+//! keys, each call a transaction of its own, and at load what such a call costs PostgreSQL is
+//! mostly the transaction around it (the round trip, the snapshot, the commit record and the
+//! WAL flush), not its rows. So calls that arrive while others of their kind are being written
+//! wait for them and then go together: commits through migration 0009's `store_commit_batch`,
+//! idempotency-key calls through migration 0010's `idem_batch`. Both run each call in its own
+//! subtransaction: one that conflicts or fails rolls back alone, and every answer is the one
+//! that call would have had on its own, in the order the batch ran them. No caller is answered
+//! before the batch has committed; a batch whose commit fails (or whose answer is lost) fails
+//! every call in it with the error a lone call would have had, so each caller retries under its
+//! own transaction id or key owner, which makes the retry safe.
 //!
-//! With nothing else being written, a commit goes at once, alone, through plain
-//! `store_commit`: the waiting only happens when there is work to share it with.
+//! Commits and key calls are separate lanes and never share a batch: key calls commit without
+//! waiting for their WAL to be flushed (migration 0006 says why that loses nothing), which a
+//! batch holding a commit must not do. With nothing else being written, a call goes at once,
+//! alone, through its plain function: the waiting only happens when there is work to share it
+//! with.
 
 use crate::model::StoreError;
 use crate::pg_pool::PgConnections;
@@ -22,17 +26,40 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
-/// What a commit answers: the applied transaction's event sequence numbers, or `None` when its
-/// id was applied before.
-pub(crate) type CommitAnswer = Result<Option<Vec<i64>>, StoreError>;
+/// What a call answers: its function's result as JSON.
+pub(crate) type CallAnswer = Result<serde_json::Value, StoreError>;
 
-/// How commits are grouped (see `PgSettings`).
+/// One kind of call that concurrent callers share batches of.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lane {
+    /// One call alone: a statement taking the call's JSON as `$1` and answering JSON.
+    single: &'static str,
+    /// Several calls: a statement taking a JSON array of calls and answering an array of
+    /// `{"ok": answer}` or `{"code": SQLSTATE, "message": ...}`, one per call, in order.
+    batch: &'static str,
+}
+
+/// Commits (`store_commit`, migrations 0008 and 0009): a call is a transaction; the answer
+/// its events' sequence numbers, or null when its id was applied before.
+pub(crate) const COMMITS: Lane = Lane {
+    single: "SELECT to_jsonb(store_commit($1::jsonb))",
+    batch: "SELECT store_commit_batch($1::jsonb)",
+};
+
+/// Taking, finishing and releasing idempotency keys (`idem_call`, migration 0010).
+pub(crate) const KEY_CALLS: Lane = Lane {
+    single: "SELECT idem_call($1::jsonb)",
+    batch: "SELECT idem_batch($1::jsonb)",
+};
+
+/// How calls are grouped (see `PgSettings`); each lane, commits and key calls, has its own
+/// batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupCommit {
-    /// Batches written at the same time, each on its own connection. `0` turns grouping off:
-    /// every commit is then its own round trip, as before migration 0009.
+    /// Batches of each lane written at the same time, each on its own connection. `0` turns
+    /// grouping off: every call is then its own round trip, as before migration 0009.
     pub batches_in_flight: usize,
-    /// Most transactions in one batch (at most [`GroupCommit::MAX_BATCH`]).
+    /// Most calls in one batch (at most [`GroupCommit::MAX_BATCH`]).
     pub max_batch: usize,
 }
 
@@ -52,14 +79,23 @@ impl Default for GroupCommit {
     }
 }
 
-/// How many batches have been written and how many transactions they carried, since the
-/// store connected (a lone commit is a batch of one). Their ratio is the mean batch size.
+/// How many batches of one lane have been written and how many calls they carried, since the
+/// store connected (a lone call is a batch of one). Their ratio is the mean batch size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Database transactions written.
+    pub batches: u64,
+    /// Calls they carried.
+    pub calls: u64,
+}
+
+/// Both lanes' [`BatchStats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupCommitStats {
-    /// Database transactions written for commits.
-    pub batches: u64,
-    /// Store transactions they carried.
-    pub transactions: u64,
+    /// Commits (store transactions).
+    pub commits: BatchStats,
+    /// Idempotency-key calls (take, finish, release).
+    pub key_calls: BatchStats,
 }
 
 /// Commits waiting for a batch, and how many batches are being written.
@@ -69,54 +105,56 @@ struct Queue {
     writing: usize,
 }
 
-/// One transaction waiting for its batch: its `store_commit` argument and where its answer goes.
+/// One call waiting for its batch: its argument and where its answer goes.
 struct Waiting {
-    txn: String,
-    answer: oneshot::Sender<CommitAnswer>,
+    call: String,
+    answer: oneshot::Sender<CallAnswer>,
 }
 
-/// Groups the commits of one pool (see the module documentation).
+/// Groups the calls of one lane on one pool (see the module documentation).
 #[derive(Clone)]
-pub(crate) struct CommitBatcher {
+pub(crate) struct Batcher {
     shared: Arc<Shared>,
 }
 
 struct Shared {
     pool: PgConnections,
+    lane: Lane,
     config: GroupCommit,
     queue: Mutex<Queue>,
     batches: AtomicU64,
-    transactions: AtomicU64,
+    calls: AtomicU64,
 }
 
-impl CommitBatcher {
-    /// A batcher writing through `pool`.
-    pub(crate) fn new(pool: PgConnections, config: GroupCommit) -> CommitBatcher {
+impl Batcher {
+    /// A batcher writing `lane`'s calls through `pool`.
+    pub(crate) fn new(pool: PgConnections, lane: Lane, config: GroupCommit) -> Batcher {
         let config = GroupCommit {
             batches_in_flight: config.batches_in_flight,
             max_batch: config.max_batch.clamp(1, GroupCommit::MAX_BATCH),
         };
-        CommitBatcher {
+        Batcher {
             shared: Arc::new(Shared {
                 pool,
+                lane,
                 config,
                 queue: Mutex::new(Queue::default()),
                 batches: AtomicU64::new(0),
-                transactions: AtomicU64::new(0),
+                calls: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Commits `txn` (a serialized `store_commit` argument), alone or in a batch.
-    pub(crate) async fn commit(&self, txn: String) -> CommitAnswer {
+    /// Runs `call` (the JSON argument of the lane's function), alone or in a batch.
+    pub(crate) async fn call(&self, call: String) -> CallAnswer {
         if self.shared.config.batches_in_flight == 0 {
             self.shared.count(1);
-            return alone(&self.shared.pool, txn).await;
+            return alone(&self.shared, call).await;
         }
         let (answer, answered) = oneshot::channel();
         let start_writer = {
             let mut q = self.shared.lock();
-            q.waiting.push_back(Waiting { txn, answer });
+            q.waiting.push_back(Waiting { call, answer });
             q.writing < self.shared.config.batches_in_flight && {
                 q.writing += 1;
                 true
@@ -129,26 +167,26 @@ impl CommitBatcher {
         }
         answered.await.unwrap_or_else(|_| {
             Err(StoreError::Ambiguous(
-                "the batch carrying this commit ended without an answer".into(),
+                "the batch carrying this call ended without an answer".into(),
             ))
         })
     }
 }
 
-impl CommitBatcher {
-    /// Batches and transactions written so far.
-    pub(crate) fn stats(&self) -> GroupCommitStats {
-        GroupCommitStats {
+impl Batcher {
+    /// Batches and calls written so far.
+    pub(crate) fn stats(&self) -> BatchStats {
+        BatchStats {
             batches: self.shared.batches.load(Ordering::Relaxed),
-            transactions: self.shared.transactions.load(Ordering::Relaxed),
+            calls: self.shared.calls.load(Ordering::Relaxed),
         }
     }
 }
 
 impl Shared {
-    fn count(&self, transactions: usize) {
+    fn count(&self, calls: usize) {
         self.batches.fetch_add(1, Ordering::Relaxed);
-        self.transactions.fetch_add(transactions as u64, Ordering::Relaxed);
+        self.calls.fetch_add(calls as u64, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -187,7 +225,7 @@ impl Writer {
                 q.waiting.drain(..n).collect()
             };
             self.shared.count(batch.len());
-            write(&self.shared.pool, batch).await;
+            write(&self.shared, batch).await;
         }
     }
 }
@@ -215,37 +253,38 @@ impl Drop for Writer {
     }
 }
 
-/// One transaction in one round trip, through plain `store_commit`.
-async fn alone(pool: &PgConnections, txn: String) -> CommitAnswer {
-    sqlx::query_scalar::<_, Option<Vec<i64>>>("SELECT store_commit($1::jsonb)")
-        .bind(txn)
-        .fetch_one(pool)
+/// One call in one round trip, through the lane's plain function.
+async fn alone(shared: &Shared, call: String) -> CallAnswer {
+    sqlx::query_scalar::<_, Option<sqlx::types::Json<serde_json::Value>>>(shared.lane.single)
+        .bind(call)
+        .fetch_one(&shared.pool)
         .await
+        .map(|v| v.map(|j| j.0).unwrap_or(serde_json::Value::Null))
         .map_err(|e| crate::postgres::map_err(e, true))
 }
 
-/// Writes `batch` and answers each of its transactions.
-async fn write(pool: &PgConnections, batch: Vec<Waiting>) {
+/// Writes `batch` and answers each of its calls.
+async fn write(shared: &Shared, batch: Vec<Waiting>) {
     if batch.len() == 1 {
         for w in batch {
-            let answer = alone(pool, w.txn).await;
+            let answer = alone(shared, w.call).await;
             // A caller that stopped waiting needs no answer.
             let _ = w.answer.send(answer);
         }
         return;
     }
-    let mut arg = String::with_capacity(batch.iter().map(|w| w.txn.len() + 1).sum::<usize>() + 2);
+    let mut arg = String::with_capacity(batch.iter().map(|w| w.call.len() + 1).sum::<usize>() + 2);
     arg.push('[');
     for (i, w) in batch.iter().enumerate() {
         if i > 0 {
             arg.push(',');
         }
-        arg.push_str(&w.txn);
+        arg.push_str(&w.call);
     }
     arg.push(']');
-    let answers = sqlx::query_scalar::<_, sqlx::types::Json<Vec<BatchAnswer>>>("SELECT store_commit_batch($1::jsonb)")
+    let answers = sqlx::query_scalar::<_, sqlx::types::Json<Vec<BatchAnswer>>>(shared.lane.batch)
         .bind(arg)
-        .fetch_one(pool)
+        .fetch_one(&shared.pool)
         .await
         .map_err(|e| crate::postgres::map_err(e, true));
     match answers {
@@ -255,9 +294,9 @@ async fn write(pool: &PgConnections, batch: Vec<Waiting>) {
             }
         }
         Ok(sqlx::types::Json(answers)) => {
-            // The batch committed, but its answers cannot be matched to its transactions.
+            // The batch committed, but its answers cannot be matched to its calls.
             let e = StoreError::Ambiguous(format!(
-                "a batch of {} commits answered {} times",
+                "a batch of {} calls answered {} times",
                 batch.len(),
                 answers.len()
             ));
@@ -273,11 +312,12 @@ async fn write(pool: &PgConnections, batch: Vec<Waiting>) {
     }
 }
 
-/// One transaction's answer in `store_commit_batch`'s result (migration 0009).
+/// One call's answer in a batch's result (migrations 0009 and 0010; 0009 names the answer
+/// `seqs`).
 #[derive(serde::Deserialize)]
 struct BatchAnswer {
-    #[serde(default)]
-    seqs: Option<Vec<i64>>,
+    #[serde(default, alias = "seqs")]
+    ok: serde_json::Value,
     #[serde(default)]
     code: Option<String>,
     #[serde(default)]
@@ -285,10 +325,10 @@ struct BatchAnswer {
 }
 
 impl BatchAnswer {
-    fn into_answer(self) -> CommitAnswer {
+    fn into_answer(self) -> CallAnswer {
         match self.code {
             Some(code) => Err(crate::postgres::refusal(&code, self.message.as_deref().unwrap_or(""))),
-            None => Ok(self.seqs),
+            None => Ok(self.ok),
         }
     }
 }
@@ -301,9 +341,14 @@ mod tests {
     #[test]
     fn answers_read_as_lone_commits_would() {
         let read = |s: &str| serde_json::from_str::<BatchAnswer>(s).map(BatchAnswer::into_answer);
-        assert_eq!(read(r#"{"seqs": [4, 5]}"#).ok(), Some(Ok(Some(vec![4, 5]))));
-        assert_eq!(read(r#"{"seqs": []}"#).ok(), Some(Ok(Some(vec![]))));
-        assert_eq!(read(r#"{"seqs": null}"#).ok(), Some(Ok(None)));
+        assert_eq!(read(r#"{"seqs": [4, 5]}"#).ok(), Some(Ok(serde_json::json!([4, 5]))));
+        assert_eq!(read(r#"{"seqs": []}"#).ok(), Some(Ok(serde_json::json!([]))));
+        assert_eq!(read(r#"{"seqs": null}"#).ok(), Some(Ok(serde_json::Value::Null)));
+        assert_eq!(read(r#"{"ok": 1}"#).ok(), Some(Ok(serde_json::json!(1))));
+        assert_eq!(
+            read(r#"{"ok": {"state": "started"}}"#).ok(),
+            Some(Ok(serde_json::json!({"state": "started"})))
+        );
         let conflict = read(
             r#"{"code": "PY001", "message": "{\"table\":\"charges\",\"id\":\"ch_1\",\"kind\":\"exists\",\"expected\":null,\"actual\":null}"}"#,
         );
@@ -334,8 +379,9 @@ mod tests {
         };
         let pool = PgConnections::new(opts, limits);
         for (asked, got) in [(0, 1), (1, 1), (8, 8), (32, 32), (33, 32), (usize::MAX, 32)] {
-            let b = CommitBatcher::new(
+            let b = Batcher::new(
                 pool.clone(),
+                COMMITS,
                 GroupCommit {
                     batches_in_flight: 2,
                     max_batch: asked,

@@ -16,14 +16,14 @@
 //! [`Db`](crate::Db) retries under the same transaction id.
 
 use crate::model::*;
-use crate::pg_batch::CommitBatcher;
-pub use crate::pg_batch::{GroupCommit, GroupCommitStats};
+pub use crate::pg_batch::{BatchStats, GroupCommit, GroupCommitStats};
+use crate::pg_batch::{Batcher, COMMITS, KEY_CALLS};
 pub use crate::pg_pool::{PgConnections, PoolLimits, PooledConnection};
 use crate::Backend;
 use async_trait::async_trait;
 use pay_core::Event;
 use sqlx::postgres::{PgConnectOptions, PgRow};
-use sqlx::{Connection, Postgres, Row};
+use sqlx::{Connection, Row};
 use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::Duration;
@@ -40,7 +40,8 @@ pub struct PgSettings {
     pub acquire_timeout: Duration,
     /// A connection older than this is closed instead of reused (a new one opens when needed).
     pub max_lifetime: Duration,
-    /// How concurrent commits share transactions (migration 0009).
+    /// How concurrent commits and idempotency-key calls share transactions (migrations 0009
+    /// and 0010).
     pub group_commit: GroupCommit,
 }
 
@@ -59,7 +60,8 @@ impl Default for PgSettings {
 #[derive(Clone)]
 pub struct PgBackend {
     pool: PgConnections,
-    commits: CommitBatcher,
+    commits: Batcher,
+    key_calls: Batcher,
     describe: String,
 }
 
@@ -93,10 +95,10 @@ impl PgBackend {
         })?;
         first.keep();
         drop(first);
-        let commits = CommitBatcher::new(pool.clone(), settings.group_commit);
         Ok(PgBackend {
+            commits: Batcher::new(pool.clone(), COMMITS, settings.group_commit),
+            key_calls: Batcher::new(pool.clone(), KEY_CALLS, settings.group_commit),
             pool,
-            commits,
             describe,
         })
     }
@@ -116,10 +118,13 @@ impl PgBackend {
         Ok(())
     }
 
-    /// How many database transactions commits have taken so far, and how many commits they
-    /// carried (group commit, `pg_batch.rs`).
+    /// How many database transactions commits and idempotency-key calls have taken so far, and
+    /// how many calls they carried (group commit, `pg_batch.rs`).
     pub fn group_commit_stats(&self) -> GroupCommitStats {
-        self.commits.stats()
+        GroupCommitStats {
+            commits: self.commits.stats(),
+            key_calls: self.key_calls.stats(),
+        }
     }
 
     /// The connection pool (for other crates' specialised SQL on the same database).
@@ -133,7 +138,9 @@ impl PgBackend {
     async fn commit(&self, txn: Txn) -> Result<CommitOutcome, StoreError> {
         let wire = serde_json::to_string(&WireTxn::new(&txn))
             .map_err(|e| StoreError::Invalid(format!("cannot encode transaction {}: {e}", txn.id)))?;
-        Ok(match self.commits.commit(wire).await? {
+        let seqs: Option<Vec<i64>> = serde_json::from_value(self.commits.call(wire).await?)
+            .map_err(|e| StoreError::Corrupt(format!("unreadable answer of store_commit: {e}")))?;
+        Ok(match seqs {
             Some(event_seqs) => CommitOutcome::Applied { event_seqs },
             None => CommitOutcome::AlreadyApplied,
         })
@@ -287,38 +294,39 @@ impl PgBackend {
         // Keys live at most a few days; the clamp only keeps the database's arithmetic in range.
         let ttl = b.expires_at.saturating_sub(b.now).clamp(0, MAX_IDEM_TTL_MS);
         let lock_timeout = b.lock_timeout_ms.clamp(0, MAX_IDEM_TTL_MS);
-        let row = sqlx::query(
-            "SELECT state, resumed, recovery_point, status, response, taken_by FROM idem_begin($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&b.account)
-        .bind(&b.key)
-        .bind(&b.fingerprint)
-        .bind(&b.owner)
-        .bind(ttl)
-        .bind(lock_timeout)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| map_err(e, true))?;
-        let state: String = row.try_get("state").map_err(decode)?;
-        match state.as_str() {
+        let call = serde_json::json!({
+            "op": "begin",
+            "account": b.account,
+            "key": b.key,
+            "fingerprint": b.fingerprint,
+            "owner": b.owner,
+            "ttl_ms": ttl,
+            "lock_timeout_ms": lock_timeout,
+        });
+        /// idem_begin's row (migration 0006), as idem_call answers it.
+        #[derive(serde::Deserialize)]
+        struct Begun {
+            state: String,
+            resumed: Option<bool>,
+            recovery_point: Option<String>,
+            status: Option<i32>,
+            response: Option<String>,
+            taken_by: Option<String>,
+        }
+        let row: Begun = serde_json::from_value(self.key_calls.call(call.to_string()).await?)
+            .map_err(|e| StoreError::Corrupt(format!("unreadable answer of idem_begin: {e}")))?;
+        match row.state.as_str() {
             "started" => Ok(IdemBeginOutcome::Started {
-                resumed: row
-                    .try_get::<Option<bool>, _>("resumed")
-                    .map_err(decode)?
-                    .unwrap_or(false),
-                recovery_point: row.try_get("recovery_point").map_err(decode)?,
-                taken_by: row.try_get("taken_by").map_err(decode)?,
+                resumed: row.resumed.unwrap_or(false),
+                recovery_point: row.recovery_point,
+                taken_by: row.taken_by,
             }),
             "in_progress" => Ok(IdemBeginOutcome::InProgress),
             "mismatch" => Ok(IdemBeginOutcome::Mismatch),
-            "completed" => {
-                let status: Option<i32> = row.try_get("status").map_err(decode)?;
-                let body: Option<String> = row.try_get("response").map_err(decode)?;
-                Ok(IdemBeginOutcome::Completed {
-                    status: status.and_then(|s| u16::try_from(s).ok()).unwrap_or(500),
-                    body: body.unwrap_or_default(),
-                })
-            }
+            "completed" => Ok(IdemBeginOutcome::Completed {
+                status: row.status.and_then(|s| u16::try_from(s).ok()).unwrap_or(500),
+                body: row.response.unwrap_or_default(),
+            }),
             // The key vanished between the insert attempt and the read (reaped): try again.
             _ => Err(StoreError::Unavailable("idempotency key contended; retry".into())),
         }
@@ -343,13 +351,11 @@ impl PgBackend {
         }
     }
 
-    /// Runs one of migration 0006's key functions, which return the rows they changed.
-    async fn idem_call(
-        &self,
-        query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
-    ) -> Result<u64, StoreError> {
-        let row = query.fetch_one(&self.pool).await.map_err(|e| map_err(e, true))?;
-        let n: i64 = row.try_get(0).map_err(decode)?;
+    /// Runs one of migration 0006's key functions that answer the rows they changed, through
+    /// migration 0010's `idem_call` (alone or in a batch).
+    async fn idem_call(&self, call: serde_json::Value) -> Result<u64, StoreError> {
+        let n: i64 = serde_json::from_value(self.key_calls.call(call.to_string()).await?)
+            .map_err(|e| StoreError::Corrupt(format!("unreadable answer of an idempotency key call: {e}")))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }
@@ -896,24 +902,25 @@ impl Backend for PgBackend {
                 body,
             } => {
                 // Commits asynchronously (migration 0006 says why that loses nothing).
-                let q = sqlx::query("SELECT idem_finish($1, $2, $3, $4, $5)")
-                    .bind(&account)
-                    .bind(&key)
-                    .bind(&owner)
-                    .bind(i32::from(status))
-                    .bind(body);
-                let n = self.idem_call(q).await?;
+                let n = self
+                    .idem_call(serde_json::json!({
+                        "op": "finish",
+                        "account": account,
+                        "key": key,
+                        "owner": owner,
+                        "status": status,
+                        "response": body,
+                    }))
+                    .await?;
                 self.idem_owned(n, &account, &key, false).await?;
                 Ok(Response::Done)
             }
             Request::IdemRelease { account, key, owner } => {
                 // Kept, unlocked and without an answer, so that a retry with the same parameters
                 // resumes this use of the key; commits asynchronously (migration 0006).
-                let q = sqlx::query("SELECT idem_release($1, $2, $3)")
-                    .bind(&account)
-                    .bind(&key)
-                    .bind(&owner);
-                let n = self.idem_call(q).await?;
+                let n = self
+                    .idem_call(serde_json::json!({"op": "release", "account": account, "key": key, "owner": owner}))
+                    .await?;
                 self.idem_owned(n, &account, &key, true).await?;
                 Ok(Response::Done)
             }

@@ -712,6 +712,77 @@ async fn racing_commits_answer_as_if_alone(db: Db) {
     assert_eq!(seqs.len(), 2 * PAIRS);
 }
 
+/// Key calls [`racing_key_calls_answer_as_if_alone`] makes: 8 racers for one key, then 4 for
+/// each of 20 keys (take, a stranger's finish, finish or release, take again).
+const RACING_KEY_CALLS: u64 = 8 + 4 * 20;
+
+/// Idempotency-key calls racing each other answer as each would alone: of eight requests
+/// taking one key at once exactly one starts; keys taken, finished and released at once by
+/// their holders all end as their holder left them, and a stranger's finish changes nothing.
+async fn racing_key_calls_answer_as_if_alone(db: Db) {
+    use IdemBeginOutcome::*;
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.idem_begin(begin("contested", &format!("req_{i}"), "fp", wall_ms()))
+                    .await
+            })
+        })
+        .collect();
+    let mut started = 0;
+    for r in racers {
+        match r.await.unwrap().unwrap() {
+            Started { .. } => started += 1,
+            InProgress => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(started, 1, "exactly one of the racers takes the key");
+
+    let holders: Vec<_> = (0..20)
+        .map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let key = format!("k_{i}");
+                let owner = format!("req_{i}");
+                let begun = db.idem_begin(begin(&key, &owner, "fp", wall_ms())).await.unwrap();
+                assert!(matches!(begun, Started { resumed: false, .. }), "{key}: {begun:?}");
+                let stranger = db.idem_finish("acct_1", &key, "req_stranger", 200, "{}").await;
+                assert_eq!(stranger, Err(StoreError::NotOwner), "{key}");
+                if i % 2 == 0 {
+                    db.idem_finish("acct_1", &key, &owner, 200, &format!("{{\"n\":{i}}}"))
+                        .await
+                        .unwrap();
+                } else {
+                    db.idem_release("acct_1", &key, &owner).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in holders {
+        h.await.unwrap();
+    }
+    for i in 0..20 {
+        let again = db
+            .idem_begin(begin(&format!("k_{i}"), "req_later", "fp", wall_ms()))
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            assert_eq!(
+                again,
+                Completed {
+                    status: 200,
+                    body: format!("{{\"n\":{i}}}")
+                },
+                "k_{i}"
+            );
+        } else {
+            assert!(matches!(again, Started { resumed: true, .. }), "k_{i}: {again:?}");
+        }
+    }
+}
+
 macro_rules! contract {
     ($modname:ident, $factory:ident) => {
         mod $modname {
@@ -750,6 +821,11 @@ macro_rules! contract {
             async fn racing_commits_answer_as_if_alone() {
                 let (db, _guard) = $factory().await;
                 super::racing_commits_answer_as_if_alone(db).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn racing_key_calls_answer_as_if_alone() {
+                let (db, _guard) = $factory().await;
+                super::racing_key_calls_answer_as_if_alone(db).await;
             }
         }
     };
@@ -1095,10 +1171,11 @@ async fn postgres_every_table_round_trips_through_store_commit() {
     assert_eq!(code, "PY002", "an unknown op is refused");
 }
 
-/// Racing commits through one batch writer at a time share database transactions, and still
-/// answer as if alone; with grouping off each is its own transaction.
+/// Racing commits and racing idempotency-key calls through one batch writer per lane share
+/// database transactions, and still answer as if alone; with grouping off each call is its own
+/// transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_groups_racing_commits_and_answers_each_alone() {
+async fn postgres_groups_racing_calls_and_answers_each_alone() {
     use pay_store::postgres::{GroupCommit, PgBackend, PgSettings};
     let tdb = pay_store::testing::TestDatabase::create()
         .await
@@ -1113,21 +1190,23 @@ async fn postgres_groups_racing_commits_and_answers_each_alone() {
             ..PgSettings::default()
         };
         let backend = Arc::new(PgBackend::connect(&tdb.url, &settings).await.unwrap());
-        sqlx::query("TRUNCATE customers, events, store_txns")
+        sqlx::query("TRUNCATE customers, events, store_txns, idempotency_keys")
             .execute(backend.pool())
             .await
             .unwrap();
-        racing_commits_answer_as_if_alone(Db::new(backend.clone(), env())).await;
+        let db = Db::new(backend.clone(), env());
+        racing_commits_answer_as_if_alone(db.clone()).await;
+        racing_key_calls_answer_as_if_alone(db).await;
         let stats = backend.group_commit_stats();
-        assert_eq!(stats.transactions, 96, "{stats:?}");
-        if grouped {
-            assert!(stats.batches < stats.transactions, "{stats:?}");
-            assert!(
-                stats.batches * 8 >= stats.transactions,
-                "batches hold at most 8: {stats:?}"
-            );
-        } else {
-            assert_eq!(stats.batches, stats.transactions, "{stats:?}");
+        assert_eq!(stats.commits.calls, 96, "{stats:?}");
+        assert_eq!(stats.key_calls.calls, RACING_KEY_CALLS, "{stats:?}");
+        for lane in [stats.commits, stats.key_calls] {
+            if grouped {
+                assert!(lane.batches < lane.calls, "{stats:?}");
+                assert!(lane.batches * 8 >= lane.calls, "batches hold at most 8: {stats:?}");
+            } else {
+                assert_eq!(lane.batches, lane.calls, "{stats:?}");
+            }
         }
     }
 }
