@@ -274,12 +274,12 @@ pub struct Database {
     /// Pool size.
     #[serde(default = "default_pool")]
     pub max_connections: u32,
-    /// Commits written at the same time, each batch in its own database transaction; commits
-    /// arriving while they are written wait and go together in the next batch (group commit).
-    /// `0` writes every commit on its own.
+    /// Batches of commits, and of idempotency-key calls, written at the same time, each in its
+    /// own database transaction; calls arriving while they are written wait and go together
+    /// in the next batch (group commit). `0` writes every call on its own.
     #[serde(default = "default_commit_batches")]
     pub commit_batches: u32,
-    /// Most commits in one batch (1 to 32).
+    /// Most calls in one batch (1 to 32).
     #[serde(default = "default_max_commit_batch")]
     pub max_commit_batch: u32,
 }
@@ -717,7 +717,12 @@ mod tests {
         let grouping = cfg.database.settings().group_commit;
         assert_eq!(grouping, pay_store::postgres::GroupCommit::default());
         assert!(grouping.batches_in_flight > 0);
-        let db = |extra: &str| base.replace("  url: postgres://u@h/db\n", &format!("  url: postgres://u@h/db\n{extra}"));
+        let db = |extra: &str| {
+            base.replace(
+                "  url: postgres://u@h/db\n",
+                &format!("  url: postgres://u@h/db\n{extra}"),
+            )
+        };
         let set = write(
             d.path(),
             "batches.yaml",
