@@ -1,98 +1,72 @@
-//! Velocity counters in PostgreSQL: one statement per score.
+//! Velocity counters in PostgreSQL: one call per score.
 //!
-//! The table `fraud_velocity` is created by the store's migration
-//! `system/store/migrations/0003_fraud_velocity.sql` (so one migrator owns the schema). The
-//! observe statement inserts the attempt (`ON CONFLICT` does nothing for an attempt seen within the day, which makes retries free)
-//! and counts the windows in the same statement. Each key (card, IP, customer) reads at most its
-//! latest [`VELOCITY_CAP`] attempts of the day from its index, newest first, so a score costs the
-//! same however busy the key is. (An attempt id last seen more than a day ago,
-//! which the memory store has pruned, is recorded afresh in both stores.) Rows a data-modifying CTE inserts are not
-//! visible to the other parts of the statement (they share one snapshot), so the inserted row
-//! is added to the counted set explicitly with `UNION ALL`; on a retry the insert does
-//! nothing and the row already stored is counted by the scan instead, never both.
+//! The table `fraud_velocity` and the statements that observe an attempt and record its
+//! outcome are the store's migrations' (`system/store/migrations/0003_fraud_velocity.sql`,
+//! `0011_asynchronous_lane.sql`: one migrator owns the schema). Observing inserts the attempt
+//! (idempotent on its id within the day, which makes retries free) and counts the windows in
+//! the same statement; each key (card, IP, customer) reads at most its latest
+//! [`VELOCITY_CAP`] attempts of the day from its index, so a score costs the same however busy
+//! the key is. (An attempt id last seen more than a day ago, which the memory store has
+//! pruned, is recorded afresh in both stores.) Both calls go through the store's lane of
+//! asynchronously committed calls ([`PgBackend::asynchronous_calls`]), which shares a round
+//! trip and a transaction among concurrent calls, each in its own subtransaction.
 //!
-//! Both statements commit asynchronously (`synchronous_commit` off for their own transaction:
-//! the insert reads its one row from the CTE that sets it, so it is always set first). The
-//! counters are evidence for scoring, not money. A crash can lose only what no later
-//! synchronous commit of the same database flushed (a synchronous commit flushes the WAL written
-//! before it, the payment's records follow every score), at most the last fraction of a second;
-//! an attempt scored again records itself again.
+//! Both commit asynchronously (`synchronous_commit` off for their transaction). The counters
+//! are evidence for scoring, not money. A crash can lose only what no later synchronous commit
+//! of the same database flushed (a synchronous commit flushes the WAL written before it, the
+//! payment's records follow every score), at most the last fraction of a second; an attempt
+//! scored again records itself again.
 
 use crate::velocity::{outcome_name, AttemptOutcome, Observation, VelocityCounts, VelocityError, VelocityStore};
 use crate::velocity::{DAY_MS, HOUR_MS, VELOCITY_CAP};
 use async_trait::async_trait;
 use pay_core::Timestamp;
-use pay_store::postgres::PgConnections;
-use sqlx::Row;
-
-const OBSERVE: &str = r#"
-WITH commit_mode AS (
-    SELECT set_config('synchronous_commit', 'off', true)
-), ins AS (
-    INSERT INTO fraud_velocity (attempt_id, account, t, card, ip, customer)
-    SELECT $1, $2, $3, $4, $5, $6 FROM commit_mode
-    ON CONFLICT (attempt_id) DO UPDATE
-        SET account = EXCLUDED.account, t = EXCLUDED.t, card = EXCLUDED.card, ip = EXCLUDED.ip,
-            customer = EXCLUDED.customer, outcome = NULL
-        WHERE fraud_velocity.t <= $3 - $7
-    RETURNING attempt_id, t, card, ip, customer, outcome
-), card_seen AS (
-    SELECT t, outcome FROM (
-        (SELECT attempt_id, t, outcome FROM fraud_velocity
-          WHERE account = $2 AND card = $4 AND t > $3 - $7 AND t <= $3
-          ORDER BY t DESC, attempt_id COLLATE "C" DESC LIMIT $9)
-        UNION ALL
-        SELECT attempt_id, t, outcome FROM ins WHERE card = $4 AND t > $3 - $7 AND t <= $3
-    ) x ORDER BY t DESC, attempt_id COLLATE "C" DESC LIMIT $9
-), ip_seen AS (
-    SELECT t, card FROM (
-        (SELECT attempt_id, t, card FROM fraud_velocity
-          WHERE account = $2 AND ip = $5 AND t > $3 - $7 AND t <= $3
-          ORDER BY t DESC, attempt_id COLLATE "C" DESC LIMIT $9)
-        UNION ALL
-        SELECT attempt_id, t, card FROM ins WHERE ip = $5 AND t > $3 - $7 AND t <= $3
-    ) x ORDER BY t DESC, attempt_id COLLATE "C" DESC LIMIT $9
-), customer_seen AS (
-    SELECT t, card FROM (
-        (SELECT attempt_id, t, card FROM fraud_velocity
-          WHERE account = $2 AND customer = $6 AND t > $3 - $7 AND t <= $3
-          ORDER BY t DESC, attempt_id COLLATE "C" DESC LIMIT $9)
-        UNION ALL
-        SELECT attempt_id, t, card FROM ins WHERE customer = $6 AND t > $3 - $7 AND t <= $3
-    ) x ORDER BY t DESC, attempt_id COLLATE "C" DESC LIMIT $9
-)
-SELECT
-    (SELECT count(*) FROM card_seen WHERE t > $3 - $8)                                          AS card_1h,
-    (SELECT count(*) FROM card_seen)                                                            AS card_24h,
-    (SELECT count(*) FROM card_seen WHERE t > $3 - $8 AND outcome IN ('declined', 'blocked'))   AS card_declines_1h,
-    (SELECT count(*) FROM card_seen WHERE outcome IN ('declined', 'blocked'))                   AS card_declines_24h,
-    (SELECT count(*) FROM ip_seen WHERE t > $3 - $8)                                            AS ip_1h,
-    (SELECT count(*) FROM ip_seen)                                                              AS ip_24h,
-    (SELECT count(DISTINCT card) FROM customer_seen)                                            AS customer_cards,
-    (SELECT count(DISTINCT card) FROM ip_seen)                                                  AS ip_cards
-"#;
+use pay_store::postgres::{AsyncCalls, PgBackend, PgConnections};
 
 /// Velocity counters in PostgreSQL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgVelocityStore {
+    calls: AsyncCalls,
     pool: PgConnections,
     cap: u32,
 }
 
-fn unavailable(e: sqlx::Error) -> VelocityError {
+impl std::fmt::Debug for PgVelocityStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgVelocityStore")
+            .field("pool", &self.pool)
+            .field("cap", &self.cap)
+            .finish()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> VelocityError {
     VelocityError::Unavailable(format!("postgres: {e}"))
 }
 
-fn count(row: &sqlx::postgres::PgRow, col: &str) -> Result<u32, VelocityError> {
-    let v: i64 = row.try_get(col).map_err(unavailable)?;
-    Ok(u32::try_from(v).unwrap_or(u32::MAX))
+/// The counts `velocity_observe` answers (migration 0011).
+#[derive(serde::Deserialize)]
+struct Counted {
+    card_1h: i64,
+    card_24h: i64,
+    card_declines_1h: i64,
+    card_declines_24h: i64,
+    ip_1h: i64,
+    ip_24h: i64,
+    customer_cards: i64,
+    ip_cards: i64,
+}
+
+fn count(v: i64) -> Option<u32> {
+    Some(u32::try_from(v.max(0)).unwrap_or(u32::MAX))
 }
 
 impl PgVelocityStore {
-    /// A store over `pool` (the schema must be migrated).
-    pub fn new(pool: PgConnections) -> PgVelocityStore {
+    /// A store in `store`'s database (the schema must be migrated).
+    pub fn new(store: &PgBackend) -> PgVelocityStore {
         PgVelocityStore {
-            pool,
+            calls: store.asynchronous_calls(),
+            pool: store.pool().clone(),
             cap: VELOCITY_CAP,
         }
     }
@@ -118,28 +92,29 @@ impl PgVelocityStore {
 #[async_trait]
 impl VelocityStore for PgVelocityStore {
     async fn observe(&self, obs: &Observation, now: Timestamp) -> Result<VelocityCounts, VelocityError> {
-        let row = sqlx::query(OBSERVE)
-            .bind(&obs.attempt_id)
-            .bind(&obs.account)
-            .bind(now.millis())
-            .bind(&obs.card)
-            .bind(&obs.ip)
-            .bind(&obs.customer)
-            .bind(DAY_MS)
-            .bind(HOUR_MS)
-            .bind(i64::from(self.cap))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let call = serde_json::json!({
+            "op": "observe",
+            "attempt_id": obs.attempt_id,
+            "account": obs.account,
+            "now": now.millis(),
+            "card": obs.card,
+            "ip": obs.ip,
+            "customer": obs.customer,
+            "day_ms": DAY_MS,
+            "hour_ms": HOUR_MS,
+            "cap": i64::from(self.cap),
+        });
+        let c: Counted = serde_json::from_value(self.calls.call(&call).await.map_err(unavailable)?)
+            .map_err(|e| unavailable(format!("unreadable velocity counts: {e}")))?;
         let c = VelocityCounts {
-            card_attempts_1h: Some(count(&row, "card_1h")?),
-            card_attempts_24h: Some(count(&row, "card_24h")?),
-            card_declines_1h: Some(count(&row, "card_declines_1h")?),
-            card_declines_24h: Some(count(&row, "card_declines_24h")?),
-            ip_attempts_1h: Some(count(&row, "ip_1h")?),
-            ip_attempts_24h: Some(count(&row, "ip_24h")?),
-            customer_distinct_cards_24h: Some(count(&row, "customer_cards")?),
-            ip_distinct_cards_24h: Some(count(&row, "ip_cards")?),
+            card_attempts_1h: count(c.card_1h),
+            card_attempts_24h: count(c.card_24h),
+            card_declines_1h: count(c.card_declines_1h),
+            card_declines_24h: count(c.card_declines_24h),
+            ip_attempts_1h: count(c.ip_1h),
+            ip_attempts_24h: count(c.ip_24h),
+            customer_distinct_cards_24h: count(c.customer_cards),
+            ip_distinct_cards_24h: count(c.ip_cards),
         };
         Ok(c.masked(obs))
     }
@@ -151,16 +126,12 @@ impl VelocityStore for PgVelocityStore {
         _at: Timestamp,
     ) -> Result<(), VelocityError> {
         // Commits asynchronously, like the observation (see the module docs).
-        sqlx::query(
-            "UPDATE fraud_velocity SET outcome = $2 \
-             FROM (SELECT set_config('synchronous_commit', 'off', true)) AS commit_mode \
-             WHERE attempt_id = $1 AND outcome IS NULL",
-        )
-        .bind(attempt_id)
-        .bind(outcome_name(outcome))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let call = serde_json::json!({
+            "op": "outcome",
+            "attempt_id": attempt_id,
+            "outcome": outcome_name(outcome),
+        });
+        self.calls.call(&call).await.map_err(unavailable)?;
         Ok(())
     }
 }

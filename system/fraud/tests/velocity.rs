@@ -145,6 +145,61 @@ async fn postgres_counts_equal_memory_counts_past_the_cap() {
     same_counts(&pg.with_cap(3), &MemoryVelocityStore::default().with_cap(3), 7).await;
 }
 
+/// Observations and outcomes racing each other through the store's shared batches are each
+/// applied once, as if alone: after 48 concurrent observations (16 of them repeats of others)
+/// and concurrent outcomes, the next observation of the card counts what the memory store
+/// counts for the same calls made one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_observations_are_each_counted_once() {
+    let (pg, _db) = pg_store().await;
+    let mem = MemoryVelocityStore::default();
+    let now = Timestamp::from_millis(1_800_000_000_000);
+    let obs = |i: usize| Observation {
+        attempt_id: format!("pa_race_{}", i % 32),
+        account: "acct_1".into(),
+        card: Some("fp_race".into()),
+        ip: Some(format!("192.0.2.{}", i % 5)),
+        customer: Some(format!("cus_{}", i % 3)),
+    };
+    let outcome = |i: usize| match i % 3 {
+        0 => AttemptOutcome::Approved,
+        1 => AttemptOutcome::Declined,
+        _ => AttemptOutcome::Blocked,
+    };
+    let racers: Vec<_> = (0..48)
+        .map(|i| {
+            let pg = pg.clone();
+            tokio::spawn(async move { pg.observe(&obs(i), now).await })
+        })
+        .collect();
+    for r in racers {
+        r.await.unwrap().unwrap();
+    }
+    let racers: Vec<_> = (0..32)
+        .map(|i| {
+            let pg = pg.clone();
+            tokio::spawn(async move { pg.record_outcome(&obs(i).attempt_id, outcome(i), now).await })
+        })
+        .collect();
+    for r in racers {
+        r.await.unwrap().unwrap();
+    }
+    for i in 0..48 {
+        mem.observe(&obs(i), now).await.unwrap();
+    }
+    for i in 0..32 {
+        mem.record_outcome(&obs(i).attempt_id, outcome(i), now).await.unwrap();
+    }
+    let next = Observation {
+        attempt_id: "pa_race_next".into(),
+        ..obs(0)
+    };
+    let later = Timestamp::from_millis(now.millis() + 1);
+    let want = mem.observe(&next, later).await.unwrap();
+    assert_eq!(pg.observe(&next, later).await.unwrap(), want);
+    assert_eq!(want.card_attempts_1h, Some(33), "{want:?}");
+}
+
 /// A PostgreSQL velocity store on a throwaway database (kept alive by the second value).
 async fn pg_store() -> (PgVelocityStore, TestDatabase) {
     let db = match TestDatabase::create().await {
@@ -152,7 +207,7 @@ async fn pg_store() -> (PgVelocityStore, TestDatabase) {
         Err(e) => panic!("PostgreSQL is required for this test: {e}"),
     };
     let backend = db.backend().await.unwrap();
-    (PgVelocityStore::new(backend.pool().clone()), db)
+    (PgVelocityStore::new(&backend), db)
 }
 
 async fn same_counts(pg: &PgVelocityStore, mem: &MemoryVelocityStore, seed: u64) {

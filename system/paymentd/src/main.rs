@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Counts the store's batches and the calls they carried in `/metrics`, per lane (commits and
-/// idempotency-key calls), so that a dashboard shows the mean batch size (group commit,
+/// asynchronous calls: idempotency keys, fraud velocity), so that a dashboard shows the mean batch size (group commit,
 /// docs/operations.md).
 fn spawn_group_commit_metrics(store: PgBackend, metrics: pay_net::metrics::Metrics) {
     tokio::spawn(async move {
@@ -35,7 +35,7 @@ fn spawn_group_commit_metrics(store: PgBackend, metrics: pay_net::metrics::Metri
             let now = store.group_commit_stats();
             for (lane, was, is) in [
                 ("commits", counted.commits, now.commits),
-                ("key_calls", counted.key_calls, now.key_calls),
+                ("asynchronous", counted.asynchronous, now.asynchronous),
             ] {
                 metrics.inc(
                     "store_batches_total",
@@ -552,8 +552,9 @@ async fn serve(config: &Path, role: &str, no_migrate: bool) -> Result<()> {
     if let Some(c) = cfg.webhooks.concurrency {
         tuning.webhooks.concurrency = c.clamp(1, 1000);
     }
-    // Fraud velocity counters live in PostgreSQL in production (one statement per score).
-    tuning.fraud_velocity = Some(Arc::new(pay_fraud::pg::PgVelocityStore::new(store.pool().clone())));
+    // Fraud velocity counters live in PostgreSQL in production (one call per score, batched
+    // with the store's other asynchronous calls).
+    tuning.fraud_velocity = Some(Arc::new(pay_fraud::pg::PgVelocityStore::new(&store)));
     let deps = NodeDeps {
         env,
         webhook_outbound: Some(webhook_outbound),

@@ -1,21 +1,22 @@
 //! Group commit: concurrent calls of the store's hot functions share one round trip and one
 //! database transaction.
 //!
-//! A payment flow commits five or six times and takes and finishes two or three idempotency
-//! keys, each call a transaction of its own, and at load what such a call costs PostgreSQL is
-//! mostly the transaction around it (the round trip, the snapshot, the commit record and the
-//! WAL flush), not its rows. So calls that arrive while others of their kind are being written
-//! wait for them and then go together: commits through migration 0009's `store_commit_batch`,
-//! idempotency-key calls through migration 0010's `idem_batch`. Both run each call in its own
+//! A payment flow commits five or six times, takes and finishes two or three idempotency keys
+//! and updates two fraud velocity counters, each call a transaction of its own, and at load
+//! what such a call costs PostgreSQL is mostly the transaction around it (the round trip, the
+//! snapshot, the commit record and the WAL flush), not its rows. So calls that arrive while
+//! others of their kind are being written wait for them and then go together: commits through
+//! migration 0009's `store_commit_batch`, the calls that commit asynchronously (idempotency
+//! keys, velocity counters) through migration 0011's `async_batch`. Both run each call in its own
 //! subtransaction: one that conflicts or fails rolls back alone, and every answer is the one
 //! that call would have had on its own, in the order the batch ran them. No caller is answered
 //! before the batch has committed; a batch whose commit fails (or whose answer is lost) fails
 //! every call in it with the error a lone call would have had, so each caller retries under its
 //! own transaction id or key owner, which makes the retry safe.
 //!
-//! Commits and key calls are separate lanes and never share a batch: key calls commit without
-//! waiting for their WAL to be flushed (migration 0006 says why that loses nothing), which a
-//! batch holding a commit must not do. With nothing else being written, a call goes at once,
+//! Commits and asynchronous calls are separate lanes and never share a batch: the latter commit
+//! without waiting for their WAL to be flushed (migration 0006 says why that loses nothing),
+//! which a batch holding a commit must not do. With nothing else being written, a call goes at once,
 //! alone, through its plain function: the waiting only happens when there is work to share it
 //! with.
 
@@ -46,14 +47,15 @@ pub(crate) const COMMITS: Lane = Lane {
     batch: "SELECT store_commit_batch($1::jsonb)",
 };
 
-/// Taking, finishing and releasing idempotency keys (`idem_call`, migration 0010).
-pub(crate) const KEY_CALLS: Lane = Lane {
-    single: "SELECT idem_call($1::jsonb)",
-    batch: "SELECT idem_batch($1::jsonb)",
+/// Calls that commit asynchronously (`async_call`, migration 0011): taking, finishing and
+/// releasing idempotency keys, observing attempts and recording outcomes for fraud velocity.
+pub(crate) const ASYNC_CALLS: Lane = Lane {
+    single: "SELECT async_call($1::jsonb)",
+    batch: "SELECT async_batch($1::jsonb)",
 };
 
-/// How calls are grouped (see `PgSettings`); each lane, commits and key calls, has its own
-/// batches.
+/// How calls are grouped (see `PgSettings`); each lane, commits and asynchronous calls, has
+/// its own batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupCommit {
     /// Batches of each lane written at the same time, each on its own connection. `0` turns
@@ -94,8 +96,8 @@ pub struct BatchStats {
 pub struct GroupCommitStats {
     /// Commits (store transactions).
     pub commits: BatchStats,
-    /// Idempotency-key calls (take, finish, release).
-    pub key_calls: BatchStats,
+    /// Calls that commit asynchronously (idempotency keys, fraud velocity counters).
+    pub asynchronous: BatchStats,
 }
 
 /// Commits waiting for a batch, and how many batches are being written.
@@ -312,7 +314,7 @@ async fn write(shared: &Shared, batch: Vec<Waiting>) {
     }
 }
 
-/// One call's answer in a batch's result (migrations 0009 and 0010; 0009 names the answer
+/// One call's answer in a batch's result (migrations 0009 and 0011; 0009 names the answer
 /// `seqs`).
 #[derive(serde::Deserialize)]
 struct BatchAnswer {

@@ -17,7 +17,7 @@
 
 use crate::model::*;
 pub use crate::pg_batch::{BatchStats, GroupCommit, GroupCommitStats};
-use crate::pg_batch::{Batcher, COMMITS, KEY_CALLS};
+use crate::pg_batch::{Batcher, ASYNC_CALLS, COMMITS};
 pub use crate::pg_pool::{PgConnections, PoolLimits, PooledConnection};
 use crate::Backend;
 use async_trait::async_trait;
@@ -40,8 +40,8 @@ pub struct PgSettings {
     pub acquire_timeout: Duration,
     /// A connection older than this is closed instead of reused (a new one opens when needed).
     pub max_lifetime: Duration,
-    /// How concurrent commits and idempotency-key calls share transactions (migrations 0009
-    /// and 0010).
+    /// How concurrent commits, and concurrent calls that commit asynchronously, share
+    /// transactions (migrations 0009 and 0011).
     pub group_commit: GroupCommit,
 }
 
@@ -61,7 +61,7 @@ impl Default for PgSettings {
 pub struct PgBackend {
     pool: PgConnections,
     commits: Batcher,
-    key_calls: Batcher,
+    asynchronous: Batcher,
     describe: String,
 }
 
@@ -97,7 +97,7 @@ impl PgBackend {
         drop(first);
         Ok(PgBackend {
             commits: Batcher::new(pool.clone(), COMMITS, settings.group_commit),
-            key_calls: Batcher::new(pool.clone(), KEY_CALLS, settings.group_commit),
+            asynchronous: Batcher::new(pool.clone(), ASYNC_CALLS, settings.group_commit),
             pool,
             describe,
         })
@@ -118,13 +118,19 @@ impl PgBackend {
         Ok(())
     }
 
-    /// How many database transactions commits and idempotency-key calls have taken so far, and
+    /// How many database transactions commits and asynchronous calls have taken so far, and
     /// how many calls they carried (group commit, `pg_batch.rs`).
     pub fn group_commit_stats(&self) -> GroupCommitStats {
         GroupCommitStats {
             commits: self.commits.stats(),
-            key_calls: self.key_calls.stats(),
+            asynchronous: self.asynchronous.stats(),
         }
+    }
+
+    /// The lane of calls that commit asynchronously, for services with statements of their own
+    /// in this database (the fraud service's velocity counters, migration 0011).
+    pub fn asynchronous_calls(&self) -> AsyncCalls {
+        AsyncCalls(self.asynchronous.clone())
     }
 
     /// The connection pool (for other crates' specialised SQL on the same database).
@@ -313,7 +319,7 @@ impl PgBackend {
             response: Option<String>,
             taken_by: Option<String>,
         }
-        let row: Begun = serde_json::from_value(self.key_calls.call(call.to_string()).await?)
+        let row: Begun = serde_json::from_value(self.asynchronous.call(call.to_string()).await?)
             .map_err(|e| StoreError::Corrupt(format!("unreadable answer of idem_begin: {e}")))?;
         match row.state.as_str() {
             "started" => Ok(IdemBeginOutcome::Started {
@@ -352,11 +358,24 @@ impl PgBackend {
     }
 
     /// Runs one of migration 0006's key functions that answer the rows they changed, through
-    /// migration 0010's `idem_call` (alone or in a batch).
+    /// migration 0011's `async_call` (alone or in a batch).
     async fn idem_call(&self, call: serde_json::Value) -> Result<u64, StoreError> {
-        let n: i64 = serde_json::from_value(self.key_calls.call(call.to_string()).await?)
+        let n: i64 = serde_json::from_value(self.asynchronous.call(call.to_string()).await?)
             .map_err(|e| StoreError::Corrupt(format!("unreadable answer of an idempotency key call: {e}")))?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+/// The store's lane of calls that commit asynchronously (see [`PgBackend::asynchronous_calls`]);
+/// cheap to clone.
+#[derive(Clone)]
+pub struct AsyncCalls(Batcher);
+
+impl AsyncCalls {
+    /// Runs `call` (an argument of migration 0011's `async_call`), alone or in a batch with
+    /// other asynchronous calls, and returns its answer.
+    pub async fn call(&self, call: &serde_json::Value) -> Result<serde_json::Value, StoreError> {
+        self.0.call(call.to_string()).await
     }
 }
 

@@ -1199,8 +1199,8 @@ async fn postgres_groups_racing_calls_and_answers_each_alone() {
         racing_key_calls_answer_as_if_alone(db).await;
         let stats = backend.group_commit_stats();
         assert_eq!(stats.commits.calls, 96, "{stats:?}");
-        assert_eq!(stats.key_calls.calls, RACING_KEY_CALLS, "{stats:?}");
-        for lane in [stats.commits, stats.key_calls] {
+        assert_eq!(stats.asynchronous.calls, RACING_KEY_CALLS, "{stats:?}");
+        for lane in [stats.commits, stats.asynchronous] {
             if grouped {
                 assert!(lane.batches < lane.calls, "{stats:?}");
                 assert!(lane.batches * 8 >= lane.calls, "batches hold at most 8: {stats:?}");
