@@ -1529,14 +1529,14 @@ mod tests {
     /// The prefilter's shortcut after `base64Decode` is sound: when the decoded value's mask has
     /// none of the trigger bits of the rest of the pipeline, the pipeline's output equals the
     /// decoded value up to ASCII case (random values, many of them valid base64 of text with
-    /// escapes, and random bytes).
+    /// escapes, non-breaking spaces and other non-ASCII bytes, and random bytes).
     #[test]
     fn decoded_values_without_triggers_pass_through() {
         use base64::Engine as _;
         let rs = RuleSet::crs().expect("rule table");
         let mut rng = crate::testrng::Rng(0x2545_f491_4f6c_dd1d);
         let mut next = move || rng.next();
-        let pieces: [&[u8]; 12] = [
+        let pieces: [&[u8]; 14] = [
             b"%41",
             b"+",
             b"\\x41",
@@ -1549,6 +1549,8 @@ mod tests {
             b"\xc3\xa9",
             b"--",
             b"process",
+            b"\xa0",
+            b"a\xa0\xff",
         ];
         let mut values: Vec<Vec<u8>> = Vec::new();
         for _ in 0..4_000 {
@@ -1556,7 +1558,7 @@ mod tests {
             for _ in 0..next() % 6 {
                 match next() % 3 {
                     0 => plain.push(next() as u8),
-                    _ => plain.extend_from_slice(pieces[(next() % 12) as usize]),
+                    _ => plain.extend_from_slice(pieces[(next() % 14) as usize]),
                 }
             }
             values.push(base64::engine::general_purpose::STANDARD.encode(&plain).into_bytes());

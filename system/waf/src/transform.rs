@@ -140,7 +140,7 @@ impl Transform {
             Transform::CmdLine => M_BACKSLASH | M_QUOTE | M_CARET | M_COMMA_SEMI | M_SPACE,
             Transform::NormalizePath => M_SLASH | M_DOT,
             Transform::NormalizePathWin => M_SLASH | M_DOT | M_BACKSLASH,
-            Transform::RemoveWhitespace | Transform::CompressWhitespace => M_SPACE | M_NON_ASCII,
+            Transform::RemoveWhitespace | Transform::CompressWhitespace => M_SPACE | M_NBSP,
             Transform::ReplaceComments => M_SLASH,
             Transform::RemoveCommentsChar | Transform::RemoveComments => M_SLASH | M_STAR | M_DASH | M_HASH,
             Transform::Base64Decode | Transform::Length => M_ALWAYS,
@@ -226,6 +226,10 @@ const M_HASH: u32 = 1 << 14;
 /// Set in every value: transformations that always need running (`base64Decode`, `length`).
 const M_ALWAYS: u32 = 1 << 15;
 const M_UPPER: u32 = 1 << 16;
+/// The non-breaking space 0xa0 (also [`M_NON_ASCII`]), the one non-ASCII byte that
+/// `removeWhitespace` and `compressWhitespace` rewrite: decoded `base64Decode` output holds
+/// other non-ASCII bytes far more often, and they leave it unchanged.
+const M_NBSP: u32 = 1 << 17;
 
 /// Which special bytes `v` holds, as bits matched against [`Transform::trigger_mask`].
 pub fn value_mask(v: &[u8]) -> u32 {
@@ -257,6 +261,7 @@ pub fn value_mask(v: &[u8]) -> u32 {
         t[b'*' as usize] = M_STAR;
         t[b'-' as usize] = M_DASH;
         t[b'#' as usize] = M_HASH;
+        t[0xa0] = M_NON_ASCII | M_NBSP;
         let mut u = b'A';
         while u <= b'Z' {
             t[u as usize] = M_UPPER;
