@@ -282,6 +282,7 @@ struct PrefilterScratch {
     touched: Vec<usize>,
     triggered: Vec<u64>,
     decoded_masks: Vec<(usize, u32)>,
+    decoded: Vec<u8>,
     outs: Vec<Option<usize>>,
     found: Vec<u32>,
     stamp: Vec<u32>,
@@ -318,6 +319,7 @@ impl Scratch {
         kept::emptied(&mut pf.touched, MAX_SCRATCH);
         kept::emptied(&mut pf.triggered, MAX_SCRATCH);
         kept::emptied(&mut pf.decoded_masks, MAX_SCRATCH);
+        kept::emptied(&mut pf.decoded, MAX_SCRATCH);
         kept::emptied(&mut pf.outs, MAX_SCRATCH);
         kept::emptied(&mut pf.found, MAX_SCRATCH);
         kept::emptied(&mut pf.stamp, MAX_SCRATCH);
@@ -968,6 +970,7 @@ impl<'a> Eval<'a> {
             mut touched,
             mut triggered,
             mut decoded_masks,
+            mut decoded,
             mut outs,
             mut found,
             mut stamp,
@@ -1004,6 +1007,32 @@ impl<'a> Eval<'a> {
                 bits &= bits - 1;
                 for (t, x) in triggered.iter_mut().zip(&pf.bit_pipes[c as usize * 32 + bit]) {
                     *t |= x;
+                }
+            }
+            // The pipelines with a `base64Decode` give nothing when the decoded raw value is
+            // inert ([`crate::rules::Prefilter::decoded_inert`]): marked without an output.
+            if triggered.iter().zip(&pf.b64_pipes).any(|(t, b)| t & b != 0)
+                && match (mask & pf.b64_before == 0, &pf.b64_inputs) {
+                    // Every `base64Decode` reads the raw value.
+                    (true, _) => pf.decoded_inert(raw, &mut decoded, &mut found),
+                    // Each reads one of these values, computed (and cached) for the pipelines.
+                    (false, Some(inputs)) => inputs.iter().all(|&q| {
+                        let e = self.entry(item, q);
+                        let x = self.entries[e].as_deref().unwrap_or(raw);
+                        pf.decoded_inert(x, &mut decoded, &mut found)
+                    }),
+                    (false, None) => false,
+                }
+            {
+                for (w, (t, b)) in triggered.iter_mut().zip(&pf.b64_pipes).enumerate() {
+                    let mut bits = *t & b;
+                    *t &= !b;
+                    while bits != 0 {
+                        let pipe = w * 64 + bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        out_of[pipe] = u16::MAX;
+                        touched.push(pipe);
+                    }
                 }
             }
             let pipes = triggered.iter().enumerate().flat_map(|(w, &word)| {
@@ -1135,6 +1164,7 @@ impl<'a> Eval<'a> {
             touched,
             triggered,
             decoded_masks,
+            decoded,
             outs,
             found,
             stamp,
@@ -2608,7 +2638,8 @@ mod tests {
             assert!(s.cands.is_empty() && s.cand_start.is_empty() && s.masks.is_empty() && s.bytes.is_empty());
             let pf = &s.pf;
             assert!(pf.out_of.is_empty() && pf.touched.is_empty() && pf.triggered.is_empty());
-            assert!(pf.decoded_masks.is_empty() && pf.outs.is_empty() && pf.found.is_empty());
+            assert!(pf.decoded_masks.is_empty() && pf.decoded.is_empty());
+            assert!(pf.outs.is_empty() && pf.found.is_empty());
             assert!(pf.stamp.is_empty() && pf.start.is_empty() && pf.sorted.is_empty());
             let n = if rng.below(10) == 0 {
                 MAX_SCRATCH + 1
@@ -2622,6 +2653,7 @@ mod tests {
             s.pf.out_of.resize(n, 9);
             s.pf.stamp.resize(rng.below(600), 5);
             s.pf.sorted.resize(n, (4, 4));
+            s.pf.decoded.resize(n, 6);
             s.give_back();
         }
         let mut s = Scratch::take();
@@ -2630,6 +2662,7 @@ mod tests {
             s.child_head.capacity(),
             s.cands.capacity(),
             s.pf.out_of.capacity(),
+            s.pf.decoded.capacity(),
         ] {
             assert!(cap <= MAX_SCRATCH);
         }
