@@ -14,7 +14,8 @@ use crate::kept;
 use crate::protocol;
 use crate::request::{BodyKind, Coll, HttpRequest, Parsed};
 use crate::rules::{
-    family, has_macro, Cmp, Ctl, Key, Link, MacroKind, OneMacro, Op, Rule, RuleError, RuleSet, Sel, Severity, Src,
+    family, has_macro, Cmp, Ctl, Key, KeyHint, Link, MacroKind, OneMacro, Op, Rule, RuleError, RuleSet, Sel, Severity,
+    Src,
 };
 
 /// A `setvar`'s name's and value's single macros ([`crate::rules::one_macro`]).
@@ -611,9 +612,16 @@ fn key_matches(key: &Key, name: &[u8]) -> bool {
             Some(_) if hint.whole => true,
             // A name shorter than every match cannot match.
             _ if name.len() < hint.min_len => false,
-            _ => r.is_match(name),
+            _ => key_expression_matches(r, hint, name),
         },
     }
+}
+
+/// The key expression on a name, unless the name lacks a byte every match holds (not inlined:
+/// [`key_matches`] is inlined into every collection visit).
+#[inline(never)]
+fn key_expression_matches(r: &regex::bytes::Regex, hint: &KeyHint, name: &[u8]) -> bool {
+    (hint.required.is_empty() || hint.required.is_subset(&ByteSet::of(name).lowercased())) && r.is_match(name)
 }
 
 /// Calls `f` on each transaction variable a key selects, in name order, `mine` (this request's)

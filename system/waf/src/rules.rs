@@ -166,6 +166,11 @@ pub(crate) struct KeyHint {
     /// The length of the expression's shortest match: a shorter name cannot match, so the
     /// expression need not run on it.
     pub min_len: usize,
+    /// Bytes (lower case) that every match holds, lower-cased
+    /// ([`crate::screen::required_bytes`]): a name whose lower-cased bytes miss one cannot
+    /// match, so the expression need not run on it (922110's key needs the letters of
+    /// `multipart_headers_content_types`, which the argument counters' names lack).
+    pub required: crate::screen::ByteSet,
 }
 
 /// The literal (lower case) every match of an expression anchored at the start (`^abc...`)
@@ -711,10 +716,13 @@ fn parse_sel(s: &str) -> Result<Sel, String> {
                 .map(|(p, whole)| KeyHint {
                     prefix: Some(p),
                     whole,
-                    min_len: 0,
+                    ..KeyHint::default()
                 })
                 .unwrap_or_default();
-            hint.min_len = hir.and_then(|h| h.properties().minimum_len()).unwrap_or(0);
+            if let Some(h) = &hir {
+                hint.min_len = h.properties().minimum_len().unwrap_or(0);
+                hint.required = crate::screen::required_bytes(h);
+            }
             Key::Regex(compile_regex(&pattern)?, hint)
         }
         (_, Some(k)) => Key::Name(k.to_ascii_lowercase().into_bytes()),

@@ -391,11 +391,16 @@ fn branch_needs(h: &Hir) -> Option<Vec<Vec<ByteSet>>> {
 /// Sorts sets most selective first, drops duplicates and supersets of kept sets (implied by
 /// them), keeps the best [`MAX_SETS`].
 fn rank(sets: Vec<ByteSet>) -> Vec<ByteSet> {
+    rank_up_to(sets, MAX_SETS)
+}
+
+/// [`rank`] keeping the best `max`.
+fn rank_up_to(sets: Vec<ByteSet>, max: usize) -> Vec<ByteSet> {
     let mut costed: Vec<(f64, ByteSet)> = sets.into_iter().map(|s| (s.cost(), s)).collect();
     costed.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut out: Vec<ByteSet> = Vec::new();
     for (_, s) in costed {
-        if out.len() == MAX_SETS {
+        if out.len() == max {
             break;
         }
         if !out.iter().any(|k| k.is_subset(&s)) {
@@ -417,8 +422,27 @@ fn alternation(per: &[Vec<ByteSet>]) -> Vec<ByteSet> {
         .collect()
 }
 
-/// Sets of bytes each of which every match of `h` holds a byte of (empty: none known).
+/// Sets of bytes each of which every match of `h` holds a byte of (empty: none known), the
+/// best [`MAX_SETS`].
 fn need(h: &Hir) -> Vec<ByteSet> {
+    need_up_to(h, MAX_SETS)
+}
+
+/// The bytes (lower case) that every match of `h`, lower-cased, holds: those of the sets of
+/// [`need_up_to`] without a bound that hold one byte up to ASCII case (`[mM]` in a
+/// case-insensitive expression). A name whose lower-cased bytes miss one cannot match.
+pub fn required_bytes(h: &Hir) -> ByteSet {
+    need_up_to(h, usize::MAX)
+        .into_iter()
+        .map(ByteSet::lowercased)
+        .filter(|s| s.bytes().nth(1).is_none())
+        .fold(ByteSet::EMPTY, ByteSet::union)
+}
+
+/// [`need`] keeping the best `max` sets at each step.
+fn need_up_to(h: &Hir, max: usize) -> Vec<ByteSet> {
+    let need = |h: &Hir| need_up_to(h, max);
+    let rank = |sets: Vec<ByteSet>| rank_up_to(sets, max);
     match h.kind() {
         HirKind::Empty | HirKind::Look(_) => Vec::new(),
         HirKind::Literal(l) => l.0.iter().map(|&b| ByteSet::from_bytes(&[b])).collect(),
@@ -583,7 +607,8 @@ mod tests {
 
     /// Soundness on the shipped rule table: for every expression and phrase list, on random
     /// values built from attack fragments and on the fragments themselves, a value the
-    /// operator matches is always admitted by its screen.
+    /// operator matches is always admitted by its screen, and holds (lower-cased) every byte of
+    /// [`required_bytes`].
     #[test]
     fn screens_never_reject_a_match() {
         let table: serde_json::Value = serde_json::from_str(crate::rules::CRS_JSON).expect("table");
@@ -600,14 +625,16 @@ mod tests {
                 collect(c);
             }
         }
-        let mut checked = 0usize;
-        let mut screened = 0usize;
+        let (mut checked, mut screened, mut required_checked) = (0usize, 0usize, 0usize);
         for p in &pats {
             let bytes = crate::rules::pcre_bytes(p);
-            let Some(screen) = Screen::of_regex(&bytes) else {
+            let screen = Screen::of_regex(&bytes);
+            // The bytes every match holds (lower-cased), as the key expressions use them.
+            let required = crate::prefilter::parse(&bytes).map_or(ByteSet::EMPTY, |h| required_bytes(&h));
+            if screen.is_none() && required.is_empty() {
                 continue;
-            };
-            screened += 1;
+            }
+            screened += usize::from(screen.is_some());
             let Ok(re) = RegexBuilder::new(&bytes).unicode(false).build() else {
                 continue;
             };
@@ -625,15 +652,22 @@ mod tests {
                 if re.is_match(&v) {
                     checked += 1;
                     assert!(
-                        screen.admits(&ByteSet::of(&v)),
+                        screen.as_ref().is_none_or(|s| s.admits(&ByteSet::of(&v))),
                         "{p} matches {:?} but its screen rejects it",
                         String::from_utf8_lossy(&v)
                     );
+                    assert!(
+                        required.is_subset(&ByteSet::of(&v).lowercased()),
+                        "{p} matches {:?} without its required bytes",
+                        String::from_utf8_lossy(&v)
+                    );
+                    required_checked += usize::from(!required.is_empty());
                 }
             }
         }
         assert!(screened > 100, "only {screened} expressions screened");
         assert!(checked > 1000, "only {checked} matches checked");
+        assert!(required_checked > 500, "only {required_checked} requirements checked");
     }
 
     /// The per-branch screens of alternations: on 1,500 random values for each such expression
