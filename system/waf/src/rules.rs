@@ -399,13 +399,16 @@ pub(crate) struct Prefilter {
     /// `base64Decode` of those pipelines: a value without them reaches each `base64Decode` as
     /// it is.
     pub b64_before: u32,
-    /// The [`Transform::trigger_mask`] bits of every transformation after the first
-    /// `base64Decode` of those pipelines: a decoded value without them comes out of the rest
-    /// unchanged up to ASCII case.
-    pub b64_after: u32,
+    /// The transformations after the first `base64Decode` of those pipelines, distinct, each
+    /// with the union of their [`Transform::trigger_mask`]s: a decoded value without those bits
+    /// comes out of them unchanged up to ASCII case.
+    pub b64_rests: Vec<(Vec<Transform>, u32)>,
     /// Per atom (as numbered in `atom_rules`): whether a rule selects it on a pipeline of
     /// `b64_pipes`.
     pub b64_atoms: Vec<bool>,
+    /// The bytes (both cases) whose one-byte atom is one of `b64_atoms` (none in the shipped
+    /// table: then no byte of a decoded value is looked up).
+    pub b64_bytes: ByteSet,
     /// The pipelines before the first `base64Decode` of those pipelines (each interned as the
     /// parent of the next), distinct: the values `base64Decode` reads. `None` when one is
     /// missing (then only a value that reaches `base64Decode` as it is takes the shortcut).
@@ -415,26 +418,65 @@ pub(crate) struct Prefilter {
 impl Prefilter {
     /// Whether no pipeline of `b64_pipes` can give a raw value whose mask has no bit of
     /// `b64_before` an output holding an atom of its rules: `base64Decode` then reads the value
-    /// as it is, and when the decoded value (written into `decoded`) has no bit of `b64_after`
-    /// and holds none of those atoms (ASCII case ignored, as the scan does), neither does any
-    /// pipeline's output, which equals it up to case. `found` is scratch. Decoding once and
-    /// scanning once costs less than resolving each of those pipelines (eight for the
-    /// arguments: the `multiMatch` stages of 934100, 934101 and 934160), and decoded text seldom
-    /// holds an atom (`decoded_inert_values_give_no_atoms`).
-    pub fn decoded_inert(&self, raw: &[u8], decoded: &mut Vec<u8>, found: &mut Vec<u32>) -> bool {
+    /// as it is. The decoded value (written into `decoded`) must hold none of those atoms
+    /// (ASCII case ignored, as the scan does), and neither must the output of each distinct
+    /// rest of those pipelines: one that the decoded value does not trigger leaves it unchanged
+    /// up to case; another is applied (into two buffers taken from `spare` and given back, a
+    /// transformation that cannot change its input skipped) and its output scanned. `found` is
+    /// scratch. Decoding once and scanning once costs less than resolving each of those
+    /// pipelines (eight for the arguments: the `multiMatch` stages of 934100, 934101 and
+    /// 934160), and decoded text seldom holds an atom (`decoded_inert_values_give_no_atoms`).
+    pub fn decoded_inert(
+        &self,
+        raw: &[u8],
+        decoded: &mut Vec<u8>,
+        spare: &mut Vec<Vec<u8>>,
+        found: &mut Vec<u32>,
+    ) -> bool {
         Transform::Base64Decode.apply_into(raw, decoded);
-        if crate::transform::value_mask(decoded) & self.b64_after != 0 {
+        if self.holds_b64_atom(decoded, found) {
             return false;
+        }
+        let mask = crate::transform::value_mask(decoded);
+        for (rest, trigger) in &self.b64_rests {
+            if mask & trigger == 0 {
+                continue;
+            }
+            let (mut cur, mut next) = (spare.pop().unwrap_or_default(), spare.pop().unwrap_or_default());
+            // `cur` holds the value once a transformation changed it (else it is `decoded`).
+            let mut changed = false;
+            for t in rest {
+                let src: &[u8] = if changed { &cur } else { decoded };
+                if t.may_change(src) {
+                    t.apply_into(src, &mut next);
+                    std::mem::swap(&mut cur, &mut next);
+                    changed = true;
+                }
+            }
+            let holds = changed && self.holds_b64_atom(&cur, found);
+            for mut b in [cur, next] {
+                b.clear();
+                spare.push(b);
+            }
+            if holds {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether `v` holds an atom that a rule selects on a pipeline of `b64_pipes` (ASCII case
+    /// ignored). `found` is scratch.
+    fn holds_b64_atom(&self, v: &[u8], found: &mut Vec<u32>) -> bool {
+        if !self.b64_bytes.is_empty() && v.iter().any(|&b| self.b64_bytes.contains(b)) {
+            return true;
         }
         let atom = |a: u32| self.b64_atoms.get(a as usize).copied().unwrap_or(false);
-        if decoded.iter().any(|&b| atom(self.byte_atoms[usize::from(b)])) {
-            return false;
-        }
         found.clear();
         if let Some(ac) = &self.ac {
-            ac.scan(decoded, found);
+            ac.scan(v, found);
         }
-        !found.iter().any(|&a| atom(a))
+        found.iter().any(|&a| atom(a))
     }
 }
 
@@ -1353,13 +1395,17 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
         .map(|(p, &need)| min_input_len(p, need))
         .collect();
     let mut b64_pipes = vec![0u64; pipe_words];
-    let (mut b64_before, mut b64_after) = (0u32, 0u32);
+    let mut b64_before = 0u32;
+    let mut b64_rests: Vec<(Vec<Transform>, u32)> = Vec::new();
     let mut b64_inputs = Some(Vec::new());
     for (p, pipeline) in pipelines.iter().enumerate() {
         if let Some(at) = pipeline.iter().position(|t| *t == Transform::Base64Decode) {
             b64_pipes[p / 64] |= 1 << (p % 64);
             b64_before |= pipeline[..at].iter().fold(0, |m, t| m | t.change_mask());
-            b64_after |= pipeline[at + 1..].iter().fold(0, |m, t| m | t.trigger_mask());
+            let rest = &pipeline[at + 1..];
+            if !b64_rests.iter().any(|(r, _)| r == rest) {
+                b64_rests.push((rest.to_vec(), rest.iter().fold(0, |m, t| m | t.trigger_mask())));
+            }
             let input = pipelines.iter().position(|q| q.as_slice() == &pipeline[..at]);
             b64_inputs = match (b64_inputs, input) {
                 (Some(mut v), Some(q)) => {
@@ -1372,13 +1418,19 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
             };
         }
     }
-    let b64_atoms = atom_rules
+    let b64_atoms: Vec<bool> = atom_rules
         .iter()
         .map(|uses| {
             uses.iter()
                 .any(|&(p, _)| b64_pipes[p as usize / 64] & (1 << (p % 64)) != 0)
         })
         .collect();
+    let mut b64_bytes = ByteSet::EMPTY;
+    for b in 0..=255u8 {
+        if b64_atoms.get(byte_atoms[usize::from(b)] as usize) == Some(&true) {
+            b64_bytes.insert(b);
+        }
+    }
     Ok(Prefilter {
         ac,
         #[cfg(test)]
@@ -1395,7 +1447,8 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
         bit_pipes,
         b64_pipes,
         b64_before,
-        b64_after,
+        b64_rests,
+        b64_bytes,
         b64_atoms,
         b64_inputs,
     })
@@ -1701,7 +1754,7 @@ mod tests {
         assert!(selected.len() >= 8, "{} pipelines", selected.len());
         let texts: Vec<&[u8]> = selected.iter().flat_map(|(_, a)| a.iter().copied()).collect();
         let mut rng = crate::testrng::Rng(0x6a09_e667_f3bc_c908);
-        let (mut decoded, mut found) = (Vec::new(), Vec::new());
+        let (mut decoded, mut spare, mut found) = (Vec::new(), Vec::new(), Vec::new());
         let (mut inert, mut holding) = (0, 0);
         for _ in 0..20_000 {
             let mut plain = Vec::new();
@@ -1741,11 +1794,11 @@ mod tests {
             }
             let mask = crate::transform::value_mask(&v);
             let shortcut = if mask & pf.b64_before == 0 {
-                pf.decoded_inert(&v, &mut decoded, &mut found)
+                pf.decoded_inert(&v, &mut decoded, &mut spare, &mut found)
             } else if let Some(inputs) = &pf.b64_inputs {
                 inputs
                     .iter()
-                    .all(|&q| pf.decoded_inert(&apply(&rs.pipelines[q], &v), &mut decoded, &mut found))
+                    .all(|&q| pf.decoded_inert(&apply(&rs.pipelines[q], &v), &mut decoded, &mut spare, &mut found))
             } else {
                 false
             };
