@@ -100,7 +100,7 @@ pub struct GroupCommitStats {
     pub asynchronous: BatchStats,
 }
 
-/// Commits waiting for a batch, and how many batches are being written.
+/// Calls waiting for a batch, and how many batches are being written.
 #[derive(Default)]
 struct Queue {
     waiting: VecDeque<Waiting>,
@@ -164,7 +164,7 @@ impl Batcher {
         };
         if start_writer {
             // The writer is a task of its own, so that a caller that stops waiting (its
-            // request was cancelled) never strands the commits it would have carried.
+            // request was cancelled) never strands the calls it would have carried.
             tokio::spawn(Writer::new(self.shared.clone()).run());
         }
         answered.await.unwrap_or_else(|_| {
@@ -173,9 +173,7 @@ impl Batcher {
             ))
         })
     }
-}
 
-impl Batcher {
     /// Batches and calls written so far.
     pub(crate) fn stats(&self) -> BatchStats {
         BatchStats {
@@ -198,9 +196,9 @@ impl Shared {
     }
 }
 
-/// Writes batches until no commit is waiting. It holds one of the `batches_in_flight` slots
+/// Writes batches until no call is waiting. It holds one of the `batches_in_flight` slots
 /// and gives it back under the queue's lock in the same step that finds the queue empty, so a
-/// commit queued after that step starts a writer of its own and none is left waiting.
+/// call queued after that step starts a writer of its own and none is left waiting.
 struct Writer {
     shared: Arc<Shared>,
     holds_slot: bool,
