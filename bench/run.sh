@@ -149,6 +149,14 @@ wal_stats() {
 }
 PGB_G0=$(pg_ticks); PGB_W0=$(wal_stats)
 pgbench -N -c "$PGBENCH_CLIENTS" -j 2 -T "$DURATION" "$PGURL/pgbench" >"$WORK/pgbench.log" 2>&1
+# pgbench's backends exit after it does: wait until the postmaster has reaped them, so that
+# their CPU is in its children's times and not lost between reading those and listing the
+# live children (which made this figure read near zero in some runs).
+for _ in $(seq 50); do
+    [ "$(psql -qAt "$PGURL/postgres" -c "SELECT count(*) FROM pg_stat_activity WHERE datname = 'pgbench'")" = 0 ] && break
+    sleep 0.1
+done
+sleep 0.2
 PGB_G1=$(pg_ticks); PGB_W1=$(wal_stats)
 PGBENCH_TPS=$(grep -E '^tps = ' "$WORK/pgbench.log" | tail -1 | awk '{ printf "%.0f", $3 }')
 grep -E '^(latency average|tps)' "$WORK/pgbench.log"
