@@ -154,12 +154,14 @@ async fn racing_observations_are_each_counted_once() {
     let (pg, _db) = pg_store().await;
     let mem = MemoryVelocityStore::default();
     let now = Timestamp::from_millis(1_800_000_000_000);
+    // Racers 32..48 repeat attempts 0..16 with the same content, as a retry does (which of two
+    // racing first observations of an attempt is stored is up to the race).
     let obs = |i: usize| Observation {
         attempt_id: format!("pa_race_{}", i % 32),
         account: "acct_1".into(),
         card: Some("fp_race".into()),
-        ip: Some(format!("192.0.2.{}", i % 5)),
-        customer: Some(format!("cus_{}", i % 3)),
+        ip: Some(format!("192.0.2.{}", i % 32 % 5)),
+        customer: Some(format!("cus_{}", i % 32 % 3)),
     };
     let outcome = |i: usize| match i % 3 {
         0 => AttemptOutcome::Approved,

@@ -274,9 +274,10 @@ pub struct Database {
     /// Pool size.
     #[serde(default = "default_pool")]
     pub max_connections: u32,
-    /// Batches of commits, and of idempotency-key calls, written at the same time, each in its
-    /// own database transaction; calls arriving while they are written wait and go together
-    /// in the next batch (group commit). `0` writes every call on its own.
+    /// Batches of commits, and of calls that commit asynchronously, written at the same time,
+    /// each in its own database transaction; calls arriving while they are written wait and go
+    /// together in the next batch (group commit). `0` writes every call on its own; more than
+    /// `1` lets two batches of a lane deadlock each other (docs/operations.md).
     #[serde(default = "default_commit_batches")]
     pub commit_batches: u32,
     /// Most calls in one batch (1 to 32).

@@ -59,7 +59,8 @@ pub(crate) const ASYNC_CALLS: Lane = Lane {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupCommit {
     /// Batches of each lane written at the same time, each on its own connection. `0` turns
-    /// grouping off: every call is then its own round trip, as before migration 0009.
+    /// grouping off: every call is then its own round trip, as before migration 0009. More than
+    /// one lets a lane's batches deadlock each other (see [`GroupCommit::default`]).
     pub batches_in_flight: usize,
     /// Most calls in one batch (at most [`GroupCommit::MAX_BATCH`]).
     pub max_batch: usize,
@@ -73,9 +74,15 @@ impl GroupCommit {
 }
 
 impl Default for GroupCommit {
+    /// One batch per lane at a time. Two batches of one lane in flight can deadlock each other
+    /// (each holding a row the other's next call needs, as two racing requests with the same
+    /// keys or attempts in opposite orders do); PostgreSQL breaks that only after
+    /// `deadlock_timeout` (a second), failing one call. Calls written one at a time, as before
+    /// grouping, each hold their rows alone and never deadlock, and neither do one lane's
+    /// batches written one after another: the lanes touch different tables.
     fn default() -> Self {
         GroupCommit {
-            batches_in_flight: 2,
+            batches_in_flight: 1,
             max_batch: GroupCommit::MAX_BATCH,
         }
     }
