@@ -413,17 +413,8 @@ mod tests {
             };
             let mut pieces: Vec<Vec<u8>> = fragments.iter().map(|f| f.to_vec()).collect();
             pieces.extend(atoms.iter().cloned());
-            for w in p
-                .replace("?:", "")
-                .split(['|', '(', ')', '[', ']', '?', '*', '+', '{', '}', '^', '$'])
-            {
-                if !w.is_empty() {
-                    pieces.push(w.replace('\\', "").into_bytes());
-                }
-            }
-            for w in p.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| w.len() > 1) {
-                pieces.push(w.as_bytes().to_vec());
-            }
+            pieces.extend(crate::testrng::literal_runs(&p));
+            pieces.extend(crate::testrng::words(&p));
             let pieces: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
             for _ in 0..150 {
                 let v = rng.value(&pieces);

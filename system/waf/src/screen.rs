@@ -706,18 +706,8 @@ mod tests {
                 // The punctuation between words too: the branches tell them apart.
                 pieces.push(w.replace('\\', "").into_bytes());
             }
-            for w in p.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| w.len() > 1) {
-                pieces.push(w.as_bytes().to_vec());
-            }
-            // The literal runs between the expression's operators (branches of alternations).
-            for w in p
-                .replace("?:", "")
-                .split(['|', '(', ')', '[', ']', '?', '*', '+', '{', '}', '^', '$'])
-            {
-                if !w.is_empty() {
-                    pieces.push(w.replace('\\', "").into_bytes());
-                }
-            }
+            pieces.extend(crate::testrng::words(p));
+            pieces.extend(crate::testrng::literal_runs(p));
             let pieces: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
             for _ in 0..1500 {
                 let v = rng.value(&pieces);

@@ -34,3 +34,22 @@ impl Rng {
         v
     }
 }
+
+/// The literal runs between a regular expression's operators (the branches of its
+/// alternations), escapes dropped: pieces for random values built from the expression's text.
+pub(crate) fn literal_runs(expr: &str) -> Vec<Vec<u8>> {
+    expr.replace("?:", "")
+        .split(['|', '(', ')', '[', ']', '?', '*', '+', '{', '}', '^', '$'])
+        .filter(|w| !w.is_empty())
+        .map(|w| w.replace('\\', "").into_bytes())
+        .collect()
+}
+
+/// The alphanumeric words of a regular expression's text longer than one byte: pieces for
+/// random values built from the expression's text.
+pub(crate) fn words(expr: &str) -> Vec<Vec<u8>> {
+    expr.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| w.len() > 1)
+        .map(|w| w.as_bytes().to_vec())
+        .collect()
+}
