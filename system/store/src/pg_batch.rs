@@ -181,6 +181,17 @@ impl Batcher {
         })
     }
 
+    /// Runs `call` like [`Batcher::call`] and reads its answer as a `T`; `what` names the
+    /// function in the error when the answer does not read.
+    pub(crate) async fn call_for<T: serde::de::DeserializeOwned>(
+        &self,
+        call: String,
+        what: &str,
+    ) -> Result<T, StoreError> {
+        serde_json::from_value(self.call(call).await?)
+            .map_err(|e| StoreError::Corrupt(format!("unreadable answer of {what}: {e}")))
+    }
+
     /// Batches and calls written so far.
     pub(crate) fn stats(&self) -> BatchStats {
         BatchStats {

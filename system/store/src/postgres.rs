@@ -144,8 +144,7 @@ impl PgBackend {
     async fn commit(&self, txn: Txn) -> Result<CommitOutcome, StoreError> {
         let wire = serde_json::to_string(&WireTxn::new(&txn))
             .map_err(|e| StoreError::Invalid(format!("cannot encode transaction {}: {e}", txn.id)))?;
-        let seqs: Option<Vec<i64>> = serde_json::from_value(self.commits.call(wire).await?)
-            .map_err(|e| StoreError::Corrupt(format!("unreadable answer of store_commit: {e}")))?;
+        let seqs: Option<Vec<i64>> = self.commits.call_for(wire, "store_commit").await?;
         Ok(match seqs {
             Some(event_seqs) => CommitOutcome::Applied { event_seqs },
             None => CommitOutcome::AlreadyApplied,
@@ -319,8 +318,7 @@ impl PgBackend {
             response: Option<String>,
             taken_by: Option<String>,
         }
-        let row: Begun = serde_json::from_value(self.asynchronous.call(call.to_string()).await?)
-            .map_err(|e| StoreError::Corrupt(format!("unreadable answer of idem_begin: {e}")))?;
+        let row: Begun = self.asynchronous.call_for(call.to_string(), "idem_begin").await?;
         match row.state.as_str() {
             "started" => Ok(IdemBeginOutcome::Started {
                 resumed: row.resumed.unwrap_or(false),
@@ -360,8 +358,10 @@ impl PgBackend {
     /// Runs one of migration 0006's key functions that answer the rows they changed, through
     /// migration 0011's `async_call` (alone or in a batch).
     async fn idem_call(&self, call: serde_json::Value) -> Result<u64, StoreError> {
-        let n: i64 = serde_json::from_value(self.asynchronous.call(call.to_string()).await?)
-            .map_err(|e| StoreError::Corrupt(format!("unreadable answer of an idempotency key call: {e}")))?;
+        let n: i64 = self
+            .asynchronous
+            .call_for(call.to_string(), "an idempotency key call")
+            .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }
