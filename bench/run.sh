@@ -6,10 +6,14 @@
 #
 # Environment: CARGO_TARGET_DIR (where release binaries are), PG_BIN (PostgreSQL server
 # binaries, default /usr/lib/postgresql/15/bin), KEEP=1 keeps the work directory, PERF=1
-# samples paymentd with `perf record` during phase 1 and prints its hottest symbols,
+# samples paymentd with `perf record` during phase 1 and prints its hottest symbols (with
+# PERF_CALLGRAPH=dwarf also call chains, kept in the work directory's perf.data for
+# `perf report --children`),
 # DB_POOL (paymentd's database pool, default 32), COMMIT_BATCHES / MAX_COMMIT_BATCH (paymentd's
 # group commit, `database.commit_batches` / `database.max_commit_batch`; 0 batches turns it off), CAPTURE_SHARE / REFUND_SHARE (loadgen mix),
 # PG_STATEMENTS=1 loads pg_stat_statements and prints the statements PostgreSQL spent phase 1 on,
+# PG_LOG_STATEMENTS=1 logs every statement with its parameters to the work directory's
+# pgrun/postgres.log (with KEEP=1, the input of bench/replay.sh; slows the run),
 # PHASE2_RATE fixes phase 2's rate (flows/s) instead of 70% of phase 1's, to compare two builds'
 # latency at one rate, PG_ASYNC_COMMIT=1 turns synchronous commit off for paymentd's database (an experiment: what
 # waiting for WAL flushes costs; never a production setting).
@@ -35,6 +39,8 @@ while [ $# -gt 0 ]; do
 done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 PAYMENTD=$TARGET/release/paymentd
@@ -55,11 +61,6 @@ PGDATA=$WORK/pg
 PAYMENTD_PID=
 DEV_PID=
 
-# PostgreSQL refuses to run as root: run its tools as the postgres user then.
-as_pg() {
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
 cleanup() {
     set +e
     [ -n "$DEV_PID" ] && kill "$DEV_PID" 2>/dev/null && wait "$DEV_PID" 2>/dev/null
@@ -68,10 +69,6 @@ cleanup() {
     if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 now_ns() { date +%s%N; }
 
@@ -125,6 +122,7 @@ echo "== machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) (
 PGPORT=$(free_port)
 PG_EXTRA=
 [ "${PG_STATEMENTS:-0}" = 1 ] && PG_EXTRA=" -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
+[ "${PG_LOG_STATEMENTS:-0}" = 1 ] && PG_EXTRA="$PG_EXTRA -c log_statement=all"
 mkdir -p "$PGDATA" "$WORK/pgrun"
 [ "$(id -u)" = 0 ] && chown postgres "$PGDATA" "$WORK/pgrun"
 as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 >"$WORK/initdb.log" 2>&1
@@ -233,7 +231,9 @@ echo "== phase 1: loadgen closed loop, $CONNECTIONS connections, ${WARMUP}s warm
 PERF_PID=
 if [ "${PERF:-0}" = 1 ]; then
     # Sampling profile of paymentd during phase 1 (software clock: works without PMU access).
-    perf record -e cpu-clock -F 499 -p "$PAYMENTD_PID" -o "$WORK/perf.data" >"$WORK/perf.log" 2>&1 &
+    PERF_ARGS=(-e cpu-clock -F 499)
+    [ -n "${PERF_CALLGRAPH:-}" ] && PERF_ARGS=(-e cpu-clock -F 199 --call-graph "$PERF_CALLGRAPH")
+    perf record "${PERF_ARGS[@]}" -p "$PAYMENTD_PID" -o "$WORK/perf.data" >"$WORK/perf.log" 2>&1 &
     PERF_PID=$!
 fi
 db_stats() {
