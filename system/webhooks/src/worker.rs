@@ -162,20 +162,19 @@ impl Webhooks {
             );
             fan_outs.push(FanOut { seq, messages: vec![] });
         }
-        for stored in &batch.events {
-            let event = &stored.event;
+        for stored in batch.events {
+            // The event as endpoints see it: without the account, with its delivery count.
+            let mut shown = stored.event;
             let mut messages = vec![];
-            if let Some(account) = &event.account {
+            if let Some(account) = shown.account.take() {
                 if !endpoints.contains_key(account.as_str()) {
                     let all = self.all_endpoints(account.as_str()).await?;
                     endpoints.insert(account.to_string(), all);
                 }
                 let targets: Vec<&EndpointRecord> = endpoints[account.as_str()]
                     .iter()
-                    .filter(|e| e.is_enabled() && e.subscribes_to(&event.kind))
+                    .filter(|e| e.is_enabled() && e.subscribes_to(&shown.kind))
                     .collect();
-                let mut shown = event.clone();
-                shown.account = None;
                 shown.pending_webhooks = targets.len() as u32;
                 for ep in targets {
                     let d = Delivery {
@@ -185,7 +184,7 @@ impl Webhooks {
                     };
                     let out = Outgoing {
                         group: Some(ep.endpoint.id.clone()),
-                        dedup: Some(format!("{}/{}", event.id, ep.endpoint.id)),
+                        dedup: Some(format!("{}/{}", shown.id, ep.endpoint.id)),
                         body: serde_json::to_value(&d).unwrap_or_default(),
                         delay: Duration::ZERO,
                     };
