@@ -38,7 +38,9 @@ pub enum IdError {
 
 /// Random base62 text of `len` characters from `entropy`.
 pub fn random_base62(entropy: &dyn Entropy, len: usize) -> String {
-    (0..len).map(|_| ALPHABET[entropy.below(62) as usize] as char).collect()
+    let mut digits = vec![0u64; len];
+    entropy.below_each(62, &mut digits);
+    digits.iter().map(|&d| ALPHABET[d as usize] as char).collect()
 }
 
 fn shown(s: &str) -> String {
