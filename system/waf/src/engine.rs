@@ -803,6 +803,42 @@ fn link_admits(pipeline: &[Transform], link: &Link, raw: ByteSet) -> bool {
     }
 }
 
+/// The bytes every name a key selects holds (lower case), when [`key_matches`] rejects a name
+/// without them: a key expression's required bytes, unless the key is a whole anchored
+/// literal (matched by its prefix alone); `None` when there are none.
+fn key_required(key: &Key) -> Option<ByteSet> {
+    match key {
+        Key::Regex(_, hint) if hint.prefix.is_none() || !hint.whole => Some(hint.required).filter(|r| !r.is_empty()),
+        _ => None,
+    }
+}
+
+/// Whether a name of the bytes `name` may hold the `required` bytes ([`key_required`]) once
+/// lower-cased (false: the key does not select it).
+fn admits_name(required: ByteSet, name: ByteSet) -> bool {
+    required.is_subset(&name.lowercased())
+}
+
+/// The bytes of a `setvar` name with one macro `m` (as [`Eval::expand_one_into`] builds it),
+/// from the bytes of the matched value's name and value (each computed only when the macro
+/// needs it), without building the name; `None` for a macro of a transaction variable.
+fn recorded_name_bytes(
+    m: &OneMacro,
+    coll: Option<Coll>,
+    name: impl FnOnce() -> ByteSet,
+    value: impl FnOnce() -> ByteSet,
+) -> Option<ByteSet> {
+    match m.kind {
+        MacroKind::Tx(_) => None,
+        MacroKind::MatchedName => {
+            let mut b = m.text.union(ByteSet::of(coll_name(coll).as_bytes())).union(name());
+            b.insert(b':');
+            Some(b)
+        }
+        MacroKind::MatchedValue => Some(m.text.union(value())),
+    }
+}
+
 /// libinjection's SQLi verdict, `libinjectionrs::detect_sqli(value).is_injection()`: the same
 /// detection (`SqliState::detect` with the flags `detect_sqli` passes), without the fingerprint
 /// that `detect_sqli` then computes again, tokenizing the value a second time, for its result's
@@ -1709,14 +1745,36 @@ impl<'a> Eval<'a> {
 
     /// Before a read of the variables `key` selects: applies the recorded `setvar`s up to the
     /// last one whose name it selects (names computed as the `setvar` would, without storing).
+    /// When [`key_matches`] tests the key expression's required bytes, a name whose bytes,
+    /// known from its parts ([`recorded_name_bytes`]), miss one of them is passed over without
+    /// being built.
     fn flush_for(&mut self, key: &Key) {
+        let required = key_required(key);
         let mut last = None;
         let mut name = std::mem::take(&mut self.name_buf);
         for (j, &(link, i, coll, item)) in self.pending.iter().enumerate() {
             let v = self.pending_val(coll, item);
             if let Some((k, _)) = link.setvars.get(i) {
+                let m = link.setvar_macros.get(i).and_then(|m| m.0.as_ref());
+                if let (Some(required), Some(m)) = (required, m) {
+                    // The value's bytes as the prefilter left them; an argument name's item is
+                    // its own value.
+                    let value_bytes = || self.bytes[item].unwrap_or_else(|| ByteSet::of(v.value));
+                    let name_bytes = || {
+                        if std::ptr::eq(v.name, v.value) {
+                            value_bytes()
+                        } else {
+                            ByteSet::of(v.name)
+                        }
+                    };
+                    if recorded_name_bytes(m, v.coll, name_bytes, value_bytes)
+                        .is_some_and(|b| !admits_name(required, b))
+                    {
+                        continue;
+                    }
+                }
                 name.clear();
-                self.expand_one_into(link.setvar_macros.get(i).and_then(|m| m.0.as_ref()), k, &v, &mut name);
+                self.expand_one_into(m, k, &v, &mut name);
                 name.make_ascii_lowercase();
                 if key_matches(key, &name) {
                     last = Some(j);
@@ -2228,6 +2286,97 @@ mod tests {
             cases += 1;
         }
         assert!(cases >= 20_000 && direct > 5_000, "{direct} of {cases} built directly");
+    }
+
+    /// `flush_for` passes over a recorded `setvar` name only when the key does not select it:
+    /// [`recorded_name_bytes`] is the byte set of the name [`Eval::expand_one_into`] builds, and
+    /// for every transaction-variable key of the table whose required bytes [`key_matches`]
+    /// tests, a name whose bytes miss one of them does not match (24,000 random names, values
+    /// and `setvar` names from the keys' own words, the counters' text and brackets).
+    #[test]
+    fn recorded_names_passed_over_are_not_selected() {
+        let w = shared();
+        let body = b"amount=1000";
+        let req = post("/v1/payment_intents", body, &[]);
+        let parsed = Parsed::new(&req);
+        let ev = Eval::new(w, &parsed, false);
+        let keys: Vec<&Key> = w
+            .rules
+            .rules
+            .iter()
+            .flat_map(|r| r.links.iter())
+            .flat_map(|l| l.targets.iter())
+            .filter(|t| matches!(t.src, Src::Tx))
+            .map(|t| &t.key)
+            .collect();
+        assert!(keys.iter().any(|k| key_required(k).is_some()));
+        let mut owned: Vec<Vec<u8>> = Vec::new();
+        for k in &keys {
+            if let Key::Regex(r, _) = k {
+                owned.extend(crate::testrng::words(r.as_str()));
+                owned.extend(crate::testrng::literal_runs(r.as_str()));
+            }
+        }
+        for p in [
+            "paramcounter_",
+            "_",
+            ":",
+            "[",
+            "]",
+            "args_names",
+            "ARGS",
+            "Content-Type",
+            "x",
+            "0",
+        ] {
+            owned.push(p.as_bytes().to_vec());
+        }
+        let pieces: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        let macros = ["%{MATCHED_VAR_NAME}", "%{matched_var}", "%{tx.0}"];
+        let colls = [
+            None,
+            Some(Coll::ArgsPostNames),
+            Some(Coll::Headers),
+            Some(Coll::ArgsGet),
+        ];
+        let mut rng = crate::testrng::Rng(0x9b05_688c_2b3e_6c1f);
+        let (mut passed_over, mut selected, mut cases) = (0, 0, 0);
+        for _ in 0..24_000 {
+            let mut k = rng.value(&pieces);
+            k.extend_from_slice(macros[rng.below(macros.len())].as_bytes());
+            k.extend(rng.value(&pieces));
+            let k = String::from_utf8_lossy(&k).into_owned();
+            let Some(m) = crate::rules::one_macro(&k) else { continue };
+            let (name, value) = (rng.value(&pieces), rng.value(&pieces));
+            let v = Val {
+                coll: colls[rng.below(colls.len())],
+                item: None,
+                name: &name,
+                value: &value,
+            };
+            let mut built = Vec::new();
+            ev.expand_one_into(Some(&m), &k, &v, &mut built);
+            cases += 1;
+            let Some(b) = recorded_name_bytes(&m, v.coll, || ByteSet::of(&name), || ByteSet::of(&value)) else {
+                assert!(matches!(m.kind, MacroKind::Tx(_)));
+                continue;
+            };
+            assert_eq!(b, ByteSet::of(&built), "{k:?}");
+            built.make_ascii_lowercase();
+            for key in &keys {
+                let Some(required) = key_required(key) else { continue };
+                if admits_name(required, b) {
+                    selected += usize::from(key_matches(key, &built));
+                } else {
+                    assert!(!key_matches(key, &built), "{k:?} {:?}", String::from_utf8_lossy(&built));
+                    passed_over += 1;
+                }
+            }
+        }
+        assert!(
+            cases >= 20_000 && passed_over > 5_000 && selected > 500,
+            "{cases} {passed_over} {selected}"
+        );
     }
 
     /// An operator argument marked `op_literal` is used as written: every such argument of the

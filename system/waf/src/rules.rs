@@ -649,6 +649,8 @@ pub(crate) struct OneMacro {
     pub end: usize,
     /// What the macro expands to.
     pub kind: MacroKind,
+    /// The bytes of the text before and after the macro.
+    pub text: ByteSet,
 }
 
 /// What a [`OneMacro`] expands to.
@@ -686,7 +688,8 @@ pub(crate) fn one_macro(s: &str) -> Option<OneMacro> {
     } else {
         return None;
     };
-    Some(OneMacro { at, end, kind })
+    let text = ByteSet::of(s.get(..at)?.as_bytes()).union(ByteSet::of(s.get(end..)?.as_bytes()));
+    Some(OneMacro { at, end, kind, text })
 }
 
 fn compile_regex(p: &str) -> Result<Regex, String> {
