@@ -8,87 +8,15 @@
 //! Also checks that the fast path (the literal prefilter) gives exactly the verdict of the
 //! reference evaluation of every rule on every value, over the whole corpus.
 
-use pay_waf::{HttpRequest, Waf, WafConfig};
+#[path = "support/corpus_case.rs"]
+mod corpus_case;
+
+use corpus_case::{load, Case};
+use pay_waf::{Waf, WafConfig};
 use std::collections::BTreeMap;
 
-struct Case {
-    id: String,
-    family: String,
-    paranoia: u8,
-    attack: bool,
-    method: String,
-    uri: String,
-    version: String,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-fn load(name: &str) -> Vec<Case> {
-    let dir =
-        std::env::var("WAF_CORPUS_DIR").unwrap_or_else(|_| format!("{}/tests/corpus", env!("CARGO_MANIFEST_DIR")));
-    let path = format!("{dir}/{name}");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("corpus line is JSON");
-            let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
-            Case {
-                id: s("id"),
-                family: s("family"),
-                paranoia: v["paranoia"].as_u64().unwrap_or(1) as u8,
-                attack: v["kind"] == "attack",
-                method: s("method"),
-                uri: s("uri"),
-                version: if s("version").is_empty() {
-                    "HTTP/1.1".into()
-                } else {
-                    s("version")
-                },
-                headers: v["headers"]
-                    .as_object()
-                    .map(|o| {
-                        o.iter()
-                            .map(|(k, x)| {
-                                (
-                                    k.clone(),
-                                    x.as_str().map(str::to_owned).unwrap_or_else(|| x.to_string()),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                body: s("body"),
-            }
-        })
-        .collect()
-}
-
-/// The request of a case, sent the way an HTTP client (and the CRS test runner, go-ftw) does.
-fn with_request<T>(c: &Case, f: impl FnOnce(&HttpRequest<'_>) -> T) -> T {
-    // Send the case the way an HTTP client (and the CRS test runner, go-ftw) does: a body
-    // goes with its Content-Length, and with the form content type when the case names none.
-    let mut headers: Vec<(String, String)> = c.headers.clone();
-    let has = |h: &[(String, String)], n: &str| h.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
-    let sends_body = !c.body.is_empty() || matches!(c.method.as_str(), "POST" | "PUT" | "PATCH");
-    if sends_body && !has(&headers, "content-length") && !has(&headers, "transfer-encoding") {
-        headers.push(("Content-Length".into(), c.body.len().to_string()));
-    }
-    if !c.body.is_empty() && !has(&headers, "content-type") {
-        headers.push(("Content-Type".into(), "application/x-www-form-urlencoded".into()));
-    }
-    let req = HttpRequest {
-        method: &c.method,
-        target: &c.uri,
-        version: &c.version,
-        headers: headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect(),
-        body: c.body.as_bytes(),
-    };
-    f(&req)
-}
-
 fn blocked(waf: &Waf, c: &Case) -> (bool, Vec<u32>) {
-    let v = with_request(c, |r| waf.inspect(r));
+    let v = c.with_request(|r| waf.inspect(r));
     (v.blocked, v.matches.iter().map(|m| m.rule_id).collect())
 }
 
@@ -185,7 +113,7 @@ fn fast_path_equals_exhaustive_evaluation() {
     for config in configs {
         let waf = Waf::new(config).expect("engine builds");
         for c in &cases {
-            let (fast, slow) = with_request(c, |r| (waf.inspect(r), waf.inspect_exhaustive(r)));
+            let (fast, slow) = c.with_request(|r| (waf.inspect(r), waf.inspect_exhaustive(r)));
             assert_eq!(fast, slow, "case {}: the fast path differs from the reference", c.id);
             compared += 1;
             matched += usize::from(!slow.matches.is_empty());
