@@ -72,7 +72,16 @@ callgrind_control -d "$PID" >/dev/null
 kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
 
 OUT=$(ls -t "$WORK"/callgrind.out.* | head -1)
-FLOWS=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["flows_run_total"])' "$WORK/run.json")
+# Every counted flow must have succeeded: a failed one (refused, timed out) does part of the
+# work and would make the per-flow figure mean nothing.
+FLOWS=$(python3 - "$WORK/run.json" <<'EOF2'
+import json, sys
+r = json.load(open(sys.argv[1]))
+if r["flows_failed"] or not r["flows_ok"]:
+    sys.exit(f"{r['flows_failed']} of {r['flows_run_total']} flows failed ({r['errors']}); lower --rate")
+print(r["flows_ok"])
+EOF2
+)
 callgrind_annotate --inclusive=yes --threshold=100 --auto=no "$OUT" >"$WORK/inclusive.txt" 2>/dev/null
 python3 - "$WORK/inclusive.txt" "$FLOWS" <<'EOF'
 import re, sys
