@@ -710,9 +710,11 @@ pub enum ConflictKind {
     },
 }
 
-/// A storage failure.
+/// A storage failure. On the wire (the remote store's replies) it is `{"error": kind,
+/// "detail": …}`: adjacently tagged, because an internally tagged enum cannot carry the
+/// variants that hold only a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[serde(tag = "error", rename_all = "snake_case")]
+#[serde(tag = "error", content = "detail", rename_all = "snake_case")]
 pub enum StoreError {
     /// A commit conflicted; nothing was written.
     #[error("conflict on {table} {id}: {kind:?}")]
@@ -784,5 +786,34 @@ pub fn event_kind_matches(filter: &str, kind: &str) -> bool {
     match filter.strip_suffix(".*") {
         Some(prefix) => kind.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.')),
         None => filter == "*" || filter == kind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The remote store sends every error to its caller as JSON; each one must survive the
+    /// trip, or the caller sees an unreadable answer and takes a caller's bug for an outage.
+    #[test]
+    fn every_store_error_round_trips_through_json() {
+        let errors = [
+            StoreError::Conflict {
+                table: Table::Charges,
+                id: "ch_1".into(),
+                kind: ConflictKind::Exists,
+            },
+            StoreError::Unavailable("down".into()),
+            StoreError::Ambiguous("lost".into()),
+            StoreError::Invalid("no index".into()),
+            StoreError::Corrupt("bad row".into()),
+            StoreError::NotOwner,
+            StoreError::StaleReceipt,
+        ];
+        for e in errors {
+            let json = serde_json::to_string(&e).unwrap_or_else(|err| panic!("{e:?} does not encode: {err}"));
+            let back: StoreError = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, e, "{json}");
+        }
     }
 }
