@@ -240,19 +240,22 @@ db_stats() {
     psql -qAt "$PGURL/postgres" -c "SELECT xact_commit + xact_rollback, tup_inserted, tup_updated, tup_deleted, blks_hit + blks_read FROM pg_stat_database WHERE datname = 'payments'"
 }
 table_stats() {
-    psql -qAt "$PGURL/payments" -c "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables ORDER BY relname"
+    psql -qAt "$PGURL/payments" -c "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del, n_tup_hot_upd FROM pg_stat_user_tables ORDER BY relname"
+}
+index_stats() {
+    psql -qAt "$PGURL/payments" -c "SELECT relname, indexrelname, idx_scan FROM pg_stat_user_indexes ORDER BY relname, indexrelname"
 }
 if [ "${PG_STATEMENTS:-0}" = 1 ]; then
     psql -q "$PGURL/payments" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" -c "SELECT pg_stat_statements_reset()" >/dev/null
 fi
-DB0=$(db_stats); W0=$(wal_stats); table_stats >"$WORK/tables0.txt"
+DB0=$(db_stats); W0=$(wal_stats); table_stats >"$WORK/tables0.txt"; index_stats >"$WORK/indexes0.txt"
 children_ticks; L0=$(cat "$WORK/children_ticks.txt")
 P0=$(proc_ticks "$PAYMENTD_PID"); G0=$(pg_ticks); T0=$(now_ns)
 loadgen --connections "$CONNECTIONS" >"$WORK/phase1.json"
 P1=$(proc_ticks "$PAYMENTD_PID"); G1=$(pg_ticks); T1=$(now_ns)
 children_ticks; L1=$(cat "$WORK/children_ticks.txt")
 sleep 0.6  # pg_stat_database is flushed by backends at most every 500 ms
-DB1=$(db_stats); W1=$(wal_stats); table_stats >"$WORK/tables1.txt"
+DB1=$(db_stats); W1=$(wal_stats); table_stats >"$WORK/tables1.txt"; index_stats >"$WORK/indexes1.txt"
 if [ "${PG_STATEMENTS:-0}" = 1 ]; then
     echo "== pg_stat_statements: where PostgreSQL spent phase 1 (per flow; top ${PG_STATEMENTS_TOP:-15} by total time)"
     FLOWS_ALL=$(jq -r '.flows_run_total' "$WORK/phase1.json")
@@ -329,17 +332,28 @@ print(f"WAL fsyncs per pgbench txn:         {(int(pw1[0]) - int(pw0[0])) / max(1
 def tables(path):
     out = {}
     for line in open(path):
-        name, i, u, dl = line.strip().split("|")
-        out[name] = (int(i), int(u), int(dl))
+        name, i, u, dl, hot = line.strip().split("|")
+        out[name] = (int(i), int(u), int(dl), int(hot))
     return out
 t0 = tables("$WORK/tables0.txt"); t1 = tables("$WORK/tables1.txt")
 rows = []
-for name, (i, u, dl) in sorted(t1.items()):
-    a = t0.get(name, (0, 0, 0))
-    di, du, dd = i - a[0], u - a[1], dl - a[2]
+written = set()
+for name, (i, u, dl, hot) in sorted(t1.items()):
+    a = t0.get(name, (0, 0, 0, 0))
+    di, du, dd, dh = i - a[0], u - a[1], dl - a[2], hot - a[3]
     if di or du or dd:
-        rows.append(f"{name} +{di / allflows:.1f}/~{du / allflows:.1f}/-{dd / allflows:.1f}")
-print("rows per flow by table (inserted/updated/deleted): " + ", ".join(rows))
+        written.add(name)
+        rows.append(f"{name} +{di / allflows:.1f}/~{du / allflows:.1f} ({dh / allflows:.1f} HOT)/-{dd / allflows:.1f}")
+print("rows per flow by table (inserted/updated (of which HOT)/deleted): " + ", ".join(rows))
+def indexes(path):
+    out = {}
+    for line in open(path):
+        table, index, scans = line.strip().split("|")
+        out[(table, index)] = int(scans)
+    return out
+i0 = indexes("$WORK/indexes0.txt"); i1 = indexes("$WORK/indexes1.txt")
+unread = [f"{t}.{ix}" for (t, ix), n in sorted(i1.items()) if t in written and n == i0.get((t, ix), 0)]
+print("indexes of written tables not read in phase 1 (maintained, never scanned): " + (", ".join(unread) or "none"))
 errs = p1["error_count"] + p2["error_count"]
 print(f"errors (both phases):               {errs}   target 0  {verdict(errs == 0)}")
 EOF
