@@ -315,6 +315,7 @@ impl State {
     }
 
     fn list(&self, q: &ListQuery) -> Result<Page<Record>, StoreError> {
+        q.table.check_list()?;
         let limit = q.limit.clamp(1, 100) as usize;
         let Some(set) = self.by_account.get(&(q.table, q.account.clone())) else {
             return Ok(Page {
@@ -708,6 +709,7 @@ impl MemoryBackend {
                 value,
                 limit,
             } => {
+                table.check_find(index)?;
                 let map = match index {
                     Index::K1 => &s.k1,
                     Index::K2 => &s.k2,

@@ -90,6 +90,46 @@ impl Table {
             Table::Reviews => "reviews",
         }
     }
+
+    /// Whether the table has an index on `index`, so that [`Request::Find`] on it reads only
+    /// the matching records. Every index costs each insert (and each update that changes it)
+    /// an index entry, so a table indexes only what some caller looks up: an attempt is read
+    /// by id (its intent names it), the vault by token and by expiry month (the retention
+    /// sweep), the acquirer's ledger by id and listed per merchant. Every backend refuses a
+    /// find on an index the table does not have, so a new lookup without its index fails in
+    /// the tests rather than scanning the table in production. The migrations create exactly
+    /// these indexes (`postgres_indexes_are_the_declared_lookups`).
+    pub fn indexed(self, index: Index) -> bool {
+        !matches!(
+            (self, index),
+            (Table::PaymentAttempts | Table::AcquirerOps, _) | (Table::VaultCards, Index::K1)
+        )
+    }
+
+    /// Whether the table can be listed per account ([`Request::List`]): it has the
+    /// `(account, created, id)` index pages are read from. A list's filter on `k1` or `k2`
+    /// narrows that index's rows, so it needs no index of its own.
+    pub fn listable(self) -> bool {
+        !matches!(self, Table::PaymentAttempts | Table::VaultCards)
+    }
+
+    /// Refuses a lookup the table has no index for, as [`StoreError::Invalid`] (a caller's bug).
+    pub fn check_find(self, index: Index) -> Result<(), StoreError> {
+        if self.indexed(index) {
+            Ok(())
+        } else {
+            Err(StoreError::Invalid(format!("{self} has no {index:?} index to find by")))
+        }
+    }
+
+    /// Refuses a list of a table that has no per-account index, as [`StoreError::Invalid`].
+    pub fn check_list(self) -> Result<(), StoreError> {
+        if self.listable() {
+            Ok(())
+        } else {
+            Err(StoreError::Invalid(format!("{self} is not listed per account")))
+        }
+    }
 }
 
 impl fmt::Display for Table {

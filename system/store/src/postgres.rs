@@ -169,6 +169,7 @@ impl PgBackend {
         value: String,
         limit: u32,
     ) -> Result<Vec<Record>, StoreError> {
+        table.check_find(index)?;
         let col = index_col(index);
         let sql = format!("SELECT {COLS} FROM {} WHERE {col} = $1 AND ($2::text IS NULL OR account = $2) ORDER BY created, id LIMIT $3", table.name());
         let rows = sqlx::query(&sql)
@@ -199,6 +200,7 @@ impl PgBackend {
     }
 
     async fn list(&self, q: ListQuery) -> Result<Page<Record>, StoreError> {
+        q.table.check_list()?;
         let limit = i64::from(q.limit.clamp(1, 100));
         let (k1, k2) = match &q.filter {
             Some((Index::K1, v)) => (Some(v.clone()), None),

@@ -783,6 +783,62 @@ async fn racing_key_calls_answer_as_if_alone(db: Db) {
     }
 }
 
+/// Every backend answers the lookups a table has an index for and refuses the others as a
+/// caller's bug, so a new lookup without its index fails here and in the simulator instead of
+/// scanning a table in production.
+async fn lookups_without_an_index_are_refused(db: Db) {
+    let mut stored = w("cus_1", "acct_1", 10);
+    stored.color = Some("red".into());
+    let mut t = db.txn();
+    t.insert(&stored);
+    db.commit(t).await.unwrap();
+    let found = db.find::<Widget>(Some("acct_1"), Index::K1, "red", 10).await.unwrap();
+    assert_eq!(found.len(), 1, "a find on a declared index answers");
+    for table in Table::ALL {
+        for index in [Index::K1, Index::K2] {
+            let req = Request::Find {
+                table,
+                account: None,
+                index,
+                value: "x".into(),
+                limit: 1,
+            };
+            let answer = db.execute(req).await;
+            if table.indexed(index) {
+                assert!(
+                    matches!(answer, Ok(Response::Records { .. })),
+                    "{table} {index:?}: {answer:?}"
+                );
+            } else {
+                assert!(
+                    matches!(answer, Err(StoreError::Invalid(_))),
+                    "{table} {index:?}: {answer:?}"
+                );
+            }
+        }
+        let list = ListQuery {
+            table,
+            account: "acct_1".into(),
+            filter: Some((Index::K1, "x".into())),
+            created_gte: None,
+            created_lt: None,
+            starting_after: None,
+            ending_before: None,
+            limit: 10,
+        };
+        let answer = db.execute(Request::List(list)).await;
+        if table.listable() {
+            assert!(matches!(answer, Ok(Response::Page { .. })), "{table}: {answer:?}");
+        } else {
+            assert!(matches!(answer, Err(StoreError::Invalid(_))), "{table}: {answer:?}");
+        }
+    }
+    assert!(
+        !Table::PaymentAttempts.indexed(Index::K1) && !Table::VaultCards.listable(),
+        "the declaration this test relies on"
+    );
+}
+
 macro_rules! contract {
     ($modname:ident, $factory:ident) => {
         mod $modname {
@@ -821,6 +877,11 @@ macro_rules! contract {
             async fn racing_commits_answer_as_if_alone() {
                 let (db, _guard) = $factory().await;
                 super::racing_commits_answer_as_if_alone(db).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn lookups_without_an_index_are_refused() {
+                let (db, _guard) = $factory().await;
+                super::lookups_without_an_index_are_refused(db).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn racing_key_calls_answer_as_if_alone() {
@@ -1208,5 +1269,34 @@ async fn postgres_groups_racing_calls_and_answers_each_alone() {
                 assert_eq!(lane.batches, lane.calls, "{stats:?}");
             }
         }
+    }
+}
+
+/// The schema indexes exactly what `Table::indexed` and `Table::listable` declare: an index
+/// the code never reads costs every write, and a declared lookup without its index scans the
+/// table (migration 0012).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_indexes_are_the_declared_lookups() {
+    let (_db, pool, _tdb) = pg_db_and_pool().await;
+    for table in Table::ALL {
+        let name = table.name();
+        let indexes: Vec<String> =
+            sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' AND tablename = $1")
+                .bind(name)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let has = |suffix: &str| indexes.iter().any(|i| *i == format!("{name}_{suffix}"));
+        assert_eq!(has("k1"), table.indexed(Index::K1), "{name}: {indexes:?}");
+        assert_eq!(has("k2"), table.indexed(Index::K2), "{name}: {indexes:?}");
+        assert_eq!(has("account_created"), table.listable(), "{name}: {indexes:?}");
+        assert!(has("pkey"), "{name}: {indexes:?}");
+        assert_eq!(
+            indexes.len(),
+            1 + usize::from(table.indexed(Index::K1))
+                + usize::from(table.indexed(Index::K2))
+                + usize::from(table.listable()),
+            "{name} has an index the declaration does not name: {indexes:?}"
+        );
     }
 }
