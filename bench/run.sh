@@ -14,6 +14,9 @@
 # PG_STATEMENTS=1 loads pg_stat_statements and prints the statements PostgreSQL spent phase 1 on,
 # PG_LOG_STATEMENTS=1 logs every statement with its parameters to the work directory's
 # pgrun/postgres.log (with KEEP=1, the input of bench/replay.sh; slows the run),
+# PG_OPTIONS adds server settings (`-c name=value …`, e.g. `-c log_autovacuum_min_duration=0
+# -c log_checkpoints=on` with KEEP=1 to relate a stall in the per-second confirm timeline to
+# the server's log),
 # PHASE2_RATE fixes phase 2's rate (flows/s) instead of 70% of phase 1's, to compare two builds'
 # latency at one rate, PG_ASYNC_COMMIT=1 turns synchronous commit off for paymentd's database (an experiment: what
 # waiting for WAL flushes costs; never a production setting).
@@ -123,6 +126,7 @@ PGPORT=$(free_port)
 PG_EXTRA=
 [ "${PG_STATEMENTS:-0}" = 1 ] && PG_EXTRA=" -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
 [ "${PG_LOG_STATEMENTS:-0}" = 1 ] && PG_EXTRA="$PG_EXTRA -c log_statement=all"
+[ -n "${PG_OPTIONS:-}" ] && PG_EXTRA="$PG_EXTRA $PG_OPTIONS"
 mkdir -p "$PGDATA" "$WORK/pgrun"
 [ "$(id -u)" = 0 ] && chown postgres "$PGDATA" "$WORK/pgrun"
 as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 >"$WORK/initdb.log" 2>&1
@@ -290,7 +294,8 @@ for p in 1 2; do
     jq -r '
       "flows ok \(.flows_ok), failed \(.flows_failed), \(.flows_per_second | floor)/s; confirmed \(.confirmed) (\(.confirmed_per_second | floor)/s); max send lag \(.max_send_lag_ms | floor) ms",
       (.steps[] | "  \(.step | . + "               " | .[0:15]) n=\(.count)  p50 \(.p50_ms) ms  p90 \(.p90_ms)  p99 \(.p99_ms)  p99.9 \(.p999_ms)  max \(.max_ms)"),
-      "  errors: \(.error_count) \(.errors)"' "$WORK/phase$p.json"
+      "  errors: \(.error_count) \(.errors)",
+      "  confirm p99 by second sent (ms): \([.timeline[] | .p99_ms | floor] | map(tostring) | join(" "))"' "$WORK/phase$p.json"
 done
 
 python3 - "$WORK/phase1.json" "$WORK/phase2.json" <<EOF

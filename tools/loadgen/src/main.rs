@@ -75,6 +75,10 @@ struct Cli {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Also print confirm latency by the second its request was sent in (text report; the
+    /// JSON report always has it).
+    #[arg(long)]
+    timeline: bool,
 }
 
 fn secs(name: &str, v: f64) -> Result<Duration> {
@@ -132,6 +136,9 @@ fn main() -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
         print!("{}", report.to_text());
+        if cli.timeline {
+            print!("\nconfirm by second sent:\n{}", report.timeline_text());
+        }
     }
     Ok(())
 }

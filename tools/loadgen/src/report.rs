@@ -61,7 +61,12 @@ pub struct Recorder {
     confirmed: u64,
     expected_declines: u64,
     max_send_lag: Duration,
+    /// Confirm latencies by the second of the window in which the request was sent.
+    timeline: Vec<Histogram<u64>>,
 }
+
+/// Longest window the per-second timeline covers (a day); later seconds share its last entry.
+const MAX_TIMELINE_SECS: usize = 86_400;
 
 impl Default for Recorder {
     fn default() -> Self {
@@ -80,7 +85,20 @@ impl Recorder {
             confirmed: 0,
             expected_declines: 0,
             max_send_lag: Duration::ZERO,
+            timeline: Vec::new(),
         }
+    }
+
+    /// Records a confirm request sent `offset` after the measurement window opened, for the
+    /// per-second timeline: a stall on the server shows as the seconds whose p99 jumps, which
+    /// one percentile over the whole window cannot tell from an even spread.
+    pub fn confirm_sent(&mut self, offset: Duration, latency: Duration) {
+        let second = (offset.as_secs() as usize).min(MAX_TIMELINE_SECS - 1);
+        while self.timeline.len() <= second {
+            self.timeline.push(new_histogram());
+        }
+        let micros = (latency.as_micros().min(u128::from(MAX_MICROS)) as u64).max(1);
+        self.timeline[second].saturating_record(micros);
     }
 
     /// Records a successful step's latency.
@@ -151,6 +169,18 @@ impl Recorder {
             errors: self.errors.clone(),
             max_send_lag_ms: self.max_send_lag.as_secs_f64() * 1000.0,
             steps,
+            timeline: self
+                .timeline
+                .iter()
+                .enumerate()
+                .map(|(second, h)| SecondStats {
+                    second: second as u64,
+                    confirms: h.len(),
+                    p50_ms: quantile_ms(h, 0.50),
+                    p99_ms: quantile_ms(h, 0.99),
+                    max_ms: if h.is_empty() { 0.0 } else { h.max() as f64 / 1000.0 },
+                })
+                .collect(),
             flows_run_total: 0,
         }
     }
@@ -206,6 +236,21 @@ pub struct StepStats {
     pub max_ms: f64,
 }
 
+/// The confirm requests sent in one second of the measurement window.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecondStats {
+    /// Seconds since the window opened.
+    pub second: u64,
+    /// Confirm requests sent in that second that succeeded.
+    pub confirms: u64,
+    /// Their median latency, ms.
+    pub p50_ms: f64,
+    /// Their 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Their maximum, ms.
+    pub max_ms: f64,
+}
+
 /// The result of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -234,6 +279,8 @@ pub struct Report {
     pub max_send_lag_ms: f64,
     /// Latency per step.
     pub steps: Vec<StepStats>,
+    /// Confirm latency by the second its request was sent in.
+    pub timeline: Vec<SecondStats>,
     /// Flows run in total, warmup included (to relate server-side counters to flows).
     pub flows_run_total: u64,
 }
@@ -300,6 +347,22 @@ impl Report {
         let _ = writeln!(s, "\nerrors: {}", self.error_count);
         for (kind, n) in &self.errors {
             let _ = writeln!(s, "  {kind}: {n}");
+        }
+        s
+    }
+
+    /// The per-second confirm timeline as text, one line per second of the window.
+    pub fn timeline_text(&self) -> String {
+        let mut s = format!(
+            "{:>6} {:>9} {:>9} {:>9} {:>9}\n",
+            "second", "confirms", "p50 ms", "p99 ms", "max ms"
+        );
+        for t in &self.timeline {
+            let _ = writeln!(
+                s,
+                "{:>6} {:>9} {:>9.2} {:>9.2} {:>9.2}",
+                t.second, t.confirms, t.p50_ms, t.p99_ms, t.max_ms
+            );
         }
         s
     }
@@ -409,5 +472,30 @@ mod tests {
             .unwrap();
         assert_eq!(confirm["count"], 1);
         assert!(confirm["p99_ms"].as_f64().unwrap() > 3.9);
+    }
+
+    #[test]
+    fn the_timeline_puts_each_confirm_in_the_second_it_was_sent() {
+        let mut r = Recorder::new();
+        for ms in 1..=100u64 {
+            r.confirm_sent(Duration::from_millis(10 * ms), Duration::from_millis(5));
+        }
+        r.confirm_sent(Duration::from_millis(2_500), Duration::from_millis(400));
+        let rep = r.report(meta(), Duration::from_secs(3));
+        let counts: Vec<u64> = rep.timeline.iter().map(|t| t.confirms).collect();
+        assert_eq!(counts, vec![99, 1, 1], "0.01..0.99 s, then 1.00 s, then 2.5 s");
+        assert!((rep.timeline[2].p99_ms - 400.0).abs() < 1.0, "{:?}", rep.timeline[2]);
+        assert!((rep.timeline[0].p99_ms - 5.0).abs() < 0.01, "{:?}", rep.timeline[0]);
+        let text = rep.timeline_text();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(rep.to_json()["timeline"][2]["max_ms"]
+            .as_f64()
+            .is_some_and(|m| m > 399.0));
+        let mut far = Recorder::new();
+        far.confirm_sent(Duration::from_secs(10_000_000), Duration::from_millis(1));
+        assert_eq!(
+            far.report(meta(), Duration::from_secs(1)).timeline.len(),
+            MAX_TIMELINE_SECS
+        );
     }
 }

@@ -82,6 +82,8 @@ struct Shared {
     recorder: Mutex<Recorder>,
     run_id: String,
     started: std::sync::atomic::AtomicU64,
+    /// When the measurement window opens (the start plus the warmup).
+    window_start: Instant,
 }
 
 impl Shared {
@@ -150,7 +152,13 @@ async fn flow_steps(shared: &Shared, i: u64, plan: FlowPlan, due: Instant, measu
     let lat = |step: Step, since: Instant| {
         if measure {
             let d = Instant::now().saturating_duration_since(since);
-            shared.record(|r| r.latency(step, d));
+            let offset = since.saturating_duration_since(shared.window_start);
+            shared.record(|r| {
+                r.latency(step, d);
+                if step == Step::Confirm {
+                    r.confirm_sent(offset, d);
+                }
+            });
         }
     };
 
@@ -290,15 +298,16 @@ fn run_id() -> String {
 /// Runs the load and returns the report of the measurement window.
 pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
     let (mix_capture, mix_refund, mix_decline) = cfg.workload.shares;
+    let phases = cfg.phases;
+    let start = Instant::now();
     let shared = Arc::new(Shared {
         client: cfg.client.clone(),
         workload: cfg.workload.clone(),
         recorder: Mutex::new(Recorder::new()),
         run_id: run_id(),
         started: std::sync::atomic::AtomicU64::new(0),
+        window_start: start + phases.warmup,
     });
-    let phases = cfg.phases;
-    let start = Instant::now();
     let meta = match cfg.mode {
         Mode::Open { rate, max_in_flight } => {
             let schedule = OpenLoopSchedule::new(rate)?;
