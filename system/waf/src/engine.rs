@@ -270,6 +270,100 @@ struct Scratch {
     /// Copies of the transaction variables a read selects (see [`Eval::tx_buf`]): kept with
     /// their contents, which a read overwrites before using them.
     tx_buf: Vec<(String, Vec<u8>)>,
+    /// The transaction variables' buffers ([`TxVars`]), emptied.
+    tx: TxVars,
+    /// Scratch for a `setvar`'s value.
+    value_buf: Vec<u8>,
+}
+
+/// This request's transaction variables (over `waf.tx`): `vars[..len]`, sorted by name as a
+/// `BTreeMap<String, Vec<u8>>` holds them, each name once. The elements from `len` on are the
+/// buffers of variables of earlier inspections on this thread: a new variable takes one
+/// (moved into place) instead of allocating its name and value, and emptying the set keeps
+/// them (`tx_vars_agree_with_a_map`).
+#[derive(Default)]
+struct TxVars {
+    vars: Vec<(String, Vec<u8>)>,
+    len: usize,
+    /// The two positions last found, the latest first: tried before searching (a capture,
+    /// `tx.0`, is set by an operator and read by the `setvar`s after it, which then add a
+    /// variable), each used only when the name there is the one looked up.
+    last: std::cell::Cell<[usize; 2]>,
+}
+
+impl TxVars {
+    /// The variables, sorted by name.
+    fn live(&self) -> &[(String, Vec<u8>)] {
+        self.vars.get(..self.len).unwrap_or_default()
+    }
+
+    /// The position of `name` in [`TxVars::live`], or where it would be inserted.
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        let live = self.live();
+        let last = self.last.get();
+        if live.get(last[0]).is_some_and(|(k, _)| k == name) {
+            return Ok(last[0]);
+        }
+        if live.get(last[1]).is_some_and(|(k, _)| k == name) {
+            self.last.set([last[1], last[0]]);
+            return Ok(last[1]);
+        }
+        let found = live.binary_search_by(|(k, _)| k.as_str().cmp(name));
+        self.last.set([found.unwrap_or_else(|i| i), last[0]]);
+        found
+    }
+
+    /// The value of `name`.
+    fn get(&self, name: &str) -> Option<&Vec<u8>> {
+        self.find(name).ok().and_then(|i| self.vars.get(i)).map(|(_, v)| v)
+    }
+
+    /// The variable named `name`.
+    fn get_key_value(&self, name: &str) -> Option<(&String, &Vec<u8>)> {
+        self.find(name).ok().and_then(|i| self.vars.get(i)).map(|(k, v)| (k, v))
+    }
+
+    /// The variables whose names are `lo` or after it, in name order.
+    fn from(&self, lo: &str) -> &[(String, Vec<u8>)] {
+        let live = self.live();
+        live.get(live.partition_point(|(k, _)| k.as_str() < lo)..)
+            .unwrap_or_default()
+    }
+
+    /// The value of `name`, emptied, for the caller to write (the variable is added when it
+    /// does not exist).
+    fn set(&mut self, name: &str) -> &mut Vec<u8> {
+        let at = match self.find(name) {
+            Ok(i) => i,
+            Err(i) => {
+                if self.len == self.vars.len() {
+                    self.vars.push(Default::default());
+                }
+                // The spare element at `len` moves to `i`, the variables from `i` on after it.
+                if let Some(moved) = self.vars.get_mut(i..=self.len) {
+                    moved.rotate_right(1);
+                }
+                self.len += 1;
+                if let Some((k, _)) = self.vars.get_mut(i) {
+                    k.clear();
+                    k.push_str(name);
+                }
+                i
+            }
+        };
+        let v = &mut self.vars[at].1;
+        v.clear();
+        v
+    }
+
+    /// Removes every variable, keeping at most [`MAX_TX_BUF`] buffers of at most
+    /// [`MAX_TX_BUF_LEN`] bytes each.
+    fn empty(&mut self) {
+        self.len = 0;
+        self.vars.truncate(MAX_TX_BUF);
+        self.vars
+            .retain(|(k, v)| k.capacity() <= MAX_TX_BUF_LEN && v.capacity() <= MAX_TX_BUF_LEN);
+    }
 }
 
 /// Most copies of transaction variables a thread keeps, and the longest name or value kept.
@@ -329,6 +423,10 @@ impl Scratch {
         self.tx_buf.truncate(MAX_TX_BUF);
         self.tx_buf
             .retain(|(k, v)| k.capacity() <= MAX_TX_BUF_LEN && v.capacity() <= MAX_TX_BUF_LEN);
+        self.tx.empty();
+        if self.value_buf.capacity() > MAX_TX_BUF_LEN {
+            self.value_buf = Vec::new();
+        }
     }
 }
 
@@ -336,7 +434,9 @@ struct Eval<'a> {
     waf: &'a Waf,
     p: &'a Parsed,
     /// Transaction variables set by this request's rules (over `waf.tx`).
-    tx: BTreeMap<String, Vec<u8>>,
+    tx: TxVars,
+    /// Scratch for a `setvar`'s value.
+    value_buf: Vec<u8>,
     /// Per (item, pipeline): `gen << 32 | index into entries`; a slot of another generation
     /// (left by an earlier inspection on this thread) is empty. See [`SlotTable`].
     slots: Vec<u64>,
@@ -630,7 +730,7 @@ fn key_expression_matches(r: &regex::bytes::Regex, hint: &KeyHint, name: &[u8]) 
 /// request's value first). A name is looked up directly: of the names from it on that start
 /// with it, only itself is equal to it ignoring ASCII case.
 fn tx_select<'m>(
-    mine: &'m BTreeMap<String, Vec<u8>>,
+    mine: &'m TxVars,
     base: &'m BTreeMap<String, Vec<u8>>,
     key: &Key,
     mut f: impl FnMut(&'m String, &'m Vec<u8>),
@@ -649,13 +749,16 @@ fn tx_select<'m>(
         }
         Key::Regex(_, hint) => hint.prefix.as_deref().unwrap_or(""),
     };
-    let from = |m: &'m BTreeMap<String, Vec<u8>>| {
-        m.range::<str, _>((Bound::Included(lo), Bound::Unbounded))
-            .take_while(move |(k, _)| k.starts_with(lo))
-            .peekable()
-    };
-    let mut base = from(base);
-    let mut mine = from(mine);
+    let mut base = base
+        .range::<str, _>((Bound::Included(lo), Bound::Unbounded))
+        .take_while(move |(k, _)| k.starts_with(lo))
+        .peekable();
+    let mut mine = mine
+        .from(lo)
+        .iter()
+        .map(|(k, v)| (k, v))
+        .take_while(move |(k, _)| k.starts_with(lo))
+        .peekable();
     loop {
         let next = match (mine.peek(), base.peek()) {
             (Some((a, _)), Some((b, _))) => match a.cmp(b) {
@@ -681,12 +784,7 @@ fn tx_select<'m>(
 /// Copies the transaction variables a key selects ([`tx_select`]) into `buf[..n]`, reusing
 /// the strings of its elements (left by earlier reads, whatever they hold); returns `n`.
 /// `tx_copies_agree_with_fresh_copies` checks it.
-fn tx_copy(
-    mine: &BTreeMap<String, Vec<u8>>,
-    base: &BTreeMap<String, Vec<u8>>,
-    key: &Key,
-    buf: &mut Vec<(String, Vec<u8>)>,
-) -> usize {
+fn tx_copy(mine: &TxVars, base: &BTreeMap<String, Vec<u8>>, key: &Key, buf: &mut Vec<(String, Vec<u8>)>) -> usize {
     let mut n = 0;
     tx_select(mine, base, key, |k, v| {
         match buf.get_mut(n) {
@@ -895,13 +993,16 @@ impl<'a> Eval<'a> {
             mut bytes,
             pf,
             tx_buf,
+            tx,
+            value_buf,
         } = Scratch::take();
         masks.resize(p.items.len(), 0);
         bytes.resize(p.items.len(), None);
         Eval {
             waf,
             p,
-            tx: BTreeMap::new(),
+            tx,
+            value_buf,
             slots,
             gen,
             spare: Spare::take(),
@@ -942,6 +1043,8 @@ impl<'a> Eval<'a> {
             bytes: self.bytes,
             pf: self.pf_scratch,
             tx_buf: self.tx_buf,
+            tx: self.tx,
+            value_buf: self.value_buf,
         }
     }
 
@@ -1715,32 +1818,37 @@ impl<'a> Eval<'a> {
         }
     }
 
-    /// Applies one `setvar` for a matched value.
+    /// Applies one `setvar` for a matched value: its name and value built in buffers kept for
+    /// the next one, then copied into the variable's (see [`TxVars::set`]).
     fn setvar(&mut self, k: &str, val: &str, m: Option<&SetvarMacros>, v: &Val<'_>) {
-        let mut name = match m.and_then(|m| m.0.as_ref()) {
-            Some(m) => {
-                let mut out = Vec::with_capacity(k.len() + 32);
-                self.expand_one_into(Some(m), k, v, &mut out);
-                out
-            }
-            None => self.expand(k, v).into_owned(),
-        };
-        name.make_ascii_lowercase();
-        let k = String::from_utf8(name).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        if let Some(inc) = val.strip_prefix('+') {
-            let n = self.tx_get(&k).map_or(0, parse_num) + parse_num(inc.as_bytes());
-            self.tx.insert(k, n.to_string().into_bytes());
-        } else {
-            let x = match m.and_then(|m| m.1.as_ref()) {
-                Some(m) => {
-                    let mut out = Vec::with_capacity(val.len() + 32);
-                    self.expand_one_into(Some(m), val, v, &mut out);
-                    out
-                }
-                None => self.expand(val, v).into_owned(),
-            };
-            self.tx.insert(k, x);
+        let mut name = std::mem::take(&mut self.name_buf);
+        name.clear();
+        match m.and_then(|m| m.0.as_ref()) {
+            Some(m) => self.expand_one_into(Some(m), k, v, &mut name),
+            None => self.expand_into(k, v, &mut name),
         }
+        name.make_ascii_lowercase();
+        let mut value = std::mem::take(&mut self.value_buf);
+        value.clear();
+        {
+            // As `String::from_utf8_lossy`, without its chunked decoding for a valid name.
+            let k = match std::str::from_utf8(&name) {
+                Ok(k) => Cow::Borrowed(k),
+                Err(_) => String::from_utf8_lossy(&name),
+            };
+            if let Some(inc) = val.strip_prefix('+') {
+                let n = self.tx_get(&k).map_or(0, parse_num) + parse_num(inc.as_bytes());
+                value.extend_from_slice(n.to_string().as_bytes());
+            } else {
+                match m.and_then(|m| m.1.as_ref()) {
+                    Some(m) => self.expand_one_into(Some(m), val, v, &mut value),
+                    None => self.expand_into(val, v, &mut value),
+                }
+            }
+            self.tx.set(&k).extend_from_slice(&value);
+        }
+        self.name_buf = name;
+        self.value_buf = value;
     }
 
     /// The value a recorded `setvar` was recorded for.
@@ -1887,15 +1995,7 @@ impl<'a> Eval<'a> {
     fn set_capture(&mut self, i: usize, value: &[u8]) {
         const NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
         let Some(name) = NAMES.get(i) else { return };
-        match self.tx.get_mut(*name) {
-            Some(v) => {
-                v.clear();
-                v.extend_from_slice(value);
-            }
-            None => {
-                self.tx.insert((*name).to_owned(), value.to_vec());
-            }
-        }
+        self.tx.set(name).extend_from_slice(value);
     }
 
     /// A libinjection verdict (`xss`: the XSS detector, else SQLi), computed once per distinct
@@ -2021,6 +2121,15 @@ mod tests {
 
     fn rules() -> RuleSet {
         RuleSet::crs().expect("rule table")
+    }
+
+    /// The variables of `m` as an inspection holds them.
+    fn tx_vars(m: &BTreeMap<String, Vec<u8>>) -> TxVars {
+        let mut t = TxVars::default();
+        for (k, v) in m {
+            t.set(k).extend_from_slice(v);
+        }
+        t
     }
 
     fn shared() -> &'static Waf {
@@ -2255,8 +2364,8 @@ mod tests {
         let req = post("/v1/payment_intents", body, &[]);
         let parsed = Parsed::new(&req);
         let mut ev = Eval::new(w, &parsed, false);
-        ev.tx.insert("0".to_owned(), b"x-captured".to_vec());
-        ev.tx.insert("foo.bar".to_owned(), b"dotted".to_vec());
+        ev.tx.set("0").extend_from_slice(b"x-captured");
+        ev.tx.set("foo.bar").extend_from_slice(b"dotted");
         let pieces: [&[u8]; 24] = [
             b"%{tx.0}",
             b"%{TX.0}",
@@ -2418,7 +2527,7 @@ mod tests {
         let req = post("/v1/payment_intents", body, &[]);
         let parsed = Parsed::new(&req);
         let mut ev = Eval::new(w, &parsed, false);
-        ev.tx.insert("0".to_owned(), b"x-captured".to_vec());
+        ev.tx.set("0").extend_from_slice(b"x-captured");
         let mut literal = 0;
         for rule in &w.rules.rules {
             for link in &rule.links {
@@ -2593,7 +2702,7 @@ mod tests {
             }
             for key in &round_keys {
                 let mut got = Vec::new();
-                tx_select(&mine, &base, key, |k, v| got.push((k.clone(), v.clone())));
+                tx_select(&tx_vars(&mine), &base, key, |k, v| got.push((k.clone(), v.clone())));
                 let expected = reference(&mine, &base, key);
                 assert_eq!(got, expected, "{key:?}");
                 cases += 1;
@@ -3023,12 +3132,82 @@ mod tests {
             }
             let key = &keys[rng.below(keys.len())];
             let mut fresh: Vec<(String, Vec<u8>)> = Vec::new();
-            tx_select(&mine, &base, key, |k, v| fresh.push((k.clone(), v.clone())));
-            let n = tx_copy(&mine, &base, key, &mut buf);
+            let vars = tx_vars(&mine);
+            tx_select(&vars, &base, key, |k, v| fresh.push((k.clone(), v.clone())));
+            let n = tx_copy(&vars, &base, key, &mut buf);
             assert_eq!(&buf[..n], fresh.as_slice());
             copied += n;
         }
         assert!(copied > 20_000, "{copied}");
+    }
+
+    /// [`TxVars`] holds what a `BTreeMap<String, Vec<u8>>` holds: 2,000 rounds (one set of
+    /// variables each, emptied between rounds so that later rounds reuse the buffers of earlier
+    /// ones) of 40 random operations each: setting a variable (new or not), looking names up
+    /// (the same name again and again, as a capture is read, and others), reading from a name
+    /// on, and comparing every variable in order.
+    #[test]
+    fn tx_vars_agree_with_a_map() {
+        let mut rng = crate::testrng::Rng(0x6a09_e667_f3bc_c908);
+        let words: [&str; 9] = [
+            "0",
+            "1",
+            "header_name_920450_",
+            "host",
+            "a",
+            "ab",
+            "",
+            "paramcounter_",
+            "x-",
+        ];
+        let name = |rng: &mut crate::testrng::Rng| -> String {
+            (0..=rng.below(3)).map(|_| words[rng.below(words.len())]).collect()
+        };
+        let mut vars = TxVars::default();
+        let (mut sets, mut hits, mut misses) = (0usize, 0usize, 0usize);
+        for _ in 0..2_000 {
+            let mut map: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+            let mut recent = name(&mut rng);
+            for _ in 0..40 {
+                let n = if rng.below(3) == 0 {
+                    recent.clone()
+                } else {
+                    name(&mut rng)
+                };
+                match rng.below(4) {
+                    0 | 1 => {
+                        let value: Vec<u8> = (0..rng.below(12)).map(|_| b'a' + rng.below(26) as u8).collect();
+                        vars.set(&n).extend_from_slice(&value);
+                        map.insert(n.clone(), value);
+                        sets += 1;
+                    }
+                    2 => {
+                        assert_eq!(vars.get(&n), map.get(&n), "{n:?}");
+                        assert_eq!(vars.get_key_value(&n), map.get_key_value(&n), "{n:?}");
+                        if map.contains_key(&n) {
+                            hits += 1;
+                        } else {
+                            misses += 1;
+                        }
+                    }
+                    _ => {
+                        let from: Vec<(&String, &Vec<u8>)> = vars.from(&n).iter().map(|(k, v)| (k, v)).collect();
+                        let expected: Vec<(&String, &Vec<u8>)> = map.range(n.clone()..).collect();
+                        assert_eq!(from, expected, "from {n:?}");
+                    }
+                }
+                recent = n;
+            }
+            let live: Vec<(&String, &Vec<u8>)> = vars.live().iter().map(|(k, v)| (k, v)).collect();
+            assert_eq!(live, map.iter().collect::<Vec<_>>());
+            vars.empty();
+            assert!(vars.live().is_empty() && vars.get("0").is_none());
+            assert!(vars.vars.len() <= MAX_TX_BUF);
+        }
+        assert!(
+            sets > 30_000 && hits > 5_000 && misses > 5_000,
+            "{sets} sets, {hits} hits, {misses} misses"
+        );
     }
 
     /// [`detect_sqli`] gives `libinjectionrs::detect_sqli`'s verdict (a panic read as no match
