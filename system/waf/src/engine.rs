@@ -528,6 +528,19 @@ impl Waf {
         set("total_arg_length", l.max_body.to_string());
         set("detection_paranoia_level", config.paranoia.to_string());
         rules.inline_constants(&tx);
+        // The engine's variables each key of transaction variables selects.
+        for rule in &mut rules.rules {
+            for link in &mut rule.links {
+                for sel in &mut link.targets {
+                    if matches!(sel.src, Src::Tx) {
+                        let matched = base_matches(&sel.key, &tx);
+                        if let Key::Regex(_, hint) = &mut sel.key {
+                            hint.base = Some(matched);
+                        }
+                    }
+                }
+            }
+        }
         let active: Vec<bool> = rules
             .rules
             .iter()
@@ -784,9 +797,66 @@ fn tx_select<'m>(
 /// Copies the transaction variables a key selects ([`tx_select`]) into `buf[..n]`, reusing
 /// the strings of its elements (left by earlier reads, whatever they hold); returns `n`.
 /// `tx_copies_agree_with_fresh_copies` checks it.
+/// The engine's variables (`base`) that `key` selects ([`KeyHint::base`]).
+fn base_matches(key: &Key, base: &BTreeMap<String, Vec<u8>>) -> Vec<(String, Vec<u8>)> {
+    let mut found = Vec::new();
+    tx_select(&TxVars::default(), base, key, |k, v| found.push((k.clone(), v.clone())));
+    found
+}
+
+/// [`tx_select`] for the engine's variables `base` when the key knows which of them it
+/// selects ([`KeyHint::base`], found when the engine was built): only this request's
+/// variables are tested, merged in name order with those (this request's value first).
+/// `known_base_matches_agree_with_tx_select` checks it.
+fn tx_select_known<'m>(
+    mine: &'m TxVars,
+    base: &'m BTreeMap<String, Vec<u8>>,
+    key: &'m Key,
+    mut f: impl FnMut(&'m String, &'m Vec<u8>),
+) {
+    let Key::Regex(
+        _,
+        KeyHint {
+            base: Some(known),
+            prefix,
+            ..
+        },
+    ) = key
+    else {
+        tx_select(mine, base, key, f);
+        return;
+    };
+    let lo = prefix.as_deref().unwrap_or("");
+    let mut mine = mine
+        .from(lo)
+        .iter()
+        .take_while(move |(k, _)| k.starts_with(lo))
+        .filter(|(k, _)| key_matches(key, k.as_bytes()))
+        .peekable();
+    let mut known = known.iter().peekable();
+    loop {
+        let next = match (mine.peek(), known.peek()) {
+            (Some((a, _)), Some((b, _))) => match a.cmp(b) {
+                std::cmp::Ordering::Less => mine.next(),
+                std::cmp::Ordering::Greater => known.next(),
+                std::cmp::Ordering::Equal => {
+                    known.next();
+                    mine.next()
+                }
+            },
+            (Some(_), None) => mine.next(),
+            (None, Some(_)) => known.next(),
+            (None, None) => break,
+        };
+        if let Some((k, v)) = next {
+            f(k, v);
+        }
+    }
+}
+
 fn tx_copy(mine: &TxVars, base: &BTreeMap<String, Vec<u8>>, key: &Key, buf: &mut Vec<(String, Vec<u8>)>) -> usize {
     let mut n = 0;
-    tx_select(mine, base, key, |k, v| {
+    tx_select_known(mine, base, key, |k, v| {
         match buf.get_mut(n) {
             Some((bk, bv)) => {
                 bk.clone_from(k);
@@ -1590,8 +1660,8 @@ impl<'a> Eval<'a> {
     }
 
     /// Calls `f` on each transaction variable a key selects, in name order (see [`tx_select`]).
-    fn tx_each<'m>(&'m self, key: &Key, f: impl FnMut(&'m String, &'m Vec<u8>)) {
-        tx_select(&self.tx, &self.waf.tx, key, f);
+    fn tx_each<'m>(&'m self, key: &'m Key, f: impl FnMut(&'m String, &'m Vec<u8>)) {
+        tx_select_known(&self.tx, &self.waf.tx, key, f);
     }
 
     fn count(&self, sel: &Sel, prev: &[Hit]) -> usize {
@@ -3139,6 +3209,113 @@ mod tests {
             copied += n;
         }
         assert!(copied > 20_000, "{copied}");
+    }
+
+    /// A read through the engine's variables a key was found to select when the engine was
+    /// built ([`tx_select_known`]) selects what testing every variable selects ([`tx_select`]):
+    /// the shipped table's keys over the shipped engine's variables, and key expressions over
+    /// random engine variables (whose matches are found as the engine finds them), each with
+    /// random request variables, some of the same names; about 31,000 reads.
+    #[test]
+    fn known_base_matches_agree_with_tx_select() {
+        let w = shared();
+        let shipped: Vec<&Key> = w
+            .rules
+            .rules
+            .iter()
+            .flat_map(|r| &r.links)
+            .flat_map(|l| &l.targets)
+            .filter(|s| matches!(s.src, Src::Tx))
+            .map(|s| &s.key)
+            .collect();
+        assert!(shipped
+            .iter()
+            .any(|k| matches!(k, Key::Regex(_, KeyHint { base: Some(_), .. }))));
+        let exprs = [
+            "/^header_name_920450_/",
+            "/MULTIPART_HEADERS_CONTENT_TYPES_*/",
+            "/rfi_parameter_.*/",
+            "/HOST/",
+            "/^a/",
+            "/^allowed_/",
+            "/score$/",
+        ];
+        let words: Vec<String> =
+            w.tx.keys()
+                .cloned()
+                .chain(
+                    [
+                        "header_name_920450_",
+                        "multipart_headers_content_types",
+                        "_",
+                        "rfi_parameter_",
+                        "host",
+                        "a",
+                        "0",
+                        "score",
+                        "allowed_",
+                    ]
+                    .map(String::from),
+                )
+                .collect();
+        let mut rng = crate::testrng::Rng(0xbb67_ae85_84ca_a73b);
+        let name = |rng: &mut crate::testrng::Rng| -> String {
+            (0..=rng.below(3))
+                .map(|_| words[rng.below(words.len())].as_str())
+                .collect()
+        };
+        let (mut reads, mut selected, mut known_selected) = (0usize, 0usize, 0usize);
+        for round in 0..2_000 {
+            let mut base: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+            for _ in 0..rng.below(16) {
+                base.insert(name(&mut rng), vec![b'b', rng.next() as u8]);
+            }
+            let mut mine = TxVars::default();
+            for _ in 0..rng.below(16) {
+                let n = if rng.below(3) == 0 {
+                    // A name the engine's variables (shipped or random) have too.
+                    let pool: Vec<&String> = if round % 2 == 0 {
+                        w.tx.keys().collect()
+                    } else {
+                        base.keys().collect()
+                    };
+                    match pool.get(rng.below(pool.len().max(1))) {
+                        Some(k) => (*k).clone(),
+                        None => name(&mut rng),
+                    }
+                } else {
+                    name(&mut rng)
+                };
+                mine.set(&n).extend_from_slice(&[b'm', rng.next() as u8]);
+            }
+            let mut check = |key: &Key, base: &BTreeMap<String, Vec<u8>>| {
+                let (mut got, mut expected) = (Vec::new(), Vec::new());
+                tx_select_known(&mine, base, key, |k, v| got.push((k.clone(), v.clone())));
+                tx_select(&mine, base, key, |k, v| expected.push((k.clone(), v.clone())));
+                assert_eq!(got, expected, "{key:?}");
+                reads += 1;
+                selected += expected.len();
+                known_selected += expected.iter().filter(|(k, _)| mine.get(k).is_none()).count();
+            };
+            if round % 2 == 0 {
+                for key in &shipped {
+                    check(key, &w.tx);
+                }
+            } else {
+                for e in exprs {
+                    let mut key = crate::rules::parse_key_for_tests(e);
+                    let matched = base_matches(&key, &base);
+                    if let Key::Regex(_, hint) = &mut key {
+                        hint.base = Some(matched);
+                    }
+                    check(&key, &base);
+                }
+            }
+        }
+        assert!(
+            reads > 20_000 && selected > 3_000 && known_selected > 1_000,
+            "{reads} reads, {selected} selected, {known_selected} from the engine's variables"
+        );
     }
 
     /// [`TxVars`] holds what a `BTreeMap<String, Vec<u8>>` holds: 2,000 rounds (one set of

@@ -171,6 +171,10 @@ pub(crate) struct KeyHint {
     /// match, so the expression need not run on it (922110's key needs the letters of
     /// `multipart_headers_content_types`, which the argument counters' names lack).
     pub required: crate::screen::ByteSet,
+    /// For a key of transaction variables, the engine's own variables it selects, in name
+    /// order (set when the engine is built: those variables do not change), so that a read
+    /// tests only the request's variables.
+    pub base: Option<Vec<(String, Vec<u8>)>>,
 }
 
 /// The literal (lower case) every match of an expression anchored at the start (`^abc...`)
