@@ -1773,6 +1773,11 @@ impl<'a> Eval<'a> {
         self.entries.len() - 1
     }
 
+    /// Tests one value with a link: its transformations and operator, and [`Eval::matched`] on
+    /// a match. Inlined into [`Eval::link`], with [`Eval::test_entry`] and [`Eval::op`] inlined
+    /// into it: as three calls per operator run, their entries and exits (each saving and
+    /// restoring registers) and the arguments passed cost about 60 instructions a run.
+    #[inline(always)]
     fn test(&mut self, link: &'a Link, v: &Val<'_>, hits: &mut Vec<Hit>) {
         if link.multi {
             if let (Some(item), false) = (v.item, self.exhaustive) {
@@ -1849,6 +1854,7 @@ impl<'a> Eval<'a> {
     }
 
     /// Runs the operator on a cached transformed value of an item; whether it matched.
+    #[inline(always)]
     fn test_entry(&mut self, link: &'a Link, v: &Val<'_>, item: usize, e: usize, hits: &mut Vec<Hit>) -> bool {
         // Taken out while the operator runs (it may write captures), put back after.
         let taken = self.entries[e].take();
@@ -1995,6 +2001,7 @@ impl<'a> Eval<'a> {
     }
 
     /// Runs the operator; whether it matched (negation applied).
+    #[inline(always)]
     fn op(&mut self, link: &Link, value: &[u8], v: &Val<'_>) -> bool {
         if link.reads_tx {
             self.flush_all();
