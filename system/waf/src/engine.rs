@@ -1485,7 +1485,7 @@ impl<'a> Eval<'a> {
 
     /// Runs one rule; on a match, the name of what matched. `only` restricts the first link to
     /// the items of `cands[lo..hi]` (the prefilter found the rule's atoms nowhere else).
-    #[inline(never)]
+    #[inline(always)]
     fn rule(&mut self, rule: &'a Rule, only: Option<(usize, usize)>) -> Option<String> {
         let mut prev: Vec<Hit> = Vec::new();
         // The first link's first match names the rule's target, written out only when the
@@ -1525,7 +1525,11 @@ impl<'a> Eval<'a> {
         })
     }
 
-    #[inline(never)]
+    /// Evaluates one link of a rule on its targets; its matches. Inlined into [`Eval::rule`],
+    /// itself inlined into [`Waf::run`]'s loop over the rules: as calls they cost more (about
+    /// 9.5 K instructions on the 1 KB request) in entries, exits and arguments than their code
+    /// costs in the one loop that reaches them.
+    #[inline(always)]
     fn link(&mut self, rule: &'a Rule, link: &'a Link, prev: &[Hit], only: Option<(usize, usize)>) -> Vec<Hit> {
         let mut hits = Vec::new();
         for sel in &link.targets {
