@@ -16,7 +16,7 @@
 -- fillfactor 80 leaves a fifth of each new page free, so that the update that follows an insert
 -- (an attempt's outcome, an idempotency key's saved response, a charge's capture or refund)
 -- finds room on the row's own page and is a HOT update: no index entries, less WAL.
--- docs/performance.md ("Results (2026-12-07 …)") has the replayed figures.
+-- docs/performance.md ("Results (2026-12-06, night …)") has the replayed figures.
 DROP INDEX payment_attempts_account_created, payment_attempts_k1, payment_attempts_k2;
 DROP INDEX vault_cards_account_created, vault_cards_k1;
 DROP INDEX acquirer_ops_k1, acquirer_ops_k2;
