@@ -295,7 +295,7 @@ for p in 1 2; do
       "flows ok \(.flows_ok), failed \(.flows_failed), \(.flows_per_second | floor)/s; confirmed \(.confirmed) (\(.confirmed_per_second | floor)/s); max send lag \(.max_send_lag_ms | floor) ms",
       (.steps[] | "  \(.step | . + "               " | .[0:15]) n=\(.count)  p50 \(.p50_ms) ms  p90 \(.p90_ms)  p99 \(.p99_ms)  p99.9 \(.p999_ms)  max \(.max_ms)"),
       "  errors: \(.error_count) \(.errors)",
-      "  confirm p99 by second sent (ms): \([.timeline[] | .p99_ms | floor] | map(tostring) | join(" "))"' "$WORK/phase$p.json"
+      "  confirm p99 by second sent (ms): \([(.timeline // [])[] | .p99_ms | floor] | map(tostring) | join(" "))"' "$WORK/phase$p.json"
 done
 
 python3 - "$WORK/phase1.json" "$WORK/phase2.json" <<EOF
