@@ -7,6 +7,9 @@ use pay_waf::{HttpRequest, Waf, WafConfig};
 use std::hint::black_box;
 use std::time::Instant;
 
+#[path = "../examples/support/one_kb.rs"]
+mod one_kb;
+
 struct Req {
     method: String,
     uri: String,
@@ -54,35 +57,21 @@ fn corpus() -> Vec<Req> {
         .collect()
 }
 
-/// A typical ~1 KB form-encoded PaymentIntent creation.
+/// A typical ~1 KB form-encoded PaymentIntent creation (the request `examples/profile.rs`
+/// counts and `examples/tail.rs` times).
 fn one_kb() -> Req {
-    let mut body = String::from(
-        "amount=2000&currency=usd&payment_method=pm_1Q2w3E4r5T6y7U8i9O0p&confirm=true&capture_method=automatic\
-         &description=Order+%231234+-+2x+T-shirt+%28size%3A+M%2FL%29&receipt_email=jenny.rosen%40example.com\
-         &statement_descriptor_suffix=ORDER+1234&shipping%5Bname%5D=Jenny+Rosen\
-         &shipping%5Baddress%5D%5Bline1%5D=12+O%27Connell+St%2C+Apt+%234&shipping%5Baddress%5D%5Bcity%5D=Dublin\
-         &shipping%5Baddress%5D%5Bpostal_code%5D=D01+F5P2&shipping%5Baddress%5D%5Bcountry%5D=IE\
-         &expand%5B%5D=latest_charge&expand%5B%5D=customer",
-    );
-    let mut i = 0;
-    while body.len() < 1000 {
-        body.push_str(&format!("&metadata%5Bline_{i}%5D=SKU-{i:04}+Cotton+tee+%28blue%29+x1"));
-        i += 1;
-    }
+    let body = one_kb::body();
+    let len = body.len().to_string();
+    let r = one_kb::request(&body, &len);
     Req {
-        method: "POST".into(),
-        uri: "/v1/payment_intents".into(),
-        headers: vec![
-            ("Host".into(), "api.example.test".into()),
-            ("User-Agent".into(), "Stripe/v1 PythonBindings/16.1.0".into()),
-            ("Authorization".into(), "Bearer sk_test_6b86b273ff34fce19d6b804e".into()),
-            ("Content-Type".into(), "application/x-www-form-urlencoded".into()),
-            ("Accept".into(), "*/*".into()),
-            ("Stripe-Version".into(), "2026-06-24.dahlia".into()),
-            ("Idempotency-Key".into(), "5f1b1f0e-8f43-4e0e-a8a7-1c2d3e4f5a6b".into()),
-            ("Content-Length".into(), body.len().to_string()),
-        ],
-        body,
+        method: r.method.to_owned(),
+        uri: r.target.to_owned(),
+        headers: r
+            .headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), String::from_utf8_lossy(v).into_owned()))
+            .collect(),
+        body: body.clone(),
     }
 }
 

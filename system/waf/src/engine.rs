@@ -762,34 +762,45 @@ fn tx_select<'m>(
         }
         Key::Regex(_, hint) => hint.prefix.as_deref().unwrap_or(""),
     };
-    let mut base = base
+    let base = base
         .range::<str, _>((Bound::Included(lo), Bound::Unbounded))
         .take_while(move |(k, _)| k.starts_with(lo))
-        .peekable();
-    let mut mine = mine
+        .filter(|(k, _)| key_matches(key, k.as_bytes()));
+    let mine = mine
         .from(lo)
         .iter()
         .map(|(k, v)| (k, v))
         .take_while(move |(k, _)| k.starts_with(lo))
-        .peekable();
+        .filter(|(k, _)| key_matches(key, k.as_bytes()));
+    merge_by_name(mine, base, f);
+}
+
+/// Calls `f` with the variables of two runs sorted by name, in name order; a name in both is
+/// given once, with the value of `mine` (this request's variables hide the engine's).
+#[inline(always)]
+fn merge_by_name<'m>(
+    mine: impl Iterator<Item = (&'m String, &'m Vec<u8>)>,
+    other: impl Iterator<Item = (&'m String, &'m Vec<u8>)>,
+    mut f: impl FnMut(&'m String, &'m Vec<u8>),
+) {
+    let mut mine = mine.peekable();
+    let mut other = other.peekable();
     loop {
-        let next = match (mine.peek(), base.peek()) {
+        let next = match (mine.peek(), other.peek()) {
             (Some((a, _)), Some((b, _))) => match a.cmp(b) {
                 std::cmp::Ordering::Less => mine.next(),
-                std::cmp::Ordering::Greater => base.next(),
+                std::cmp::Ordering::Greater => other.next(),
                 std::cmp::Ordering::Equal => {
-                    base.next();
+                    other.next();
                     mine.next()
                 }
             },
             (Some(_), None) => mine.next(),
-            (None, Some(_)) => base.next(),
+            (None, Some(_)) => other.next(),
             (None, None) => break,
         };
         if let Some((k, v)) = next {
-            if key_matches(key, k.as_bytes()) {
-                f(k, v);
-            }
+            f(k, v);
         }
     }
 }
@@ -812,7 +823,7 @@ fn tx_select_known<'m>(
     mine: &'m TxVars,
     base: &'m BTreeMap<String, Vec<u8>>,
     key: &'m Key,
-    mut f: impl FnMut(&'m String, &'m Vec<u8>),
+    f: impl FnMut(&'m String, &'m Vec<u8>),
 ) {
     let Key::Regex(
         _,
@@ -827,31 +838,13 @@ fn tx_select_known<'m>(
         return;
     };
     let lo = prefix.as_deref().unwrap_or("");
-    let mut mine = mine
+    let mine = mine
         .from(lo)
         .iter()
+        .map(|(k, v)| (k, v))
         .take_while(move |(k, _)| k.starts_with(lo))
-        .filter(|(k, _)| key_matches(key, k.as_bytes()))
-        .peekable();
-    let mut known = known.iter().peekable();
-    loop {
-        let next = match (mine.peek(), known.peek()) {
-            (Some((a, _)), Some((b, _))) => match a.cmp(b) {
-                std::cmp::Ordering::Less => mine.next(),
-                std::cmp::Ordering::Greater => known.next(),
-                std::cmp::Ordering::Equal => {
-                    known.next();
-                    mine.next()
-                }
-            },
-            (Some(_), None) => mine.next(),
-            (None, Some(_)) => known.next(),
-            (None, None) => break,
-        };
-        if let Some((k, v)) = next {
-            f(k, v);
-        }
-    }
+        .filter(|(k, _)| key_matches(key, k.as_bytes()));
+    merge_by_name(mine, known.iter().map(|(k, v)| (k, v)), f);
 }
 
 fn tx_copy(mine: &TxVars, base: &BTreeMap<String, Vec<u8>>, key: &Key, buf: &mut Vec<(String, Vec<u8>)>) -> usize {

@@ -1,6 +1,6 @@
-//! The benchmark's typical 1 KB form-encoded PaymentIntent request (`benches/inspect.rs`
-//! builds the same one), for the examples that drive the engine with it: `profile` counts its
-//! instructions, `tail` times it.
+//! The benchmark's typical 1 KB form-encoded PaymentIntent request, shared by what drives the
+//! engine with it: `benches/inspect.rs` times it with criterion, `examples/profile.rs` counts
+//! its instructions, `examples/tail.rs` times consecutive inspections.
 
 use pay_waf::HttpRequest;
 
