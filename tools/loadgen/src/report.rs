@@ -97,15 +97,13 @@ impl Recorder {
         while self.timeline.len() <= second {
             self.timeline.push(new_histogram());
         }
-        let micros = (latency.as_micros().min(u128::from(MAX_MICROS)) as u64).max(1);
-        self.timeline[second].saturating_record(micros);
+        self.timeline[second].saturating_record(micros(latency));
     }
 
     /// Records a successful step's latency.
     pub fn latency(&mut self, step: Step, latency: Duration) {
-        let micros = (latency.as_micros().min(u128::from(MAX_MICROS)) as u64).max(1);
         if let Some(h) = self.steps.get_mut(&step) {
-            h.saturating_record(micros);
+            h.saturating_record(micros(latency));
         }
     }
 
@@ -153,7 +151,7 @@ impl Recorder {
                 p90_ms: quantile_ms(h, 0.90),
                 p99_ms: quantile_ms(h, 0.99),
                 p999_ms: quantile_ms(h, 0.999),
-                max_ms: if h.is_empty() { 0.0 } else { h.max() as f64 / 1000.0 },
+                max_ms: max_ms(h),
             })
             .collect();
         Report {
@@ -178,11 +176,25 @@ impl Recorder {
                     confirms: h.len(),
                     p50_ms: quantile_ms(h, 0.50),
                     p99_ms: quantile_ms(h, 0.99),
-                    max_ms: if h.is_empty() { 0.0 } else { h.max() as f64 / 1000.0 },
+                    max_ms: max_ms(h),
                 })
                 .collect(),
             flows_run_total: 0,
         }
+    }
+}
+
+/// A latency as the histograms record it: whole microseconds, from 1 to [`MAX_MICROS`].
+fn micros(latency: Duration) -> u64 {
+    (latency.as_micros().min(u128::from(MAX_MICROS)) as u64).max(1)
+}
+
+/// The largest recorded latency in ms (0 for an empty histogram).
+fn max_ms(h: &Histogram<u64>) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else {
+        h.max() as f64 / 1000.0
     }
 }
 
