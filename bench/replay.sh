@@ -16,7 +16,8 @@
 # spends on a flow. Their parameters are typed in the statement (`$1::jsonb`), so the logged
 # text replays as it ran; a statement that fails stops the replay. The baseline is the database the
 # migrations give; each VARIANT.sql is applied after them for a row of its own. Every row is
-# the median of --repeat runs (default 3), each on a new database.
+# the median of --repeat runs (default 3), each on a new database; the databases take turns,
+# one run each per round.
 # Environment: PG_BIN (default /usr/lib/postgresql/15/bin).
 set -euo pipefail
 
@@ -132,10 +133,18 @@ EOF
 
 CALLS=$(cat "$WORK/replay.sql.calls")
 printf '%-40s %10s %10s %13s %s\n' "database" "CPU (min)" "(median)" "per call" "runs"
-for variant in "" "$@"; do
-    runs=()
-    for _ in $(seq 1 "$REPEAT"); do runs+=("$(replay_once "$variant")"); done
+# The databases take turns, one run each per round, so that a machine getting busier or quieter
+# during the replay moves every row alike instead of favouring the rows measured last.
+VARIANTS=("" "$@")
+declare -a RUNS
+for _ in $(seq 1 "$REPEAT"); do
+    for i in "${!VARIANTS[@]}"; do
+        RUNS[i]="${RUNS[i]:-} $(replay_once "${VARIANTS[i]}")"
+    done
+done
+for i in "${!VARIANTS[@]}"; do
+    read -r -a runs <<<"${RUNS[i]}"
     read -r least median < <(printf '%s\n' "${runs[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[1], v[int((NR + 1) / 2)] }')
-    printf '%-40s %8s s %8s s %10.1f µs %s\n' "${variant:-migrations (baseline)}" "$least" "$median" \
+    printf '%-40s %8s s %8s s %10.1f µs %s\n' "${VARIANTS[i]:-migrations (baseline)}" "$least" "$median" \
         "$(awk -v m="$least" -v n="$CALLS" 'BEGIN { print m * 1000000 / n }')" "${runs[*]}"
 done
