@@ -690,7 +690,7 @@ fn coll_ranges(p: &Parsed) -> [(u32, u32); Coll::COUNT] {
     ranges
 }
 
-fn coll_name(c: Option<Coll>) -> &'static str {
+const fn coll_name(c: Option<Coll>) -> &'static str {
     match c {
         Some(Coll::ArgsGet | Coll::ArgsPost) => "ARGS",
         Some(Coll::ArgsGetNames | Coll::ArgsPostNames) => "ARGS_NAMES",
@@ -712,6 +712,60 @@ fn coll_name(c: Option<Coll>) -> &'static str {
         Some(Coll::MultipartPartHeaders) => "MULTIPART_PART_HEADERS",
         None => "TX",
     }
+}
+
+/// Every collection, for building [`COLL_NAME_BYTES`].
+const ALL_COLLS: [Coll; Coll::COUNT] = [
+    Coll::ArgsGet,
+    Coll::ArgsGetNames,
+    Coll::ArgsPost,
+    Coll::ArgsPostNames,
+    Coll::Cookies,
+    Coll::CookiesNames,
+    Coll::Headers,
+    Coll::HeadersNames,
+    Coll::Filename,
+    Coll::Basename,
+    Coll::Uri,
+    Coll::Line,
+    Coll::QueryString,
+    Coll::Body,
+    Coll::Xml,
+    Coll::Files,
+    Coll::FilesNames,
+    Coll::Method,
+    Coll::Protocol,
+    Coll::MultipartPartHeaders,
+];
+
+/// The byte set of each collection's [`coll_name`] (`coll as usize`; the last, `TX`, for
+/// `None`), computed when compiled rather than by [`ByteSet::of`] on each recorded `setvar`.
+const COLL_NAME_BYTES: [ByteSet; Coll::COUNT + 1] = {
+    /// [`ByteSet::of`] in a constant.
+    const fn of(name: &str) -> ByteSet {
+        let b = name.as_bytes();
+        let mut s = [0u64; 4];
+        let mut i = 0;
+        while i < b.len() {
+            s[(b[i] >> 6) as usize] |= 1 << (b[i] & 63);
+            i += 1;
+        }
+        ByteSet(s)
+    }
+    let mut t = [ByteSet::EMPTY; Coll::COUNT + 1];
+    let mut i = 0;
+    while i < Coll::COUNT {
+        t[ALL_COLLS[i] as usize] = of(coll_name(Some(ALL_COLLS[i])));
+        i += 1;
+    }
+    t[Coll::COUNT] = of(coll_name(None));
+    t
+};
+
+/// `ByteSet::of(coll_name(c).as_bytes())`, from [`COLL_NAME_BYTES`].
+#[inline]
+fn coll_name_bytes(c: Option<Coll>) -> ByteSet {
+    COLL_NAME_BYTES[c.map_or(Coll::COUNT, |c| c as usize)]
 }
 
 fn key_matches(key: &Key, name: &[u8]) -> bool {
@@ -1019,7 +1073,7 @@ fn recorded_name_bytes(
     match m.kind {
         MacroKind::Tx(_) => None,
         MacroKind::MatchedName => {
-            let mut b = m.text.union(ByteSet::of(coll_name(coll).as_bytes())).union(name());
+            let mut b = m.text.union(coll_name_bytes(coll)).union(name());
             b.insert(b':');
             Some(b)
         }
@@ -2498,6 +2552,18 @@ mod tests {
             cases += 1;
         }
         assert!(cases >= 20_000 && direct > 5_000, "{direct} of {cases} built directly");
+    }
+
+    /// The precomputed byte set of every collection's name, and of `TX`'s, is
+    /// [`ByteSet::of`] of the name (exhaustive: every collection and `None`).
+    #[test]
+    fn coll_name_bytes_are_the_names_bytes() {
+        for (i, c) in ALL_COLLS.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?}");
+        }
+        for c in ALL_COLLS.iter().map(|&c| Some(c)).chain([None]) {
+            assert_eq!(coll_name_bytes(c), ByteSet::of(coll_name(c).as_bytes()), "{c:?}");
+        }
     }
 
     /// `flush_for` passes over a recorded `setvar` name only when the key does not select it:
