@@ -714,30 +714,6 @@ const fn coll_name(c: Option<Coll>) -> &'static str {
     }
 }
 
-/// Every collection, for building [`COLL_NAME_BYTES`].
-const ALL_COLLS: [Coll; Coll::COUNT] = [
-    Coll::ArgsGet,
-    Coll::ArgsGetNames,
-    Coll::ArgsPost,
-    Coll::ArgsPostNames,
-    Coll::Cookies,
-    Coll::CookiesNames,
-    Coll::Headers,
-    Coll::HeadersNames,
-    Coll::Filename,
-    Coll::Basename,
-    Coll::Uri,
-    Coll::Line,
-    Coll::QueryString,
-    Coll::Body,
-    Coll::Xml,
-    Coll::Files,
-    Coll::FilesNames,
-    Coll::Method,
-    Coll::Protocol,
-    Coll::MultipartPartHeaders,
-];
-
 /// The byte set of each collection's [`coll_name`] (`coll as usize`; the last, `TX`, for
 /// `None`), computed when compiled rather than by [`ByteSet::of`] on each recorded `setvar`.
 const COLL_NAME_BYTES: [ByteSet; Coll::COUNT + 1] = {
@@ -755,7 +731,7 @@ const COLL_NAME_BYTES: [ByteSet; Coll::COUNT + 1] = {
     let mut t = [ByteSet::EMPTY; Coll::COUNT + 1];
     let mut i = 0;
     while i < Coll::COUNT {
-        t[ALL_COLLS[i] as usize] = of(coll_name(Some(ALL_COLLS[i])));
+        t[Coll::ALL[i] as usize] = of(coll_name(Some(Coll::ALL[i])));
         i += 1;
     }
     t[Coll::COUNT] = of(coll_name(None));
@@ -2558,10 +2534,7 @@ mod tests {
     /// [`ByteSet::of`] of the name (exhaustive: every collection and `None`).
     #[test]
     fn coll_name_bytes_are_the_names_bytes() {
-        for (i, c) in ALL_COLLS.iter().enumerate() {
-            assert_eq!(*c as usize, i, "{c:?}");
-        }
-        for c in ALL_COLLS.iter().map(|&c| Some(c)).chain([None]) {
+        for c in Coll::ALL.iter().map(|&c| Some(c)).chain([None]) {
             assert_eq!(coll_name_bytes(c), ByteSet::of(coll_name(c).as_bytes()), "{c:?}");
         }
     }
@@ -3173,30 +3146,7 @@ mod tests {
         for w in [shared(), &second] {
             let pf = &w.rules.prefilter;
             assert!(pf.atom_rules.len() > 1000, "{}", pf.atom_rules.len());
-            let colls = [
-                Coll::ArgsGet,
-                Coll::ArgsGetNames,
-                Coll::ArgsPost,
-                Coll::ArgsPostNames,
-                Coll::Cookies,
-                Coll::CookiesNames,
-                Coll::Headers,
-                Coll::HeadersNames,
-                Coll::Filename,
-                Coll::Basename,
-                Coll::Uri,
-                Coll::Line,
-                Coll::QueryString,
-                Coll::Body,
-                Coll::Xml,
-                Coll::Files,
-                Coll::FilesNames,
-                Coll::Method,
-                Coll::Protocol,
-                Coll::MultipartPartHeaders,
-            ];
-            assert_eq!(colls.len(), Coll::COUNT);
-            for coll in colls {
+            for coll in Coll::ALL {
                 let c = coll as usize;
                 for (a, pairs) in pf.atom_rules.iter().enumerate() {
                     cases += 1;

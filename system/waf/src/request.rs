@@ -102,6 +102,30 @@ pub enum Coll {
 impl Coll {
     /// Number of collections (`coll as usize` is below it).
     pub const COUNT: usize = Coll::MultipartPartHeaders as usize + 1;
+
+    /// Every collection, in `coll as usize` order (`every_collection_in_index_order`).
+    pub const ALL: [Coll; Coll::COUNT] = [
+        Coll::ArgsGet,
+        Coll::ArgsGetNames,
+        Coll::ArgsPost,
+        Coll::ArgsPostNames,
+        Coll::Cookies,
+        Coll::CookiesNames,
+        Coll::Headers,
+        Coll::HeadersNames,
+        Coll::Filename,
+        Coll::Basename,
+        Coll::Uri,
+        Coll::Line,
+        Coll::QueryString,
+        Coll::Body,
+        Coll::Xml,
+        Coll::Files,
+        Coll::FilesNames,
+        Coll::Method,
+        Coll::Protocol,
+        Coll::MultipartPartHeaders,
+    ];
 }
 
 /// One value of a collection. Its bytes are in the [`Parsed`] it belongs to: read them with
@@ -943,6 +967,13 @@ mod tests {
             assert_eq!(p.name(&p.coll(Coll::Line)[0]), b"");
             let raw: Vec<&[u8]> = p.coll(Coll::Body).iter().map(|i| p.value(i)).collect();
             assert_eq!(raw, if body.is_empty() { vec![] } else { vec![&body[..]] });
+        }
+    }
+
+    #[test]
+    fn every_collection_in_index_order() {
+        for (i, c) in Coll::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?}");
         }
     }
 
