@@ -717,24 +717,13 @@ const fn coll_name(c: Option<Coll>) -> &'static str {
 /// The byte set of each collection's [`coll_name`] (`coll as usize`; the last, `TX`, for
 /// `None`), computed when compiled rather than by [`ByteSet::of`] on each recorded `setvar`.
 const COLL_NAME_BYTES: [ByteSet; Coll::COUNT + 1] = {
-    /// [`ByteSet::of`] in a constant.
-    const fn of(name: &str) -> ByteSet {
-        let b = name.as_bytes();
-        let mut s = [0u64; 4];
-        let mut i = 0;
-        while i < b.len() {
-            s[(b[i] >> 6) as usize] |= 1 << (b[i] & 63);
-            i += 1;
-        }
-        ByteSet(s)
-    }
     let mut t = [ByteSet::EMPTY; Coll::COUNT + 1];
     let mut i = 0;
     while i < Coll::COUNT {
-        t[Coll::ALL[i] as usize] = of(coll_name(Some(Coll::ALL[i])));
+        t[Coll::ALL[i] as usize] = ByteSet::from_bytes(coll_name(Some(Coll::ALL[i])).as_bytes());
         i += 1;
     }
-    t[Coll::COUNT] = of(coll_name(None));
+    t[Coll::COUNT] = ByteSet::from_bytes(coll_name(None).as_bytes());
     t
 };
 
