@@ -1,10 +1,19 @@
 //! The `fraud` role: an HTTP service over `pay-net`.
 //!
 //! * `POST /v1/score` and `POST /v1/outcomes`: the payment service only (service identity
-//!   checked). Scoring loads the merchant's rules and the value lists they name from the store
-//!   (so a rule saved through the API applies to the next payment, on every fraud host), records
-//!   the attempt in the velocity store and scores it. If the velocity store fails, the payment
-//!   is scored without velocity (`velocity_known: false`) rather than failing the payment.
+//!   checked). Scoring uses the merchant's rules and the value lists they name as the store
+//!   holds them (so a rule saved through the API applies to the next payment, on every fraud
+//!   host), records the attempt in the velocity store and scores it. If the velocity store
+//!   fails, the payment is scored without velocity (`velocity_known: false`) rather than
+//!   failing the payment.
+//!
+//!   A host keeps each account's rules and lists compiled (`RadarCache`) with the account's
+//!   Radar generation: the version of its `radar_configs` record, which every change of its
+//!   rules, lists or items updates in the same store transaction as the change. Scoring reads
+//!   that one record by id and reuses the compiled configuration while the version is the one
+//!   it was compiled at; otherwise it lists the rules and lists again. So a change saved on any
+//!   host is seen by the next payment every host scores, at the cost of one read by id instead
+//!   of a list of the rules, a list of the lists and a look-up of each list's items.
 //! * `/v1/radar/rules…`, `/v1/radar/value_lists…`, `/v1/radar/value_list_items…`: the API only.
 //!   Rules are validated on save (a bad rule is a 400 whose message gives line and column) and
 //!   stored in the `radar_rules` table; lists and items in `value_lists` / `value_list_items`.
@@ -26,12 +35,16 @@ use pay_proto::fraud::*;
 use pay_store::{Db, Entity, Index, ListQuery, StoreError, Table};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Most rules per account.
 pub const MAX_RULES: usize = 500;
 /// Most items loaded per list when scoring.
 pub const MAX_LIST_ITEMS: u32 = 10_000;
+/// Most accounts whose compiled Radar configuration a fraud host keeps.
+pub const MAX_CACHED_CONFIGS: usize = 10_000;
+/// Tries of a Radar configuration change whose generation record another change moved first.
+const GENERATION_RETRIES: usize = 8;
 
 /// A stored rule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +146,74 @@ impl Entity for ItemRecord {
     }
 }
 
+/// An account's Radar generation (table `radar_configs`, id = the account): written, in the
+/// same store transaction, by every change of the account's rules, value lists or list items,
+/// so that its version says which configuration is current. A fraud host compares it with
+/// the version its compiled copy was made at (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RadarConfigRecord {
+    /// The account (also the record's id).
+    pub account: String,
+    /// Unix ms of the first change.
+    pub created_ms: i64,
+    /// Unix ms of the latest change.
+    pub changed_ms: i64,
+}
+
+impl Entity for RadarConfigRecord {
+    const TABLE: Table = Table::RadarConfigs;
+    fn id(&self) -> &str {
+        &self.account
+    }
+    fn account(&self) -> &str {
+        &self.account
+    }
+    fn created(&self) -> Timestamp {
+        Timestamp(self.created_ms)
+    }
+}
+
+/// An account's rules and lists, compiled, and the generation they were read at (0: the
+/// account had no `radar_configs` record then).
+struct CompiledConfig {
+    generation: i64,
+    lists: MemoryLists,
+    rules: RuleSet,
+}
+
+/// The compiled Radar configuration of the accounts a host scored lately, at most
+/// [`MAX_CACHED_CONFIGS`] (past that, the entry of the lowest account id is dropped: an order
+/// that needs no clock and replays the same in the simulator).
+#[derive(Default)]
+struct RadarCache {
+    configs: Mutex<BTreeMap<String, Arc<CompiledConfig>>>,
+}
+
+impl RadarCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<CompiledConfig>>> {
+        // Every statement under the lock leaves the map consistent.
+        self.configs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The account's configuration if it was compiled at `generation`.
+    fn current(&self, account: &str, generation: i64) -> Option<Arc<CompiledConfig>> {
+        self.lock().get(account).filter(|c| c.generation == generation).cloned()
+    }
+
+    /// Keeps `config` for `account`, unless a configuration of a later generation is kept
+    /// already (a slower concurrent load must not replace a newer one).
+    fn keep(&self, account: &str, config: Arc<CompiledConfig>) {
+        let mut m = self.lock();
+        if m.get(account).is_some_and(|c| c.generation > config.generation) {
+            return;
+        }
+        if !m.contains_key(account) && m.len() >= MAX_CACHED_CONFIGS {
+            m.pop_first();
+        }
+        m.insert(account.to_owned(), config);
+    }
+}
+
 /// Item types Stripe offers; all but `case_sensitive_string` and `card_fingerprint` compare
 /// case-insensitively.
 pub const ITEM_TYPES: &[&str] = &[
@@ -200,6 +281,7 @@ pub struct FraudService {
     env: Env,
     engine: FraudEngine,
     velocity: Arc<dyn VelocityStore>,
+    cache: RadarCache,
 }
 
 impl FraudService {
@@ -210,7 +292,75 @@ impl FraudService {
             env,
             engine,
             velocity,
+            cache: RadarCache::default(),
         }
+    }
+
+    /// The account's Radar generation: its `radar_configs` record's version, 0 without one.
+    async fn generation(&self, account: &str) -> Result<Option<pay_store::Versioned<RadarConfigRecord>>, ApiError> {
+        self.db.get::<RadarConfigRecord>(account).await.map_err(store)
+    }
+
+    /// The account's rules and lists, compiled: the kept copy while the account's generation is
+    /// the one it was made at, else read from the store and kept.
+    async fn config(&self, account: &str) -> Result<Arc<CompiledConfig>, ApiError> {
+        let generation = self.generation(account).await?.map_or(0, |v| v.version);
+        if let Some(c) = self.cache.current(account, generation) {
+            return Ok(c);
+        }
+        // Read after the generation: what is read is at least as new as what the generation
+        // names, so a copy is never kept under a generation later than its contents.
+        let (lists, _) = self.lists(account, true).await?;
+        let rules = self.rules(account, &lists).await?;
+        let config = Arc::new(CompiledConfig {
+            generation,
+            lists,
+            rules,
+        });
+        self.cache.keep(account, config.clone());
+        Ok(config)
+    }
+
+    /// Commits a change of the account's rules or lists (the writes `build` adds) together with
+    /// a new version of its Radar generation, retrying when another change moved the
+    /// generation first. Conflicts on the change's own records are the caller's to read.
+    async fn commit_config_change(
+        &self,
+        account: &str,
+        build: impl Fn(&mut pay_store::TxnBuilder),
+    ) -> Result<(), StoreError> {
+        let now = self.env.now().millis();
+        for _ in 0..GENERATION_RETRIES {
+            let current = self.db.get::<RadarConfigRecord>(account).await?;
+            let mut txn = self.db.txn();
+            build(&mut txn);
+            match current {
+                Some(v) => {
+                    let next = RadarConfigRecord {
+                        changed_ms: now,
+                        ..v.value
+                    };
+                    txn.update(v.version, &next);
+                }
+                None => {
+                    txn.insert(&RadarConfigRecord {
+                        account: account.to_owned(),
+                        created_ms: now,
+                        changed_ms: now,
+                    });
+                }
+            }
+            match self.db.commit(txn).await {
+                Err(StoreError::Conflict {
+                    table: Table::RadarConfigs,
+                    ..
+                }) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the account's Radar configuration kept changing; try again".into(),
+        ))
     }
 
     async fn all<T: Entity>(
@@ -286,16 +436,13 @@ impl FraudService {
     /// Scores an attempt.
     pub async fn score(&self, req: ScoreRequest) -> Result<ScoreResponse, ApiError> {
         let ctx = context(&req, self.env.now());
-        let (lists, _) = self.lists(req.account.as_str(), true).await?;
-        let rules = self.rules(req.account.as_str(), &lists).await?;
-        let (a, known) = match self.engine.assess(self.velocity.as_ref(), &ctx, &rules, &lists).await {
+        let config = self.config(req.account.as_str()).await?;
+        let (rules, lists) = (&config.rules, &config.lists);
+        let (a, known) = match self.engine.assess(self.velocity.as_ref(), &ctx, rules, lists).await {
             Ok(a) => (a, true),
             Err(e) => {
                 tracing::warn!(error = %e, attempt = %req.attempt_id, "velocity unavailable; scoring without it");
-                (
-                    self.engine.score(&ctx, &VelocityCounts::unknown(), &rules, &lists),
-                    false,
-                )
+                (self.engine.score(&ctx, &VelocityCounts::unknown(), rules, lists), false)
             }
         };
         if known && a.outcome.action == Action::Block {
@@ -385,10 +532,13 @@ impl FraudService {
             text: compiled.ast.to_string(),
             created_ms: self.env.now().millis(),
         };
-        let mut txn = self.db.txn();
-        txn.insert(&rec);
-        match self.db.commit(txn).await {
-            Ok(_) | Err(StoreError::Conflict { .. }) => {}
+        match self
+            .commit_config_change(account, |t| {
+                t.insert(&rec);
+            })
+            .await
+        {
+            Ok(()) | Err(StoreError::Conflict { .. }) => {}
             Err(e) => return Err(store(e)),
         }
         Ok(rule_object(&rec))
@@ -445,9 +595,11 @@ impl FraudService {
         else {
             return Err(ApiError::no_such("radar.rule", "id", &req.id));
         };
-        let mut txn = self.db.txn();
-        txn.delete::<RuleRecord>(&req.id, Some(v.version));
-        self.db.commit(txn).await.map_err(store)?;
+        self.commit_config_change(req.account.as_str(), |t| {
+            t.delete::<RuleRecord>(&req.id, Some(v.version));
+        })
+        .await
+        .map_err(store)?;
         Ok(Deleted {
             id: req.id,
             object: "radar.rule".into(),
@@ -507,10 +659,13 @@ impl FraudService {
             metadata: req.metadata,
             created_ms: self.env.now().millis(),
         };
-        let mut txn = self.db.txn();
-        txn.insert(&rec);
-        match self.db.commit(txn).await {
-            Ok(_) | Err(StoreError::Conflict { .. }) => {}
+        match self
+            .commit_config_change(account, |t| {
+                t.insert(&rec);
+            })
+            .await
+        {
+            Ok(()) | Err(StoreError::Conflict { .. }) => {}
             Err(e) => return Err(store(e)),
         }
         Ok(list_object(&rec))
@@ -563,15 +718,19 @@ impl FraudService {
             if items.is_empty() {
                 break;
             }
-            let mut txn = self.db.txn();
-            for i in &items {
-                txn.delete::<ItemRecord>(&i.value.id, None);
-            }
-            self.db.commit(txn).await.map_err(store)?;
+            self.commit_config_change(account, |t| {
+                for i in &items {
+                    t.delete::<ItemRecord>(&i.value.id, None);
+                }
+            })
+            .await
+            .map_err(store)?;
         }
-        let mut txn = self.db.txn();
-        txn.delete::<ListRecord>(&req.id, Some(list.version));
-        self.db.commit(txn).await.map_err(store)?;
+        self.commit_config_change(account, |t| {
+            t.delete::<ListRecord>(&req.id, Some(list.version));
+        })
+        .await
+        .map_err(store)?;
         Ok(Deleted {
             id: req.id,
             object: "radar.value_list".into(),
@@ -617,10 +776,13 @@ impl FraudService {
             value,
             created_ms: self.env.now().millis(),
         };
-        let mut txn = self.db.txn();
-        txn.insert(&rec).check::<ListRecord>(&list.value.id, list.version);
-        match self.db.commit(txn).await {
-            Ok(_) => {}
+        match self
+            .commit_config_change(account, |t| {
+                t.insert(&rec).check::<ListRecord>(&list.value.id, list.version);
+            })
+            .await
+        {
+            Ok(()) => {}
             Err(StoreError::Conflict {
                 table: Table::ValueListItems,
                 ..
@@ -655,9 +817,11 @@ impl FraudService {
         else {
             return Err(ApiError::no_such("radar.value_list_item", "id", &req.id));
         };
-        let mut txn = self.db.txn();
-        txn.delete::<ItemRecord>(&req.id, Some(v.version));
-        self.db.commit(txn).await.map_err(store)?;
+        self.commit_config_change(req.account.as_str(), |t| {
+            t.delete::<ItemRecord>(&req.id, Some(v.version));
+        })
+        .await
+        .map_err(store)?;
         Ok(Deleted {
             id: req.id,
             object: "radar.value_list_item".into(),

@@ -153,3 +153,172 @@ async fn rules_and_lists_decide_and_blocks_count_as_declines() {
         .unwrap();
     assert!(page.data.is_empty());
 }
+
+/// A store that notes what each request read or wrote, over the in-memory backend.
+struct Noting {
+    inner: MemoryBackend,
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl Noting {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+#[async_trait::async_trait]
+impl pay_store::Backend for Noting {
+    async fn execute(&self, req: pay_store::Request) -> Result<pay_store::Response, pay_store::StoreError> {
+        let what = match &req {
+            pay_store::Request::Get { table, .. } => format!("get {table}"),
+            pay_store::Request::Find { table, .. } => format!("find {table}"),
+            pay_store::Request::List(q) => format!("list {}", q.table),
+            pay_store::Request::Commit(_) => "commit".to_owned(),
+            _ => "other".to_owned(),
+        };
+        self.seen.lock().unwrap().push(what);
+        self.inner.execute(req).await
+    }
+    fn describe(&self) -> String {
+        "noting memory store".into()
+    }
+}
+
+fn fraud_host(db: &Db, env: &Env) -> FraudService {
+    FraudService::new(
+        db.clone(),
+        env.clone(),
+        FraudEngine::builtin(),
+        Arc::new(MemoryVelocityStore::default()),
+    )
+}
+
+/// What `host` decides for a payment by the listed email address.
+async fn action_for_fraudster(host: &FraudService, acct: &AccountId, n: u32) -> String {
+    let req = score_req(acct, &format!("pa_{n}"), "fraudster@example.com");
+    host.score(req).await.unwrap().action
+}
+
+fn blocked_emails_rule(acct: &AccountId) -> CreateRule {
+    CreateRule {
+        account: acct.clone(),
+        predicate: "Block if :email: in @blocked_emails".into(),
+        request_key: None,
+    }
+}
+
+#[tokio::test]
+async fn a_change_saved_on_one_host_decides_the_next_payment_on_every_host() {
+    let (env, _clock) = Env::deterministic("fraud", 7, Timestamp::from_secs(1_800_000_000));
+    let db = Db::new(Arc::new(MemoryBackend::new()), env.clone());
+    let (a, b) = (fraud_host(&db, &env), fraud_host(&db, &env));
+    let acct = AccountId::parse("acct_hosts").unwrap();
+    let n = std::cell::Cell::new(0);
+    let action = |host| {
+        n.set(n.get() + 1);
+        action_for_fraudster(host, &acct, n.get())
+    };
+    // Host b compiles the account's (empty) configuration first.
+    assert_eq!(action(&b).await, "allow");
+    let list = a
+        .create_value_list(CreateValueList {
+            account: acct.clone(),
+            alias: "blocked_emails".into(),
+            name: "Blocked".into(),
+            item_type: Some("email".into()),
+            metadata: Default::default(),
+            request_key: None,
+        })
+        .await
+        .unwrap();
+    let item = a
+        .create_value_list_item(CreateValueListItem {
+            account: acct.clone(),
+            value_list: list.id.clone(),
+            value: "fraudster@example.com".into(),
+            request_key: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(action(&b).await, "allow", "a list without a rule decides nothing");
+    let rule = a.create_rule(blocked_emails_rule(&acct)).await.unwrap();
+    assert_eq!(action(&b).await, "block", "a rule saved on a");
+    a.delete_value_list_item(DeleteObject {
+        account: acct.clone(),
+        id: item.id.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(action(&b).await, "allow", "an item deleted on a");
+    b.create_value_list_item(CreateValueListItem {
+        account: acct.clone(),
+        value_list: list.id.clone(),
+        value: "FRAUDSTER@example.com".into(),
+        request_key: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(action(&a).await, "block", "an item added on b");
+    b.delete_rule(DeleteObject {
+        account: acct.clone(),
+        id: rule.id.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(action(&a).await, "allow", "a rule deleted on b");
+    assert_eq!(action(&b).await, "allow");
+}
+
+#[tokio::test]
+async fn scoring_reads_only_the_generation_while_the_configuration_is_unchanged() {
+    let (env, _clock) = Env::deterministic("fraud", 7, Timestamp::from_secs(1_800_000_000));
+    let store = Arc::new(Noting {
+        inner: MemoryBackend::new(),
+        seen: Default::default(),
+    });
+    let db = Db::new(store.clone(), env.clone());
+    let s = fraud_host(&db, &env);
+    let acct = AccountId::parse("acct_cached").unwrap();
+    s.create_value_list(CreateValueList {
+        account: acct.clone(),
+        alias: "blocked_emails".into(),
+        name: "Blocked".into(),
+        item_type: Some("email".into()),
+        metadata: Default::default(),
+        request_key: None,
+    })
+    .await
+    .unwrap();
+    s.create_rule(blocked_emails_rule(&acct)).await.unwrap();
+    store.take();
+    s.score(score_req(&acct, "pa_1", "a@example.com")).await.unwrap();
+    let first = store.take();
+    assert_eq!(first[0], "get radar_configs", "{first:?}");
+    for read in ["list value_lists", "find value_list_items", "list radar_rules"] {
+        assert!(first.iter().any(|r| r == read), "{read} missing from {first:?}");
+    }
+    for i in 2..5 {
+        s.score(score_req(&acct, &format!("pa_{i}"), "a@example.com"))
+            .await
+            .unwrap();
+        assert_eq!(store.take(), ["get radar_configs"]);
+    }
+    // A change moves the generation, and the next score reads the configuration again.
+    s.create_rule(CreateRule {
+        account: acct.clone(),
+        predicate: "Review if :amount_in_usd: > 5".into(),
+        request_key: None,
+    })
+    .await
+    .unwrap();
+    store.take();
+    let r = s.score(score_req(&acct, "pa_9", "a@example.com")).await.unwrap();
+    assert_eq!(r.action, "review");
+    assert!(store.take().iter().any(|r| r == "list radar_rules"));
+    // Another account has no generation record and is compiled once, empty.
+    let other = AccountId::parse("acct_plain").unwrap();
+    s.score(score_req(&other, "pa_10", "a@example.com")).await.unwrap();
+    store.take();
+    s.score(score_req(&other, "pa_11", "a@example.com")).await.unwrap();
+    assert_eq!(store.take(), ["get radar_configs"]);
+}

@@ -46,11 +46,16 @@ pub enum Table {
     ValueListItems,
     /// Radar reviews. k1: payment intent, k2: open/closed.
     Reviews,
+    /// Radar configuration generations, id = the account: one record per account whose rules
+    /// or value lists changed, updated in the same transaction as each change, so its version
+    /// tells a fraud host whether the configuration it compiled is still current. Read by id
+    /// only.
+    RadarConfigs,
 }
 
 impl Table {
     /// Every table, in migration order.
-    pub const ALL: [Table; 16] = [
+    pub const ALL: [Table; 17] = [
         Table::Accounts,
         Table::ApiKeys,
         Table::Customers,
@@ -67,6 +72,7 @@ impl Table {
         Table::ValueLists,
         Table::ValueListItems,
         Table::Reviews,
+        Table::RadarConfigs,
     ];
 
     /// The SQL table name (a fixed identifier, never user input).
@@ -88,6 +94,7 @@ impl Table {
             Table::ValueLists => "value_lists",
             Table::ValueListItems => "value_list_items",
             Table::Reviews => "reviews",
+            Table::RadarConfigs => "radar_configs",
         }
     }
 
@@ -95,14 +102,14 @@ impl Table {
     /// the matching records. Every index costs each insert (and each update that changes it)
     /// an index entry, so a table indexes only what some caller looks up: an attempt is read
     /// by id (its intent names it), the vault by token and by expiry month (the retention
-    /// sweep), the acquirer's ledger by id and listed per merchant. Every backend refuses a
-    /// find on an index the table does not have, so a new lookup without its index fails in
-    /// the tests rather than scanning the table in production. The migrations create exactly
-    /// these indexes (`postgres_indexes_are_the_declared_lookups`).
+    /// sweep), the acquirer's ledger by id and listed per merchant, a Radar generation by id.
+    /// Every backend refuses a find on an index the table does not have, so a new lookup
+    /// without its index fails in the tests rather than scanning the table in production. The
+    /// migrations create exactly these indexes (`postgres_indexes_are_the_declared_lookups`).
     pub fn indexed(self, index: Index) -> bool {
         !matches!(
             (self, index),
-            (Table::PaymentAttempts | Table::AcquirerOps, _) | (Table::VaultCards, Index::K1)
+            (Table::PaymentAttempts | Table::AcquirerOps | Table::RadarConfigs, _) | (Table::VaultCards, Index::K1)
         )
     }
 
@@ -110,7 +117,7 @@ impl Table {
     /// `(account, created, id)` index pages are read from. A list's filter on `k1` or `k2`
     /// narrows that index's rows, so it needs no index of its own.
     pub fn listable(self) -> bool {
-        !matches!(self, Table::PaymentAttempts | Table::VaultCards)
+        !matches!(self, Table::PaymentAttempts | Table::VaultCards | Table::RadarConfigs)
     }
 
     /// Refuses a lookup the table has no index for, as [`StoreError::Invalid`] (a caller's bug).
