@@ -1373,11 +1373,9 @@ impl<'a> Eval<'a> {
                 };
                 let bytes = o.and_then(|x| self.entries[x].as_deref()).unwrap_or(raw);
                 found.clear();
-                if let Some(ac) = &pf.ac {
-                    ac.scan(bytes, &mut found);
-                    found.sort_unstable();
-                    found.dedup();
-                }
+                pf.scan_coll(c as usize, bytes, &mut found);
+                found.sort_unstable();
+                found.dedup();
                 let present = set.intersection(pf.byte_set);
                 if !present.is_empty() {
                     present.for_each(|b| found.push(pf.byte_atoms[usize::from(b)]));

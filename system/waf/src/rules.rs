@@ -320,7 +320,45 @@ pub(crate) struct AtomDfa {
     start: aho_corasick::automaton::StateID,
 }
 
+/// A collection's own automaton ([`Prefilter::coll_ac`]): its atoms and their numbers in the
+/// whole table's numbering.
+#[derive(Debug)]
+pub(crate) struct CollDfa {
+    /// `None` when no rule reading the collection has a multi-byte atom.
+    pub ac: Option<AtomDfa>,
+    /// Per pattern of `ac`: its atom number.
+    pub ids: Vec<u32>,
+}
+
+/// A collection gets an automaton of its own atoms when they are at most this fraction
+/// (1 / `COLL_DFA_SHARE`) of all: building one for the arguments, which read nearly every
+/// atom, would only cost time in `Waf::new`.
+const COLL_DFA_SHARE: usize = 4;
+
 impl AtomDfa {
+    /// An automaton of `atoms` (ASCII case ignored; `None` when there are none).
+    fn build<I, P>(atoms: I) -> Result<Option<AtomDfa>, RuleError>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<[u8]>,
+    {
+        let atoms: Vec<P> = atoms.into_iter().collect();
+        if atoms.is_empty() {
+            return Ok(None);
+        }
+        let dfa = aho_corasick::dfa::Builder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::Standard)
+            .start_kind(aho_corasick::StartKind::Unanchored)
+            .prefilter(false)
+            .build(&atoms)
+            .map_err(|e| RuleError::Table(e.to_string()))?;
+        let start = dfa
+            .start_state(aho_corasick::Anchored::No)
+            .map_err(|e| RuleError::Table(e.to_string()))?;
+        Ok(Some(AtomDfa { dfa, start }))
+    }
+
     /// Appends to `found` the number of every atom that occurs in `v` (ASCII case ignored),
     /// once per occurrence: what the automaton's overlapping search reports, found by stepping
     /// its transition table directly (standard semantics: a match state lists every atom that
@@ -366,6 +404,11 @@ pub(crate) struct Prefilter {
     /// `i`): an Aho-Corasick DFA of standard match semantics, which the engine steps byte by
     /// byte ([`Prefilter::scan`]) rather than through the overlapping-search iterator.
     pub ac: Option<AtomDfa>,
+    /// Per collection (`coll as usize`): the index in `coll_acs` of its own automaton, when the
+    /// rules reading it have few of the atoms ([`Prefilter::scan_coll`]); `None`: `ac`.
+    pub coll_ac: Vec<Option<usize>>,
+    /// The collections' own automata.
+    pub coll_acs: Vec<CollDfa>,
     /// The atoms of `ac`, for the tests.
     #[cfg(test)]
     pub multi_atoms: Vec<Vec<u8>>,
@@ -420,6 +463,36 @@ pub(crate) struct Prefilter {
 }
 
 impl Prefilter {
+    /// Appends to `found` the number of every atom that occurs in `v` (ASCII case ignored,
+    /// once per occurrence), or, for a collection with its own automaton ([`Prefilter::coll_ac`]),
+    /// of every atom of the rules reading collection `c` that occurs in it: the same atoms
+    /// less those that select no rule there (`coll_scans_find_the_collections_atoms`).
+    #[inline]
+    pub fn scan_coll(&self, c: usize, v: &[u8], found: &mut Vec<u32>) {
+        match self
+            .coll_ac
+            .get(c)
+            .copied()
+            .flatten()
+            .and_then(|k| self.coll_acs.get(k))
+        {
+            Some(own) => {
+                if let Some(ac) = &own.ac {
+                    let from = found.len();
+                    ac.scan(v, found);
+                    for a in &mut found[from..] {
+                        *a = own.ids[*a as usize];
+                    }
+                }
+            }
+            None => {
+                if let Some(ac) = &self.ac {
+                    ac.scan(v, found);
+                }
+            }
+        }
+    }
+
     /// Whether no pipeline of `b64_pipes` can give a raw value whose mask has no bit of
     /// `b64_before` an output holding an atom of its rules: `base64Decode` then reads the value
     /// as it is. The decoded value (written into `decoded`) must hold none of those atoms
@@ -1340,21 +1413,41 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
     // Atoms of one byte are looked up in the value's byte set instead of the automaton: the
     // common ones (`(`, `=`, `<`, `'`) would otherwise report every occurrence.
     let (single, multi): (Vec<_>, Vec<_>) = atoms.into_iter().partition(|(a, _)| a.len() == 1);
-    let ac = if multi.is_empty() {
-        None
-    } else {
-        let dfa = aho_corasick::dfa::Builder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(aho_corasick::MatchKind::Standard)
-            .start_kind(aho_corasick::StartKind::Unanchored)
-            .prefilter(false)
-            .build(multi.iter().map(|(a, _)| a))
-            .map_err(|e| RuleError::Table(e.to_string()))?;
-        let start = dfa
-            .start_state(aho_corasick::Anchored::No)
-            .map_err(|e| RuleError::Table(e.to_string()))?;
-        Some(AtomDfa { dfa, start })
-    };
+    let ac = AtomDfa::build(multi.iter().map(|(a, _)| a))?;
+    // Per collection: the multi-byte atoms of the rules that read it. A collection that only
+    // few rules read (the raw body, the URI, the request line) gets an automaton of those
+    // atoms alone: the others select no rule there, and the whole automaton would report them
+    // (a 1 KB form body holds dozens). Collections with the same atoms share one.
+    let mut rule_colls = vec![0u32; rules.iter().map(|r| r.index + 1).max().unwrap_or(0)];
+    for r in rules {
+        if let (Some(f), Some(x)) = (&r.filter, rule_colls.get_mut(r.index)) {
+            *x = f.colls;
+        }
+    }
+    let mut coll_ac = vec![None; Coll::COUNT];
+    let mut coll_acs: Vec<CollDfa> = Vec::new();
+    for (c, slot) in coll_ac.iter_mut().enumerate() {
+        let ids: Vec<u32> = multi
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, uses))| {
+                uses.iter()
+                    .any(|&(_, r)| rule_colls.get(r as usize).is_some_and(|x| x & (1 << c) != 0))
+            })
+            .map(|(i, _)| i as u32)
+            .collect();
+        if ids.len() * COLL_DFA_SHARE > multi.len() {
+            continue;
+        }
+        *slot = Some(match coll_acs.iter().position(|d| d.ids == ids) {
+            Some(k) => k,
+            None => {
+                let ac = AtomDfa::build(ids.iter().map(|&i| &multi[i as usize].0))?;
+                coll_acs.push(CollDfa { ac, ids });
+                coll_acs.len() - 1
+            }
+        });
+    }
     #[cfg(test)]
     let multi_atoms: Vec<Vec<u8>> = multi.iter().map(|(a, _)| a.clone()).collect();
     let mut byte_atoms = Box::new([u32::MAX; 256]);
@@ -1440,6 +1533,8 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
     }
     Ok(Prefilter {
         ac,
+        coll_ac,
+        coll_acs,
         #[cfg(test)]
         multi_atoms,
         atom_rules,
@@ -1510,6 +1605,65 @@ mod tests {
             hits += found.len();
         }
         assert!(hits > 20_000, "only {hits} atoms found");
+    }
+
+    /// A collection's own automaton finds exactly the atoms the whole automaton finds that a
+    /// rule reading the collection selects (so the prefilter's groups, empty for the others,
+    /// give the same candidates): for each collection with one (the body, the URI, the request
+    /// line, … ; at least the body and three more), 5,000 random values from the collection's
+    /// atoms, the other atoms, upper-cased atoms and atoms cut short, 20,000+ values in all.
+    #[test]
+    fn coll_scans_find_the_collections_atoms() {
+        let rs = RuleSet::crs().expect("rule table");
+        let pf = &rs.prefilter;
+        let ac = pf.ac.as_ref().expect("automaton");
+        let atoms = &pf.multi_atoms;
+        let own: Vec<usize> = (0..Coll::COUNT).filter(|&c| pf.coll_ac[c].is_some()).collect();
+        assert!(own.contains(&(Coll::Body as usize)) && own.len() >= 4, "{own:?}");
+        assert!(pf.coll_ac[Coll::ArgsPost as usize].is_none());
+        let mut rng = crate::testrng::Rng(0x00c0_11ec_7104_5ca7);
+        let (mut cases, mut hits, mut others) = (0usize, 0usize, 0usize);
+        for &c in &own {
+            let reads = |a: usize| {
+                pf.atom_rules[a].iter().any(|&(_, r)| {
+                    rs.rules[r as usize]
+                        .filter
+                        .as_ref()
+                        .is_some_and(|f| f.colls & (1 << c) != 0)
+                })
+            };
+            let mine: Vec<&[u8]> = (0..atoms.len())
+                .filter(|&a| reads(a))
+                .map(|a| atoms[a].as_slice())
+                .collect();
+            let mut pieces: Vec<Vec<u8>> = mine.iter().map(|a| a.to_vec()).collect();
+            pieces.extend(mine.iter().map(|a| a.to_ascii_uppercase()));
+            pieces.extend(mine.iter().filter(|a| a.len() > 2).map(|a| a[..a.len() - 1].to_vec()));
+            for _ in 0..pieces.len().max(8) {
+                pieces.push(atoms[rng.below(atoms.len())].clone());
+            }
+            let pieces: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+            for _ in 0..5_000 {
+                cases += 1;
+                let v = rng.value(&pieces);
+                let mut all = Vec::new();
+                ac.scan(&v, &mut all);
+                all.sort_unstable();
+                all.dedup();
+                others += all.iter().filter(|&&a| !reads(a as usize)).count();
+                all.retain(|&a| reads(a as usize));
+                let mut got = Vec::new();
+                pf.scan_coll(c, &v, &mut got);
+                got.sort_unstable();
+                got.dedup();
+                assert_eq!(got, all, "collection {c}: {:?}", String::from_utf8_lossy(&v));
+                hits += got.len();
+            }
+        }
+        assert!(
+            cases >= 20_000 && hits > 10_000 && others > 10_000,
+            "{cases} {hits} {others}"
+        );
     }
 
     /// A value whose mask has none of a pipeline's change bits comes out of the real
