@@ -103,7 +103,7 @@ impl Transform {
         match self {
             Transform::Lowercase => any(|b| b.is_ascii_uppercase()),
             Transform::UrlDecodeUni | Transform::UrlDecode => any(|b| b == b'%' || b == b'+'),
-            Transform::HtmlEntityDecode => any(|b| b == b'&'),
+            Transform::HtmlEntityDecode => html_may_change(v),
             Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => any(|b| b == b'\\'),
             Transform::RemoveNulls => any(|b| b == 0),
             Transform::Utf8ToUnicode => !v.is_ascii(),
@@ -359,6 +359,46 @@ pub fn url_decode_into(v: &[u8], uni: bool, out: &mut Vec<u8>) {
     }
 }
 
+/// The named references `htmlEntityDecode` decodes (ASCII case ignored), with their bytes.
+const HTML_NAMED: &[(&[u8], u8)] = &[
+    (b"quot", b'"'),
+    (b"amp", b'&'),
+    (b"lt", b'<'),
+    (b"gt", b'>'),
+    (b"nbsp", 0xa0),
+    (b"apos", b'\''),
+    (b"colon", b':'),
+    (b"lpar", b'('),
+    (b"rpar", b')'),
+    (b"sol", b'/'),
+    (b"tab", b'\t'),
+    (b"newline", b'\n'),
+];
+
+/// Whether [`html_entity_decode`] decodes a reference at an `&` followed by `rest`: `#` and a
+/// decimal digit, `#x` (or `#X`) and a hex digit, or a name of [`HTML_NAMED`]. A value none
+/// of whose `&`s starts one comes out unchanged (each decoded reference replaces two bytes or
+/// more by one, and none of them holds an `&`, so the decoder meets every `&` of the value).
+fn html_reference_at(rest: &[u8]) -> bool {
+    match rest {
+        [b'#', b'x' | b'X', h, ..] => hex_val(*h).is_some(),
+        [b'#', d, ..] => d.is_ascii_digit(),
+        // The first letters of the names: an argument's name after a form body's `&` seldom
+        // starts with one, and then the names are not compared.
+        [f, ..] if matches!(f | 0x20, b'a' | b'c' | b'g' | b'l' | b'n' | b'q' | b'r' | b's' | b't') => HTML_NAMED
+            .iter()
+            .any(|(name, _)| rest.len() >= name.len() && rest[..name.len()].eq_ignore_ascii_case(name)),
+        _ => false,
+    }
+}
+
+/// Whether `htmlEntityDecode` changes `v`: an `&` (found with `memchr`) starts a reference it
+/// decodes ([`html_reference_at`]). A form body has an `&` before every argument but, as a
+/// rule, no reference (`html_may_change_is_exact`).
+fn html_may_change(v: &[u8]) -> bool {
+    memchr::memchr_iter(b'&', v).any(|i| html_reference_at(v.get(i + 1..).unwrap_or_default()))
+}
+
 fn html_entity_decode(v: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
     let mut i = 0;
@@ -387,22 +427,8 @@ fn html_entity_decode(v: &[u8]) -> Vec<u8> {
                     continue;
                 }
             } else {
-                const NAMED: &[(&[u8], u8)] = &[
-                    (b"quot", b'"'),
-                    (b"amp", b'&'),
-                    (b"lt", b'<'),
-                    (b"gt", b'>'),
-                    (b"nbsp", 0xa0),
-                    (b"apos", b'\''),
-                    (b"colon", b':'),
-                    (b"lpar", b'('),
-                    (b"rpar", b')'),
-                    (b"sol", b'/'),
-                    (b"tab", b'\t'),
-                    (b"newline", b'\n'),
-                ];
                 let mut hit = false;
-                for (name, ch) in NAMED {
+                for (name, ch) in HTML_NAMED {
                     if rest.len() >= name.len() && rest[..name.len()].eq_ignore_ascii_case(name) {
                         out.push(*ch);
                         i += 1 + name.len();
@@ -830,6 +856,90 @@ mod tests {
         assert_eq!(replace_comments(b"un/**/ion/*x"), b"un ion ");
         assert_eq!(base64_decode(b"aGVsbG8="), b"hello");
         assert_eq!(escape_seq_decode(br"a\x41\101\n"), b"aAA\n");
+    }
+
+    /// `htmlEntityDecode`'s `may_change` is exact: true exactly when the decoder changes the
+    /// value, on 40,000 random values of `&`s, reference names (whole, cut short, in either
+    /// case), `#`, `x`, digits and hex digits, form-body text and random bytes, and on every
+    /// string of up to four bytes over `&`, `#`, `x`, `X`, `3`, `f`, `g`, `l`, `t`, `;`.
+    #[test]
+    fn html_may_change_is_exact() {
+        let pieces: &[&[u8]] = &[
+            b"&",
+            b"&",
+            b"#",
+            b"x",
+            b"X",
+            b"3",
+            b"f",
+            b"F",
+            b"g",
+            b";",
+            b"amp",
+            b"AMP",
+            b"am",
+            b"lt",
+            b"Gt",
+            b"quot",
+            b"qu",
+            b"nbsp",
+            b"apos",
+            b"colon",
+            b"Colon",
+            b"col",
+            b"lpar",
+            b"rpar",
+            b"sol",
+            b"so",
+            b"tab",
+            b"TAB",
+            b"newline",
+            b"newlin",
+            b"currency=usd",
+            b"&amount=",
+            b"%26",
+            b"metadata%5B",
+            b"&#",
+            b"&#x",
+            b"&#X",
+            b"&#x4",
+            b"&#6",
+            b"&&",
+            b"=",
+        ];
+        let mut rng = crate::testrng::Rng(0x6a7b_1e5d_0c0d_e5e5);
+        let (mut changed, mut kept) = (0usize, 0usize);
+        let mut check = |v: &[u8]| {
+            let out = html_entity_decode(v);
+            assert_eq!(html_may_change(v), out != v, "{:?}", String::from_utf8_lossy(v));
+            if out != v {
+                changed += 1;
+            } else if v.contains(&b'&') {
+                kept += 1;
+            }
+        };
+        for _ in 0..40_000 {
+            let v = rng.value(pieces);
+            check(&v);
+        }
+        let alphabet = [b'&', b'#', b'x', b'X', b'3', b'f', b'g', b'l', b't', b';'];
+        let mut level: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for p in &level {
+                for &c in &alphabet {
+                    let mut x = p.clone();
+                    x.push(c);
+                    check(&x);
+                    next.push(x);
+                }
+            }
+            level = next;
+        }
+        assert!(
+            changed > 4_000 && kept > 10_000,
+            "changed {changed}, kept with an & {kept}"
+        );
     }
 
     #[test]
