@@ -1278,12 +1278,12 @@ impl<'a> Eval<'a> {
             if triggered.iter().zip(&pf.b64_pipes).any(|(t, b)| t & b != 0)
                 && match (mask & pf.b64_before == 0, &pf.b64_inputs) {
                     // Every `base64Decode` reads the raw value.
-                    (true, _) => pf.decoded_inert(raw, &mut decoded, &mut self.spare, &mut found),
+                    (true, _) => pf.decoded_inert(raw, &mut decoded, &mut self.spare),
                     // Each reads one of these values, computed (and cached) for the pipelines.
                     (false, Some(inputs)) => inputs.iter().all(|&q| {
                         let e = self.entry(item, q);
                         let x = self.entries[e].as_deref().unwrap_or(raw);
-                        pf.decoded_inert(x, &mut decoded, &mut self.spare, &mut found)
+                        pf.decoded_inert(x, &mut decoded, &mut self.spare)
                     }),
                     (false, None) => false,
                 }

@@ -320,6 +320,22 @@ pub(crate) struct AtomDfa {
     start: aho_corasick::automaton::StateID,
 }
 
+impl AtomDfa {
+    /// Whether an atom occurs in `v` (ASCII case ignored): [`AtomDfa::scan`] stopped at the
+    /// first match state (`b64_holds_agrees_with_the_scan`).
+    pub fn holds(&self, v: &[u8]) -> bool {
+        let d = &self.dfa;
+        let mut sid = self.start;
+        for &b in v {
+            sid = d.next_state(aho_corasick::Anchored::No, sid, b);
+            if d.is_special(sid) && d.is_match(sid) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// A collection's own automaton ([`Prefilter::coll_ac`]): its atoms and their numbers in the
 /// whole table's numbering.
 #[derive(Debug)]
@@ -452,7 +468,11 @@ pub(crate) struct Prefilter {
     pub b64_rests: Vec<(Vec<Transform>, u32)>,
     /// Per atom (as numbered in `atom_rules`): whether a rule selects it on a pipeline of
     /// `b64_pipes`.
+    #[cfg(test)]
     pub b64_atoms: Vec<bool>,
+    /// The automaton of the multi-byte atoms of `b64_atoms` alone (137 of the table's 4,293):
+    /// a decoded value is searched for them up to the first, not scanned for every atom.
+    pub b64_ac: Option<AtomDfa>,
     /// The bytes (both cases) whose one-byte atom is one of `b64_atoms` (none in the shipped
     /// table: then no byte of a decoded value is looked up).
     pub b64_bytes: ByteSet,
@@ -499,19 +519,12 @@ impl Prefilter {
     /// (ASCII case ignored, as the scan does), and neither must the output of each distinct
     /// rest of those pipelines: one that the decoded value does not trigger leaves it unchanged
     /// up to case; another is applied (into two buffers taken from `spare` and given back, a
-    /// transformation that cannot change its input skipped) and its output scanned. `found` is
-    /// scratch. Decoding once and scanning once costs less than resolving each of those
+    /// transformation that cannot change its input skipped) and its output scanned. Decoding once and scanning once costs less than resolving each of those
     /// pipelines (eight for the arguments: the `multiMatch` stages of 934100, 934101 and
     /// 934160), and decoded text seldom holds an atom (`decoded_inert_values_give_no_atoms`).
-    pub fn decoded_inert(
-        &self,
-        raw: &[u8],
-        decoded: &mut Vec<u8>,
-        spare: &mut Vec<Vec<u8>>,
-        found: &mut Vec<u32>,
-    ) -> bool {
+    pub fn decoded_inert(&self, raw: &[u8], decoded: &mut Vec<u8>, spare: &mut Vec<Vec<u8>>) -> bool {
         Transform::Base64Decode.apply_into(raw, decoded);
-        if self.holds_b64_atom(decoded, found) {
+        if self.holds_b64_atom(decoded) {
             return false;
         }
         let mask = crate::transform::value_mask(decoded);
@@ -530,7 +543,7 @@ impl Prefilter {
                     changed = true;
                 }
             }
-            let holds = changed && self.holds_b64_atom(&cur, found);
+            let holds = changed && self.holds_b64_atom(&cur);
             for mut b in [cur, next] {
                 b.clear();
                 spare.push(b);
@@ -543,17 +556,12 @@ impl Prefilter {
     }
 
     /// Whether `v` holds an atom that a rule selects on a pipeline of `b64_pipes` (ASCII case
-    /// ignored). `found` is scratch.
-    fn holds_b64_atom(&self, v: &[u8], found: &mut Vec<u32>) -> bool {
+    /// ignored): the automaton of those atoms alone (`b64_ac`), stopped at the first.
+    fn holds_b64_atom(&self, v: &[u8]) -> bool {
         if !self.b64_bytes.is_empty() && v.iter().any(|&b| self.b64_bytes.contains(b)) {
             return true;
         }
-        let atom = |a: u32| self.b64_atoms.get(a as usize).copied().unwrap_or(false);
-        found.clear();
-        if let Some(ac) = &self.ac {
-            ac.scan(v, found);
-        }
-        found.iter().any(|&a| atom(a))
+        self.b64_ac.as_ref().is_some_and(|ac| ac.holds(v))
     }
 }
 
@@ -1452,6 +1460,7 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
     let multi_atoms: Vec<Vec<u8>> = multi.iter().map(|(a, _)| a.clone()).collect();
     let mut byte_atoms = Box::new([u32::MAX; 256]);
     let mut byte_set = ByteSet::EMPTY;
+    let multi_text: Vec<Vec<u8>> = multi.iter().map(|(a, _)| a.clone()).collect();
     let mut atom_rules: Vec<Vec<(u32, u32)>> = multi.into_iter().map(|(_, r)| r).collect();
     for (a, r) in single {
         // Matched without ASCII case, as the automaton does.
@@ -1525,6 +1534,13 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
                 .any(|&(p, _)| b64_pipes[p as usize / 64] & (1 << (p % 64)) != 0)
         })
         .collect();
+    let b64_ac = AtomDfa::build(
+        multi_text
+            .iter()
+            .enumerate()
+            .filter(|&(a, _)| b64_atoms.get(a) == Some(&true))
+            .map(|(_, t)| t),
+    )?;
     let mut b64_bytes = ByteSet::EMPTY;
     for b in 0..=255u8 {
         if b64_atoms.get(byte_atoms[usize::from(b)] as usize) == Some(&true) {
@@ -1551,7 +1567,9 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
         b64_before,
         b64_rests,
         b64_bytes,
+        #[cfg(test)]
         b64_atoms,
+        b64_ac,
         b64_inputs,
     })
 }
@@ -1605,6 +1623,44 @@ mod tests {
             hits += found.len();
         }
         assert!(hits > 20_000, "only {hits} atoms found");
+    }
+
+    /// `holds_b64_atom` (the automaton of the `base64Decode` pipelines' atoms alone, stopped at
+    /// the first) says whether the whole automaton's scan finds one of those atoms: on 30,000
+    /// random values of those atoms (whole, upper-cased, cut short), other atoms and random
+    /// bytes, about half of them holding one.
+    #[test]
+    fn b64_holds_agrees_with_the_scan() {
+        let rs = RuleSet::crs().expect("rule table");
+        let pf = &rs.prefilter;
+        let ac = pf.ac.as_ref().expect("automaton");
+        let atoms = &pf.multi_atoms;
+        let mine: Vec<&Vec<u8>> = atoms
+            .iter()
+            .enumerate()
+            .filter(|&(a, _)| pf.b64_atoms[a])
+            .map(|(_, t)| t)
+            .collect();
+        assert!(mine.len() > 100, "{}", mine.len());
+        let mut pieces: Vec<Vec<u8>> = mine.iter().map(|a| a.to_vec()).collect();
+        pieces.extend(mine.iter().map(|a| a.to_ascii_uppercase()));
+        pieces.extend(mine.iter().filter(|a| a.len() > 2).map(|a| a[1..].to_vec()));
+        pieces.extend(mine.iter().filter(|a| a.len() > 2).map(|a| a[..a.len() - 1].to_vec()));
+        let mut rng = crate::testrng::Rng(0xb64a_c0de_0000_0007);
+        for _ in 0..pieces.len() * 2 {
+            pieces.push(atoms[rng.below(atoms.len())].clone());
+        }
+        let pieces: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+        let (mut held, mut found) = (0usize, Vec::new());
+        for _ in 0..30_000 {
+            let v = rng.value(&pieces);
+            found.clear();
+            ac.scan(&v, &mut found);
+            let want = found.iter().any(|&a| pf.b64_atoms[a as usize]);
+            assert_eq!(pf.holds_b64_atom(&v), want, "{:?}", String::from_utf8_lossy(&v));
+            held += usize::from(want);
+        }
+        assert!(held > 10_000 && held < 25_000, "{held} of 30,000 hold an atom");
     }
 
     /// A collection's own automaton finds exactly the atoms the whole automaton finds that a
@@ -1915,7 +1971,7 @@ mod tests {
         assert!(selected.len() >= 8, "{} pipelines", selected.len());
         let texts: Vec<&[u8]> = selected.iter().flat_map(|(_, a)| a.iter().copied()).collect();
         let mut rng = crate::testrng::Rng(0x6a09_e667_f3bc_c908);
-        let (mut decoded, mut spare, mut found) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut decoded, mut spare) = (Vec::new(), Vec::new());
         let (mut inert, mut holding) = (0, 0);
         for _ in 0..20_000 {
             let mut plain = Vec::new();
@@ -1955,11 +2011,11 @@ mod tests {
             }
             let mask = crate::transform::value_mask(&v);
             let shortcut = if mask & pf.b64_before == 0 {
-                pf.decoded_inert(&v, &mut decoded, &mut spare, &mut found)
+                pf.decoded_inert(&v, &mut decoded, &mut spare)
             } else if let Some(inputs) = &pf.b64_inputs {
                 inputs
                     .iter()
-                    .all(|&q| pf.decoded_inert(&apply(&rs.pipelines[q], &v), &mut decoded, &mut spare, &mut found))
+                    .all(|&q| pf.decoded_inert(&apply(&rs.pipelines[q], &v), &mut decoded, &mut spare))
             } else {
                 false
             };
