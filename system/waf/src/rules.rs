@@ -519,9 +519,10 @@ impl Prefilter {
     /// (ASCII case ignored, as the scan does), and neither must the output of each distinct
     /// rest of those pipelines: one that the decoded value does not trigger leaves it unchanged
     /// up to case; another is applied (into two buffers taken from `spare` and given back, a
-    /// transformation that cannot change its input skipped) and its output scanned. Decoding once and scanning once costs less than resolving each of those
-    /// pipelines (eight for the arguments: the `multiMatch` stages of 934100, 934101 and
-    /// 934160), and decoded text seldom holds an atom (`decoded_inert_values_give_no_atoms`).
+    /// transformation that cannot change its input skipped) and its output scanned. Decoding
+    /// once and scanning once costs less than resolving each of those pipelines (eight for the
+    /// arguments: the `multiMatch` stages of 934100, 934101 and 934160), and decoded text
+    /// seldom holds an atom (`decoded_inert_values_give_no_atoms`).
     pub fn decoded_inert(&self, raw: &[u8], decoded: &mut Vec<u8>, spare: &mut Vec<Vec<u8>>) -> bool {
         Transform::Base64Decode.apply_into(raw, decoded);
         if self.holds_b64_atom(decoded) {
