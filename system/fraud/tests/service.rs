@@ -65,17 +65,7 @@ async fn rules_and_lists_decide_and_blocks_count_as_declines() {
         bad.message
     );
 
-    let list = s
-        .create_value_list(CreateValueList {
-            account: acct.clone(),
-            alias: "blocked_emails".into(),
-            name: "Blocked".into(),
-            item_type: Some("email".into()),
-            metadata: Default::default(),
-            request_key: None,
-        })
-        .await
-        .unwrap();
+    let list = s.create_value_list(blocked_emails_list(&acct)).await.unwrap();
     s.create_value_list_item(CreateValueListItem {
         account: acct.clone(),
         value_list: list.id.clone(),
@@ -199,6 +189,18 @@ async fn action_for_fraudster(host: &FraudService, acct: &AccountId, n: u32) -> 
     host.score(req).await.unwrap().action
 }
 
+/// A case-insensitive list of email addresses, `@blocked_emails`.
+fn blocked_emails_list(acct: &AccountId) -> CreateValueList {
+    CreateValueList {
+        account: acct.clone(),
+        alias: "blocked_emails".into(),
+        name: "Blocked".into(),
+        item_type: Some("email".into()),
+        metadata: Default::default(),
+        request_key: None,
+    }
+}
+
 fn blocked_emails_rule(acct: &AccountId) -> CreateRule {
     CreateRule {
         account: acct.clone(),
@@ -220,17 +222,7 @@ async fn a_change_saved_on_one_host_decides_the_next_payment_on_every_host() {
     };
     // Host b compiles the account's (empty) configuration first.
     assert_eq!(action(&b).await, "allow");
-    let list = a
-        .create_value_list(CreateValueList {
-            account: acct.clone(),
-            alias: "blocked_emails".into(),
-            name: "Blocked".into(),
-            item_type: Some("email".into()),
-            metadata: Default::default(),
-            request_key: None,
-        })
-        .await
-        .unwrap();
+    let list = a.create_value_list(blocked_emails_list(&acct)).await.unwrap();
     let item = a
         .create_value_list_item(CreateValueListItem {
             account: acct.clone(),
@@ -279,16 +271,7 @@ async fn scoring_reads_only_the_generation_while_the_configuration_is_unchanged(
     let db = Db::new(store.clone(), env.clone());
     let s = fraud_host(&db, &env);
     let acct = AccountId::parse("acct_cached").unwrap();
-    s.create_value_list(CreateValueList {
-        account: acct.clone(),
-        alias: "blocked_emails".into(),
-        name: "Blocked".into(),
-        item_type: Some("email".into()),
-        metadata: Default::default(),
-        request_key: None,
-    })
-    .await
-    .unwrap();
+    s.create_value_list(blocked_emails_list(&acct)).await.unwrap();
     s.create_rule(blocked_emails_rule(&acct)).await.unwrap();
     store.take();
     s.score(score_req(&acct, "pa_1", "a@example.com")).await.unwrap();
