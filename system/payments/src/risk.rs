@@ -94,9 +94,9 @@ impl RiskAssessor for FraudRisk {
         }
     }
 
-    async fn record_outcome(&self, intent: &IntentRecord, _pm: &PaymentMethodRef, approved: bool) {
+    async fn record_outcome(&self, attempt: &pay_core::AttemptId, approved: bool) {
         let report = OutcomeReport {
-            attempt_id: intent.attempt_id(intent.attempt_count).to_string(),
+            attempt_id: attempt.to_string(),
             outcome: if approved { "approved" } else { "declined" }.into(),
         };
         // Best effort: velocity decline counts are advisory.

@@ -39,8 +39,8 @@ pub trait RiskAssessor: Send + Sync + 'static {
     /// The verdict for authorizing `amount` of `intent` with `pm`. Implementations apply their
     /// own fail-open/fail-closed policy and time budget and never fail.
     async fn assess(&self, intent: &IntentRecord, pm: &PaymentMethodRef, ctx: &RequestContext) -> RiskVerdict;
-    /// Reports the network's answer for velocity features (best effort).
-    async fn record_outcome(&self, _intent: &IntentRecord, _pm: &PaymentMethodRef, _approved: bool) {}
+    /// Reports the network's answer to `attempt` for velocity features (best effort).
+    async fn record_outcome(&self, _attempt: &pay_core::AttemptId, _approved: bool) {}
 }
 
 /// Tunables of the payment service.
@@ -629,7 +629,7 @@ impl Payments {
             _ => {}
         }
         if let (Some(r), AttemptOutcome::Network(n)) = (&self.risk, &outcome) {
-            r.record_outcome(&rec, &attempt.payment_method, n.approved).await;
+            r.record_outcome(&attempt.id, n.approved).await;
         }
         let (account, id, attempt_id) = (rec.account.clone(), rec.intent.id.clone(), attempt.id.clone());
         let known = versions.map(|(iv, av)| {
