@@ -705,19 +705,38 @@ fn base64_decode(v: &[u8]) -> Vec<u8> {
     out
 }
 
-/// [`base64_decode`] appending to `out`.
+/// The value of each base64 digit (both alphabets: `+` and `-` are 62, `/` and `_` 63), and
+/// [`NOT_B64`] for every other byte: one load per byte instead of the five range tests.
+const B64_DIGIT: [u8; 256] = {
+    let mut t = [NOT_B64; 256];
+    let mut i = 0;
+    while i < 26 {
+        t[b'A' as usize + i] = i as u8;
+        t[b'a' as usize + i] = 26 + i as u8;
+        if i < 10 {
+            t[b'0' as usize + i] = 52 + i as u8;
+        }
+        i += 1;
+    }
+    t[b'+' as usize] = 62;
+    t[b'-' as usize] = 62;
+    t[b'/' as usize] = 63;
+    t[b'_' as usize] = 63;
+    t
+};
+
+/// [`B64_DIGIT`]'s entry for a byte that is no base64 digit.
+const NOT_B64: u8 = 0xff;
+
+/// [`base64_decode`] appending to `out`: the digits up to the first other byte.
 fn base64_decode_into(v: &[u8], out: &mut Vec<u8>) {
     let mut bits = 0u32;
     let mut n = 0u32;
     for &b in v {
-        let x = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => break,
-        };
+        let x = B64_DIGIT[usize::from(b)];
+        if x == NOT_B64 {
+            break;
+        }
         bits = (bits << 6) | u32::from(x);
         n += 6;
         if n >= 8 {
@@ -778,6 +797,58 @@ fn escape_seq_decode(v: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The base64 decoder with [`B64_DIGIT`] gives what the decoder it replaced (the digits
+    /// told by five byte ranges) gives: on every value of up to two bytes (65,792) and 30,000
+    /// random values of base64 text, both alphabets, `=` padding and other bytes.
+    #[test]
+    fn base64_table_equals_ranges() {
+        fn by_ranges(v: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            let (mut bits, mut n) = (0u32, 0u32);
+            for &b in v {
+                let x = match b {
+                    b'A'..=b'Z' => b - b'A',
+                    b'a'..=b'z' => b - b'a' + 26,
+                    b'0'..=b'9' => b - b'0' + 52,
+                    b'+' | b'-' => 62,
+                    b'/' | b'_' => 63,
+                    _ => break,
+                };
+                bits = (bits << 6) | u32::from(x);
+                n += 6;
+                if n >= 8 {
+                    n -= 8;
+                    out.push(((bits >> n) & 0xff) as u8);
+                }
+            }
+            out
+        }
+        let mut values: Vec<Vec<u8>> = vec![Vec::new()];
+        for a in 0..=255u8 {
+            values.push(vec![a]);
+            for b in 0..=255u8 {
+                values.push(vec![a, b]);
+            }
+        }
+        let pieces: &[&[u8]] = &[
+            b"aGVsbG8=",
+            b"PHNjcmlwdD4",
+            b"c2VsZWN0IDEg",
+            b"Zm9v-_+/",
+            b"==",
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+            b"abcdefghijklmnopqrstuvwxyz0123456789",
+            b"@[`{:",
+        ];
+        let mut rng = crate::testrng::Rng(0x3c6e_f372_fe94_f82b);
+        for _ in 0..30_000 {
+            values.push(rng.value(pieces));
+        }
+        for v in &values {
+            assert_eq!(base64_decode(v), by_ranges(v), "{v:?}");
+        }
+    }
 
     /// `removeNulls` and `removeWhitespace` give what filtering the bytes one by one gives,
     /// on every single byte and 20,000 random values.
