@@ -284,7 +284,13 @@ if [ -n "${PHASE2_RATE:-}" ]; then
 else
     echo "== phase 2: loadgen open loop at $RATE70 flows/s (70% of phase 1), ${WARMUP}s warmup + ${DURATION}s"
 fi
+children_ticks; L2=$(cat "$WORK/children_ticks.txt")
+P2=$(proc_ticks "$PAYMENTD_PID"); G2=$(pg_ticks); T2=$(now_ns); DB2=$(db_stats)
 loadgen --rate "$RATE70" --max-in-flight 256 >"$WORK/phase2.json"
+P3=$(proc_ticks "$PAYMENTD_PID"); G3=$(pg_ticks); T3=$(now_ns)
+children_ticks; L3=$(cat "$WORK/children_ticks.txt")
+sleep 0.6  # as after phase 1: let the backends flush pg_stat_database
+DB3=$(db_stats)
 RSS_KB=$(awk '/^VmHWM/ { print $2 }' "/proc/$PAYMENTD_PID/status")
 
 # --- report -----------------------------------------------------------------------------------
@@ -321,6 +327,15 @@ print(f"CPU in phase 1 ({wall:.1f} s wall, {wall * $(nproc):.1f} CPU-s available
 print(f"  paymentd {pay:.1f} s ({100 * pay / wall:.0f}% of one core), postgres {pg:.1f} s ({100 * pg / wall:.0f}%), loadgen {lg:.1f} s ({100 * lg / wall:.0f}%)")
 if pay + pg > 0:
     print(f"  split paymentd : postgres = {100 * pay / (pay + pg):.0f}% : {100 * pg / (pay + pg):.0f}%")
+# Phase 2 as well: at a lower rate, fewer calls share a batch, so a flow costs more than at the
+# most, and the node is busier than the rate's share of the most suggests.
+wall2 = ($T3 - $T2) / 1e9
+pay2 = ($P3 - $P2) / tick; pg2 = ($G3 - $G2) / tick; lg2 = ($L3 - $L2) / tick
+flows2 = max(1, p2["flows_run_total"])
+busy2 = (pay2 + pg2 + lg2) / (wall2 * $(nproc))
+txn2 = (int("$DB3".split("|")[0]) - int("$DB2".split("|")[0])) / flows2
+print(f"CPU in phase 2 ({wall2:.1f} s wall): paymentd {pay2:.1f} s, postgres {pg2:.1f} s, loadgen {lg2:.1f} s: {100 * busy2:.0f}% of the machine")
+print(f"  per flow: paymentd {1000 * pay2 / flows2:.3f} ms, postgres {1000 * pg2 / flows2:.3f} ms, {txn2:.1f} database transactions ({flows2} flows)")
 print(f"paymentd RSS high-water mark:       {rss_mb:.0f} MB   target < 300 MB  {verdict(rss_mb < 300)}")
 print(f"paymentd dev ready:                 $DEV_READY_MS ms   target < 1000 ms  {verdict($DEV_READY_MS < 1000)}")
 print(f"paymentd serve ready:               $SERVE_READY_MS ms   target < 2000 ms  {verdict($SERVE_READY_MS < 2000)}")
