@@ -1457,12 +1457,9 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
             }
         });
     }
-    #[cfg(test)]
-    let multi_atoms: Vec<Vec<u8>> = multi.iter().map(|(a, _)| a.clone()).collect();
     let mut byte_atoms = Box::new([u32::MAX; 256]);
     let mut byte_set = ByteSet::EMPTY;
-    let multi_text: Vec<Vec<u8>> = multi.iter().map(|(a, _)| a.clone()).collect();
-    let mut atom_rules: Vec<Vec<(u32, u32)>> = multi.into_iter().map(|(_, r)| r).collect();
+    let (multi_text, mut atom_rules): (Vec<Vec<u8>>, Vec<_>) = multi.into_iter().unzip();
     for (a, r) in single {
         // Matched without ASCII case, as the automaton does.
         let both = ByteSet::from_bytes(&a).both_cases();
@@ -1553,7 +1550,7 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
         coll_ac,
         coll_acs,
         #[cfg(test)]
-        multi_atoms,
+        multi_atoms: multi_text,
         atom_rules,
         byte_atoms,
         byte_set,
