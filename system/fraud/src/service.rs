@@ -296,15 +296,16 @@ impl FraudService {
         }
     }
 
-    /// The account's Radar generation: its `radar_configs` record's version, 0 without one.
-    async fn generation(&self, account: &str) -> Result<Option<pay_store::Versioned<RadarConfigRecord>>, ApiError> {
-        self.db.get::<RadarConfigRecord>(account).await.map_err(store)
-    }
-
     /// The account's rules and lists, compiled: the kept copy while the account's generation is
     /// the one it was made at, else read from the store and kept.
     async fn config(&self, account: &str) -> Result<Arc<CompiledConfig>, ApiError> {
-        let generation = self.generation(account).await?.map_or(0, |v| v.version);
+        // The account's Radar generation: its `radar_configs` record's version, 0 without one.
+        let generation = self
+            .db
+            .get::<RadarConfigRecord>(account)
+            .await
+            .map_err(store)?
+            .map_or(0, |v| v.version);
         if let Some(c) = self.cache.current(account, generation) {
             return Ok(c);
         }
