@@ -266,6 +266,7 @@ struct Scratch {
     cand_start: Vec<u32>,
     masks: Vec<u32>,
     bytes: Vec<Option<ByteSet>>,
+    opens: Vec<u8>,
     pf: PrefilterScratch,
     /// Copies of the transaction variables a read selects (see [`Eval::tx_buf`]): kept with
     /// their contents, which a read overwrites before using them.
@@ -409,6 +410,7 @@ impl Scratch {
         kept::emptied(&mut self.cand_start, MAX_SCRATCH);
         kept::emptied(&mut self.masks, MAX_SCRATCH);
         kept::emptied(&mut self.bytes, MAX_SCRATCH);
+        kept::emptied(&mut self.opens, MAX_SCRATCH);
         let pf = &mut self.pf;
         kept::emptied(&mut pf.out_of, MAX_SCRATCH);
         kept::emptied(&mut pf.touched, MAX_SCRATCH);
@@ -463,6 +465,9 @@ struct Eval<'a> {
     masks: Vec<u32>,
     /// Per item: the bytes of its raw value (`None`: not computed yet).
     bytes: Vec<Option<ByteSet>>,
+    /// Per item: whether its raw value is [`crate::words::open`] (0: not computed yet, 1: not
+    /// open, 2: open).
+    opens: Vec<u8>,
     /// Per collection: the union of its items' `bytes` (`None`: not computed yet).
     coll_bytes: [Option<ByteSet>; Coll::COUNT],
     /// The reference path: transformations computed plainly, without the shortcuts.
@@ -1073,6 +1078,7 @@ impl<'a> Eval<'a> {
             cand_start,
             mut masks,
             mut bytes,
+            mut opens,
             pf,
             tx_buf,
             tx,
@@ -1080,6 +1086,7 @@ impl<'a> Eval<'a> {
         } = Scratch::take();
         masks.resize(p.items.len(), 0);
         bytes.resize(p.items.len(), None);
+        opens.resize(p.items.len(), 0);
         Eval {
             waf,
             p,
@@ -1097,6 +1104,7 @@ impl<'a> Eval<'a> {
             cand_start,
             masks,
             bytes,
+            opens,
             coll_bytes: [None; Coll::COUNT],
             exhaustive,
             keep_all: false,
@@ -1123,6 +1131,7 @@ impl<'a> Eval<'a> {
             cand_start: self.cand_start,
             masks: self.masks,
             bytes: self.bytes,
+            opens: self.opens,
             pf: self.pf_scratch,
             tx_buf: self.tx_buf,
             tx: self.tx,
@@ -1485,6 +1494,26 @@ impl<'a> Eval<'a> {
         link_admits(&self.waf.rules.pipelines[link.pipeline], link, raw)
     }
 
+    /// The word screen ([`crate::words`]): false when the expression cannot match the item's
+    /// raw value (which its link reads untransformed).
+    fn words_admit(&mut self, w: &crate::words::WordScreen, item: usize) -> bool {
+        let bytes = self.bytes(item);
+        let value = self.nv[item].1;
+        // The cheap tests first: a metacharacter's byte, then the expression's own test (where
+        // it admits, the rest of `open` does not matter).
+        if crate::words::hot(&bytes) || w.admits(value, &bytes) {
+            return true;
+        }
+        match self.opens[item] {
+            0 => {
+                let o = crate::words::open(value, &bytes);
+                self.opens[item] = 1 + u8::from(o);
+                o
+            }
+            x => x == 2,
+        }
+    }
+
     /// The special-byte mask of an item's raw value ([`value_mask`]), computed once.
     fn mask(&mut self, item: usize) -> u32 {
         if self.masks[item] == 0 {
@@ -1598,6 +1627,11 @@ impl<'a> Eval<'a> {
                             }
                             if !self.exhaustive && !self.admits(link, idx) {
                                 continue;
+                            }
+                            if let (Some(w), false) = (&link.words, self.exhaustive) {
+                                if !self.words_admit(w, idx) {
+                                    continue;
+                                }
                             }
                             let v = Val {
                                 coll: Some(c),
@@ -3035,6 +3069,7 @@ mod tests {
             let mut s = Scratch::take();
             assert!(s.entries.is_empty() && s.child_head.is_empty() && s.children.is_empty());
             assert!(s.cands.is_empty() && s.cand_start.is_empty() && s.masks.is_empty() && s.bytes.is_empty());
+            assert!(s.opens.is_empty());
             let pf = &s.pf;
             assert!(pf.out_of.is_empty() && pf.touched.is_empty() && pf.triggered.is_empty());
             assert!(pf.decoded_masks.is_empty() && pf.decoded.is_empty());
@@ -3049,6 +3084,7 @@ mod tests {
             s.child_head.resize(n, 3);
             s.cands.resize(n, (1, 2));
             s.masks.resize(rng.below(100), 7);
+            s.opens.resize(rng.below(100), 2);
             s.pf.out_of.resize(n, 9);
             s.pf.stamp.resize(rng.below(600), 5);
             s.pf.sorted.resize(n, (4, 4));

@@ -24,6 +24,7 @@ pub mod request;
 pub mod rules;
 pub mod screen;
 pub mod transform;
+mod words;
 
 #[cfg(test)]
 mod testrng;

@@ -298,6 +298,9 @@ pub(crate) struct Link {
     /// transformations) within them cannot match (`@validateByteRange`'s allowed bytes,
     /// ASCII for `@validateUtf8Encoding`, every byte but `%` for `@validateUrlEncoding`).
     pub inert: Option<ByteSet>,
+    /// For the command-injection expressions read without transformations: where in a value
+    /// their command words can begin ([`crate::words`]); `None` for every other link.
+    pub words: Option<Box<crate::words::WordScreen>>,
     /// For `multiMatch`: the pipelines of each stage (the empty one, then each prefix of
     /// `pipeline`), whose outputs the operator sees.
     pub stages: Vec<usize>,
@@ -982,6 +985,7 @@ impl Builder<'_> {
         };
         let mut atoms = None;
         let mut screen = None;
+        let mut word_screen = None;
         let op = match name {
             "@rx" => {
                 // Parsed once here (a syntax error is a load error); compiled on first use.
@@ -991,6 +995,9 @@ impl Builder<'_> {
                 atoms = hir_atoms(&hir);
                 screen = Screen::of_hir(&hir);
                 let min_len = hir.properties().minimum_len().unwrap_or(0);
+                if !negate && !r.multi && self.pipelines[pipeline].is_empty() {
+                    word_screen = crate::words::WordScreen::of_pattern(&bytes).map(Box::new);
+                }
                 Op::Rx(LazyRegex::new(bytes), min_len)
             }
             "@pm" => {
@@ -1100,6 +1107,7 @@ impl Builder<'_> {
             op_literal: false,
             stages,
             inert: inert.filter(|_| !negate),
+            words: word_screen,
             targets,
             excludes,
             op,
