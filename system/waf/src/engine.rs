@@ -1625,13 +1625,13 @@ impl<'a> Eval<'a> {
                             if self.excluded(rule.index, idx) {
                                 continue;
                             }
-                            if !self.exhaustive && !self.admits(link, idx) {
-                                continue;
-                            }
                             if let (Some(w), false) = (&link.words, self.exhaustive) {
                                 if !self.words_admit(w, idx) {
                                     continue;
                                 }
+                            }
+                            if !self.exhaustive && !self.admits(link, idx) {
+                                continue;
                             }
                             let v = Val {
                                 coll: Some(c),
