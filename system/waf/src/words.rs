@@ -186,9 +186,10 @@ impl WordScreen {
 
     /// The tables of a set of beginnings (lower case; those shorter than three bytes are whole
     /// command words).
-    fn of_prefixes(set: &HashSet<Vec<u8>>) -> Option<WordScreen> {
+    fn of_prefixes(set: &HashSet<Pre>) -> Option<WordScreen> {
+        let set: Vec<Vec<u8>> = set.iter().map(|&p| pre_bytes(p)).collect();
         let mut seen = ByteSet::EMPTY;
-        for p in set {
+        for p in &set {
             match p.first() {
                 // An empty command word, or one that could begin within `MIDDLE`.
                 None => return None,
@@ -215,7 +216,7 @@ impl WordScreen {
             pairs: Box::new([0; 64]),
             triples: Box::new([0; 4096]),
         };
-        for p in set {
+        for p in &set {
             let c: Vec<usize> = p.iter().map(|&b| usize::from(s.class[usize::from(b)])).collect();
             match c[..] {
                 [a] => s.ones |= 1 << a,
@@ -266,22 +267,47 @@ fn skip(v: &[u8], mut i: usize, set: &ByteSet) -> usize {
     i
 }
 
+/// A beginning of at most three bytes, packed: its length in the top byte, then its bytes.
+type Pre = u32;
+
+/// The beginning of these bytes (at most three).
+fn pack(bytes: &[u8]) -> Pre {
+    let mut p = (bytes.len().min(3) as u32) << 24;
+    for (i, &b) in bytes.iter().take(3).enumerate() {
+        p |= u32::from(b) << (16 - 8 * i);
+    }
+    p
+}
+
+/// The length of a beginning.
+fn pre_len(p: Pre) -> usize {
+    (p >> 24) as usize
+}
+
+/// The bytes of a beginning.
+fn pre_bytes(p: Pre) -> Vec<u8> {
+    (0..pre_len(p)).map(|i| (p >> (16 - 8 * i)) as u8).collect()
+}
+
 /// The beginnings of the strings `h` matches, lower case: each string's first `k` bytes, or
 /// the whole string when shorter (assertions read as empty, so a superset). `None` when the set
 /// grows beyond [`MAX_PREFIXES`].
-fn prefixes(h: &Hir, k: usize) -> Option<HashSet<Vec<u8>>> {
-    let one = |s: Vec<u8>| Some(HashSet::from([s]));
+fn prefixes(h: &Hir, k: usize) -> Option<HashSet<Pre>> {
+    let one = |s: &[u8]| Some(HashSet::from([pack(s)]));
     if k == 0 {
-        return one(Vec::new());
+        return one(&[]);
     }
     match h.kind() {
-        HirKind::Empty | HirKind::Look(_) => one(Vec::new()),
-        HirKind::Literal(l) => one(l.0.iter().take(k).map(u8::to_ascii_lowercase).collect()),
+        HirKind::Empty | HirKind::Look(_) => one(&[]),
+        HirKind::Literal(l) => {
+            let lower: Vec<u8> = l.0.iter().take(k).map(u8::to_ascii_lowercase).collect();
+            one(&lower)
+        }
         HirKind::Class(Class::Bytes(c)) => Some(
             c.ranges()
                 .iter()
                 .flat_map(|r| r.start()..=r.end())
-                .map(|b| vec![b.to_ascii_lowercase()])
+                .map(|b| pack(&[b.to_ascii_lowercase()]))
                 .collect(),
         ),
         HirKind::Class(Class::Unicode(c)) => {
@@ -290,17 +316,17 @@ fn prefixes(h: &Hir, k: usize) -> Option<HashSet<Vec<u8>>> {
                 for ch in r.start()..=r.end() {
                     // Byte mode: only ASCII classes are expected.
                     let b = u8::try_from(u32::from(ch)).ok().filter(u8::is_ascii)?;
-                    out.insert(vec![b.to_ascii_lowercase()]);
+                    out.insert(pack(&[b.to_ascii_lowercase()]));
                 }
             }
             Some(out)
         }
         HirKind::Capture(c) => prefixes(&c.sub, k),
         HirKind::Concat(parts) => {
-            let mut acc = HashSet::from([Vec::new()]);
+            let mut acc = HashSet::from([pack(&[])]);
             for p in parts {
                 // Only as many bytes of the part as the shortest beginning so far lacks.
-                let need = k - acc.iter().map(Vec::len).min().unwrap_or(k);
+                let need = k - acc.iter().map(|&x| pre_len(x)).min().unwrap_or(k);
                 if need == 0 {
                     break;
                 }
@@ -322,7 +348,7 @@ fn prefixes(h: &Hir, k: usize) -> Option<HashSet<Vec<u8>>> {
             let sub = prefixes(&r.sub, k)?;
             // `n` repetitions for n = 0..=k (`reps[n]`); more give the same beginnings as `k`
             // (each repetition adds a byte, or an empty one adds none).
-            let mut reps = vec![HashSet::from([Vec::new()])];
+            let mut reps = vec![HashSet::from([pack(&[])])];
             for n in 1..=k {
                 let next = concat(&reps[n - 1], &sub, k)?;
                 reps.push(next);
@@ -333,7 +359,7 @@ fn prefixes(h: &Hir, k: usize) -> Option<HashSet<Vec<u8>>> {
             for (n, set) in reps.iter().enumerate() {
                 let n = n as u32;
                 if (r.min..=max).contains(&n) || (n == kk && r.min > kk) {
-                    out.extend(set.iter().cloned());
+                    out.extend(set.iter().copied());
                 }
             }
             Some(out)
@@ -342,17 +368,19 @@ fn prefixes(h: &Hir, k: usize) -> Option<HashSet<Vec<u8>>> {
 }
 
 /// The beginnings (up to `k` bytes) of `a`'s strings followed by `b`'s.
-fn concat(a: &HashSet<Vec<u8>>, b: &HashSet<Vec<u8>>, k: usize) -> Option<HashSet<Vec<u8>>> {
+fn concat(a: &HashSet<Pre>, b: &HashSet<Pre>, k: usize) -> Option<HashSet<Pre>> {
     let mut out = HashSet::new();
-    for x in a {
-        if x.len() >= k {
-            out.insert(x.clone());
+    for &x in a {
+        let lx = pre_len(x);
+        if lx >= k {
+            out.insert(x);
             continue;
         }
-        for y in b {
-            let mut z = x.clone();
-            z.extend(y.iter().take(k - x.len()));
-            out.insert(z);
+        for &y in b {
+            let n = pre_len(y).min(k - lx);
+            // `y`'s first `n` bytes after `x`'s `lx`.
+            let ybytes = (y & 0x00ff_ffff) >> (8 * (3 - n)) << (8 * (3 - n));
+            out.insert((((lx + n) as u32) << 24) | (x & 0x00ff_ffff) | (ybytes >> (8 * lx)));
         }
         if out.len() > MAX_PREFIXES {
             return None;
