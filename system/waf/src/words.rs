@@ -22,7 +22,7 @@
 
 use crate::screen::ByteSet;
 use regex_syntax::hir::{Class, Hir, HirKind};
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 
 /// The evasion padding between the letters of a command word (`~` in [`PREFIX_WORDS`]).
 const PAD: &str = r#"["'\)\[\x5c]*(?:(?:(?:\|\||&&)[\s\x0b]*)?\$[!#\(\*\-0-9\?@_a-\{]*)?\x5c?"#;
@@ -84,16 +84,16 @@ pub(crate) struct WordScreen {
     triples: Box<[u64; 4096]>,
 }
 
-/// Whether a value must be given to the expressions without screening: it holds a [`HOT`]
-/// byte, a `(` followed by optional whitespace and `)`, or a prefix command word (its letters in
-/// order with padding bytes between them). `bytes` are the value's bytes. The same for every
-/// expression with a [`WordScreen`].
 /// Whether a value of these bytes holds a [`HOT`] byte (and so is [`open`]).
 #[inline]
 pub(crate) fn hot(bytes: &ByteSet) -> bool {
     bytes.intersects(&HOT)
 }
 
+/// Whether a value must be given to the expressions without screening: it holds a [`HOT`]
+/// byte, a `(` followed by optional whitespace and `)`, or a prefix command word (its letters in
+/// order with padding bytes between them). `bytes` are the value's bytes. The same for every
+/// expression with a [`WordScreen`].
 pub(crate) fn open(v: &[u8], bytes: &ByteSet) -> bool {
     if hot(bytes) {
         return true;
@@ -186,7 +186,7 @@ impl WordScreen {
 
     /// The tables of a set of beginnings (lower case; those shorter than three bytes are whole
     /// command words).
-    fn of_prefixes(set: &HashSet<Pre>) -> Option<WordScreen> {
+    fn of_prefixes(set: &BTreeSet<Pre>) -> Option<WordScreen> {
         let set: Vec<Vec<u8>> = set.iter().map(|&p| pre_bytes(p)).collect();
         let mut seen = ByteSet::EMPTY;
         for p in &set {
@@ -292,8 +292,8 @@ fn pre_bytes(p: Pre) -> Vec<u8> {
 /// The beginnings of the strings `h` matches, lower case: each string's first `k` bytes, or
 /// the whole string when shorter (assertions read as empty, so a superset). `None` when the set
 /// grows beyond [`MAX_PREFIXES`].
-fn prefixes(h: &Hir, k: usize) -> Option<HashSet<Pre>> {
-    let one = |s: &[u8]| Some(HashSet::from([pack(s)]));
+fn prefixes(h: &Hir, k: usize) -> Option<BTreeSet<Pre>> {
+    let one = |s: &[u8]| Some(BTreeSet::from([pack(s)]));
     if k == 0 {
         return one(&[]);
     }
@@ -311,7 +311,7 @@ fn prefixes(h: &Hir, k: usize) -> Option<HashSet<Pre>> {
                 .collect(),
         ),
         HirKind::Class(Class::Unicode(c)) => {
-            let mut out = HashSet::new();
+            let mut out = BTreeSet::new();
             for r in c.ranges() {
                 for ch in r.start()..=r.end() {
                     // Byte mode: only ASCII classes are expected.
@@ -323,7 +323,7 @@ fn prefixes(h: &Hir, k: usize) -> Option<HashSet<Pre>> {
         }
         HirKind::Capture(c) => prefixes(&c.sub, k),
         HirKind::Concat(parts) => {
-            let mut acc = HashSet::from([pack(&[])]);
+            let mut acc = BTreeSet::from([pack(&[])]);
             for p in parts {
                 // Only as many bytes of the part as the shortest beginning so far lacks.
                 let need = k - acc.iter().map(|&x| pre_len(x)).min().unwrap_or(k);
@@ -335,7 +335,7 @@ fn prefixes(h: &Hir, k: usize) -> Option<HashSet<Pre>> {
             Some(acc)
         }
         HirKind::Alternation(alts) => {
-            let mut out = HashSet::new();
+            let mut out = BTreeSet::new();
             for a in alts {
                 out.extend(prefixes(a, k)?);
                 if out.len() > MAX_PREFIXES {
@@ -348,14 +348,14 @@ fn prefixes(h: &Hir, k: usize) -> Option<HashSet<Pre>> {
             let sub = prefixes(&r.sub, k)?;
             // `n` repetitions for n = 0..=k (`reps[n]`); more give the same beginnings as `k`
             // (each repetition adds a byte, or an empty one adds none).
-            let mut reps = vec![HashSet::from([pack(&[])])];
+            let mut reps = vec![BTreeSet::from([pack(&[])])];
             for n in 1..=k {
                 let next = concat(&reps[n - 1], &sub, k)?;
                 reps.push(next);
             }
             let max = r.max.unwrap_or(u32::MAX);
             let kk = k as u32;
-            let mut out = HashSet::new();
+            let mut out = BTreeSet::new();
             for (n, set) in reps.iter().enumerate() {
                 let n = n as u32;
                 if (r.min..=max).contains(&n) || (n == kk && r.min > kk) {
@@ -368,8 +368,8 @@ fn prefixes(h: &Hir, k: usize) -> Option<HashSet<Pre>> {
 }
 
 /// The beginnings (up to `k` bytes) of `a`'s strings followed by `b`'s.
-fn concat(a: &HashSet<Pre>, b: &HashSet<Pre>, k: usize) -> Option<HashSet<Pre>> {
-    let mut out = HashSet::new();
+fn concat(a: &BTreeSet<Pre>, b: &BTreeSet<Pre>, k: usize) -> Option<BTreeSet<Pre>> {
+    let mut out = BTreeSet::new();
     for &x in a {
         let lx = pre_len(x);
         if lx >= k {
