@@ -19,7 +19,11 @@
 # the server's log),
 # PHASE2_RATE fixes phase 2's rate (flows/s) instead of 70% of phase 1's, to compare two builds'
 # latency at one rate, PG_ASYNC_COMMIT=1 turns synchronous commit off for paymentd's database (an experiment: what
-# waiting for WAL flushes costs; never a production setting).
+# waiting for WAL flushes costs; never a production setting), PHASE2_SAMPLE=1 samples the system
+# during phase 2 and prints, per second of the confirm timeline, the disk writes, dirty and
+# writeback memory, context switches and what PostgreSQL's active backends were waiting on (to
+# relate a slow second to its cause), NO_SETTLE=1 skips the sync after loading and running
+# pgbench (the behaviour before 2026-12-06 evening, to compare).
 set -euo pipefail
 
 DURATION=20
@@ -145,6 +149,16 @@ if [ "${PG_ASYNC_COMMIT:-0}" = 1 ]; then
     echo "== EXPERIMENT: synchronous_commit = off for paymentd's database (PG_ASYNC_COMMIT=1)"
 fi
 pgbench -q -i -s 10 "$PGURL/pgbench" >"$WORK/pgbench-init.log" 2>&1
+# Each measurement pays for its own writes only. Loading pgbench's tables leaves ~200 MB of dirty
+# pages in the kernel's cache, which it writes back about 30 s later (dirty_expire_centisecs):
+# in the middle of the payment phases, where the burst of writes delayed WAL flushes and made
+# one slow second in most runs. A sync writes them out before anything is timed. (Not a
+# CHECKPOINT: pgbench's first write of each page after one would log the whole page, a cost it
+# does not have here otherwise, which would lower the reference.)
+settle_disk() {
+    sync
+}
+[ "${NO_SETTLE:-0}" = 1 ] || settle_disk
 echo "== pgbench -N -c $PGBENCH_CLIENTS -j 2 -T $DURATION"
 wal_stats() {
     psql -qAt "$PGURL/postgres" -c "SELECT wal_sync, wal_bytes FROM pg_stat_wal"
@@ -161,6 +175,7 @@ done
 sleep 0.2
 PGB_G1=$(pg_ticks); PGB_W1=$(wal_stats)
 PGBENCH_TPS=$(grep -E '^tps = ' "$WORK/pgbench.log" | tail -1 | awk '{ printf "%.0f", $3 }')
+[ "${NO_SETTLE:-0}" = 1 ] || settle_disk  # and pgbench's run leaves its own dirty pages
 grep -E '^(latency average|tps)' "$WORK/pgbench.log"
 
 # --- paymentd dev: time to ready --------------------------------------------------------------
@@ -286,8 +301,22 @@ else
 fi
 children_ticks; L2=$(cat "$WORK/children_ticks.txt")
 P2=$(proc_ticks "$PAYMENTD_PID"); G2=$(pg_ticks); T2=$(now_ns); DB2=$(db_stats)
+SAMPLER_PIDS=()
+if [ "${PHASE2_SAMPLE:-0}" = 1 ]; then
+    # Every 100 ms: what each active client backend waits on ("CPU" when it waits on nothing).
+    printf '%s\n\\watch 0.1\n' "SELECT extract(epoch from clock_timestamp())::numeric(20,3), coalesce(string_agg(w, ','), '') FROM (SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') w FROM pg_stat_activity WHERE backend_type = 'client backend' AND state = 'active' AND pid <> pg_backend_pid()) s" |
+        psql -qAt -F ' ' "$PGURL/postgres" >"$WORK/phase2-waits.txt" 2>/dev/null &
+    SAMPLER_PIDS+=($!)
+    # Every second: the kernel's counters (cumulative, differenced in the report).
+    while :; do
+        echo "$(date +%s.%N) $(awk '/^(Dirty|Writeback):/ { printf "%s ", $2 }' /proc/meminfo)$(awk '/^(pgpgout|pgpgin) / { printf "%s ", $2 }' /proc/vmstat)$(awk '/^ctxt / { printf "%s ", $2 } /^cpu / { printf "%s %s %s %s %s ", $2 + $3, $4, $5, $6, $9 }' /proc/stat)"
+        sleep 0.25
+    done >"$WORK/phase2-system.txt" &
+    SAMPLER_PIDS+=($!)
+fi
 loadgen --rate "$RATE70" --max-in-flight 256 >"$WORK/phase2.json"
 P3=$(proc_ticks "$PAYMENTD_PID"); G3=$(pg_ticks); T3=$(now_ns)
+for pid in "${SAMPLER_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
 children_ticks; L3=$(cat "$WORK/children_ticks.txt")
 sleep 0.6  # as after phase 1: let the backends flush pg_stat_database
 DB3=$(db_stats)
@@ -374,6 +403,47 @@ def indexes(path):
 i0 = indexes("$WORK/indexes0.txt"); i1 = indexes("$WORK/indexes1.txt")
 unread = [f"{t}.{ix}" for (t, ix), n in sorted(i1.items()) if t in written and n == i0.get((t, ix), 0)]
 print("indexes of written tables not read in phase 1 (maintained, never scanned): " + (", ".join(unread) or "none"))
+if "${PHASE2_SAMPLE:-0}" == "1":
+    # Second k of the confirm timeline starts k seconds after the warmup ends.
+    start = $T2 / 1e9 + $WARMUP
+    waits = {}
+    for line in open("$WORK/phase2-waits.txt"):
+        parts = line.split()
+        if not parts:
+            continue
+        k = int(float(parts[0]) - start)
+        slot = waits.setdefault(k, [0, {}])
+        slot[0] += 1
+        for w in (parts[1].split(",") if len(parts) > 1 else []):
+            slot[1][w] = slot[1].get(w, 0) + 1
+    # Fields: time, Dirty, Writeback, pgpgin, pgpgout, then /proc/stat's CPU ticks (user + nice,
+    # system, idle, iowait, steal) and context switches.
+    system = []
+    for line in open("$WORK/phase2-system.txt"):
+        f = line.split()
+        if len(f) == 11:
+            system.append([float(f[0])] + [int(x) for x in f[1:]])
+    def at(t):
+        # The last sample taken at or before t (the first one if none).
+        best = system[0]
+        for row in system:
+            if row[0] <= t:
+                best = row
+        return best
+    timeline = p2.get("timeline") or []
+    print()
+    print("== phase 2 by second (PHASE2_SAMPLE): confirm p99, disk writes (kB/s), dirty / writeback (kB), context switches/s, CPU user/system/idle/iowait %, mean active backends by wait")
+    for k, row in enumerate(timeline):
+        if not system:
+            break
+        a, b = at(start + k), at(start + k + 1)
+        dt = max(1e-3, b[0] - a[0])
+        dticks = [b[i] - a[i] for i in range(5, 10)]  # user, system, idle, iowait, steal
+        total = max(1, sum(dticks))
+        n, counts = waits.get(k, [0, {}])
+        top = sorted(counts.items(), key=lambda kv: -kv[1])[:4]
+        top_s = ", ".join(f"{w} {c / max(1, n):.1f}" for w, c in top)
+        print(f"  {k:3d}: p99 {row['p99_ms']:7.1f} ms  out {(b[4] - a[4]) / dt:8.0f}  dirty {b[1]:7d} wb {b[2]:6d}  cs {(b[10] - a[10]) / dt:7.0f}  cpu {100 * dticks[0] / total:3.0f}/{100 * dticks[1] / total:3.0f}/{100 * dticks[2] / total:3.0f}/{100 * dticks[3] / total:3.0f}  waits ({n} samples): {top_s}")
 errs = p1["error_count"] + p2["error_count"]
 print(f"errors (both phases):               {errs}   target 0  {verdict(errs == 0)}")
 EOF
