@@ -6,7 +6,7 @@
 #
 # Environment: CARGO_TARGET_DIR (where release binaries are), PG_BIN (PostgreSQL server
 # binaries, default /usr/lib/postgresql/15/bin), KEEP=1 keeps the work directory, PERF=1
-# samples paymentd with `perf record` during phase 1 and prints its hottest symbols (with
+# samples paymentd with `perf record` during phase 1 (PERF_PHASE=2: phase 2) and prints its hottest symbols (with
 # PERF_CALLGRAPH=dwarf also call chains, kept in the work directory's perf.data for
 # `perf report --children`),
 # DB_POOL (paymentd's database pool, default 32), COMMIT_BATCHES / MAX_COMMIT_BATCH (paymentd's
@@ -248,13 +248,27 @@ loadgen() {
 # --- phase 1: the most the node does (closed loop) --------------------------------------------
 echo "== phase 1: loadgen closed loop, $CONNECTIONS connections, ${WARMUP}s warmup + ${DURATION}s"
 PERF_PID=
-if [ "${PERF:-0}" = 1 ]; then
-    # Sampling profile of paymentd during phase 1 (software clock: works without PMU access).
+# Sampling profile of paymentd during phase PERF_PHASE (software clock: works without PMU
+# access).
+perf_start() {
+    [ "${PERF:-0}" = 1 ] && [ "${PERF_PHASE:-1}" = "$1" ] || return 0
     PERF_ARGS=(-e cpu-clock -F 499)
     [ -n "${PERF_CALLGRAPH:-}" ] && PERF_ARGS=(-e cpu-clock -F 199 --call-graph "$PERF_CALLGRAPH")
     perf record "${PERF_ARGS[@]}" -p "$PAYMENTD_PID" -o "$WORK/perf.data" >"$WORK/perf.log" 2>&1 &
     PERF_PID=$!
-fi
+}
+perf_report() {
+    [ -n "$PERF_PID" ] || return 0
+    kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=
+    echo "== perf: paymentd's hottest symbols during phase ${PERF_PHASE:-1} (self time)"
+    perf report -i "$WORK/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null >"$WORK/perf-symbols.txt" || true
+    grep -E '^ +[0-9]' "$WORK/perf-symbols.txt" | sed -E 's/[ -]+$//' | cut -c1-160 | head -"${PERF_TOP:-40}" || true
+    echo "== perf: by shared object"
+    perf report -i "$WORK/perf.data" --stdio --no-children --sort dso 2>/dev/null >"$WORK/perf-dso.txt" || true
+    grep -E '^ +[0-9]' "$WORK/perf-dso.txt" | sed -E 's/[ -]+$//' | head -10 || true
+}
+perf_start 1
 db_stats() {
     psql -qAt "$PGURL/postgres" -c "SELECT xact_commit + xact_rollback, tup_inserted, tup_updated, tup_deleted, blks_hit + blks_read FROM pg_stat_database WHERE datname = 'payments'"
 }
@@ -280,15 +294,7 @@ if [ "${PG_STATEMENTS:-0}" = 1 ]; then
     FLOWS_ALL=$(jq -r '.flows_run_total' "$WORK/phase1.json")
     psql -qAt -F ' | ' "$PGURL/payments" -c "SELECT round(total_exec_time::numeric / $FLOWS_ALL, 3) || ' ms', round(calls::numeric / $FLOWS_ALL, 2) || ' calls', round(shared_blks_hit::numeric / greatest(calls, 1), 1) || ' bufs/call', regexp_replace(left(query, 110), '\s+', ' ', 'g') FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'payments') ORDER BY total_exec_time DESC LIMIT ${PG_STATEMENTS_TOP:-15}"
 fi
-if [ -n "$PERF_PID" ]; then
-    kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
-    echo "== perf: paymentd's hottest symbols during phase 1 (self time)"
-    perf report -i "$WORK/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null >"$WORK/perf-symbols.txt" || true
-    grep -E '^ +[0-9]' "$WORK/perf-symbols.txt" | sed -E 's/[ -]+$//' | cut -c1-160 | head -"${PERF_TOP:-40}" || true
-    echo "== perf: by shared object"
-    perf report -i "$WORK/perf.data" --stdio --no-children --sort dso 2>/dev/null >"$WORK/perf-dso.txt" || true
-    grep -E '^ +[0-9]' "$WORK/perf-dso.txt" | sed -E 's/[ -]+$//' | head -10 || true
-fi
+perf_report
 
 # --- phase 2: 70% of that rate (open loop) ----------------------------------------------------
 MAX_FLOWS=$(jq -r '.flows_per_second' "$WORK/phase1.json")
@@ -314,7 +320,9 @@ if [ "${PHASE2_SAMPLE:-0}" = 1 ]; then
     done >"$WORK/phase2-system.txt" &
     SAMPLER_PIDS+=($!)
 fi
+perf_start 2
 loadgen --rate "$RATE70" --max-in-flight 256 >"$WORK/phase2.json"
+perf_report
 P3=$(proc_ticks "$PAYMENTD_PID"); G3=$(pg_ticks); T3=$(now_ns)
 for pid in "${SAMPLER_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
 children_ticks; L3=$(cat "$WORK/children_ticks.txt")
