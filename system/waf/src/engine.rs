@@ -999,6 +999,21 @@ fn bracketed_word(v: &[u8]) -> bool {
     rest.is_empty()
 }
 
+/// A value libinjection's SQLi detector cannot flag: one or more groups of `/` and a
+/// [`plain_word`] (`/v1/payment_intents`, the API's paths). The tokenizer reads each `/`, not
+/// followed by `*`, as an operator and each word (`/` is one of its delimiters) as one word
+/// whose type is its keyword's or a bareword's; no keyword holds a `/` and a space, so no two
+/// tokens merge into one, and no quote, `#` or `-` is in the value, so only the plain context is
+/// tried. None of the fingerprints of operators alternating with keywords or barewords is in
+/// libinjection's list; `slash_words_are_never_sqli` checks every keyword of its table at each
+/// of four places, every sequence of up to four of its keyword types, and random paths.
+fn slash_words(v: &[u8]) -> bool {
+    match v.split_first() {
+        Some((b'/', rest)) => rest.split(|b| *b == b'/').all(plain_word),
+        _ => false,
+    }
+}
+
 /// A value of decimal digits only (amounts, counts, timestamps): libinjection's tokenizer reads
 /// it as one number, whose one-token fingerprint `1` is not in its list (and with no quote in
 /// the value, no quoted context is tried). `plain_numbers_are_never_sqli` checks it.
@@ -2143,6 +2158,7 @@ impl<'a> Eval<'a> {
                 !plain_word(value)
                     && !plain_number(value)
                     && !bracketed_word(value)
+                    && !slash_words(value)
                     && self.memo(false, value, detect_sqli)
             }
             Op::DetectXss => self.memo(true, value, |x| libinjectionrs::detect_xss(x).is_injection()),
@@ -2507,6 +2523,127 @@ mod tests {
             b"a['x']",
         ] {
             assert!(!bracketed_word(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// A value [`slash_words`] accepts is never SQLi: every word of libinjection's keyword
+    /// table that is a [`plain_word`] at each of the first four segments of paths of one to
+    /// four segments (the others barewords), every sequence of one to four segments over one
+    /// keyword of each type and a bareword, and 30,000 random paths of one to ten segments
+    /// (keywords and random words, sometimes with a byte outside the shape, an empty segment,
+    /// a `*` after a `/` or SQL text): "accepted" implies "not detected".
+    #[test]
+    fn slash_words_are_never_sqli() {
+        let plain: Vec<(&str, u8)> = libinjectionrs::sqli::sqli_data::SQL_KEYWORDS
+            .iter()
+            .filter(|k| plain_word(k.word.as_bytes()))
+            .map(|k| (k.word, k.token_type))
+            .collect();
+        assert!(plain.len() > 500, "{}", plain.len());
+        let path = |segs: &[&str]| -> Vec<u8> {
+            segs.iter()
+                .flat_map(|s| [b"/".as_slice(), s.as_bytes()])
+                .flatten()
+                .copied()
+                .collect()
+        };
+        let mut checked = 0;
+        for (k, _) in &plain {
+            for len in 1..=4 {
+                for at in 0..len {
+                    let segs: Vec<&str> = (0..len).map(|i| if i == at { *k } else { "v1" }).collect();
+                    let v = path(&segs);
+                    assert!(slash_words(&v) && !detect_sqli(&v), "{}", String::from_utf8_lossy(&v));
+                    checked += 1;
+                }
+            }
+        }
+        // One keyword of each type, and a bareword.
+        let mut types: Vec<&str> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (k, t) in &plain {
+            if seen.insert(*t) {
+                types.push(k);
+            }
+        }
+        types.push("payment_intents");
+        let mut seqs: Vec<Vec<&str>> = vec![Vec::new()];
+        for _ in 0..4 {
+            let longer: Vec<Vec<&str>> = seqs
+                .iter()
+                .filter(|s| s.len() < 4)
+                .flat_map(|s| types.iter().map(move |t| [s.clone(), vec![*t]].concat()))
+                .collect();
+            seqs.extend(longer);
+            seqs.sort();
+            seqs.dedup();
+        }
+        for s in seqs.iter().filter(|s| !s.is_empty()) {
+            let v = path(s);
+            assert!(slash_words(&v) && !detect_sqli(&v), "{}", String::from_utf8_lossy(&v));
+            checked += 1;
+        }
+        let mut rng = crate::testrng::Rng(0x2f76_312f_7061_7468);
+        let word_bytes: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_";
+        let odd: &[u8] = b"'\" ()=-#/*.;,@`[]|&<>!+%";
+        let sql: [&[u8]; 8] = [
+            b"' or '1'='1",
+            b"1 union select 1",
+            b"1' --",
+            b"or 1=1",
+            b"*/or/**/1",
+            b"1;drop table t",
+            b"' and sleep(5)#",
+            b")or(1",
+        ];
+        let (mut accepted, mut rejected_sqli) = (0, 0);
+        for _ in 0..30_000 {
+            let clean = rng.below(3) != 0;
+            let mut v = Vec::new();
+            for _ in 0..1 + rng.below(10) {
+                v.push(b'/');
+                match rng.below(3) {
+                    0 => v.extend_from_slice(plain[rng.below(plain.len())].0.as_bytes()),
+                    1 => {
+                        for _ in 0..1 + rng.below(40) {
+                            v.push(word_bytes[rng.below(word_bytes.len())]);
+                        }
+                    }
+                    _ => v.extend_from_slice(types[rng.below(types.len())].as_bytes()),
+                }
+                if !clean {
+                    match rng.below(6) {
+                        0 => v.push(odd[rng.below(odd.len())]),
+                        1 => v.extend_from_slice(sql[rng.below(sql.len())]),
+                        2 => v.push(rng.next() as u8),
+                        _ => {}
+                    }
+                }
+            }
+            let hit = detect_sqli(&v);
+            if slash_words(&v) {
+                assert!(!hit, "{} is SQLi", String::from_utf8_lossy(&v));
+                accepted += 1;
+            } else if hit {
+                rejected_sqli += 1;
+            }
+        }
+        assert!(
+            checked > 20_000 && accepted > 15_000 && rejected_sqli > 1_000,
+            "{checked} {accepted} {rejected_sqli}"
+        );
+        for bad in [
+            &b"v1/x"[..],
+            b"/",
+            b"//x",
+            b"/x/",
+            b"/1x",
+            b"/x y",
+            b"/*x",
+            b"/x.y",
+            b"",
+        ] {
+            assert!(!slash_words(bad), "{}", String::from_utf8_lossy(bad));
         }
     }
 
