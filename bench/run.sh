@@ -22,7 +22,8 @@
 # waiting for WAL flushes costs; never a production setting), PHASE2_SAMPLE=1 samples the system
 # during phase 2 and prints, per second of the confirm timeline, the disk writes, dirty and
 # writeback memory, context switches and what PostgreSQL's active backends were waiting on (to
-# relate a slow second to its cause), NO_SETTLE=1 skips the sync after loading and running
+# relate a slow second to its cause; the sampling itself costs some CPU, so use
+# it to diagnose rather than for the headline figures), NO_SETTLE=1 skips the sync after loading and running
 # pgbench (the behaviour before 2026-12-06 evening, to compare).
 set -euo pipefail
 
@@ -313,9 +314,18 @@ if [ "${PHASE2_SAMPLE:-0}" = 1 ]; then
     printf '%s\n\\watch 0.1\n' "SELECT extract(epoch from clock_timestamp())::numeric(20,3), coalesce(string_agg(w, ','), '') FROM (SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') w FROM pg_stat_activity WHERE backend_type = 'client backend' AND state = 'active' AND pid <> pg_backend_pid()) s" |
         psql -qAt -F ' ' "$PGURL/postgres" >"$WORK/phase2-waits.txt" 2>/dev/null &
     SAMPLER_PIDS+=($!)
-    # Every second: the kernel's counters (cumulative, differenced in the report).
+    # Four times a second: the kernel's counters and the CPU ticks of paymentd, PostgreSQL and
+    # loadgen (cumulative, differenced in the report).
     while :; do
-        echo "$(date +%s.%N) $(awk '/^(Dirty|Writeback):/ { printf "%s ", $2 }' /proc/meminfo)$(awk '/^(pgpgout|pgpgin) / { printf "%s ", $2 }' /proc/vmstat)$(awk '/^ctxt / { printf "%s ", $2 } /^cpu / { printf "%s %s %s %s %s ", $2 + $3, $4, $5, $6, $9 }' /proc/stat)"
+        lg=$(pgrep -n -x loadgen || true)
+        pm=$(head -1 "$PGDATA/postmaster.pid")
+        echo "$(date +%s.%N) $(awk '/^(Dirty|Writeback):/ { printf "%s ", $2 }' /proc/meminfo)$(awk '/^(pgpgout|pgpgin) / { printf "%s ", $2 }' /proc/vmstat)$(awk '/^ctxt / { printf "%s ", $2 } /^cpu / { printf "%s %s %s %s %s ", $2 + $3, $4, $5, $6, $9 }' /proc/stat)$(awk -v pm="/proc/$pm/stat" -v pay="/proc/$PAYMENTD_PID/stat" -v lg="/proc/$lg/stat" '
+            # One process for every /proc/<pid>/stat read (pg_ticks forks one per backend).
+            FILENAME == pay { p = $14 + $15; next }
+            FILENAME == lg { l = $14 + $15; next }
+            FILENAME == pm { g += $16 + $17 }
+            { g += $14 + $15 }
+            END { printf "%d %d %d", p, g, l }' "/proc/$PAYMENTD_PID/stat" ${lg:+"/proc/$lg/stat"} "/proc/$pm/stat" $(pgrep -P "$pm" | sed 's|.*|/proc/&/stat|') 2>/dev/null)"
         sleep 0.25
     done >"$WORK/phase2-system.txt" &
     SAMPLER_PIDS+=($!)
@@ -425,11 +435,12 @@ if "${PHASE2_SAMPLE:-0}" == "1":
         for w in (parts[1].split(",") if len(parts) > 1 else []):
             slot[1][w] = slot[1].get(w, 0) + 1
     # Fields: time, Dirty, Writeback, pgpgin, pgpgout, then /proc/stat's CPU ticks (user + nice,
-    # system, idle, iowait, steal) and context switches.
+    # system, idle, iowait, steal) and context switches, then the CPU ticks of paymentd,
+    # PostgreSQL and loadgen.
     system = []
     for line in open("$WORK/phase2-system.txt"):
         f = line.split()
-        if len(f) == 11:
+        if len(f) == 14:
             system.append([float(f[0])] + [int(x) for x in f[1:]])
     def at(t):
         # The last sample taken at or before t (the first one if none).
@@ -440,7 +451,7 @@ if "${PHASE2_SAMPLE:-0}" == "1":
         return best
     timeline = p2.get("timeline") or []
     print()
-    print("== phase 2 by second (PHASE2_SAMPLE): confirm p99, disk writes (kB/s), dirty / writeback (kB), context switches/s, CPU user/system/idle/iowait %, mean active backends by wait")
+    print("== phase 2 by second (PHASE2_SAMPLE): confirm p99, disk writes (kB/s), dirty / writeback (kB), context switches/s, CPU user/system/idle/iowait %, CPU of paymentd/postgres/loadgen (% of one core), mean active backends by wait")
     for k, row in enumerate(timeline):
         if not system:
             break
@@ -451,7 +462,11 @@ if "${PHASE2_SAMPLE:-0}" == "1":
         n, counts = waits.get(k, [0, {}])
         top = sorted(counts.items(), key=lambda kv: -kv[1])[:4]
         top_s = ", ".join(f"{w} {c / max(1, n):.1f}" for w, c in top)
-        print(f"  {k:3d}: p99 {row['p99_ms']:7.1f} ms  out {(b[4] - a[4]) / dt:8.0f}  dirty {b[1]:7d} wb {b[2]:6d}  cs {(b[10] - a[10]) / dt:7.0f}  cpu {100 * dticks[0] / total:3.0f}/{100 * dticks[1] / total:3.0f}/{100 * dticks[2] / total:3.0f}/{100 * dticks[3] / total:3.0f}  waits ({n} samples): {top_s}")
+        if b[0] <= a[0]:
+            break  # the sampler had stopped: no second sample for this second
+        # A process that exited (loadgen at the end) reads as 0 ticks: "-".
+        procs = "/".join(f"{100 * (b[i] - a[i]) / tick / dt:.0f}" if b[i] >= a[i] else "-" for i in (11, 12, 13))
+        print(f"  {k:3d}: p99 {row['p99_ms']:7.1f} ms  out {(b[4] - a[4]) / dt:8.0f}  dirty {b[1]:7d} wb {b[2]:6d}  cs {(b[10] - a[10]) / dt:7.0f}  cpu {100 * dticks[0] / total:3.0f}/{100 * dticks[1] / total:3.0f}/{100 * dticks[2] / total:3.0f}/{100 * dticks[3] / total:3.0f}  paymentd/postgres/loadgen {procs} %  waits ({n} samples): {top_s}")
 errs = p1["error_count"] + p2["error_count"]
 print(f"errors (both phases):               {errs}   target 0  {verdict(errs == 0)}")
 EOF
