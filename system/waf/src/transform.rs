@@ -327,36 +327,48 @@ pub fn url_decode(v: &[u8], uni: bool) -> Vec<u8> {
     out
 }
 
-/// [`url_decode`] appending to `out`.
+/// [`url_decode`] appending to `out`. The decoded bytes are gathered in a stack buffer and
+/// appended to `out` 64 at a time: a store a byte instead of a `Vec::push` (its capacity test
+/// and length update) a byte (`url_decode_chunks_equal_bytewise`).
 pub fn url_decode_into(v: &[u8], uni: bool, out: &mut Vec<u8>) {
+    let mut chunk = [0u8; 64];
+    let mut n = 0;
     let mut i = 0;
     while i < v.len() {
         let b = v[i];
-        if b == b'%' {
-            if uni && matches!(v.get(i + 1), Some(b'u' | b'U')) {
-                let (n, len) = hex_run(&v[i + 2..], 4);
-                if len == 4 {
-                    out.push(code_point_byte(n));
-                    i += 6;
-                    continue;
-                }
+        let (d, step) = if b == b'%' {
+            let unicode = if uni && matches!(v.get(i + 1), Some(b'u' | b'U')) {
+                let (x, len) = hex_run(&v[i + 2..], 4);
+                (len == 4).then(|| code_point_byte(x))
+            } else {
+                None
+            };
+            match unicode {
+                Some(d) => (d, 6),
+                None => match (
+                    v.get(i + 1).copied().and_then(hex_val),
+                    v.get(i + 2).copied().and_then(hex_val),
+                ) {
+                    (Some(h), Some(l)) => (h * 16 + l, 3),
+                    _ => (b, 1),
+                },
             }
-            if let (Some(h), Some(l)) = (
-                v.get(i + 1).copied().and_then(hex_val),
-                v.get(i + 2).copied().and_then(hex_val),
-            ) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-            out.push(b);
         } else if b == b'+' {
-            out.push(b' ');
+            (b' ', 1)
         } else {
-            out.push(b);
+            (b, 1)
+        };
+        if let Some(slot) = chunk.get_mut(n) {
+            *slot = d;
+            n += 1;
+        } else {
+            out.extend_from_slice(&chunk);
+            chunk[0] = d;
+            n = 1;
         }
-        i += 1;
+        i += step;
     }
+    out.extend_from_slice(chunk.get(..n).unwrap_or_default());
 }
 
 /// The named references `htmlEntityDecode` decodes (ASCII case ignored), with their bytes.
@@ -848,6 +860,99 @@ mod tests {
         for v in &values {
             assert_eq!(base64_decode(v), by_ranges(v), "{v:?}");
         }
+    }
+
+    /// `url_decode_into` (decoded bytes gathered 64 at a time in a stack buffer) appends what
+    /// the byte-by-byte decoder it replaced appends, with and without `%u`, after existing
+    /// bytes: every value of up to three bytes over the bytes that matter (`%`, `u`, `U`, `+`,
+    /// hex digits of both cases, non-digits), and 40,000 random values of escapes, broken
+    /// escapes and text, a third of them longer than one or two chunks.
+    #[test]
+    fn url_decode_chunks_equal_bytewise() {
+        fn bytewise(v: &[u8], uni: bool, out: &mut Vec<u8>) {
+            let mut i = 0;
+            while i < v.len() {
+                let b = v[i];
+                if b == b'%' {
+                    if uni && matches!(v.get(i + 1), Some(b'u' | b'U')) {
+                        let (n, len) = hex_run(&v[i + 2..], 4);
+                        if len == 4 {
+                            out.push(code_point_byte(n));
+                            i += 6;
+                            continue;
+                        }
+                    }
+                    if let (Some(h), Some(l)) = (
+                        v.get(i + 1).copied().and_then(hex_val),
+                        v.get(i + 2).copied().and_then(hex_val),
+                    ) {
+                        out.push(h * 16 + l);
+                        i += 3;
+                        continue;
+                    }
+                    out.push(b);
+                } else if b == b'+' {
+                    out.push(b' ');
+                } else {
+                    out.push(b);
+                }
+                i += 1;
+            }
+        }
+        let alphabet = b"%uU+0aF9gG\xff ";
+        let mut values: Vec<Vec<u8>> = vec![Vec::new()];
+        for &a in alphabet {
+            values.push(vec![a]);
+            for &b in alphabet {
+                values.push(vec![a, b]);
+                for &c in alphabet {
+                    values.push(vec![a, b, c]);
+                }
+            }
+        }
+        let pieces: &[&[u8]] = &[
+            b"%41",
+            b"%2f",
+            b"%Ff",
+            b"%u0041",
+            b"%U00e9",
+            b"%uFF0E",
+            b"%u12",
+            b"%4",
+            b"%",
+            b"%%",
+            b"%g1",
+            b"+",
+            b"++",
+            b"amount",
+            b"shipping%5Baddress%5D",
+            b"Order+%231234",
+        ];
+        let mut rng = crate::testrng::Rng(0x5be0_cd19_137e_2179);
+        for k in 0..40_000 {
+            let mut v = rng.value(pieces);
+            if k % 3 == 0 {
+                // Past one or two chunks: the buffer's flush and a last partial chunk.
+                while v.len() < 60 + rng.below(150) {
+                    v.extend_from_slice(&rng.value(pieces));
+                }
+            }
+            values.push(v);
+        }
+        let (mut escapes, mut long) = (0, 0);
+        for v in &values {
+            escapes += usize::from(v.contains(&b'%'));
+            long += usize::from(v.len() > 64);
+            for uni in [false, true] {
+                for prefix in [&b""[..], b"x=1&"] {
+                    let (mut got, mut want) = (prefix.to_vec(), prefix.to_vec());
+                    url_decode_into(v, uni, &mut got);
+                    bytewise(v, uni, &mut want);
+                    assert_eq!(got, want, "{v:?} uni={uni}");
+                }
+            }
+        }
+        assert!(escapes > 20_000 && long > 10_000, "{escapes} {long}");
     }
 
     /// `removeNulls` and `removeWhitespace` give what filtering the bytes one by one gives,
