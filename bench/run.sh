@@ -6,8 +6,8 @@
 #
 # Environment: CARGO_TARGET_DIR (where release binaries are), PG_BIN (PostgreSQL server
 # binaries, default /usr/lib/postgresql/15/bin), KEEP=1 keeps the work directory, PERF=1
-# samples paymentd with `perf record` during phase 1 (PERF_PHASE=2: phase 2) and prints its hottest symbols (with
-# PERF_CALLGRAPH=dwarf also call chains, kept in the work directory's perf.data for
+# samples paymentd with `perf record` during phase 1 (PERF_PHASE=2: phase 2) and prints its
+# hottest symbols (with PERF_CALLGRAPH=dwarf also call chains, kept in the work directory's perf.data for
 # `perf report --children`),
 # DB_POOL (paymentd's database pool, default 32), COMMIT_BATCHES / MAX_COMMIT_BATCH (paymentd's
 # group commit, `database.commit_batches` / `database.max_commit_batch`; 0 batches turns it off), CAPTURE_SHARE / REFUND_SHARE (loadgen mix),
@@ -21,10 +21,11 @@
 # latency at one rate, PG_ASYNC_COMMIT=1 turns synchronous commit off for paymentd's database (an experiment: what
 # waiting for WAL flushes costs; never a production setting), PHASE2_SAMPLE=1 samples the system
 # during phase 2 and prints, per second of the confirm timeline, the disk writes, dirty and
-# writeback memory, context switches and what PostgreSQL's active backends were waiting on (to
-# relate a slow second to its cause; the sampling itself costs some CPU, so use
-# it to diagnose rather than for the headline figures), NO_SETTLE=1 skips the sync after loading and running
-# pgbench (the behaviour before 2026-12-06 evening, to compare).
+# writeback memory, context switches, the CPU of the machine, paymentd, PostgreSQL and loadgen,
+# and what PostgreSQL's active backends were waiting on (to
+# relate a slow second to its cause; the sampling itself costs some CPU, so compare runs made
+# with it only with each other), NO_SETTLE=1 skips the sync after loading and running pgbench
+# (the behaviour before 2026-12-06 evening, to compare).
 set -euo pipefail
 
 DURATION=20
@@ -152,10 +153,10 @@ fi
 pgbench -q -i -s 10 "$PGURL/pgbench" >"$WORK/pgbench-init.log" 2>&1
 # Each measurement pays for its own writes only. Loading pgbench's tables leaves ~200 MB of dirty
 # pages in the kernel's cache, which it writes back about 30 s later (dirty_expire_centisecs):
-# in the middle of the payment phases, where the burst of writes delayed WAL flushes and made
-# one slow second in most runs. A sync writes them out before anything is timed. (Not a
-# CHECKPOINT: pgbench's first write of each page after one would log the whole page, a cost it
-# does not have here otherwise, which would lower the reference.)
+# in the middle of the payment phases, 130-160 MB/s of writes in one second. A sync writes them
+# out before anything is timed. (It was not what made the slow seconds of phase 2: see
+# docs/performance.md. Not a CHECKPOINT: pgbench's first write of each page after one would log
+# the whole page, a cost it does not have here otherwise, which would lower the reference.)
 settle_disk() {
     sync
 }
@@ -332,9 +333,9 @@ if [ "${PHASE2_SAMPLE:-0}" = 1 ]; then
 fi
 perf_start 2
 loadgen --rate "$RATE70" --max-in-flight 256 >"$WORK/phase2.json"
-perf_report
 P3=$(proc_ticks "$PAYMENTD_PID"); G3=$(pg_ticks); T3=$(now_ns)
 for pid in "${SAMPLER_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
+perf_report  # after the phase's CPU and time are read: the report takes seconds
 children_ticks; L3=$(cat "$WORK/children_ticks.txt")
 sleep 0.6  # as after phase 1: let the backends flush pg_stat_database
 DB3=$(db_stats)
