@@ -104,14 +104,12 @@ proc_ticks() {
 # CPU ticks of the PostgreSQL server: the postmaster (including children it has reaped) plus
 # every live child (backends, checkpointer, WAL writer, ...).
 pg_ticks() {
-    local pm total=0 t
+    local pm
     pm=$(head -1 "$PGDATA/postmaster.pid")
-    total=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$pm/stat")
-    for c in $(pgrep -P "$pm"); do
-        t=$(proc_ticks "$c")
-        total=$((total + t))
-    done
-    echo "$total"
+    # One awk for every stat file (the phase-2 sampler reads this four times a second); a child
+    # that exits between pgrep and awk is left out, as it was with one read per child.
+    awk -v pm="/proc/$pm/stat" 'FILENAME == pm { s += $16 + $17 } { s += $14 + $15 } END { printf "%d\n", s }' \
+        "/proc/$pm/stat" $(pgrep -P "$pm" | sed 's|.*|/proc/&/stat|') 2>/dev/null || true
 }
 
 # CPU ticks of this shell's finished children (around a foreground loadgen run). `times` must
@@ -319,14 +317,7 @@ if [ "${PHASE2_SAMPLE:-0}" = 1 ]; then
     # loadgen (cumulative, differenced in the report).
     while :; do
         lg=$(pgrep -n -x loadgen || true)
-        pm=$(head -1 "$PGDATA/postmaster.pid")
-        echo "$(date +%s.%N) $(awk '/^(Dirty|Writeback):/ { printf "%s ", $2 }' /proc/meminfo)$(awk '/^(pgpgout|pgpgin) / { printf "%s ", $2 }' /proc/vmstat)$(awk '/^ctxt / { printf "%s ", $2 } /^cpu / { printf "%s %s %s %s %s ", $2 + $3, $4, $5, $6, $9 }' /proc/stat)$(awk -v pm="/proc/$pm/stat" -v pay="/proc/$PAYMENTD_PID/stat" -v lg="/proc/$lg/stat" '
-            # One process for every /proc/<pid>/stat read (pg_ticks forks one per backend).
-            FILENAME == pay { p = $14 + $15; next }
-            FILENAME == lg { l = $14 + $15; next }
-            FILENAME == pm { g += $16 + $17 }
-            { g += $14 + $15 }
-            END { printf "%d %d %d", p, g, l }' "/proc/$PAYMENTD_PID/stat" ${lg:+"/proc/$lg/stat"} "/proc/$pm/stat" $(pgrep -P "$pm" | sed 's|.*|/proc/&/stat|') 2>/dev/null)"
+        echo "$(date +%s.%N) $(awk '/^(Dirty|Writeback):/ { printf "%s ", $2 }' /proc/meminfo)$(awk '/^(pgpgout|pgpgin) / { printf "%s ", $2 }' /proc/vmstat)$(awk '/^ctxt / { printf "%s ", $2 } /^cpu / { printf "%s %s %s %s %s ", $2 + $3, $4, $5, $6, $9 }' /proc/stat)$(proc_ticks "$PAYMENTD_PID") $(pg_ticks) $([ -n "$lg" ] && proc_ticks "$lg" || echo 0)"
         sleep 0.25
     done >"$WORK/phase2-system.txt" &
     SAMPLER_PIDS+=($!)
