@@ -83,7 +83,7 @@ struct Model {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(r: &Record) -> Option<T> {
-    serde_json::from_value(r.body.clone()).ok()
+    r.body.decode().ok()
 }
 
 fn model(ev: &Evidence) -> Model {
@@ -425,12 +425,12 @@ fn status_of(e: &StoredEvent) -> Option<IntentStatus> {
     if !e.event.kind.starts_with("payment_intent.") {
         return None;
     }
-    e.event
-        .data
-        .object
-        .get("status")
-        .and_then(|s| s.as_str())
-        .and_then(IntentStatus::parse)
+    #[derive(serde::Deserialize)]
+    struct Stated {
+        status: Option<String>,
+    }
+    let object: Stated = e.event.data.object.decode().ok()?;
+    object.status.as_deref().and_then(IntentStatus::parse)
 }
 
 fn legal_transitions(ev: &Evidence, m: &Model, out: &mut Vec<Violation>) {
@@ -504,9 +504,9 @@ fn legal_transitions(ev: &Evidence, m: &Model, out: &mut Vec<Violation>) {
         if kind.starts_with("charge.") || kind.starts_with("refund.") {
             if let Some(id) = e.event.object_id() {
                 let exists = if kind.starts_with("charge.") {
-                    m.charges.contains_key(id)
+                    m.charges.contains_key(&id)
                 } else {
-                    m.refunds.contains_key(id)
+                    m.refunds.contains_key(&id)
                 };
                 if !exists {
                     out.push(v(
@@ -738,7 +738,7 @@ fn has_cvc_field(v: &serde_json::Value) -> bool {
 
 fn no_cvc_at_rest(ev: &Evidence, out: &mut Vec<Violation>) {
     for (t, r) in ev.db.iter().chain(ev.ledger.iter()) {
-        if has_cvc_field(&r.body) {
+        if r.body.to_value().is_ok_and(|body| has_cvc_field(&body)) {
             out.push(v(
                 Invariant::NoCvcAtRest,
                 vec![format!("{t}/{}", r.id)],
@@ -747,7 +747,12 @@ fn no_cvc_at_rest(ev: &Evidence, out: &mut Vec<Violation>) {
         }
     }
     for e in ev.events {
-        if has_cvc_field(&e.event.data.object) {
+        if e.event
+            .data
+            .object
+            .to_value()
+            .is_ok_and(|object| has_cvc_field(&object))
+        {
             out.push(v(
                 Invariant::NoCvcAtRest,
                 vec![e.event.id.to_string()],
@@ -785,9 +790,10 @@ fn webhook_endpoints(ev: &Evidence) -> Vec<(String, String, bool)> {
         .iter()
         .filter(|(t, _)| *t == Table::WebhookEndpoints)
         .filter_map(|(_, r)| {
-            let url = r.body.pointer("/endpoint/url")?.as_str()?;
+            let body = r.body.to_value().ok()?;
+            let url = body.pointer("/endpoint/url")?.as_str()?;
             let path = url.splitn(4, '/').nth(3).map(|p| format!("/{p}"))?;
-            let fifo = r.body.pointer("/endpoint/fifo")?.as_bool()?;
+            let fifo = body.pointer("/endpoint/fifo")?.as_bool()?;
             Some((r.id.clone(), path, fifo))
         })
         .collect()

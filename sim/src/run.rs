@@ -523,7 +523,8 @@ pub fn run(base: &Scenario, opts: &RunOptions) -> RunReport {
     for (t, r) in &db {
         if *t == pay_store::Table::PaymentIntents {
             stats.intents += 1;
-            if let Some(s) = r.body.pointer("/intent/status").and_then(|s| s.as_str()) {
+            let body = r.body.to_value().unwrap_or_default();
+            if let Some(s) = body.pointer("/intent/status").and_then(|s| s.as_str()) {
                 *stats.intent_status.entry(s.to_owned()).or_insert(0) += 1;
             }
         }

@@ -461,6 +461,8 @@ async fn detokenize_as(w: &mut PciWorld, who: &str) -> StepResult {
     {
         pay_store::Response::Record { record: Some(r) } => r
             .body
+            .to_value()
+            .map_err(|e| e.to_string())?
             .get("token")
             .and_then(|t| t.as_str())
             .map(str::to_owned)

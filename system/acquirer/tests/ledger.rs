@@ -42,7 +42,7 @@ fn auth(key: &str, number: &str, amount: i64, capture: bool) -> AuthorizeRequest
 fn count<T: pay_store::Entity + 'static>(mem: &MemoryBackend) -> usize {
     mem.dump()
         .into_iter()
-        .filter(|(t, r)| *t == T::TABLE && serde_json::from_value::<T>(r.body.clone()).is_ok())
+        .filter(|(t, r)| *t == T::TABLE && r.body.decode::<T>().is_ok())
         .count()
 }
 

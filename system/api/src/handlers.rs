@@ -17,6 +17,7 @@ use pay_proto::objects::*;
 use pay_proto::payments::*;
 use pay_proto::tokenizer::{CardInput, TokenizeRequest};
 use pay_store::{ConflictKind, EventQuery, Index, ListQuery, StoreError, Table, Versioned};
+use serde::Serialize;
 use std::sync::Arc;
 
 type S = State<Arc<Api>>;
@@ -307,12 +308,12 @@ impl Api {
         }
     }
 
-    fn event(&self, ctx: &Ctx, kind: &str, object: serde_json::Value) -> Event {
+    fn event<T: Serialize>(&self, ctx: &Ctx, kind: &str, object: &T) -> Event {
         let mut e = Event::new(
             pay_core::EventId::generate(self.env.entropy.as_ref()),
             &ctx.principal.account,
             kind,
-            object,
+            pay_core::JsonText::of(object).unwrap_or_else(|_| pay_core::JsonText::null()),
             self.env.now(),
         );
         e.request.id = Some(ctx.request_id.clone());
@@ -469,7 +470,7 @@ impl Api {
             rec.pm.customer = Some(req.customer.clone());
             let mut txn = self.db.txn();
             txn.update(version, &rec)
-                .event(self.event(ctx, "payment_method.attached", to_json(&rec.pm)));
+                .event(self.event(ctx, "payment_method.attached", &rec.pm));
             match self.db.commit(txn).await {
                 Ok(_) => return self.render_pm(rec.pm, &req.expand).await,
                 Err(StoreError::Conflict { .. }) => continue,
@@ -494,7 +495,7 @@ impl Api {
             rec.pm.customer = None;
             let mut txn = self.db.txn();
             txn.update(version, &rec)
-                .event(self.event(ctx, "payment_method.detached", to_json(&rec.pm)));
+                .event(self.event(ctx, "payment_method.detached", &rec.pm));
             match self.db.commit(txn).await {
                 Ok(_) => return self.render_pm(rec.pm, &expand).await,
                 Err(StoreError::Conflict { .. }) => continue,
@@ -705,8 +706,7 @@ impl Api {
             created_ms: now.millis(),
         };
         let mut txn = self.db.txn();
-        txn.insert(&rec)
-            .event(self.event(ctx, "customer.created", to_json(&customer)));
+        txn.insert(&rec).event(self.event(ctx, "customer.created", &customer));
         if let Some(pm_id) = &req.payment_method {
             let Versioned { version, value: mut pm } = self.load_pm(account, pm_id.as_str()).await?;
             if pm.pm.customer.is_some() {
@@ -718,7 +718,7 @@ impl Api {
             }
             pm.pm.customer = Some(id.clone());
             txn.update(version, &pm)
-                .event(self.event(ctx, "payment_method.attached", to_json(&pm.pm)));
+                .event(self.event(ctx, "payment_method.attached", &pm.pm));
         }
         match self.db.commit(txn).await {
             Ok(_)
@@ -777,8 +777,8 @@ impl Api {
                 self.load_pm(&ctx.principal.account, d.as_str()).await?;
                 c.invoice_settings.default_payment_method = Some(d.clone());
             }
-            let mut ev = self.event(ctx, "customer.updated", to_json(&rec.customer));
-            ev.data.previous_attributes = Some(previous_attributes(&before, &ev.data.object));
+            let mut ev = self.event(ctx, "customer.updated", &rec.customer);
+            ev.data.previous_attributes = Some(previous_attributes(&before, &to_json(&rec.customer)));
             let mut txn = self.db.txn();
             txn.update(version, &rec).event(ev);
             match self.db.commit(txn).await {
@@ -800,7 +800,7 @@ impl Api {
             rec.deleted = true;
             let mut txn = self.db.txn();
             txn.update(version, &rec)
-                .event(self.event(ctx, "customer.deleted", to_json(&rec.customer)));
+                .event(self.event(ctx, "customer.deleted", &rec.customer));
             match self.db.commit(txn).await {
                 Ok(_) => {
                     return ok(&pay_proto::objects::Deleted {

@@ -5,6 +5,7 @@
 
 use crate::env::Timestamp;
 use crate::ids::{AccountId, EventId};
+use crate::json::JsonText;
 use serde::{Deserialize, Serialize};
 
 /// The API version stamped on events and echoed by the API.
@@ -45,8 +46,9 @@ pub fn is_known_event_type(name: &str) -> bool {
 /// previous values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventData {
-    /// The object as it is after the change.
-    pub object: serde_json::Value,
+    /// The object as it is after the change, as JSON text: events are written, stored, listed
+    /// and sent as they are, and only the simulator's checks look inside them.
+    pub object: JsonText,
     /// For `*.updated` events: the previous values of the fields that changed.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub previous_attributes: Option<serde_json::Value>,
@@ -91,7 +93,7 @@ pub struct Event {
 
 impl Event {
     /// A new event of `kind` about `object` at time `at`.
-    pub fn new(id: EventId, account: &AccountId, kind: &str, object: serde_json::Value, at: Timestamp) -> Event {
+    pub fn new(id: EventId, account: &AccountId, kind: &str, object: JsonText, at: Timestamp) -> Event {
         Event {
             id,
             object: "event".to_owned(),
@@ -109,9 +111,13 @@ impl Event {
         }
     }
 
-    /// The id of the object the event is about (`data.object.id`).
-    pub fn object_id(&self) -> Option<&str> {
-        self.data.object.get("id").and_then(|v| v.as_str())
+    /// The id of the object the event is about (`data.object.id`), read from the object's text.
+    pub fn object_id(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Identified {
+            id: Option<String>,
+        }
+        self.data.object.decode::<Identified>().ok().and_then(|o| o.id)
     }
 }
 
@@ -126,5 +132,33 @@ mod tests {
         }
         assert!(is_known_event_type("payment_intent.succeeded"));
         assert!(!is_known_event_type("payment_intent.exploded"));
+    }
+
+    /// The outbox indexes events by the id of their object; reading it from the object's text
+    /// must find it wherever it sits in the object and whatever else the object holds.
+    #[test]
+    fn object_ids_are_read_from_the_objects_text() {
+        let event = |object: &str| {
+            Event::new(
+                EventId::parse("evt_1").unwrap(),
+                &AccountId::parse("acct_1").unwrap(),
+                "charge.succeeded",
+                JsonText::parse(object.into()).unwrap(),
+                Timestamp::from_millis(0),
+            )
+        };
+        for (object, id) in [
+            (r#"{"id":"ch_1","object":"charge"}"#, Some("ch_1")),
+            (
+                r#"{"object":"charge","nested":{"id":"no"},"list":[{"id":"x"}],"id":"ch_2"}"#,
+                Some("ch_2"),
+            ),
+            (r#"{"object":"charge","nested":{"id":"no"}}"#, None),
+            (r#"{"id":7}"#, None),
+            (r#"{"id":null}"#, None),
+            (r#"["ch_1"]"#, None),
+        ] {
+            assert_eq!(event(object).object_id().as_deref(), id, "{object}");
+        }
     }
 }

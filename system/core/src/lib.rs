@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod faults;
 pub mod ids;
+pub mod json;
 pub mod money;
 pub mod redact;
 pub mod secret;
@@ -24,5 +25,6 @@ pub use env::{
 pub use error::{ApiError, ErrorType};
 pub use event::Event;
 pub use ids::*;
+pub use json::JsonText;
 pub use money::{Money, MoneyError};
 pub use secret::{Secret, SecretBytes, SecretString};

@@ -7,14 +7,14 @@
 //! check that no illegal transition happens and that refunds never exceed what was captured.
 
 use crate::records::*;
-use pay_core::{ApiError, AttemptId, ChargeId, RefundId, ReviewId, Timestamp};
+use pay_core::{ApiError, AttemptId, ChargeId, JsonText, RefundId, ReviewId, Timestamp};
 use pay_proto::acquirer::NetworkResult;
 use pay_proto::objects::*;
 use pay_proto::payments::PaymentMethodRef;
 use serde_json::Value;
 
 /// An event to append: its type and the object it carries.
-pub type PendingEvent = (&'static str, Value);
+pub type PendingEvent = (&'static str, JsonText);
 
 /// True when a PaymentIntent may move from `from` (`None`: creation) to `to`.
 pub fn legal_transition(from: Option<IntentStatus>, to: IntentStatus) -> bool {
@@ -45,6 +45,12 @@ pub fn unexpected_state(op: &str, intent: &PaymentIntent) -> ApiError {
 
 fn json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// An event's object: the typed object's JSON text (`null` if it cannot be written, which the
+/// derived serializers of these objects never do).
+fn object<T: serde::Serialize>(v: &T) -> JsonText {
+    JsonText::of(v).unwrap_or_else(|_| JsonText::null())
 }
 
 /// Starts an authorization attempt: the intent moves to `processing` and the attempt is
@@ -258,14 +264,14 @@ pub fn settle_attempt(
             intent.intent.status = IntentStatus::RequiresCapture;
             intent.intent.amount_capturable = amount;
         }
-        events.push(("charge.succeeded", json(&charge)));
+        events.push(("charge.succeeded", object(&charge)));
         if review_open {
-            events.push(("review.opened", serde_json::json!({"id": intent.intent.review, "object": "review", "charge": charge_id, "payment_intent": rec.intent.id, "open": true, "reason": "rule", "created": now.unix_secs()})));
+            events.push(("review.opened", object(&serde_json::json!({"id": intent.intent.review, "object": "review", "charge": charge_id, "payment_intent": rec.intent.id, "open": true, "reason": "rule", "created": now.unix_secs()}))));
         }
         events.push(if captured {
-            ("payment_intent.succeeded", json(&intent.intent))
+            ("payment_intent.succeeded", object(&intent.intent))
         } else {
-            ("payment_intent.amount_capturable_updated", json(&intent.intent))
+            ("payment_intent.amount_capturable_updated", object(&intent.intent))
         });
     } else {
         attempt.state = AttemptState::Declined;
@@ -283,8 +289,8 @@ pub fn settle_attempt(
             charge: Some(charge_id.clone()),
             payment_method: None,
         });
-        events.push(("charge.failed", json(&charge)));
-        events.push(("payment_intent.payment_failed", json(&intent.intent)));
+        events.push(("charge.failed", object(&charge)));
+        events.push(("payment_intent.payment_failed", object(&intent.intent)));
         error = Some(
             ApiError::card_declined(&d.code, Some(&d.decline_code), d.message.clone())
                 .with_payment_intent(json(&intent.intent)),
@@ -377,8 +383,8 @@ pub fn settle_capture(
         intent.intent.amount_capturable = 0;
         ch.charge.captured = true;
         ch.charge.amount_captured = amount;
-        events.push(("charge.captured", json(&ch.charge)));
-        events.push(("payment_intent.succeeded", json(&intent.intent)));
+        events.push(("charge.captured", object(&ch.charge)));
+        events.push(("payment_intent.succeeded", object(&intent.intent)));
     } else {
         let d = result.decline.clone();
         let code = d
@@ -391,7 +397,7 @@ pub fn settle_capture(
             intent.intent.amount_capturable = 0;
             intent.intent.canceled_at = Some(now.unix_secs());
             intent.intent.cancellation_reason = Some("automatic".into());
-            events.push(("payment_intent.canceled", json(&intent.intent)));
+            events.push(("payment_intent.canceled", object(&intent.intent)));
         }
         error = Some(ApiError::unexpected_state(&code, message).with_payment_intent(json(&intent.intent)));
     }
@@ -428,7 +434,7 @@ pub fn begin_cancel(rec: &IntentRecord, reason: Option<String>, now: Timestamp) 
             next.intent.status = IntentStatus::Canceled;
             next.intent.canceled_at = Some(now.unix_secs());
             next.intent.cancellation_reason = reason;
-            let ev = vec![("payment_intent.canceled", json(&next.intent))];
+            let ev = vec![("payment_intent.canceled", object(&next.intent))];
             Ok(CancelPlan::Immediate(next, ev))
         }
         IntentStatus::RequiresCapture => {
@@ -466,8 +472,8 @@ pub fn settle_void(
         // An authorization released without capture shows as fully refunded, as Stripe does.
         ch.charge.amount_refunded = ch.charge.amount;
         ch.charge.refunded = true;
-        events.push(("charge.refunded", json(&ch.charge)));
-        events.push(("payment_intent.canceled", json(&intent.intent)));
+        events.push(("charge.refunded", object(&ch.charge)));
+        events.push(("payment_intent.canceled", object(&intent.intent)));
     } else {
         let message = result
             .decline
@@ -567,7 +573,7 @@ pub fn begin_refund(
         reason,
         status: RefundStatus::Pending,
     };
-    let events = vec![("refund.created", json(&refund))];
+    let events = vec![("refund.created", object(&refund))];
     let rec = RefundRecord {
         account: charge.account.clone(),
         refund,
@@ -593,8 +599,8 @@ pub fn settle_refund(
         re.refund.status = RefundStatus::Succeeded;
         ch.charge.amount_refunded += amount;
         ch.charge.refunded = ch.charge.amount_refunded >= ch.charge.amount_captured;
-        events.push(("refund.updated", json(&re.refund)));
-        events.push(("charge.refunded", json(&ch.charge)));
+        events.push(("refund.updated", object(&re.refund)));
+        events.push(("charge.refunded", object(&ch.charge)));
     } else {
         re.refund.status = RefundStatus::Failed;
         re.refund.failure_reason = Some(
@@ -604,7 +610,7 @@ pub fn settle_refund(
                 .map(|d| d.code.clone())
                 .unwrap_or_else(|| "unknown".into()),
         );
-        events.push(("refund.failed", json(&re.refund)));
+        events.push(("refund.failed", object(&re.refund)));
     }
     (ch, re, events)
 }

@@ -19,7 +19,9 @@ use crate::machine::{self, AttemptOutcome, CancelPlan, PendingEvent};
 use crate::records::*;
 use async_trait::async_trait;
 use pay_core::faults::{self, FaultAction};
-use pay_core::{AccountId, ApiError, ChargeId, Currency, Env, Event, EventId, PaymentIntentId, RefundId, ReviewId};
+use pay_core::{
+    AccountId, ApiError, ChargeId, Currency, Env, Event, EventId, JsonText, PaymentIntentId, RefundId, ReviewId,
+};
 use pay_net::CallError;
 use pay_proto::acquirer::NetworkResult;
 use pay_proto::objects::*;
@@ -294,7 +296,7 @@ impl Payments {
         };
         let created = (
             "payment_intent.created",
-            serde_json::to_value(&rec.intent).unwrap_or_default(),
+            JsonText::of(&rec.intent).unwrap_or_else(|_| JsonText::null()),
         );
         if req.confirm {
             if let Some(pm) = rec.payment_method.clone() {

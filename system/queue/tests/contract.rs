@@ -587,7 +587,7 @@ fn event(seed: &SeededEntropy, account: &str, object: &str) -> Event {
         EventId::generate(seed),
         &AccountId::parse(account).unwrap(),
         "customer.created",
-        json!({"id": object, "object": "customer"}),
+        pay_core::JsonText::of(&json!({"id": object, "object": "customer"})).unwrap(),
         Timestamp::from_secs(1_700_000_000),
     )
 }

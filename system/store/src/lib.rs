@@ -23,6 +23,7 @@ pub mod remote;
 pub mod testing;
 
 pub use model::*;
+pub use pay_core::JsonText;
 
 use async_trait::async_trait;
 use pay_core::{Env, Event, Timestamp, TxnId};
@@ -70,8 +71,7 @@ pub struct Versioned<T> {
 }
 
 fn to_record<T: Entity>(value: &T) -> Result<Record, StoreError> {
-    let body =
-        serde_json::to_value(value).map_err(|e| StoreError::Invalid(format!("cannot encode {}: {e}", T::TABLE)))?;
+    let body = JsonText::of(value).map_err(|e| StoreError::Invalid(format!("cannot encode {}: {e}", T::TABLE)))?;
     Ok(Record {
         id: value.id().to_owned(),
         account: value.account().to_owned(),
@@ -84,8 +84,10 @@ fn to_record<T: Entity>(value: &T) -> Result<Record, StoreError> {
 }
 
 fn from_record<T: Entity>(r: Record) -> Result<Versioned<T>, StoreError> {
-    let value =
-        serde_json::from_value(r.body).map_err(|e| StoreError::Corrupt(format!("{} {}: {e}", T::TABLE, r.id)))?;
+    let value = r
+        .body
+        .decode()
+        .map_err(|e| StoreError::Corrupt(format!("{} {}: {e}", T::TABLE, r.id)))?;
     Ok(Versioned {
         version: r.version,
         value,

@@ -391,7 +391,9 @@ impl State {
                 return false;
             };
             q.kind.as_deref().is_none_or(|k| event_kind_matches(k, &e.event.kind))
-                && q.object_id.as_deref().is_none_or(|o| e.event.object_id() == Some(o))
+                && q.object_id
+                    .as_deref()
+                    .is_none_or(|o| e.event.object_id().as_deref() == Some(o))
                 && q.created_gte.is_none_or(|g| e.event.created >= g)
         };
         if let Some(before) = &q.ending_before {

@@ -4,7 +4,7 @@
 //! over its network to the `db` host exactly as a service would send SQL to PostgreSQL, and so
 //! one contract test suite covers every backend.
 
-use pay_core::Event;
+use pay_core::{Event, JsonText};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -160,8 +160,8 @@ pub struct Record {
     pub k1: Option<String>,
     /// Second secondary index (meaning per [`Table`]).
     pub k2: Option<String>,
-    /// The object.
-    pub body: serde_json::Value,
+    /// The object, as JSON text.
+    pub body: JsonText,
 }
 
 /// Which secondary index a lookup uses.
@@ -862,5 +862,42 @@ mod tests {
             let back: StoreError = serde_json::from_str(&json).unwrap();
             assert_eq!(back, e, "{json}");
         }
+    }
+
+    fn record(id: &str, body: &str) -> Record {
+        Record {
+            id: id.into(),
+            account: "acct_1".into(),
+            version: 3,
+            created: 7,
+            k1: Some("cus_1".into()),
+            k2: None,
+            body: JsonText::parse(body.into()).unwrap(),
+        }
+    }
+
+    /// The simulator's `db` host carries records as JSON in requests and replies (adjacently
+    /// tagged enums): a body must come back as the same text, not as a string holding it.
+    #[test]
+    fn records_cross_the_remote_stores_wire_unchanged() {
+        let body = r#"{"id":"pi_1","intent":{"status":"succeeded","amount":100},"note":"a \"quoted\" é"}"#;
+        let reply = Response::Records {
+            records: vec![record("pi_1", body), record("pi_2", "{}")],
+        };
+        let json = serde_json::to_string(&reply).unwrap();
+        assert!(json.contains(body), "{json}");
+        let back: Response = serde_json::from_str(&json).unwrap();
+        let Response::Records { records } = &back else {
+            panic!("{back:?}")
+        };
+        assert_eq!(records[0].body.get(), body);
+        assert_eq!(back, reply);
+        let op = Op::Update {
+            table: Table::PaymentIntents,
+            record: record("pi_1", body),
+            expected_version: 2,
+        };
+        let back: Op = serde_json::from_str(&serde_json::to_string(&op).unwrap()).unwrap();
+        assert_eq!(back, op);
     }
 }

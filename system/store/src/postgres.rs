@@ -21,7 +21,8 @@ use crate::pg_batch::{Batcher, ASYNC_CALLS, COMMITS};
 pub use crate::pg_pool::{PgConnections, PoolLimits, PooledConnection};
 use crate::Backend;
 use async_trait::async_trait;
-use pay_core::Event;
+use pay_core::{Event, JsonText};
+use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgRow};
 use sqlx::{Connection, Row};
 use std::collections::BTreeSet;
@@ -408,7 +409,7 @@ struct WireOp<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     k2: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<&'a serde_json::Value>,
+    body: Option<&'a JsonText>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expected: Option<i64>,
 }
@@ -419,7 +420,7 @@ struct WireEvent<'a> {
     account: &'a str,
     #[serde(rename = "type")]
     kind: &'a str,
-    object_id: Option<&'a str>,
+    object_id: Option<String>,
     created: i64,
     body: &'a Event,
 }
@@ -776,14 +777,18 @@ fn record_from_row(r: &PgRow) -> Result<Record, StoreError> {
         created: r.try_get("created").map_err(decode)?,
         k1: r.try_get("k1").map_err(decode)?,
         k2: r.try_get("k2").map_err(decode)?,
-        body: r.try_get("body").map_err(decode)?,
+        body: r
+            .try_get::<sqlx::types::Json<Box<RawValue>>, _>("body")
+            .map(|sqlx::types::Json(raw)| JsonText::from(raw))
+            .map_err(decode)?,
     })
 }
 
 fn event_from_row(r: &PgRow) -> Result<StoredEvent, StoreError> {
     let seq: i64 = r.try_get("seq").map_err(decode)?;
-    let body: serde_json::Value = r.try_get("body").map_err(decode)?;
-    let event: Event = serde_json::from_value(body).map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
+    let sqlx::types::Json(event) = r
+        .try_get::<sqlx::types::Json<Event>, _>("body")
+        .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
     Ok(StoredEvent { seq, event })
 }
 

@@ -57,7 +57,7 @@ fn event(seed: &SeededEntropy, account: &str, kind: &str, object_id: &str, creat
         EventId::generate(seed),
         &acct,
         kind,
-        serde_json::json!({"id": object_id, "object": "widget"}),
+        JsonText::of(&serde_json::json!({"id": object_id, "object": "widget"})).unwrap(),
         Timestamp::from_secs(created),
     )
 }
@@ -625,7 +625,10 @@ async fn racing_commits_answer_as_if_alone(db: Db) {
             created: 1,
             k1: None,
             k2: None,
-            body: serde_json::json!({"id": id, "account": "acct_1", "created": 1, "color": null, "size": null, "n": 0}),
+            body: JsonText::of(
+                &serde_json::json!({"id": id, "account": "acct_1", "created": 1, "color": null, "size": null, "n": 0}),
+            )
+            .unwrap(),
         },
     };
     let mut jobs: Vec<Txn> = vec![];

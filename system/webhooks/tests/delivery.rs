@@ -180,7 +180,8 @@ impl World {
             EventId::generate(self.webhooks_entropy().as_ref()),
             &self.account,
             kind,
-            serde_json::json!({"id": format!("cus_{}", self.n), "object": "customer"}),
+            pay_core::JsonText::of(&serde_json::json!({"id": format!("cus_{}", self.n), "object": "customer"}))
+                .unwrap(),
             Timestamp::from_secs(1_700_000_000),
         );
         let id = ev.id.to_string();
