@@ -506,6 +506,12 @@ pub(crate) struct Prefilter {
     /// parent of the next), distinct: the values `base64Decode` reads. `None` when one is
     /// missing (then only a value that reaches `base64Decode` as it is takes the shortcut).
     pub b64_inputs: Option<Vec<usize>>,
+    /// The shortest decoded value (the output of a `base64Decode` of `b64_pipes`) that can
+    /// hold one of `b64_atoms`, as it is or after any of `b64_rests` ([`min_input_len`] of each
+    /// rest for the shortest such atom; 1 when one is a single byte): a shorter one is inert
+    /// without being searched. A name or value decodes only its leading run of base64 digits
+    /// (`metadata` of `metadata[line_0]`, `SKU` of `SKU-0001 Cotton tee`), often a few bytes.
+    pub b64_min_decoded: usize,
 }
 
 impl Prefilter {
@@ -551,6 +557,10 @@ impl Prefilter {
     /// seldom holds an atom (`decoded_inert_values_give_no_atoms`).
     pub fn decoded_inert(&self, raw: &[u8], decoded: &mut Vec<u8>, spare: &mut Vec<Vec<u8>>) -> bool {
         Transform::Base64Decode.apply_into(raw, decoded);
+        if decoded.len() < self.b64_min_decoded {
+            // Too short to hold one of those atoms, as it is or after any rest.
+            return true;
+        }
         if self.holds_b64_atom(decoded) {
             return false;
         }
@@ -1576,6 +1586,21 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
             b64_bytes.insert(b);
         }
     }
+    let b64_min_atom = if b64_bytes.is_empty() {
+        multi_text
+            .iter()
+            .zip(&b64_atoms)
+            .filter(|&(_, &b64)| b64)
+            .map(|(a, _)| a.len())
+            .min()
+            .unwrap_or(usize::MAX)
+    } else {
+        1
+    };
+    let b64_min_decoded = b64_rests
+        .iter()
+        .map(|(rest, _)| min_input_len(rest, b64_min_atom))
+        .fold(b64_min_atom, usize::min);
     Ok(Prefilter {
         ac,
         coll_ac,
@@ -1600,6 +1625,7 @@ fn build_prefilter(rules: &[Rule], pipelines: &[Vec<Transform>]) -> Result<Prefi
         b64_atoms,
         b64_ac,
         b64_inputs,
+        b64_min_decoded,
     })
 }
 
@@ -2016,6 +2042,84 @@ mod tests {
             }
         }
         assert!(checked > 10_000, "{checked}");
+    }
+
+    /// `decoded_inert`'s length test (`b64_min_decoded`) passes over only decoded values that
+    /// hold none of the `base64Decode` pipelines' atoms, as they are or after any rest:
+    /// `decoded_inert` equals a plain search of the decoded value and of each rest's output on
+    /// the base64 of each of those atoms no longer than `b64_min_decoded + 2` (either case,
+    /// whole, cut short, after a byte, before a `%`, and with its second byte percent- or
+    /// JS-escaped so that only a rest reveals it), with and without a tail that ends the
+    /// digits, and on 30,000 random values of up to `b64_min_decoded + 2` decoded bytes.
+    #[test]
+    fn short_decoded_values_are_inert_exactly() {
+        use base64::Engine as _;
+        let rs = RuleSet::crs().expect("rule table");
+        let pf = &rs.prefilter;
+        let b64: Vec<&[u8]> = pf
+            .multi_atoms
+            .iter()
+            .zip(&pf.b64_atoms)
+            .filter(|&(_, &b)| b)
+            .map(|(a, _)| a.as_slice())
+            .collect();
+        assert!(pf.b64_bytes.is_empty());
+        let min = b64.iter().map(|a| a.len()).min().expect("atoms");
+        let short = pf.b64_min_decoded;
+        assert!((2..=min).contains(&short), "{short} for atoms of {min} bytes or more");
+        let holds = |v: &[u8]| {
+            b64.iter()
+                .any(|a| v.windows(a.len()).any(|w| w.eq_ignore_ascii_case(a)))
+        };
+        let reference = |raw: &[u8]| {
+            let decoded = Transform::Base64Decode.apply(raw);
+            !(holds(&decoded)
+                || pf
+                    .b64_rests
+                    .iter()
+                    .any(|(rest, _)| holds(&rest.iter().fold(decoded.clone(), |x, t| t.apply(&x)))))
+        };
+        let mut plains: Vec<Vec<u8>> = Vec::new();
+        for a in b64.iter().filter(|a| a.len() <= short + 2) {
+            for p in [a.to_vec(), a.to_ascii_uppercase()] {
+                plains.push(p.clone());
+                plains.push(p[..p.len() - 1].to_vec());
+                plains.push([b"x", &p[..]].concat());
+                plains.push([&p[..], b"%"].concat());
+                plains.push([&p[..1], format!("%{:02x}", p[1]).as_bytes(), &p[2..]].concat());
+                plains.push([&p[..1], format!("\\x{:02x}", p[1]).as_bytes(), &p[2..]].concat());
+            }
+        }
+        let bytes: Vec<u8> = b64.iter().flat_map(|a| a.iter().copied()).chain(*b"%\\x0aF ").collect();
+        let mut rng = crate::testrng::Rng(0x510e_527f_ade6_82d1);
+        for _ in 0..30_000 {
+            let n = rng.below(short + 3);
+            plains.push(
+                (0..n)
+                    .map(|_| match rng.below(4) {
+                        0 => rng.next() as u8,
+                        _ => bytes[rng.below(bytes.len())],
+                    })
+                    .collect(),
+            );
+        }
+        let (mut decoded, mut spare) = (Vec::new(), Vec::new());
+        let (mut passed_over, mut holding) = (0, 0);
+        for (i, plain) in plains.iter().enumerate() {
+            let mut v = base64::engine::general_purpose::STANDARD.encode(plain).into_bytes();
+            if i % 2 == 1 {
+                v.extend_from_slice(b" (blue)");
+            }
+            let inert = pf.decoded_inert(&v, &mut decoded, &mut spare);
+            assert_eq!(inert, reference(&v), "{:?}", String::from_utf8_lossy(&v));
+            passed_over += usize::from(decoded.len() < short);
+            holding += usize::from(!inert);
+            decoded.clear();
+        }
+        assert!(
+            passed_over > 10_000 && holding > 100,
+            "{passed_over} passed over, {holding} holding an atom"
+        );
     }
 
     /// The prefilter's shortcut for the pipelines with a `base64Decode` is sound: when
