@@ -510,7 +510,8 @@ pub(crate) struct Prefilter {
     /// hold one of `b64_atoms`, as it is or after any of `b64_rests` ([`min_input_len`] of each
     /// rest for the shortest such atom; 1 when one is a single byte): a shorter one is inert
     /// without being searched. A name or value decodes only its leading run of base64 digits
-    /// (`metadata` of `metadata[line_0]`, `SKU` of `SKU-0001 Cotton tee`), often a few bytes.
+    /// (`-` and `_` among them): a run of five digits or fewer (`usd`, `true`, `Order` of
+    /// `Order #1234 …`, `jenny` of an e-mail address) decodes to 3 bytes or fewer.
     pub b64_min_decoded: usize,
 }
 
