@@ -111,13 +111,42 @@ impl Event {
         }
     }
 
-    /// The id of the object the event is about (`data.object.id`), read from the object's text.
+    /// The id of the object the event is about (`data.object.id` when the object is a JSON
+    /// object and its `id` a string), read from the object's text without building a tree.
     pub fn object_id(&self) -> Option<String> {
-        #[derive(Deserialize)]
-        struct Identified {
-            id: Option<String>,
+        self.data.object.decode::<ObjectId>().ok().and_then(|o| o.0)
+    }
+}
+
+/// The `id` of a JSON object: the string under its key `id` (the last, if repeated), `None`
+/// when that is missing or not a string. Anything other than an object is refused, as
+/// `serde_json::Value::get` finds no key in it.
+struct ObjectId(Option<String>);
+
+impl<'de> Deserialize<'de> for ObjectId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ObjectId, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = ObjectId;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ObjectId, A::Error> {
+                let mut id = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "id" {
+                        id = match map.next_value::<serde_json::Value>()? {
+                            serde_json::Value::String(s) => Some(s),
+                            _ => None,
+                        };
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(ObjectId(id))
+            }
         }
-        self.data.object.decode::<Identified>().ok().and_then(|o| o.id)
+        deserializer.deserialize_map(Keys)
     }
 }
 
@@ -156,7 +185,10 @@ mod tests {
             (r#"{"object":"charge","nested":{"id":"no"}}"#, None),
             (r#"{"id":7}"#, None),
             (r#"{"id":null}"#, None),
+            (r#"{"id":"ch_3","id":"ch_4"}"#, Some("ch_4")),
+            (r#"{"i\u0064":"ch_5"}"#, Some("ch_5")),
             (r#"["ch_1"]"#, None),
+            (r#""ch_1""#, None),
         ] {
             assert_eq!(event(object).object_id().as_deref(), id, "{object}");
         }
