@@ -590,5 +590,7 @@ pub fn too_large(limit: usize) -> Response {
 
 /// Reads a request body up to `limit` bytes.
 pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))
+    pay_net::respond::read_limited(body, limit)
+        .await
+        .map_err(|_| too_large(limit))
 }

@@ -60,3 +60,111 @@ impl IntoResponse for ApiFailure {
 
 /// The result type of handlers: a JSON value or a Stripe-shaped error.
 pub type ApiResult<T> = Result<axum::Json<T>, ApiFailure>;
+
+/// At most this much of a refused oversized body is read on (see [`read_limited`]).
+pub const DRAIN_BYTES: usize = 8 * 1024 * 1024;
+
+/// For at most this long (see [`read_limited`]).
+pub const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Why [`read_limited`] refused a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyRefused {
+    /// Longer than the limit.
+    #[error("request body over the limit")]
+    TooLarge,
+    /// The client's connection failed while sending it.
+    #[error("request body not received")]
+    Broken,
+}
+
+/// Reads a request body of at most `limit` bytes.
+///
+/// A longer body is read on and dropped (up to [`DRAIN_BYTES`] in all, within [`DRAIN_TIME`])
+/// before the caller answers 413 and closes the connection: closed while the client was still
+/// sending, the client would hit a broken pipe and never read the answer (hyper's client
+/// reports the write error), as a lingering close avoids in other servers.
+pub async fn read_limited(mut body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, BodyRefused> {
+    use http_body_util::BodyExt;
+    let mut parts: Vec<bytes::Bytes> = Vec::new();
+    let mut len = 0usize;
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Err(_)) => return Err(BodyRefused::Broken),
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else { continue };
+                len += data.len();
+                if len > limit {
+                    let _ = tokio::time::timeout(DRAIN_TIME, async {
+                        while len < DRAIN_BYTES {
+                            match body.frame().await {
+                                Some(Ok(frame)) => len += frame.into_data().map_or(0, |d| d.len()),
+                                _ => break,
+                            }
+                        }
+                    })
+                    .await;
+                    return Err(BodyRefused::TooLarge);
+                }
+                parts.push(data);
+            }
+        }
+    }
+    Ok(match parts.len() {
+        0 => bytes::Bytes::new(),
+        1 => parts.swap_remove(0),
+        _ => parts.concat().into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A body of `chunks` chunks of `size` bytes that counts the chunks read from it.
+    fn counted(chunks: usize, size: usize) -> (axum::body::Body, Arc<AtomicUsize>) {
+        let read = Arc::new(AtomicUsize::new(0));
+        let seen = read.clone();
+        let stream = futures::stream::iter((0..chunks).map(move |i| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'a' + (i % 26) as u8; size]))
+        }));
+        (axum::body::Body::from_stream(stream), read)
+    }
+
+    #[tokio::test]
+    async fn bodies_within_the_limit_come_back_whole() {
+        for (chunks, size) in [(0, 0), (1, 10), (3, 7), (4, 256)] {
+            let (body, _) = counted(chunks, size);
+            let got = read_limited(body, 1024).await.unwrap();
+            let want: Vec<u8> = (0..chunks).flat_map(|i| vec![b'a' + (i % 26) as u8; size]).collect();
+            assert_eq!(got.as_ref(), want.as_slice(), "{chunks} x {size}");
+        }
+    }
+
+    /// A body over the limit is refused, and read to its end (within the drain's bounds) so
+    /// that a client still sending it can finish and read the 413; one beyond those bounds is
+    /// read only to them.
+    #[tokio::test]
+    async fn oversized_bodies_are_refused_and_drained() {
+        let (body, read) = counted(64, 32 * 1024);
+        assert_eq!(read_limited(body, 256 * 1024).await, Err(BodyRefused::TooLarge));
+        assert_eq!(read.load(Ordering::SeqCst), 64, "the whole 2 MiB body is read");
+        let (body, read) = counted(1024, 64 * 1024);
+        assert_eq!(read_limited(body, 1024).await, Err(BodyRefused::TooLarge));
+        assert_eq!(
+            read.load(Ordering::SeqCst),
+            DRAIN_BYTES / (64 * 1024),
+            "reading stops at DRAIN_BYTES"
+        );
+        let (body, _) = counted(2, 512);
+        assert_eq!(
+            read_limited(body, 1024).await.map(|b| b.len()),
+            Ok(1024),
+            "exactly the limit is taken"
+        );
+    }
+}

@@ -1,6 +1,8 @@
 //! What the paymentd process asks of the kernel for itself.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::{bin, line_seen};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -13,21 +15,13 @@ fn paymentd_runs_without_transparent_huge_pages() {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_paymentd"))
+    let mut child = Command::new(bin())
         .args(["dev", "--port", &port.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("API base URL") {
-                let _ = tx.send(());
-            }
-        }
-    });
+    let rx = line_seen(child.stdout.take().unwrap(), "API base URL");
     let ready = rx.recv_timeout(Duration::from_secs(30)).is_ok();
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
     let _ = child.kill();

@@ -257,7 +257,7 @@ impl WafProxy {
         }
         let (parts, body) = req.into_parts();
         let limit = p.waf.config().limits.max_body;
-        let body = match axum::body::to_bytes(body, limit).await {
+        let body = match pay_net::respond::read_limited(body, limit).await {
             Ok(b) => b,
             Err(_) => {
                 let mut r = p.blocked(

@@ -2052,6 +2052,16 @@ mod tests {
         assert!(checked > 10_000, "{checked}");
     }
 
+    /// The atoms of the rules that read a `base64Decode` output.
+    fn b64_atom_list(pf: &Prefilter) -> Vec<&[u8]> {
+        pf.multi_atoms
+            .iter()
+            .zip(&pf.b64_atoms)
+            .filter(|&(_, &b)| b)
+            .map(|(a, _)| a.as_slice())
+            .collect()
+    }
+
     /// `decoded_inert`'s length test (`b64_min_decoded`) passes over only decoded values that
     /// hold none of the `base64Decode` pipelines' atoms, as they are or after any rest:
     /// `decoded_inert` equals a plain search of the decoded value and of each rest's output on
@@ -2064,13 +2074,7 @@ mod tests {
         use base64::Engine as _;
         let rs = RuleSet::crs().expect("rule table");
         let pf = &rs.prefilter;
-        let b64: Vec<&[u8]> = pf
-            .multi_atoms
-            .iter()
-            .zip(&pf.b64_atoms)
-            .filter(|&(_, &b)| b)
-            .map(|(a, _)| a.as_slice())
-            .collect();
+        let b64 = b64_atom_list(pf);
         assert!(pf.b64_bytes.is_empty());
         let min = b64.iter().map(|a| a.len()).min().expect("atoms");
         let short = pf.b64_min_decoded;
@@ -2141,13 +2145,7 @@ mod tests {
         use base64::Engine as _;
         let rs = RuleSet::crs().expect("rule table");
         let pf = &rs.prefilter;
-        let b64: Vec<&[u8]> = pf
-            .multi_atoms
-            .iter()
-            .zip(&pf.b64_atoms)
-            .filter(|&(_, &b)| b)
-            .map(|(a, _)| a.as_slice())
-            .collect();
+        let b64 = b64_atom_list(pf);
         let holds = |v: &[u8]| {
             b64.iter()
                 .any(|a| v.windows(a.len()).any(|w| w.eq_ignore_ascii_case(a)))

@@ -33,6 +33,20 @@ pub struct Served {
     pub child_env: Vec<(String, String)>,
 }
 
+/// Reads a child's output on a thread of its own; the receiver gets a message each time a
+/// line holds `marker`.
+pub fn line_seen(stdout: std::process::ChildStdout, marker: &'static str) -> std::sync::mpsc::Receiver<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(marker) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_paymentd")
 }
@@ -174,15 +188,7 @@ impl Served {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("paymentd ready") {
-                    let _ = tx.send(());
-                }
-            }
-        });
+        let rx = line_seen(child.stdout.take().unwrap(), "paymentd ready");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
