@@ -313,7 +313,7 @@ impl Api {
             pay_core::EventId::generate(self.env.entropy.as_ref()),
             &ctx.principal.account,
             kind,
-            pay_core::JsonText::of(object).unwrap_or_else(|_| pay_core::JsonText::null()),
+            pay_core::JsonText::of_or_null(object),
             self.env.now(),
         );
         e.request.id = Some(ctx.request_id.clone());

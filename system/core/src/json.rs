@@ -25,6 +25,12 @@ impl JsonText {
         serde_json::value::to_raw_value(value).map(JsonText::from)
     }
 
+    /// The JSON text of `value`, or `null` if it cannot be written: for the objects a service
+    /// announces in events, whose derived serializers never fail.
+    pub fn of_or_null<T: Serialize + ?Sized>(value: &T) -> JsonText {
+        JsonText::of(value).unwrap_or_else(|_| JsonText::null())
+    }
+
     /// JSON's `null`.
     pub fn null() -> JsonText {
         JsonText::from(RawValue::NULL.to_owned())

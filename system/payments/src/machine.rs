@@ -47,12 +47,6 @@ fn json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// An event's object: the typed object's JSON text (`null` if it cannot be written, which the
-/// derived serializers of these objects never do).
-fn object<T: serde::Serialize>(v: &T) -> JsonText {
-    JsonText::of(v).unwrap_or_else(|_| JsonText::null())
-}
-
 /// Starts an authorization attempt: the intent moves to `processing` and the attempt is
 /// recorded as `authorizing` (the recovery point) before the network is called.
 pub fn begin_attempt(
@@ -264,14 +258,17 @@ pub fn settle_attempt(
             intent.intent.status = IntentStatus::RequiresCapture;
             intent.intent.amount_capturable = amount;
         }
-        events.push(("charge.succeeded", object(&charge)));
+        events.push(("charge.succeeded", JsonText::of_or_null(&charge)));
         if review_open {
-            events.push(("review.opened", object(&serde_json::json!({"id": intent.intent.review, "object": "review", "charge": charge_id, "payment_intent": rec.intent.id, "open": true, "reason": "rule", "created": now.unix_secs()}))));
+            events.push(("review.opened", JsonText::of_or_null(&serde_json::json!({"id": intent.intent.review, "object": "review", "charge": charge_id, "payment_intent": rec.intent.id, "open": true, "reason": "rule", "created": now.unix_secs()}))));
         }
         events.push(if captured {
-            ("payment_intent.succeeded", object(&intent.intent))
+            ("payment_intent.succeeded", JsonText::of_or_null(&intent.intent))
         } else {
-            ("payment_intent.amount_capturable_updated", object(&intent.intent))
+            (
+                "payment_intent.amount_capturable_updated",
+                JsonText::of_or_null(&intent.intent),
+            )
         });
     } else {
         attempt.state = AttemptState::Declined;
@@ -289,8 +286,8 @@ pub fn settle_attempt(
             charge: Some(charge_id.clone()),
             payment_method: None,
         });
-        events.push(("charge.failed", object(&charge)));
-        events.push(("payment_intent.payment_failed", object(&intent.intent)));
+        events.push(("charge.failed", JsonText::of_or_null(&charge)));
+        events.push(("payment_intent.payment_failed", JsonText::of_or_null(&intent.intent)));
         error = Some(
             ApiError::card_declined(&d.code, Some(&d.decline_code), d.message.clone())
                 .with_payment_intent(json(&intent.intent)),
@@ -383,8 +380,8 @@ pub fn settle_capture(
         intent.intent.amount_capturable = 0;
         ch.charge.captured = true;
         ch.charge.amount_captured = amount;
-        events.push(("charge.captured", object(&ch.charge)));
-        events.push(("payment_intent.succeeded", object(&intent.intent)));
+        events.push(("charge.captured", JsonText::of_or_null(&ch.charge)));
+        events.push(("payment_intent.succeeded", JsonText::of_or_null(&intent.intent)));
     } else {
         let d = result.decline.clone();
         let code = d
@@ -397,7 +394,7 @@ pub fn settle_capture(
             intent.intent.amount_capturable = 0;
             intent.intent.canceled_at = Some(now.unix_secs());
             intent.intent.cancellation_reason = Some("automatic".into());
-            events.push(("payment_intent.canceled", object(&intent.intent)));
+            events.push(("payment_intent.canceled", JsonText::of_or_null(&intent.intent)));
         }
         error = Some(ApiError::unexpected_state(&code, message).with_payment_intent(json(&intent.intent)));
     }
@@ -434,7 +431,7 @@ pub fn begin_cancel(rec: &IntentRecord, reason: Option<String>, now: Timestamp) 
             next.intent.status = IntentStatus::Canceled;
             next.intent.canceled_at = Some(now.unix_secs());
             next.intent.cancellation_reason = reason;
-            let ev = vec![("payment_intent.canceled", object(&next.intent))];
+            let ev = vec![("payment_intent.canceled", JsonText::of_or_null(&next.intent))];
             Ok(CancelPlan::Immediate(next, ev))
         }
         IntentStatus::RequiresCapture => {
@@ -472,8 +469,8 @@ pub fn settle_void(
         // An authorization released without capture shows as fully refunded, as Stripe does.
         ch.charge.amount_refunded = ch.charge.amount;
         ch.charge.refunded = true;
-        events.push(("charge.refunded", object(&ch.charge)));
-        events.push(("payment_intent.canceled", object(&intent.intent)));
+        events.push(("charge.refunded", JsonText::of_or_null(&ch.charge)));
+        events.push(("payment_intent.canceled", JsonText::of_or_null(&intent.intent)));
     } else {
         let message = result
             .decline
@@ -573,7 +570,7 @@ pub fn begin_refund(
         reason,
         status: RefundStatus::Pending,
     };
-    let events = vec![("refund.created", object(&refund))];
+    let events = vec![("refund.created", JsonText::of_or_null(&refund))];
     let rec = RefundRecord {
         account: charge.account.clone(),
         refund,
@@ -599,8 +596,8 @@ pub fn settle_refund(
         re.refund.status = RefundStatus::Succeeded;
         ch.charge.amount_refunded += amount;
         ch.charge.refunded = ch.charge.amount_refunded >= ch.charge.amount_captured;
-        events.push(("refund.updated", object(&re.refund)));
-        events.push(("charge.refunded", object(&ch.charge)));
+        events.push(("refund.updated", JsonText::of_or_null(&re.refund)));
+        events.push(("charge.refunded", JsonText::of_or_null(&ch.charge)));
     } else {
         re.refund.status = RefundStatus::Failed;
         re.refund.failure_reason = Some(
@@ -610,7 +607,7 @@ pub fn settle_refund(
                 .map(|d| d.code.clone())
                 .unwrap_or_else(|| "unknown".into()),
         );
-        events.push(("refund.failed", object(&re.refund)));
+        events.push(("refund.failed", JsonText::of_or_null(&re.refund)));
     }
     (ch, re, events)
 }

@@ -294,10 +294,7 @@ impl Payments {
             processing_since: None,
             created_ms: now.millis(),
         };
-        let created = (
-            "payment_intent.created",
-            JsonText::of(&rec.intent).unwrap_or_else(|_| JsonText::null()),
-        );
+        let created = ("payment_intent.created", JsonText::of_or_null(&rec.intent));
         if req.confirm {
             if let Some(pm) = rec.payment_method.clone() {
                 // Create and confirm: one commit holds the new intent, already processing, and
