@@ -30,7 +30,10 @@ set -euo pipefail
 
 DURATION=20
 PGBENCH_CLIENTS=8
-CONNECTIONS=32
+# Phase 1's closed loop needs enough flows in flight to find the node's most: on the 2-core
+# bench machine 32 connections measured 20 % under it (Little's law: ~60 ms a flow), 128 and
+# 256 the same (docs/performance.md, 2026-12-07).
+CONNECTIONS=128
 WARMUP=3
 BUILD=1
 CAPTURE_SHARE=${CAPTURE_SHARE:-0.1}
