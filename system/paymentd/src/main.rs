@@ -23,9 +23,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Counts the store's batches and the calls they carried in `/metrics`, per lane (commits and
-/// asynchronous calls: idempotency keys, fraud velocity), so that a dashboard shows the mean batch size (group commit,
-/// docs/operations.md).
+/// Counts the store's batches and the calls they carried in `/metrics`, per lane (commits,
+/// asynchronous calls: idempotency keys, fraud velocity, and reads by id), so that a dashboard
+/// shows the mean batch size (group commit, docs/operations.md).
 fn spawn_group_commit_metrics(store: PgBackend, metrics: pay_net::metrics::Metrics) {
     tokio::spawn(async move {
         let mut counted = pay_store::postgres::GroupCommitStats::default();
@@ -36,6 +36,7 @@ fn spawn_group_commit_metrics(store: PgBackend, metrics: pay_net::metrics::Metri
             for (lane, was, is) in [
                 ("commits", counted.commits, now.commits),
                 ("asynchronous", counted.asynchronous, now.asynchronous),
+                ("reads", counted.reads, now.reads),
             ] {
                 metrics.inc(
                     "store_batches_total",

@@ -19,20 +19,49 @@
 //! which a batch holding a commit must not do. With nothing else being written, a call goes at once,
 //! alone, through its plain function: the waiting only happens when there is work to share it
 //! with.
+//!
+//! The queueing is the same for any [`Lane`]: the two JSON lanes above, and the reads of one
+//! record by id (`Reads` in postgres.rs), which share a statement for the round trip alone.
 
 use crate::model::StoreError;
 use crate::pg_pool::PgConnections;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
-/// What a call answers: its function's result as JSON.
+/// What a call of a [`JsonLane`] answers: its function's result as JSON.
 pub(crate) type CallAnswer = Result<serde_json::Value, StoreError>;
 
-/// One kind of call that concurrent callers share batches of.
+/// A batch's answers, one per call in the order of the calls, or the error every call of the
+/// batch gets (the round trip failed, or the batch as a whole was refused).
+pub(crate) type BatchAnswers<A> = Result<Vec<Result<A, StoreError>>, StoreError>;
+
+/// One kind of call that concurrent callers share batches of: how one call runs alone and how
+/// several run in one round trip.
+pub(crate) trait Lane: Send + Sync + 'static {
+    /// One call's argument.
+    type Call: Send + 'static;
+    /// One call's answer.
+    type Answer: Send + 'static;
+    /// Runs `call` alone, in a round trip of its own.
+    fn alone(
+        &self,
+        pool: &PgConnections,
+        call: Self::Call,
+    ) -> impl Future<Output = Result<Self::Answer, StoreError>> + Send;
+    /// Runs `calls` in one round trip.
+    fn batch(
+        &self,
+        pool: &PgConnections,
+        calls: Vec<Self::Call>,
+    ) -> impl Future<Output = BatchAnswers<Self::Answer>> + Send;
+}
+
+/// A lane of calls of one SQL function taking and answering JSON.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Lane {
+pub(crate) struct JsonLane {
     /// One call alone: a statement taking the call's JSON as `$1` and answering JSON.
     single: &'static str,
     /// Several calls: a statement taking a JSON array of calls and answering an array of
@@ -42,14 +71,14 @@ pub(crate) struct Lane {
 
 /// Commits (`store_commit`, migrations 0008 and 0009): a call is a transaction; the answer
 /// its events' sequence numbers, or null when its id was applied before.
-pub(crate) const COMMITS: Lane = Lane {
+pub(crate) const COMMITS: JsonLane = JsonLane {
     single: "SELECT to_jsonb(store_commit($1::jsonb))",
     batch: "SELECT store_commit_batch($1::jsonb)",
 };
 
 /// Calls that commit asynchronously (`async_call`, migration 0011): taking, finishing and
 /// releasing idempotency keys, observing attempts and recording outcomes for fraud velocity.
-pub(crate) const ASYNC_CALLS: Lane = Lane {
+pub(crate) const ASYNC_CALLS: JsonLane = JsonLane {
     single: "SELECT async_call($1::jsonb)",
     batch: "SELECT async_batch($1::jsonb)",
 };
@@ -98,46 +127,54 @@ pub struct BatchStats {
     pub calls: u64,
 }
 
-/// Both lanes' [`BatchStats`].
+/// Every lane's [`BatchStats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupCommitStats {
     /// Commits (store transactions).
     pub commits: BatchStats,
     /// Calls that commit asynchronously (idempotency keys, fraud velocity counters).
     pub asynchronous: BatchStats,
+    /// Reads of one record by id.
+    pub reads: BatchStats,
 }
 
 /// Calls waiting for a batch, and how many batches are being written.
-#[derive(Default)]
-struct Queue {
-    waiting: VecDeque<Waiting>,
+struct Queue<L: Lane> {
+    waiting: VecDeque<Waiting<L>>,
     writing: usize,
 }
 
 /// One call waiting for its batch: its argument and where its answer goes.
-struct Waiting {
-    call: String,
-    answer: oneshot::Sender<CallAnswer>,
+struct Waiting<L: Lane> {
+    call: L::Call,
+    answer: oneshot::Sender<Result<L::Answer, StoreError>>,
 }
 
 /// Groups the calls of one lane on one pool (see the module documentation).
-#[derive(Clone)]
-pub(crate) struct Batcher {
-    shared: Arc<Shared>,
+pub(crate) struct Batcher<L: Lane> {
+    shared: Arc<Shared<L>>,
 }
 
-struct Shared {
+impl<L: Lane> Clone for Batcher<L> {
+    fn clone(&self) -> Self {
+        Batcher {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+struct Shared<L: Lane> {
     pool: PgConnections,
-    lane: Lane,
+    lane: L,
     config: GroupCommit,
-    queue: Mutex<Queue>,
+    queue: Mutex<Queue<L>>,
     batches: AtomicU64,
     calls: AtomicU64,
 }
 
-impl Batcher {
+impl<L: Lane> Batcher<L> {
     /// A batcher writing `lane`'s calls through `pool`.
-    pub(crate) fn new(pool: PgConnections, lane: Lane, config: GroupCommit) -> Batcher {
+    pub(crate) fn new(pool: PgConnections, lane: L, config: GroupCommit) -> Batcher<L> {
         let config = GroupCommit {
             batches_in_flight: config.batches_in_flight,
             max_batch: config.max_batch.clamp(1, GroupCommit::MAX_BATCH),
@@ -147,18 +184,21 @@ impl Batcher {
                 pool,
                 lane,
                 config,
-                queue: Mutex::new(Queue::default()),
+                queue: Mutex::new(Queue {
+                    waiting: VecDeque::new(),
+                    writing: 0,
+                }),
                 batches: AtomicU64::new(0),
                 calls: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Runs `call` (the JSON argument of the lane's function), alone or in a batch.
-    pub(crate) async fn call(&self, call: String) -> CallAnswer {
+    /// Runs `call`, alone or in a batch.
+    pub(crate) async fn call(&self, call: L::Call) -> Result<L::Answer, StoreError> {
         if self.shared.config.batches_in_flight == 0 {
             self.shared.count(1);
-            return alone(&self.shared, call).await;
+            return self.shared.lane.alone(&self.shared.pool, call).await;
         }
         let (answer, answered) = oneshot::channel();
         let start_writer = {
@@ -181,6 +221,16 @@ impl Batcher {
         })
     }
 
+    /// Batches and calls written so far.
+    pub(crate) fn stats(&self) -> BatchStats {
+        BatchStats {
+            batches: self.shared.batches.load(Ordering::Relaxed),
+            calls: self.shared.calls.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Batcher<JsonLane> {
     /// Runs `call` like [`Batcher::call`] and reads its answer as a `T`; `what` names the
     /// function in the error when the answer does not read.
     pub(crate) async fn call_for<T: serde::de::DeserializeOwned>(
@@ -191,23 +241,15 @@ impl Batcher {
         serde_json::from_value(self.call(call).await?)
             .map_err(|e| StoreError::Corrupt(format!("unreadable answer of {what}: {e}")))
     }
-
-    /// Batches and calls written so far.
-    pub(crate) fn stats(&self) -> BatchStats {
-        BatchStats {
-            batches: self.shared.batches.load(Ordering::Relaxed),
-            calls: self.shared.calls.load(Ordering::Relaxed),
-        }
-    }
 }
 
-impl Shared {
+impl<L: Lane> Shared<L> {
     fn count(&self, calls: usize) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.calls.fetch_add(calls as u64, Ordering::Relaxed);
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue> {
+    fn lock(&self) -> MutexGuard<'_, Queue<L>> {
         // The queue is consistent after every statement under the lock, so a panic elsewhere
         // while it was held leaves nothing to repair.
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -217,13 +259,13 @@ impl Shared {
 /// Writes batches until no call is waiting. It holds one of the `batches_in_flight` slots
 /// and gives it back under the queue's lock in the same step that finds the queue empty, so a
 /// call queued after that step starts a writer of its own and none is left waiting.
-struct Writer {
-    shared: Arc<Shared>,
+struct Writer<L: Lane> {
+    shared: Arc<Shared<L>>,
     holds_slot: bool,
 }
 
-impl Writer {
-    fn new(shared: Arc<Shared>) -> Writer {
+impl<L: Lane> Writer<L> {
+    fn new(shared: Arc<Shared<L>>) -> Writer<L> {
         Writer {
             shared,
             holds_slot: true,
@@ -232,7 +274,7 @@ impl Writer {
 
     async fn run(mut self) {
         loop {
-            let batch: Vec<Waiting> = {
+            let batch: Vec<Waiting<L>> = {
                 let mut q = self.shared.lock();
                 if q.waiting.is_empty() {
                     q.writing -= 1;
@@ -248,7 +290,7 @@ impl Writer {
     }
 }
 
-impl Drop for Writer {
+impl<L: Lane> Drop for Writer<L> {
     /// Only reached with the slot still held if the writer panicked: give the slot back, and
     /// start another writer for whatever is waiting.
     fn drop(&mut self) {
@@ -271,62 +313,69 @@ impl Drop for Writer {
     }
 }
 
-/// One call in one round trip, through the lane's plain function.
-async fn alone(shared: &Shared, call: String) -> CallAnswer {
-    sqlx::query_scalar::<_, Option<sqlx::types::Json<serde_json::Value>>>(shared.lane.single)
-        .bind(call)
-        .fetch_one(&shared.pool)
-        .await
-        .map(|v| v.map(|j| j.0).unwrap_or(serde_json::Value::Null))
-        .map_err(|e| crate::postgres::map_err(e, true))
-}
-
-/// Writes `batch` and answers each of its calls.
-async fn write(shared: &Shared, batch: Vec<Waiting>) {
+/// Writes `batch` and answers each of its calls: a batch of one through the lane's plain
+/// statement, more in one round trip.
+async fn write<L: Lane>(shared: &Shared<L>, batch: Vec<Waiting<L>>) {
     if batch.len() == 1 {
         for w in batch {
-            let answer = alone(shared, w.call).await;
+            let answer = shared.lane.alone(&shared.pool, w.call).await;
             // A caller that stopped waiting needs no answer.
             let _ = w.answer.send(answer);
         }
         return;
     }
-    let mut arg = String::with_capacity(batch.iter().map(|w| w.call.len() + 1).sum::<usize>() + 2);
-    arg.push('[');
-    for (i, w) in batch.iter().enumerate() {
-        if i > 0 {
-            arg.push(',');
-        }
-        arg.push_str(&w.call);
-    }
-    arg.push(']');
-    let answers = sqlx::query_scalar::<_, sqlx::types::Json<Vec<BatchAnswer>>>(shared.lane.batch)
-        .bind(arg)
-        .fetch_one(&shared.pool)
-        .await
-        .map_err(|e| crate::postgres::map_err(e, true));
-    match answers {
-        Ok(sqlx::types::Json(answers)) if answers.len() == batch.len() => {
-            for (w, a) in batch.into_iter().zip(answers) {
-                let _ = w.answer.send(a.into_answer());
+    let n = batch.len();
+    let (calls, answers_to): (Vec<L::Call>, Vec<_>) = batch.into_iter().map(|w| (w.call, w.answer)).unzip();
+    match shared.lane.batch(&shared.pool, calls).await {
+        Ok(answers) if answers.len() == n => {
+            for (to, a) in answers_to.into_iter().zip(answers) {
+                let _ = to.send(a);
             }
         }
-        Ok(sqlx::types::Json(answers)) => {
-            // The batch committed, but its answers cannot be matched to its calls.
-            let e = StoreError::Ambiguous(format!(
-                "a batch of {} calls answered {} times",
-                batch.len(),
-                answers.len()
-            ));
-            for w in batch {
-                let _ = w.answer.send(Err(e.clone()));
+        Ok(answers) => {
+            // The batch ran, but its answers cannot be matched to its calls.
+            let e = StoreError::Ambiguous(format!("a batch of {n} calls answered {} times", answers.len()));
+            for to in answers_to {
+                let _ = to.send(Err(e.clone()));
             }
         }
         Err(e) => {
-            for w in batch {
-                let _ = w.answer.send(Err(e.clone()));
+            for to in answers_to {
+                let _ = to.send(Err(e.clone()));
             }
         }
+    }
+}
+
+impl Lane for JsonLane {
+    type Call = String;
+    type Answer = serde_json::Value;
+
+    async fn alone(&self, pool: &PgConnections, call: String) -> CallAnswer {
+        sqlx::query_scalar::<_, Option<sqlx::types::Json<serde_json::Value>>>(self.single)
+            .bind(call)
+            .fetch_one(pool)
+            .await
+            .map(|v| v.map(|j| j.0).unwrap_or(serde_json::Value::Null))
+            .map_err(|e| crate::postgres::map_err(e, true))
+    }
+
+    async fn batch(&self, pool: &PgConnections, calls: Vec<String>) -> BatchAnswers<serde_json::Value> {
+        let mut arg = String::with_capacity(calls.iter().map(|c| c.len() + 1).sum::<usize>() + 2);
+        arg.push('[');
+        for (i, c) in calls.iter().enumerate() {
+            if i > 0 {
+                arg.push(',');
+            }
+            arg.push_str(c);
+        }
+        arg.push(']');
+        let sqlx::types::Json(answers) = sqlx::query_scalar::<_, sqlx::types::Json<Vec<BatchAnswer>>>(self.batch)
+            .bind(arg)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| crate::postgres::map_err(e, true))?;
+        Ok(answers.into_iter().map(BatchAnswer::into_answer).collect())
     }
 }
 

@@ -608,6 +608,103 @@ async fn concurrent_writers_one_winner(db: Db) {
     assert_eq!(started, 1, "exactly one concurrent first use of a key may run");
 }
 
+/// Reads racing each other answer as each would alone: each gets its own table's record at its
+/// latest version, or none, whatever other reads of other tables and ids share its round trip
+/// (PostgreSQL groups concurrent reads into one statement, `Reads` in postgres.rs).
+async fn racing_reads_answer_as_if_alone(db: Db) {
+    const RECORDS: usize = 12;
+    let tables = [
+        Table::Customers,
+        Table::PaymentIntents,
+        Table::Charges,
+        Table::VaultCards,
+    ];
+    let record = |table: Table, i: usize, version: i64| Record {
+        id: format!("obj_read_{i}"),
+        account: format!("acct_{}", i % 3),
+        version,
+        created: i as i64,
+        k1: None,
+        k2: None,
+        body: JsonText::of(&serde_json::json!({"table": table.name(), "i": i, "version": version})).unwrap(),
+    };
+    for (t, table) in tables.iter().enumerate() {
+        for i in (0..RECORDS).filter(|i| i % tables.len() != t) {
+            let txn = Txn {
+                id: format!("txn_read_{t}_{i}"),
+                at: 1,
+                ops: vec![Op::Insert {
+                    table: *table,
+                    record: record(*table, i, 0),
+                }],
+                events: vec![],
+            };
+            db.execute(Request::Commit(txn)).await.unwrap();
+            if i % 2 == 0 {
+                let txn = Txn {
+                    id: format!("txn_read_{t}_{i}_again"),
+                    at: 2,
+                    ops: vec![Op::Update {
+                        table: *table,
+                        record: record(*table, i, 1),
+                        expected_version: 1,
+                    }],
+                    events: vec![],
+                };
+                db.execute(Request::Commit(txn)).await.unwrap();
+            }
+        }
+    }
+    // Every table and id, each asked three times at once: one in four of them has no record.
+    let asks: Vec<(Table, usize)> = (0..3)
+        .flat_map(|_| tables.iter().flat_map(|t| (0..RECORDS).map(move |i| (*t, i))))
+        .collect();
+    let handles: Vec<_> = asks
+        .iter()
+        .map(|&(table, i)| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.execute(Request::Get {
+                    table,
+                    id: format!("obj_read_{i}"),
+                })
+                .await
+            })
+        })
+        .collect();
+    for ((table, i), h) in asks.into_iter().zip(handles) {
+        let got = match h.await.unwrap() {
+            Ok(Response::Record { record }) => record,
+            other => panic!("{table:?} {i}: not a record answer: {other:?}"),
+        };
+        let t = tables.iter().position(|x| *x == table).unwrap();
+        if i % tables.len() == t {
+            assert!(got.is_none(), "{table:?} {i}: no such record, got {got:?}");
+            continue;
+        }
+        let got = got.unwrap_or_else(|| panic!("{table:?} {i}: record missing"));
+        let version = if i % 2 == 0 { 2 } else { 1 };
+        let want = record(table, i, version - 1);
+        assert_eq!(
+            (
+                got.id.as_str(),
+                got.account.as_str(),
+                got.version,
+                got.created,
+                &got.body
+            ),
+            (
+                want.id.as_str(),
+                want.account.as_str(),
+                version,
+                want.created,
+                &want.body
+            ),
+            "{table:?} {i}"
+        );
+    }
+}
+
 /// Commits racing each other answer as each would alone. Of two transactions inserting one id,
 /// exactly one applies and the other conflicts without writing its other record or its event;
 /// a transaction sent twice at once applies once; all events get distinct sequence numbers.
@@ -880,6 +977,11 @@ macro_rules! contract {
             async fn racing_commits_answer_as_if_alone() {
                 let (db, _guard) = $factory().await;
                 super::racing_commits_answer_as_if_alone(db).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn racing_reads_answer_as_if_alone() {
+                let (db, _guard) = $factory().await;
+                super::racing_reads_answer_as_if_alone(db).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn lookups_without_an_index_are_refused() {
@@ -1235,12 +1337,65 @@ async fn postgres_every_table_round_trips_through_store_commit() {
     assert_eq!(code, "PY002", "an unknown op is refused");
 }
 
+/// Migration 0014's `store_get_many` reads every record table: one round trip answers, for
+/// each (table, id) asked, that table's record (numbered by its place in the question) or
+/// nothing; a table whose branch is missing or reads another table fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_every_table_reads_through_store_get_many() {
+    let (_db, pool, _tdb) = pg_db_and_pool().await;
+    let mut tables: Vec<&str> = vec![];
+    let mut ids: Vec<String> = vec![];
+    for (i, table) in Table::ALL.iter().enumerate() {
+        let name = table.name();
+        let txn = serde_json::json!({"id": format!("txn_{i}"), "at": 1, "events": [], "ops": [
+            {"op": "insert", "table": name, "id": format!("rec_{i}"), "account": "acct_1",
+             "created": i, "k1": null, "k2": null, "body": {"table": name}}]});
+        sqlx::query("SELECT store_commit($1)")
+            .bind(txn)
+            .execute(&pool)
+            .await
+            .unwrap();
+        // Its own record, and the next table's id, which this table does not hold.
+        tables.extend([name, name]);
+        ids.extend([format!("rec_{i}"), format!("rec_{}", i + 1)]);
+    }
+    let rows: Vec<(i32, String, serde_json::Value)> =
+        sqlx::query_as("SELECT n, id, body FROM store_get_many($1, $2) ORDER BY n")
+            .bind(&tables)
+            .bind(&ids)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let want: Vec<(i32, String, serde_json::Value)> = Table::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                2 * i as i32 + 1,
+                format!("rec_{i}"),
+                serde_json::json!({"table": t.name()}),
+            )
+        })
+        .collect();
+    assert_eq!(rows, want);
+    for (tables, ids) in [(vec!["events"], vec!["x"]), (vec!["customers"], vec![])] {
+        let err = sqlx::query("SELECT * FROM store_get_many($1, $2)")
+            .bind(&tables)
+            .bind(&ids)
+            .fetch_all(&pool)
+            .await
+            .unwrap_err();
+        let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.to_string());
+        assert_eq!(code.as_deref(), Some("PY002"), "{tables:?} {ids:?}: {err}");
+    }
+}
+
 /// Racing commits and racing idempotency-key calls through one batch writer per lane share
 /// database transactions, and still answer as if alone; with grouping off each call is its own
 /// transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_groups_racing_calls_and_answers_each_alone() {
-    use pay_store::postgres::{GroupCommit, PgBackend, PgSettings};
+    use pay_store::postgres::{BatchStats, GroupCommit, PgBackend, PgSettings};
     let tdb = pay_store::testing::TestDatabase::create()
         .await
         .expect("test PostgreSQL");
@@ -1254,17 +1409,24 @@ async fn postgres_groups_racing_calls_and_answers_each_alone() {
             ..PgSettings::default()
         };
         let backend = Arc::new(PgBackend::connect(&tdb.url, &settings).await.unwrap());
-        sqlx::query("TRUNCATE customers, events, store_txns, idempotency_keys")
+        sqlx::query("TRUNCATE customers, payment_intents, charges, vault_cards, events, store_txns, idempotency_keys")
             .execute(backend.pool())
             .await
             .unwrap();
         let db = Db::new(backend.clone(), env());
         racing_commits_answer_as_if_alone(db.clone()).await;
-        racing_key_calls_answer_as_if_alone(db).await;
+        racing_key_calls_answer_as_if_alone(db.clone()).await;
+        let before = backend.group_commit_stats().reads;
+        racing_reads_answer_as_if_alone(db).await;
         let stats = backend.group_commit_stats();
-        assert_eq!(stats.commits.calls, 96, "{stats:?}");
+        assert_eq!(stats.commits.calls, 96 + 54, "{stats:?}");
         assert_eq!(stats.asynchronous.calls, RACING_KEY_CALLS, "{stats:?}");
-        for lane in [stats.commits, stats.asynchronous] {
+        let reads = BatchStats {
+            batches: stats.reads.batches - before.batches,
+            calls: stats.reads.calls - before.calls,
+        };
+        assert_eq!(reads.calls, 144, "{stats:?}");
+        for lane in [stats.commits, stats.asynchronous, reads] {
             if grouped {
                 assert!(lane.batches < lane.calls, "{stats:?}");
                 assert!(lane.batches * 8 >= lane.calls, "batches hold at most 8: {stats:?}");
