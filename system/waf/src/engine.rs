@@ -476,8 +476,9 @@ struct Eval<'a> {
     pending: Vec<(&'a Link, usize, Option<Coll>, usize)>,
     /// Scratch for variable names.
     name_buf: Vec<u8>,
-    /// libinjection verdicts of this request: (XSS detector, value, verdict).
-    detected: Vec<(bool, Vec<u8>, bool)>,
+    /// libinjection verdicts of this request on values longer than [`MAX_VERDICT_KEY`] (and
+    /// on every value on the reference path): (detector, value, verdict).
+    detected: Vec<(Detector, Vec<u8>, bool)>,
     /// The link being evaluated passes its matches on to a next link that reads them (else
     /// only its first match is kept).
     keep_all: bool,
@@ -1105,6 +1106,100 @@ fn recorded_name_bytes(
 /// `fingerprint` field (`sqli_verdicts_are_detect_sqli_verdicts`).
 fn detect_sqli(value: &[u8]) -> bool {
     libinjectionrs::SqliState::new(value, libinjectionrs::SqliFlags::FLAG_NONE).detect()
+}
+
+/// One of libinjection's two detectors, as a [`Verdicts`] key names it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Detector {
+    /// `@detectSQLi`: [`detect_sqli`].
+    Sqli,
+    /// `@detectXSS`: `libinjectionrs::detect_xss`.
+    Xss,
+}
+
+impl Detector {
+    /// The detector's verdict on `value`, computed (a panic read as no match): a pure function
+    /// of the detector and the value's bytes, the engine passing no other state or flag.
+    fn run(self, value: &[u8]) -> bool {
+        match self {
+            Detector::Sqli => guarded(|| detect_sqli(value)),
+            Detector::Xss => guarded(|| libinjectionrs::detect_xss(value).is_injection()),
+        }
+    }
+}
+
+/// Longest value whose verdict [`Verdicts`] keeps (a User-Agent, a path, an e-mail address
+/// are shorter; a longer value is rarely the same from request to request).
+const MAX_VERDICT_KEY: usize = 256;
+
+/// Most verdicts a thread keeps (at most 8 KiB of keys a thread).
+const VERDICT_SLOTS: usize = 32;
+
+/// libinjection verdicts kept per thread between inspections, keyed by the detector and the
+/// value's full bytes (compared byte for byte, lengths first): the User-Agent of an SDK, the
+/// request path and an argument name repeat from request to request, and a verdict costs
+/// libinjection some 10 K instructions where a look-up costs a few hundred at most. The
+/// engine uses only the verdict (no fingerprint, no capture), so a kept verdict is what a
+/// fresh run gives. Up to [`VERDICT_SLOTS`] entries, replaced round robin once full.
+#[derive(Default)]
+struct Verdicts {
+    /// (detector, value, verdict), each value at most [`MAX_VERDICT_KEY`] bytes.
+    entries: Vec<(Detector, Vec<u8>, bool)>,
+    /// The entry the next new verdict replaces once `entries` is full.
+    next: usize,
+}
+
+thread_local! {
+    static VERDICTS: std::cell::RefCell<Verdicts> = const {
+        std::cell::RefCell::new(Verdicts { entries: Vec::new(), next: 0 })
+    };
+}
+
+impl Verdicts {
+    /// The kept verdict of `detector` on exactly `value`, if any.
+    fn find(&self, detector: Detector, value: &[u8]) -> Option<bool> {
+        self.entries
+            .iter()
+            .find(|(d, v, _)| v.len() == value.len() && *d == detector && v.as_slice() == value)
+            .map(|e| e.2)
+    }
+
+    /// Keeps `hit` as `detector`'s verdict on `value` (at most [`MAX_VERDICT_KEY`] bytes),
+    /// replacing the oldest entry once full.
+    fn insert(&mut self, detector: Detector, value: &[u8], hit: bool) {
+        if self.entries.len() < VERDICT_SLOTS {
+            self.entries.push((detector, value.to_vec(), hit));
+            return;
+        }
+        let slot = self.next % VERDICT_SLOTS;
+        self.next = (slot + 1) % VERDICT_SLOTS;
+        let e = &mut self.entries[slot];
+        e.0 = detector;
+        e.1.clear();
+        e.1.extend_from_slice(value);
+        e.2 = hit;
+    }
+
+    /// `detector`'s verdict on `value`: this thread's kept one, else computed and kept.
+    /// Computed without keeping for a value longer than [`MAX_VERDICT_KEY`] or when the thread
+    /// is ending.
+    fn verdict(detector: Detector, value: &[u8]) -> bool {
+        if value.len() > MAX_VERDICT_KEY {
+            return detector.run(value);
+        }
+        VERDICTS
+            .try_with(|c| {
+                if let Some(hit) = c.try_borrow().ok().and_then(|c| c.find(detector, value)) {
+                    return hit;
+                }
+                let hit = detector.run(value);
+                if let Ok(mut c) = c.try_borrow_mut() {
+                    c.insert(detector, value, hit);
+                }
+                hit
+            })
+            .unwrap_or_else(|_| detector.run(value))
+    }
 }
 
 fn guarded(f: impl FnOnce() -> bool + std::panic::UnwindSafe) -> bool {
@@ -2159,9 +2254,9 @@ impl<'a> Eval<'a> {
                     && !plain_number(value)
                     && !bracketed_word(value)
                     && !slash_words(value)
-                    && self.memo(false, value, detect_sqli)
+                    && self.memo(Detector::Sqli, value)
             }
-            Op::DetectXss => self.memo(true, value, |x| libinjectionrs::detect_xss(x).is_injection()),
+            Op::DetectXss => self.memo(Detector::Xss, value),
             // The operator "matches" when a byte is outside the allowed ranges.
             Op::ByteRange(ok) => value.iter().any(|&b| !ok[b as usize]),
             Op::UrlEncoding => !valid_url_encoding(value),
@@ -2177,18 +2272,24 @@ impl<'a> Eval<'a> {
         self.tx.set(name).extend_from_slice(value);
     }
 
-    /// A libinjection verdict (`xss`: the XSS detector, else SQLi), computed once per distinct
-    /// value in a request (the same value often reaches a detector through several targets).
-    fn memo(&mut self, xss: bool, value: &[u8], detect: fn(&[u8]) -> bool) -> bool {
+    /// A libinjection verdict of `detector` on `value`: a value of up to [`MAX_VERDICT_KEY`]
+    /// bytes from this thread's [`Verdicts`] (kept between inspections: the User-Agent and the
+    /// path repeat from request to request), a longer one (or any on the reference path)
+    /// computed once per distinct value in a request (the same value often reaches a detector
+    /// through several targets).
+    fn memo(&mut self, detector: Detector, value: &[u8]) -> bool {
+        if value.len() <= MAX_VERDICT_KEY && !self.exhaustive {
+            return Verdicts::verdict(detector, value);
+        }
         if let Some(&(_, _, hit)) = self
             .detected
             .iter()
-            .find(|(x, v, _)| *x == xss && v.as_slice() == value)
+            .find(|(d, v, _)| *d == detector && v.as_slice() == value)
         {
             return hit;
         }
-        let hit = guarded(|| detect(value));
-        self.detected.push((xss, value.to_vec(), hit));
+        let hit = detector.run(value);
+        self.detected.push((detector, value.to_vec(), hit));
         hit
     }
 
@@ -3705,6 +3806,142 @@ mod tests {
         assert!(
             sets > 30_000 && hits > 5_000 && misses > 5_000,
             "{sets} sets, {hits} hits, {misses} misses"
+        );
+    }
+
+    /// [`Verdicts::verdict`] gives what a direct, uncached libinjection call gives
+    /// (`libinjectionrs::detect_sqli` / `detect_xss`, a panic read as no match) on 30,000
+    /// look-ups of both detectors over a pool of 600 values (random SQL and XSS fragments,
+    /// each attack paired with a harmless value of its length, the payment API's own values,
+    /// and values longer than [`MAX_VERDICT_KEY`]), picked half the time from the last few
+    /// picked so that hits, misses and round-robin replacements all happen, and often
+    /// with a kept value of the same detector and length but other bytes and verdict.
+    #[test]
+    fn kept_verdicts_are_fresh_verdicts() {
+        let fragments: &[&[u8]] = &[
+            b"1",
+            b"'",
+            b"\"",
+            b"--",
+            b"#",
+            b"/*",
+            b"*/",
+            b";",
+            b" or ",
+            b" and ",
+            b"1=1",
+            b"'1'='1",
+            b" union select ",
+            b"select ",
+            b" from ",
+            b"null",
+            b"sleep(5)",
+            b"@@version",
+            b"(",
+            b")",
+            b"<script>",
+            b"</script>",
+            b"<img src=x onerror=",
+            b"alert(1)",
+            b"javascript:",
+            b"<svg/onload=",
+            b"<!--",
+            b"-->",
+            b"=",
+            b"<",
+            b">",
+            b"<a href=",
+            b"x",
+            b"abc",
+            b" ",
+            b"/",
+            b"%",
+            b"\\",
+        ];
+        let fresh = |d: Detector, v: &[u8]| match d {
+            Detector::Sqli => guarded(|| libinjectionrs::detect_sqli(v).is_injection()),
+            Detector::Xss => guarded(|| libinjectionrs::detect_xss(v).is_injection()),
+        };
+        let mut rng = crate::testrng::Rng(0x9b05_688c_2b3e_6c1f);
+        let mut pool: Vec<Vec<u8>> = vec![
+            b"Stripe/v1 PythonBindings/16.1.0".to_vec(),
+            b"/v1/payment_intents".to_vec(),
+            b"jenny.rosen@example.com".to_vec(),
+            b"expand[]".to_vec(),
+            b"1' or '1'='1".to_vec(),
+            b"<script>alert(1)</script>".to_vec(),
+        ];
+        while pool.len() < 600 {
+            let mut v = Vec::new();
+            for _ in 0..1 + rng.below(6) {
+                match rng.below(12) {
+                    0 => v.push(rng.next() as u8),
+                    _ => v.extend_from_slice(fragments[rng.below(fragments.len())]),
+                }
+            }
+            if rng.below(25) == 0 {
+                // Longer than the key bound: computed every time, never kept.
+                while v.len() <= MAX_VERDICT_KEY {
+                    v.extend_from_slice(fragments[rng.below(fragments.len())]);
+                }
+            }
+            if fresh(Detector::Sqli, &v) || fresh(Detector::Xss, &v) {
+                // A harmless value of the same length, so that a look-up comparing lengths
+                // alone would return the other's verdict.
+                pool.push(vec![b'a'; v.len()]);
+            }
+            pool.push(v);
+        }
+        let (mut hits, mut misses, mut replaced, mut long, mut decoys, mut detected) = (0, 0, 0, 0, 0, 0);
+        let mut recent: Vec<usize> = Vec::new();
+        for _ in 0..30_000 {
+            let i = if !recent.is_empty() && rng.below(2) == 0 {
+                recent[recent.len() - 1 - rng.below(recent.len().min(24))]
+            } else {
+                rng.below(pool.len())
+            };
+            recent.push(i);
+            let d = if rng.below(2) == 0 {
+                Detector::Sqli
+            } else {
+                Detector::Xss
+            };
+            let v = &pool[i];
+            let expected = fresh(d, v);
+            let (kept, full, decoy) = VERDICTS.with(|c| {
+                let c = c.borrow();
+                let decoy = c
+                    .entries
+                    .iter()
+                    .any(|(kd, kv, kh)| *kd == d && kv.len() == v.len() && kv != v && *kh != expected);
+                (c.find(d, v), c.entries.len() == VERDICT_SLOTS, decoy)
+            });
+            assert_eq!(
+                Verdicts::verdict(d, v),
+                expected,
+                "{d:?} {}",
+                String::from_utf8_lossy(v)
+            );
+            detected += usize::from(expected);
+            decoys += usize::from(decoy);
+            if v.len() > MAX_VERDICT_KEY {
+                long += 1;
+                assert_eq!(kept, None, "a long value was kept");
+            } else if kept.is_some() {
+                hits += 1;
+            } else {
+                misses += 1;
+                replaced += usize::from(full);
+            }
+            VERDICTS.with(|c| {
+                let c = c.borrow();
+                assert!(c.entries.len() <= VERDICT_SLOTS);
+                assert!(c.entries.iter().all(|(_, kv, _)| kv.len() <= MAX_VERDICT_KEY));
+            });
+        }
+        assert!(
+            hits > 5_000 && misses > 5_000 && replaced > 5_000 && long > 500 && decoys > 1_000 && detected > 3_000,
+            "{hits} hits, {misses} misses, {replaced} replaced, {long} long, {decoys} decoys, {detected} detected"
         );
     }
 
