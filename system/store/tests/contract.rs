@@ -628,30 +628,36 @@ async fn racing_reads_answer_as_if_alone(db: Db) {
         k2: None,
         body: JsonText::of(&serde_json::json!({"table": table.name(), "i": i, "version": version})).unwrap(),
     };
-    for (t, table) in tables.iter().enumerate() {
-        for i in (0..RECORDS).filter(|i| i % tables.len() != t) {
+    let commit = |id: String, op: Op| {
+        let db = db.clone();
+        async move {
             let txn = Txn {
-                id: format!("txn_read_{t}_{i}"),
+                id,
                 at: 1,
-                ops: vec![Op::Insert {
-                    table: *table,
-                    record: record(*table, i, 0),
-                }],
+                ops: vec![op],
                 events: vec![],
             };
             db.execute(Request::Commit(txn)).await.unwrap();
+        }
+    };
+    for (t, table) in tables.iter().enumerate() {
+        for i in (0..RECORDS).filter(|i| i % tables.len() != t) {
+            let record_v1 = record(*table, i, 0);
+            commit(
+                format!("txn_read_{t}_{i}"),
+                Op::Insert {
+                    table: *table,
+                    record: record_v1,
+                },
+            )
+            .await;
             if i % 2 == 0 {
-                let txn = Txn {
-                    id: format!("txn_read_{t}_{i}_again"),
-                    at: 2,
-                    ops: vec![Op::Update {
-                        table: *table,
-                        record: record(*table, i, 1),
-                        expected_version: 1,
-                    }],
-                    events: vec![],
+                let update = Op::Update {
+                    table: *table,
+                    record: record(*table, i, 1),
+                    expected_version: 1,
                 };
-                db.execute(Request::Commit(txn)).await.unwrap();
+                commit(format!("txn_read_{t}_{i}_again"), update).await;
             }
         }
     }
