@@ -108,7 +108,8 @@ impl Default for GroupCommit {
     /// keys or attempts in opposite orders do); PostgreSQL breaks that only after
     /// `deadlock_timeout` (a second), failing one call. Calls written one at a time, as before
     /// grouping, each hold their rows alone and never deadlock, and neither do one lane's
-    /// batches written one after another: the lanes touch different tables.
+    /// batches written one after another: the two writing lanes touch different tables, and
+    /// reads take no row locks.
     fn default() -> Self {
         GroupCommit {
             batches_in_flight: 1,
