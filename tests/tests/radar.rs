@@ -194,3 +194,46 @@ async fn rules_from_the_api_decide_payments_and_test_cards_force_levels() {
         .await;
     assert_eq!(charge.str("/outcome/risk_level"), Some("elevated"), "{}", charge.json);
 }
+
+/// The card network's declines reach fraud detection before the confirm answers: a rule on
+/// the card's decline velocity blocks the card's next attempt, and another card is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_declines_count_toward_the_cards_next_score() {
+    let stack = stack_on_postgres(Tuning::default()).await;
+    let c = &stack.client;
+    let rule = c
+        .post(
+            "/v1/radar/rules",
+            &[("predicate", "Block if :card_declines_1h: >= 2")],
+            None,
+        )
+        .await;
+    assert_eq!(rule.status, 200, "{}", rule.json);
+
+    // Two declines by the network (a new PaymentMethod each time: velocity follows the card).
+    for _ in 0..2 {
+        let pm = c.card("4000000000000002").await;
+        let declined = pay(c, &pm, "1500", None).await;
+        assert_eq!(declined.status, 402, "{}", declined.json);
+        assert_eq!(
+            declined.str("/error/decline_code"),
+            Some("generic_decline"),
+            "{}",
+            declined.json
+        );
+    }
+    // The third attempt on the card never reaches the network: the rule blocks it.
+    let pm = c.card("4000000000000002").await;
+    let blocked = pay(c, &pm, "1500", None).await;
+    assert_eq!(blocked.status, 402, "{}", blocked.json);
+    assert_eq!(
+        blocked.str("/error/decline_code"),
+        Some("fraudulent"),
+        "{}",
+        blocked.json
+    );
+    // Another card has no declines and pays.
+    let pm = c.card("4242424242424242").await;
+    let ok = pay(c, &pm, "1500", None).await;
+    assert_eq!(ok.str("/status"), Some("succeeded"), "{}", ok.json);
+}

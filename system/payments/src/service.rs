@@ -627,9 +627,10 @@ impl Payments {
             }
             _ => {}
         }
-        if let (Some(r), AttemptOutcome::Network(n)) = (&self.risk, &outcome) {
-            r.record_outcome(&attempt.id, n.approved).await;
-        }
+        let approved = match &outcome {
+            AttemptOutcome::Network(n) => Some(n.approved),
+            _ => None,
+        };
         let (account, id, attempt_id) = (rec.account.clone(), rec.intent.id.clone(), attempt.id.clone());
         let known = versions.map(|(iv, av)| {
             (
@@ -643,8 +644,19 @@ impl Payments {
                 },
             )
         });
-        self.settle_attempt(&account, &id, &attempt_id, outcome, ctx, known)
-            .await
+        // The outcome report to fraud detection (best effort, its velocity counts) and the
+        // settlement are independent writes: they go together, so a confirm waits for one
+        // round trip where it waited for two.
+        let report = async {
+            if let (Some(r), Some(approved)) = (&self.risk, approved) {
+                r.record_outcome(&attempt_id, approved).await;
+            }
+        };
+        let ((), settled) = tokio::join!(
+            report,
+            self.settle_attempt(&account, &id, &attempt_id, outcome, ctx, known)
+        );
+        settled
     }
 
     /// Records an attempt's outcome. `known` are the intent and attempt as the caller last
