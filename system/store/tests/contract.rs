@@ -744,11 +744,15 @@ async fn racing_commits_answer_as_if_alone(db: Db) {
                 events: vec![event(&seed, "acct_1", "race.won", &format!("cus_dup_{i}"), 1)],
             });
         }
+        // Three events: their sequence numbers must follow their order in the transaction.
         let twice = Txn {
             id: format!("txn_twice_{i}"),
             at: 1,
             ops: vec![record(&format!("cus_twice_{i}"))],
-            events: vec![event(&seed, "acct_1", "twice.applied", &format!("cus_twice_{i}"), 1)],
+            events: ["twice.first", "twice.second", "twice.third"]
+                .iter()
+                .map(|kind| event(&seed, "acct_1", kind, &format!("cus_twice_{i}"), 1))
+                .collect(),
         };
         jobs.push(twice.clone());
         jobs.push(twice);
@@ -804,6 +808,22 @@ async fn racing_commits_answer_as_if_alone(db: Db) {
             })
             .collect();
         assert_eq!(applied.len(), 1, "twice {i}: {twice:?}");
+        let events = &jobs[4 * i + 2].events;
+        assert_eq!(applied[0].len(), events.len(), "twice {i}: {twice:?}");
+        assert!(
+            applied[0].windows(2).all(|w| w[0] < w[1]),
+            "twice {i}: {:?}",
+            applied[0]
+        );
+        for (seq, sent) in applied[0].iter().zip(events) {
+            let page = db.events_since(seq - 1, 1).await.unwrap();
+            let stored = page.items.first().expect("the event at its sequence number");
+            assert_eq!(
+                (stored.seq, stored.event.id.as_str()),
+                (*seq, sent.id.as_str()),
+                "twice {i}: each sequence number names the event in its place"
+            );
+        }
         assert!(
             twice.iter().any(|a| matches!(a, Ok(CommitOutcome::AlreadyApplied))),
             "twice {i}: {twice:?}"
@@ -815,7 +835,7 @@ async fn racing_commits_answer_as_if_alone(db: Db) {
             assert!(seqs.insert(*s), "sequence number {s} given twice");
         }
     }
-    assert_eq!(seqs.len(), 2 * PAIRS);
+    assert_eq!(seqs.len(), 4 * PAIRS);
 }
 
 /// Key calls [`racing_key_calls_answer_as_if_alone`] makes: 8 racers for one key, then 4 for
