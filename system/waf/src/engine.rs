@@ -149,8 +149,8 @@ impl AtomGroups {
     /// The groups of an atom found in a value of collection `c`.
     fn of(&self, c: Coll, atom: u32) -> &[(u32, u32, u32)] {
         let i = c as usize * self.atoms + atom as usize;
-        match (self.start.get(i), self.start.get(i + 1)) {
-            (Some(&lo), Some(&hi)) => &self.groups[lo as usize..hi as usize],
+        match self.start.get(i..i + 2) {
+            Some(&[lo, hi]) => self.groups.get(lo as usize..hi as usize).unwrap_or_default(),
             _ => &[],
         }
     }
