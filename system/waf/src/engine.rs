@@ -453,10 +453,13 @@ struct Eval<'a> {
     child_head: Vec<u32>,
     /// (transformation, resulting entry, next sibling) for each entry's applied transformations.
     children: Vec<(crate::transform::Transform, u32, u32)>,
-    /// Per item: index into `excl_sets` (0: no exclusion applies).
+    /// Per item: index of its set in `excl_bits` (0: no exclusion applies).
     item_excl: Vec<u16>,
     /// Distinct sets of excluded rules (bits over rule indices); the first is empty.
-    excl_sets: Vec<Vec<u64>>,
+    /// Laid out one after another, `excl_words` words each (one look-up per test).
+    excl_bits: Vec<u64>,
+    /// Words per set of `excl_bits`: one bit per rule.
+    excl_words: usize,
     /// (rule index, item) pairs where the prefilter found one of the rule's atoms, sorted.
     cands: Vec<(u32, u32)>,
     /// Per rule index `r`: `cands[cand_start[r]..cand_start[r + 1]]` are its pairs (empty
@@ -496,10 +499,6 @@ struct Eval<'a> {
     tx_buf: Vec<(String, Vec<u8>)>,
     /// (tag, collections) removed from tagged rules by `ctl:ruleRemoveTargetByTag`.
     removed_targets: Vec<(&'a str, &'a [Coll])>,
-}
-
-fn bit(bits: &[u64], i: usize) -> bool {
-    bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
 }
 
 impl Waf {
@@ -1247,7 +1246,8 @@ impl<'a> Eval<'a> {
             child_head,
             children,
             item_excl: Vec::new(),
-            excl_sets: Vec::new(),
+            excl_bits: Vec::new(),
+            excl_words: waf.rules.rules.len().div_ceil(64),
             cands,
             cand_start,
             masks,
@@ -1287,11 +1287,11 @@ impl<'a> Eval<'a> {
         }
     }
 
-    /// Which configured exclusions apply to each argument, as indices into `excl_sets`.
+    /// Which configured exclusions apply to each argument, as indices of sets in `excl_bits`.
     #[inline(never)]
     fn exclusions(&mut self, req: &HttpRequest<'_>) {
-        let words = self.waf.rules.rules.len().div_ceil(64);
-        self.excl_sets.push(vec![0; words]);
+        let words = self.excl_words;
+        self.excl_bits.resize(words, 0);
         self.item_excl = vec![0; self.p.items.len()];
         let live: Vec<usize> = self
             .waf
@@ -1345,7 +1345,9 @@ impl<'a> Eval<'a> {
             let idx = match keys.iter().position(|k| *k == key) {
                 Some(idx) => idx,
                 None => {
-                    let mut bits = vec![0u64; words];
+                    let from = self.excl_bits.len();
+                    self.excl_bits.resize(from + words, 0);
+                    let bits = &mut self.excl_bits[from..];
                     for (k, &e) in live.iter().enumerate() {
                         if key[k] {
                             for (b, x) in bits.iter_mut().zip(&self.waf.excl_rules[e]) {
@@ -1354,7 +1356,6 @@ impl<'a> Eval<'a> {
                         }
                     }
                     keys.push(key.clone());
-                    self.excl_sets.push(bits);
                     keys.len() - 1
                 }
             };
@@ -1371,7 +1372,10 @@ impl<'a> Eval<'a> {
     fn excluded(&self, rule: usize, item: usize) -> bool {
         match self.item_excl.get(item) {
             Some(&0) | None => false,
-            Some(&s) => self.excl_sets.get(usize::from(s)).is_some_and(|b| bit(b, rule)),
+            Some(&s) => self
+                .excl_bits
+                .get(usize::from(s) * self.excl_words + rule / 64)
+                .is_some_and(|w| w & (1 << (rule % 64)) != 0),
         }
     }
 
