@@ -465,7 +465,7 @@ struct Eval<'a> {
     /// Per rule index `r`: `cands[cand_start[r]..cand_start[r + 1]]` are its pairs (empty
     /// when the prefilter did not run).
     cand_start: Vec<u32>,
-    /// Per item: its [`value_mask`] (0: not computed yet).
+    /// Per item: its [`value_mask`], computed when the inspection starts.
     masks: Vec<u32>,
     /// Per item: the bytes of its raw value (`None`: not computed yet).
     bytes: Vec<Option<ByteSet>>,
@@ -1231,7 +1231,8 @@ impl<'a> Eval<'a> {
         // look-up: the transformed values follow.
         entries.resize(p.items.len(), None);
         child_head.resize(p.items.len(), EMPTY);
-        masks.resize(p.items.len(), 0);
+        let nv: Vec<(&[u8], &[u8])> = p.items.iter().map(|i| (p.name(i), p.value(i))).collect();
+        masks.extend(nv.iter().map(|(_, v)| value_mask(v)));
         bytes.resize(p.items.len(), None);
         opens.resize(p.items.len(), 0);
         Eval {
@@ -1261,7 +1262,7 @@ impl<'a> Eval<'a> {
             pending: Vec::with_capacity(p.items.len()),
             name_buf: Vec::new(),
             ranges: coll_ranges(p),
-            nv: p.items.iter().map(|i| (p.name(i), p.value(i))).collect(),
+            nv,
             removed_rules: Vec::new(),
             removed_targets: Vec::new(),
             pf_scratch: pf,
@@ -1666,11 +1667,11 @@ impl<'a> Eval<'a> {
         }
     }
 
-    /// The special-byte mask of an item's raw value ([`value_mask`]), computed once.
-    fn mask(&mut self, item: usize) -> u32 {
-        if self.masks[item] == 0 {
-            self.masks[item] = value_mask(self.nv[item].1);
-        }
+    /// The special-byte mask of an item's raw value ([`value_mask`]), computed for every item
+    /// when the inspection starts: a plain load here, where a test for "not computed yet" on
+    /// each of the many calls (every transformation-cache look-up starts with one) cost more
+    /// than the masks of the few items nothing asks for.
+    fn mask(&self, item: usize) -> u32 {
         self.masks[item]
     }
 
