@@ -265,7 +265,7 @@ struct Scratch {
     cands: Vec<(u32, u32)>,
     cand_start: Vec<u32>,
     masks: Vec<u32>,
-    bytes: Vec<Option<ByteSet>>,
+    bytes: Vec<ByteSet>,
     opens: Vec<u8>,
     pf: PrefilterScratch,
     /// Copies of the transaction variables a read selects (see [`Eval::tx_buf`]): kept with
@@ -467,8 +467,8 @@ struct Eval<'a> {
     cand_start: Vec<u32>,
     /// Per item: its [`value_mask`], computed when the inspection starts.
     masks: Vec<u32>,
-    /// Per item: the bytes of its raw value (`None`: not computed yet).
-    bytes: Vec<Option<ByteSet>>,
+    /// Per item: the bytes of its raw value, computed when the inspection starts.
+    bytes: Vec<ByteSet>,
     /// Per item: whether its raw value is [`crate::words::open`] (0: not computed yet, 1: not
     /// open, 2: open).
     opens: Vec<u8>,
@@ -1233,7 +1233,7 @@ impl<'a> Eval<'a> {
         child_head.resize(p.items.len(), EMPTY);
         let nv: Vec<(&[u8], &[u8])> = p.items.iter().map(|i| (p.name(i), p.value(i))).collect();
         masks.extend(nv.iter().map(|(_, v)| value_mask(v)));
-        bytes.resize(p.items.len(), None);
+        bytes.extend(nv.iter().map(|(_, v)| ByteSet::of(v)));
         opens.resize(p.items.len(), 0);
         Eval {
             waf,
@@ -1597,16 +1597,10 @@ impl<'a> Eval<'a> {
         };
     }
 
-    /// The bytes of an item's raw value, computed once.
-    fn bytes(&mut self, item: usize) -> ByteSet {
-        match self.bytes[item] {
-            Some(b) => b,
-            None => {
-                let b = ByteSet::of(self.nv[item].1);
-                self.bytes[item] = Some(b);
-                b
-            }
-        }
+    /// The bytes of an item's raw value (computed for every item when the inspection starts,
+    /// as its mask is).
+    fn bytes(&self, item: usize) -> ByteSet {
+        self.bytes[item]
     }
 
     /// The byte screen ([`crate::screen`]): false when the item's value, after the link's
@@ -2181,7 +2175,7 @@ impl<'a> Eval<'a> {
                 if let (Some(required), Some(m)) = (required, m) {
                     // The value's bytes as the prefilter left them; an argument name's item is
                     // its own value.
-                    let value_bytes = || self.bytes[item].unwrap_or_else(|| ByteSet::of(v.value));
+                    let value_bytes = || self.bytes.get(item).copied().unwrap_or_else(|| ByteSet::of(v.value));
                     let name_bytes = || {
                         if std::ptr::eq(v.name, v.value) {
                             value_bytes()
