@@ -680,6 +680,19 @@ impl Waf {
     }
 }
 
+/// Marks the pipelines of `b64` (a pipeline bit set) as giving no output.
+fn mark_b64(out_of: &mut [u16], b64: &[u64]) {
+    for (w, &b) in b64.iter().enumerate() {
+        let mut bits = b;
+        while bits != 0 {
+            if let Some(o) = out_of.get_mut(w * 64 + bits.trailing_zeros() as usize) {
+                *o = u16::MAX;
+            }
+            bits &= bits - 1;
+        }
+    }
+}
+
 /// Where each collection's items are in `p.items` (grouped by collection in [`Coll`] order):
 /// one pass instead of two binary searches per lookup.
 fn coll_ranges(p: &Parsed) -> [(u32, u32); Coll::COUNT] {
@@ -1409,6 +1422,10 @@ impl<'a> Eval<'a> {
         // pipeline of another collection may read as 0 too: its rules do not target this
         // collection, which the `in_coll` test below checks.
         out_of.resize(rs.pipelines.len(), 0);
+        // The pipelines with a `base64Decode` give no output until an item's loop places one:
+        // `base64Decode` triggers on every value, so every item of a collection whose rules
+        // read such a pipeline visits it below, unless its decoded values are inert.
+        mark_b64(&mut out_of, &pf.b64_pipes);
         // Pipelines whose `out_of` the current item set, to put back to 0 (`touched`).
         triggered.resize(pf.pipe_words, 0);
         // `decoded_masks`: (entry, its value mask) for the decoded values of the current item.
@@ -1450,17 +1467,13 @@ impl<'a> Eval<'a> {
                     (false, None) => false,
                 }
             {
-                for (w, (t, b)) in triggered.iter_mut().zip(&pf.b64_pipes).enumerate() {
-                    let mut bits = *t & b;
+                // Left without an output (as marked above).
+                for (t, b) in triggered.iter_mut().zip(&pf.b64_pipes) {
                     *t &= !b;
-                    while bits != 0 {
-                        let pipe = w * 64 + bits.trailing_zeros() as usize;
-                        bits &= bits - 1;
-                        out_of[pipe] = u16::MAX;
-                        touched.push(pipe);
-                    }
                 }
             }
+            // The item visits pipelines with a `base64Decode` (its decoded values are not inert).
+            let b64_live = triggered.iter().zip(&pf.b64_pipes).any(|(t, b)| t & b != 0);
             let pipes = triggered.iter().enumerate().flat_map(|(w, &word)| {
                 let mut word = word;
                 std::iter::from_fn(move || {
@@ -1564,6 +1577,10 @@ impl<'a> Eval<'a> {
             }
             for pipe in touched.drain(..) {
                 out_of[pipe] = 0;
+            }
+            if b64_live {
+                // Their outputs were placed for this item: none again for the next.
+                mark_b64(&mut out_of, &pf.b64_pipes);
             }
         }
         // Group by rule (a counting sort: the pairs are already in item order per rule).
@@ -2971,6 +2988,128 @@ mod tests {
         assert!(
             checked > 100_000 && raw_taken > 20_000 && changed > 10_000,
             "{checked} checks, {raw_taken} raw values without a look-up, {changed} changed"
+        );
+    }
+
+    /// The prefilter's candidates are exactly the (rule, item) pairs where a pipeline of the
+    /// rule's filter, applied plainly to the item's raw value, gives an output holding one of
+    /// the rule's atoms (ASCII case ignored), for the active rules that read the item's
+    /// collection and that no exclusion removes from it: 1,000 random form requests whose names
+    /// and values hold atoms of the table (whole, upper-cased, percent-, JS- or
+    /// base64-encoded), escapes, whitespace and random bytes. Checks, among the rest, that the
+    /// pipelines with a `base64Decode` give no output for an item whose decoded values are
+    /// inert and theirs for the next item when they are not.
+    #[test]
+    fn prefilter_candidates_are_the_plain_atom_matches() {
+        let w = shared();
+        let rs = &w.rules;
+        let mut rng = crate::testrng::Rng(0x3c7e_91a5_d204_6bf1);
+        let mut atoms: Vec<Vec<u8>> = rs
+            .rules
+            .iter()
+            .filter(|r| r.filter.is_some())
+            .flat_map(|r| r.links[0].atoms.iter().flatten().cloned())
+            .collect();
+        atoms.sort();
+        atoms.dedup();
+        let b64 = |v: &[u8]| -> Vec<u8> {
+            const D: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut out = Vec::new();
+            for c in v.chunks(3) {
+                let n = c
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+                for k in 0..=c.len() {
+                    out.push(D[(n >> (18 - 6 * k) & 63) as usize]);
+                }
+            }
+            out
+        };
+        let (mut pairs, mut b64_pairs) = (0usize, 0usize);
+        for _ in 0..1_000 {
+            let mut body = Vec::new();
+            for k in 0..1 + rng.below(10) {
+                if k > 0 {
+                    body.push(b'&');
+                }
+                for part in 0..2 {
+                    if part == 1 {
+                        body.push(b'=');
+                    }
+                    let mut v = Vec::new();
+                    for _ in 0..rng.below(4) {
+                        let a = atoms[rng.below(atoms.len())].clone();
+                        match rng.below(8) {
+                            0 => v.extend(a.to_ascii_uppercase()),
+                            1 => v.extend(a.iter().flat_map(|b| format!("%{b:02x}").into_bytes())),
+                            2 => v.extend(a.iter().flat_map(|b| format!("\\x{b:02x}").into_bytes())),
+                            3 | 4 => v.extend(b64(&a)),
+                            5 => v.extend(rng.value(&[b" ", b"\t", b"/*", b"+", b"%", b"\\", b"&#"])),
+                            _ => v.extend(a),
+                        }
+                        if rng.below(3) == 0 {
+                            v.push(b" _-=.(/"[rng.below(7)]);
+                        }
+                    }
+                    if rng.below(4) == 0 {
+                        // The whole value decodes to an atom (the decoder reads the leading run).
+                        v = b64(&atoms[rng.below(atoms.len())]);
+                    }
+                    for &b in &v {
+                        if b.is_ascii_alphanumeric() {
+                            body.push(b);
+                        } else {
+                            body.extend_from_slice(format!("%{b:02X}").as_bytes());
+                        }
+                    }
+                }
+            }
+            let req = post("/v1/payment_intents", &body, &[("X-Note", b"c2VsZWN0IGZyb20gdXNlcnM=")]);
+            let parsed = Parsed::new(&req);
+            let mut ev = Eval::new(w, &parsed, false);
+            ev.exclusions(&req);
+            ev.prefilter();
+            let mut got: Vec<(u32, u32)> = ev.cands.clone();
+            got.sort_unstable();
+            let mut want = Vec::new();
+            for (item, it) in parsed.items.iter().enumerate() {
+                let raw = ev.nv[item].1;
+                for r in &rs.rules {
+                    let Some(f) = &r.filter else { continue };
+                    if !w.active[r.index] || f.colls & (1 << it.coll as u32) == 0 || ev.excluded(r.index, item) {
+                        continue;
+                    }
+                    let Some(ratoms) = &r.links[0].atoms else { continue };
+                    let holds = |q: usize| {
+                        let mut out = raw.to_vec();
+                        for t in &rs.pipelines[q] {
+                            out = t.apply(&out);
+                        }
+                        let out = out.to_ascii_lowercase();
+                        ratoms
+                            .iter()
+                            .any(|a| memchr::memmem::find(&out, &a.to_ascii_lowercase()).is_some())
+                    };
+                    let (decoding, other): (Vec<usize>, Vec<usize>) = f
+                        .pipelines
+                        .iter()
+                        .partition(|&&q| rs.pipelines[q].contains(&Transform::Base64Decode));
+                    if other.iter().any(|&q| holds(q)) {
+                        want.push((r.index as u32, item as u32));
+                    } else if decoding.iter().any(|&q| holds(q)) {
+                        want.push((r.index as u32, item as u32));
+                        b64_pairs += 1;
+                    }
+                }
+            }
+            want.sort_unstable();
+            assert_eq!(got, want, "body {:?}", String::from_utf8_lossy(&body));
+            pairs += want.len();
+        }
+        assert!(
+            pairs > 50_000 && b64_pairs > 200,
+            "{pairs} pairs, {b64_pairs} through base64Decode alone"
         );
     }
 
