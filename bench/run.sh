@@ -25,7 +25,9 @@
 # and what PostgreSQL's active backends were waiting on (to
 # relate a slow second to its cause; the sampling itself costs some CPU, so compare runs made
 # with it only with each other), NO_SETTLE=1 skips the sync after loading and running pgbench
-# (the behaviour before 2026-12-06 evening, to compare).
+# (the behaviour before 2026-12-06 evening, to compare), CURVE=0.1,0.3,0.5 runs the open loop
+# again at those shares of phase 1's rate after phase 2 and prints confirm's latency, the
+# machine's busy share, CPU and transactions per flow at each (where a latency target holds).
 set -euo pipefail
 
 DURATION=20
@@ -335,6 +337,27 @@ sleep 0.6  # as after phase 1: let the backends flush pg_stat_database
 DB3=$(db_stats)
 RSS_KB=$(awk '/^VmHWM/ { print $2 }' "/proc/$PAYMENTD_PID/status")
 
+# --- optional: the confirm latency at other shares of phase 1's rate (CURVE) ------------------
+# Each share runs as phase 2 does (open loop, the same warmup and duration); the report gives,
+# per rate, confirm's percentiles with what the machine spent, so a deployer reads off the rate
+# up to which a latency target holds. A row of CURVE_ROWS: share rate paymentd-ticks
+# postgres-ticks loadgen-ticks wall-ns transactions.
+CURVE_ROWS=()
+for share in $(echo "${CURVE:-}" | tr , " "); do
+    awk -v s="$share" 'BEGIN { exit !(s > 0 && s <= 1.5) }' ||
+        { echo "CURVE: '$share' is not a share of phase 1's rate (a number in (0, 1.5])" >&2; exit 2; }
+    rate=$(awk -v r="$MAX_FLOWS" -v s="$share" 'BEGIN { printf "%.1f", r * s }')
+    echo "== curve: loadgen open loop at $rate flows/s ($share of phase 1), ${WARMUP}s warmup + ${DURATION}s"
+    children_ticks; La=$(cat "$WORK/children_ticks.txt")
+    Pa=$(proc_ticks "$PAYMENTD_PID"); Ga=$(pg_ticks); Ta=$(now_ns); Xa=$(db_stats | cut -d'|' -f1)
+    loadgen --rate "$rate" --max-in-flight 256 >"$WORK/curve-$share.json"
+    Pb=$(proc_ticks "$PAYMENTD_PID"); Gb=$(pg_ticks); Tb=$(now_ns)
+    children_ticks; Lb=$(cat "$WORK/children_ticks.txt")
+    sleep 0.6  # as after phase 1: let the backends flush pg_stat_database
+    Xb=$(db_stats | cut -d'|' -f1)
+    CURVE_ROWS+=("$share $rate $((Pb - Pa)) $((Gb - Ga)) $((Lb - La)) $((Tb - Ta)) $((Xb - Xa))")
+done
+
 # --- pgbench again, with paymentd stopped ---------------------------------------------------
 # The reference is measured on both sides of the payment phases: a VM whose speed drifts during
 # the run (3,400 to 4,300 tps from one run to the next on one of the bench machines) would
@@ -477,5 +500,22 @@ if "${PHASE2_SAMPLE:-0}" == "1":
         procs = "/".join(f"{100 * (b[i] - a[i]) / tick / dt:.0f}" if b[i] >= a[i] else "-" for i in (11, 12, 13))
         print(f"  {k:3d}: p99 {row['p99_ms']:7.1f} ms  out {(b[4] - a[4]) / dt:8.0f}  dirty {b[1]:7d} wb {b[2]:6d}  cs {(b[10] - a[10]) / dt:7.0f}  cpu {100 * dticks[0] / total:3.0f}/{100 * dticks[1] / total:3.0f}/{100 * dticks[2] / total:3.0f}/{100 * dticks[3] / total:3.0f}  paymentd/postgres/loadgen {procs} %  waits ({n} samples): {top_s}")
 errs = p1["error_count"] + p2["error_count"]
-print(f"errors (both phases):               {errs}   target 0  {verdict(errs == 0)}")
+curve = [r.split() for r in """$(printf '%s\n' "${CURVE_ROWS[@]}")""".splitlines() if r.strip()]
+if curve:
+    print()
+    print(f"== confirm latency by rate (CURVE; phase 1's most {cps:.1f} confirmed/s)")
+    print("  share   flows/s  confirm p50 / p90 / p99 (ms)   busy  per flow: paymentd / postgres CPU, transactions  errors")
+    for share, rate, pay_t, pg_t, lg_t, wall_ns, txns in curve:
+        c = json.load(open(f"$WORK/curve-{share}.json"))
+        s = step(c, "confirm")
+        wall_c = int(wall_ns) / 1e9
+        flows_c = max(1, c["flows_run_total"])
+        busy_c = (int(pay_t) + int(pg_t) + int(lg_t)) / tick / (wall_c * $(nproc))
+        errs += c["error_count"]
+        print(f"  {float(share):5.2f}  {c['flows_per_second']:8.1f}  {s['p50_ms']:7.2f} / {s['p90_ms']:7.2f} / {s['p99_ms']:7.2f}     {100 * busy_c:3.0f} %"
+              f"  {1000 * int(pay_t) / tick / flows_c:.3f} / {1000 * int(pg_t) / tick / flows_c:.3f} ms, {int(txns) / flows_c:5.1f}"
+              f"           {c['error_count']}")
+    met = [c for c in curve if step(json.load(open(f"$WORK/curve-{c[0]}.json")), "confirm")["p99_ms"] < 20]
+    print("  confirm p99 < 20 ms up to: " + (f"{max(float(c[1]) for c in met):.1f} flows/s of those run" if met else "none of the rates run"))
+print(f"errors (all phases):                {errs}   target 0  {verdict(errs == 0)}")
 EOF
