@@ -51,6 +51,12 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
+# CURVE's shares, checked before anything runs rather than after the two phases.
+CURVE_SHARES=$(echo "${CURVE:-}" | tr , " ")
+for share in $CURVE_SHARES; do
+    awk -v s="$share" 'BEGIN { exit !(s ~ /^[0-9]*\.?[0-9]+$/ && s > 0 && s <= 1.5) }' ||
+        { echo "CURVE: '$share' is not a share of phase 1's rate (a number in (0, 1.5])" >&2; exit 2; }
+done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/common.sh
@@ -343,9 +349,7 @@ RSS_KB=$(awk '/^VmHWM/ { print $2 }' "/proc/$PAYMENTD_PID/status")
 # up to which a latency target holds. A row of CURVE_ROWS: share rate paymentd-ticks
 # postgres-ticks loadgen-ticks wall-ns transactions.
 CURVE_ROWS=()
-for share in $(echo "${CURVE:-}" | tr , " "); do
-    awk -v s="$share" 'BEGIN { exit !(s > 0 && s <= 1.5) }' ||
-        { echo "CURVE: '$share' is not a share of phase 1's rate (a number in (0, 1.5])" >&2; exit 2; }
+for share in $CURVE_SHARES; do
     rate=$(awk -v r="$MAX_FLOWS" -v s="$share" 'BEGIN { printf "%.1f", r * s }')
     echo "== curve: loadgen open loop at $rate flows/s ($share of phase 1), ${WARMUP}s warmup + ${DURATION}s"
     # The previous rate's writes are still being written back: as before pgbench, out of the way.
