@@ -621,8 +621,12 @@ impl PgBackend {
             .await
             .map_err(|e| map_err(e, false))?;
         let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        // An event waits in `outbox_pending` (migration 0016) or, written before it, with
+        // `relayed = false`; either mark is taken once, so an event already handled returns nothing.
         let marked: BTreeSet<i64> = sqlx::query_scalar::<_, i64>(
-            "UPDATE events SET relayed = true WHERE seq = ANY($1) AND NOT relayed RETURNING seq",
+            "WITH waiting AS (DELETE FROM outbox_pending WHERE seq = ANY($1) RETURNING seq), \
+                  legacy AS (UPDATE events SET relayed = true WHERE seq = ANY($1) AND NOT relayed RETURNING seq) \
+             SELECT seq FROM waiting UNION SELECT seq FROM legacy",
         )
         .bind(&seqs)
         .fetch_all(&mut *tx)
@@ -1099,11 +1103,19 @@ impl Backend for PgBackend {
                 }
             }
             Request::OutboxPending { limit } => {
-                let rows = sqlx::query("SELECT seq, body FROM events WHERE NOT relayed ORDER BY seq LIMIT $1")
-                    .bind(i64::from(limit.clamp(1, 10_000)))
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(|e| map_err(e, false))?;
+                // The first `limit` waiting events in sequence order, of either kind (see
+                // `outbox_fan_out`); each kind is read through its own index, then the events
+                // by their key.
+                let rows = sqlx::query(
+                    "SELECT seq, body FROM events WHERE seq = ANY(ARRAY( \
+                        (SELECT seq FROM outbox_pending ORDER BY seq LIMIT $1) \
+                        UNION (SELECT seq FROM events WHERE NOT relayed ORDER BY seq LIMIT $1))) \
+                     ORDER BY seq LIMIT $1",
+                )
+                .bind(i64::from(limit.clamp(1, 10_000)))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| map_err(e, false))?;
                 let (mut events, mut unreadable) = (Vec::with_capacity(rows.len()), vec![]);
                 for row in &rows {
                     match event_from_row(row) {

@@ -1161,6 +1161,11 @@ async fn postgres_migration_0007_returns_unfanned_events_to_the_outbox() {
         t.event(e);
         db.commit(t).await.unwrap();
     }
+    // Written as a version before migration 0016 wrote them: waiting with `relayed = false`.
+    sqlx::raw_sql("DELETE FROM outbox_pending; UPDATE events SET relayed = false")
+        .execute(&pool)
+        .await
+        .unwrap();
     // What the old relay left: the first three relayed, their messages in three states.
     for (id, state) in ids.iter().zip(["live", "acked", "dead"]) {
         sqlx::query("UPDATE events SET relayed = true WHERE id = $1")
@@ -1250,6 +1255,88 @@ async fn postgres_unreadable_outbox_rows_are_reported_not_fatal() {
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(pending().await, (vec![], vec![]));
+}
+
+/// Migration 0016 moves waiting events into `outbox_pending`. Events written before it (as an
+/// older `store_commit` wrote them, `relayed = false`) still wait: the fan-out reads both kinds
+/// in sequence order within one limit, and sends each event once, whichever kind it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_events_from_before_0016_are_fanned_out_once_among_the_new_ones() {
+    let (db, pool, _tdb) = pg_db_and_pool().await;
+    let seed = SeededEntropy::new(16, "0016");
+    // An event as a version before 0016 wrote it: `relayed` left false, no outbox_pending row.
+    let legacy = |e: Event| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "INSERT INTO events (id, account, type, created, body) VALUES ($1, 'acct_1', 'customer.created', 0, $2) RETURNING seq",
+            )
+            .bind(e.id.to_string())
+            .bind(serde_json::to_value(&e).unwrap())
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let mut seqs = vec![legacy(event(&seed, "acct_1", "customer.created", "cus_old_1", 0)).await];
+    for (i, id) in ["cus_a", "cus_b"].iter().enumerate() {
+        let mut t = db.txn();
+        t.event(event(&seed, "acct_1", "customer.created", id, i as i64));
+        match db.commit(t).await.unwrap() {
+            pay_store::CommitOutcome::Applied { event_seqs } => seqs.extend(event_seqs),
+            other => panic!("unexpected {other:?}"),
+        }
+        if i == 0 {
+            seqs.push(legacy(event(&seed, "acct_1", "customer.created", "cus_old_2", 0)).await);
+        }
+    }
+    // The new write path: the event is written marked, with its row in outbox_pending.
+    let (marked, waiting): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM events WHERE relayed), (SELECT count(*) FROM outbox_pending)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((marked, waiting), (2, 2));
+    let pending = |limit: u32| {
+        let db = db.clone();
+        async move {
+            match db.execute(Request::OutboxPending { limit }).await.unwrap() {
+                Response::Pending { events, unreadable } if unreadable.is_empty() => {
+                    events.into_iter().map(|e| e.seq).collect::<Vec<i64>>()
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    let fan_out = |batch: Vec<i64>| {
+        let db = db.clone();
+        async move {
+            let events = batch
+                .into_iter()
+                .map(|seq| FanOutEvent { seq, messages: vec![] })
+                .collect();
+            match db.execute(Request::OutboxFanOut { now: 0, events }).await.unwrap() {
+                Response::FannedOut { seqs } => seqs,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    // Old, new, old, new: one order, one limit over both kinds.
+    assert_eq!(pending(10).await, seqs);
+    assert_eq!(pending(2).await, seqs[..2].to_vec());
+    assert_eq!(fan_out(seqs[..2].to_vec()).await, seqs[..2].to_vec());
+    assert_eq!(pending(10).await, seqs[2..].to_vec());
+    // A stale batch sends only what is still waiting.
+    assert_eq!(fan_out(seqs[..3].to_vec()).await, vec![seqs[2]]);
+    assert_eq!(fan_out(seqs.clone()).await, vec![seqs[3]]);
+    assert_eq!(pending(10).await, Vec::<i64>::new());
+    assert_eq!(fan_out(seqs.clone()).await, Vec::<i64>::new());
+    let (unmarked, waiting): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM events WHERE NOT relayed), (SELECT count(*) FROM outbox_pending)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((unmarked, waiting), (0, 0));
 }
 
 /// Migration 0008 gives every record table its own insert and update statement in
