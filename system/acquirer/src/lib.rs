@@ -18,10 +18,11 @@ pub mod cards;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use pay_core::faults::{self, FaultAction};
 use pay_core::{AccountId, AcquirerOpId, ApiError, Currency, Env, Timestamp};
 use pay_net::identity::{require_caller, CallerPolicy};
+use pay_net::JsonBody;
 use pay_net::{api_error_response, json_response, TokenVerifier};
 use pay_proto::acquirer::{
     AuthorizeRequest, CaptureRequest, Decline, LedgerPage, NetworkResult, OpKind, RefundRequest, VoidRequest,
@@ -555,22 +556,22 @@ async fn reply(acq: &Acquirer, key: &str, result: Result<NetworkResult, ApiError
     }
 }
 
-async fn authorize(State(acq): State<Arc<Acquirer>>, Json(req): Json<AuthorizeRequest>) -> Response {
+async fn authorize(State(acq): State<Arc<Acquirer>>, JsonBody(req): JsonBody<AuthorizeRequest>) -> Response {
     let r = acq.authorize(&req).await;
     reply(&acq, &req.idempotency_key, r).await
 }
 
-async fn capture(State(acq): State<Arc<Acquirer>>, Json(req): Json<CaptureRequest>) -> Response {
+async fn capture(State(acq): State<Arc<Acquirer>>, JsonBody(req): JsonBody<CaptureRequest>) -> Response {
     let r = acq.capture(&req).await;
     reply(&acq, &req.idempotency_key, r).await
 }
 
-async fn refund(State(acq): State<Arc<Acquirer>>, Json(req): Json<RefundRequest>) -> Response {
+async fn refund(State(acq): State<Arc<Acquirer>>, JsonBody(req): JsonBody<RefundRequest>) -> Response {
     let r = acq.refund(&req).await;
     reply(&acq, &req.idempotency_key, r).await
 }
 
-async fn void(State(acq): State<Arc<Acquirer>>, Json(req): Json<VoidRequest>) -> Response {
+async fn void(State(acq): State<Arc<Acquirer>>, JsonBody(req): JsonBody<VoidRequest>) -> Response {
     let r = acq.void(&req).await;
     reply(&acq, &req.idempotency_key, r).await
 }

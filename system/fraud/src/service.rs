@@ -27,9 +27,10 @@ use crate::{CvcCheck, FraudEngine, PaymentContext};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use pay_core::{AccountId, ApiError, Env, Money, RuleId, Timestamp, ValueListId, ValueListItemId};
 use pay_net::identity::{require_caller, CallerPolicy};
+use pay_net::JsonBody;
 use pay_net::{api_error_response, json_response, TokenVerifier};
 use pay_proto::fraud::*;
 use pay_store::{Db, Entity, Index, ListQuery, StoreError, Table};
@@ -890,43 +891,43 @@ fn account(q: &AccountParam) -> Result<AccountId, ApiError> {
 
 type S = State<Arc<FraudService>>;
 
-async fn score(State(s): S, Json(r): Json<ScoreRequest>) -> Response {
+async fn score(State(s): S, JsonBody(r): JsonBody<ScoreRequest>) -> Response {
     respond(s.score(r).await)
 }
-async fn outcome(State(s): S, Json(r): Json<OutcomeReport>) -> Response {
+async fn outcome(State(s): S, JsonBody(r): JsonBody<OutcomeReport>) -> Response {
     respond(s.outcome(r).await)
 }
-async fn create_rule(State(s): S, Json(r): Json<CreateRule>) -> Response {
+async fn create_rule(State(s): S, JsonBody(r): JsonBody<CreateRule>) -> Response {
     respond(s.create_rule(r).await)
 }
 async fn get_rule(State(s): S, Path(id): Path<String>, Query(q): Query<AccountParam>) -> Response {
     respond(async { s.get_rule(&account(&q)?, &id).await }.await)
 }
-async fn list_rules(State(s): S, Json(q): Json<ListObjects>) -> Response {
+async fn list_rules(State(s): S, JsonBody(q): JsonBody<ListObjects>) -> Response {
     respond(s.list_rules(q).await)
 }
-async fn delete_rule(State(s): S, Json(r): Json<DeleteObject>) -> Response {
+async fn delete_rule(State(s): S, JsonBody(r): JsonBody<DeleteObject>) -> Response {
     respond(s.delete_rule(r).await)
 }
-async fn create_list(State(s): S, Json(r): Json<CreateValueList>) -> Response {
+async fn create_list(State(s): S, JsonBody(r): JsonBody<CreateValueList>) -> Response {
     respond(s.create_value_list(r).await)
 }
 async fn get_list(State(s): S, Path(id): Path<String>, Query(q): Query<AccountParam>) -> Response {
     respond(async { s.get_value_list(&account(&q)?, &id).await }.await)
 }
-async fn list_lists(State(s): S, Json(q): Json<ListObjects>) -> Response {
+async fn list_lists(State(s): S, JsonBody(q): JsonBody<ListObjects>) -> Response {
     respond(s.list_value_lists(q).await)
 }
-async fn delete_list(State(s): S, Json(r): Json<DeleteObject>) -> Response {
+async fn delete_list(State(s): S, JsonBody(r): JsonBody<DeleteObject>) -> Response {
     respond(s.delete_value_list(r).await)
 }
-async fn create_item(State(s): S, Json(r): Json<CreateValueListItem>) -> Response {
+async fn create_item(State(s): S, JsonBody(r): JsonBody<CreateValueListItem>) -> Response {
     respond(s.create_value_list_item(r).await)
 }
-async fn list_items(State(s): S, Json(q): Json<ListObjects>) -> Response {
+async fn list_items(State(s): S, JsonBody(q): JsonBody<ListObjects>) -> Response {
     respond(s.list_value_list_items(q).await)
 }
-async fn delete_item(State(s): S, Json(r): Json<DeleteObject>) -> Response {
+async fn delete_item(State(s): S, JsonBody(r): JsonBody<DeleteObject>) -> Response {
     respond(s.delete_value_list_item(r).await)
 }
 

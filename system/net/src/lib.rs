@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod body;
 pub mod client;
 pub mod identity;
 pub mod logging;
@@ -16,6 +17,7 @@ pub mod server;
 pub mod tls;
 pub mod transport;
 
+pub use body::JsonBody;
 pub use client::{ClientError, HttpClient, HttpResponse, InProcessRoutes};
 pub use identity::{Caller, CallerPolicy, ServiceDirectory, ServiceKey, TokenIssuer, TokenVerifier};
 pub use respond::{api_error_response, json_response, ApiFailure, ApiResult};

@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pay_audit::{AuditLog, Outcome};
 use pay_hsm::{Hsm, KeyId, KeyState, SoftHsm};
+use pay_net::JsonBody;
 use pay_tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -146,7 +147,7 @@ async fn seal_status(State(s): State<AdminState>) -> Response {
     .into_response()
 }
 
-async fn unseal(State(s): State<AdminState>, Json(req): Json<UnsealRequest>) -> Response {
+async fn unseal(State(s): State<AdminState>, JsonBody(req): JsonBody<UnsealRequest>) -> Response {
     let Some(h) = &s.sealable else {
         return error(StatusCode::CONFLICT, "this node's HSM is not sealable");
     };
@@ -213,7 +214,7 @@ async fn keys_status(State(s): State<AdminState>, headers: HeaderMap) -> Respons
     Json(lines).into_response()
 }
 
-async fn rotate(State(s): State<AdminState>, headers: HeaderMap, Json(req): Json<RotateRequest>) -> Response {
+async fn rotate(State(s): State<AdminState>, headers: HeaderMap, JsonBody(req): JsonBody<RotateRequest>) -> Response {
     if !authorized(&s, &headers) {
         audit(&s, "unknown", "admin.auth", Outcome::Failure, "keys.rotate").await;
         return error(StatusCode::UNAUTHORIZED, "a valid admin token is required");
@@ -234,7 +235,7 @@ async fn set_state(
     State(s): State<AdminState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Json(req): Json<StateRequest>,
+    JsonBody(req): JsonBody<StateRequest>,
 ) -> Response {
     if !authorized(&s, &headers) {
         audit(&s, "unknown", "admin.auth", Outcome::Failure, "keys.state").await;

@@ -4,9 +4,10 @@ use crate::service::Payments;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use pay_core::{AccountId, ApiError, ChargeId, PaymentIntentId, RefundId};
 use pay_net::identity::{require_caller, CallerPolicy};
+use pay_net::JsonBody;
 use pay_net::{api_error_response, json_response, TokenVerifier};
 use pay_proto::payments::*;
 use serde::Deserialize;
@@ -33,7 +34,7 @@ fn pi(id: &str) -> Result<PaymentIntentId, ApiError> {
     PaymentIntentId::parse(id).map_err(|_| ApiError::no_such("payment_intent", "intent", id))
 }
 
-async fn create_intent(State(p): State<Arc<Payments>>, Json(req): Json<CreateIntent>) -> Response {
+async fn create_intent(State(p): State<Arc<Payments>>, JsonBody(req): JsonBody<CreateIntent>) -> Response {
     respond(p.create_intent(req).await)
 }
 
@@ -45,7 +46,7 @@ async fn update_intent(
     State(p): State<Arc<Payments>>,
     Path(id): Path<String>,
     Query(a): Query<Acct>,
-    Json(req): Json<UpdateIntent>,
+    JsonBody(req): JsonBody<UpdateIntent>,
 ) -> Response {
     respond(async { p.update_intent(&account(&a)?, &pi(&id)?, req).await }.await)
 }
@@ -54,7 +55,7 @@ async fn confirm_intent(
     State(p): State<Arc<Payments>>,
     Path(id): Path<String>,
     Query(a): Query<Acct>,
-    Json(req): Json<ConfirmIntent>,
+    JsonBody(req): JsonBody<ConfirmIntent>,
 ) -> Response {
     respond(async { p.confirm_intent(&account(&a)?, &pi(&id)?, req).await }.await)
 }
@@ -63,7 +64,7 @@ async fn capture_intent(
     State(p): State<Arc<Payments>>,
     Path(id): Path<String>,
     Query(a): Query<Acct>,
-    Json(req): Json<CaptureIntent>,
+    JsonBody(req): JsonBody<CaptureIntent>,
 ) -> Response {
     respond(async { p.capture_intent(&account(&a)?, &pi(&id)?, req).await }.await)
 }
@@ -72,16 +73,20 @@ async fn cancel_intent(
     State(p): State<Arc<Payments>>,
     Path(id): Path<String>,
     Query(a): Query<Acct>,
-    Json(req): Json<CancelIntent>,
+    JsonBody(req): JsonBody<CancelIntent>,
 ) -> Response {
     respond(async { p.cancel_intent(&account(&a)?, &pi(&id)?, req).await }.await)
 }
 
-async fn list_intents(State(p): State<Arc<Payments>>, Query(a): Query<Acct>, Json(req): Json<ListRequest>) -> Response {
+async fn list_intents(
+    State(p): State<Arc<Payments>>,
+    Query(a): Query<Acct>,
+    JsonBody(req): JsonBody<ListRequest>,
+) -> Response {
     respond(async { p.list_intents(&account(&a)?, &req).await }.await)
 }
 
-async fn create_refund(State(p): State<Arc<Payments>>, Json(req): Json<CreateRefund>) -> Response {
+async fn create_refund(State(p): State<Arc<Payments>>, JsonBody(req): JsonBody<CreateRefund>) -> Response {
     respond(p.create_refund(req).await)
 }
 
@@ -95,7 +100,11 @@ async fn get_refund(State(p): State<Arc<Payments>>, Path(id): Path<String>, Quer
     )
 }
 
-async fn list_refunds(State(p): State<Arc<Payments>>, Query(a): Query<Acct>, Json(req): Json<ListRequest>) -> Response {
+async fn list_refunds(
+    State(p): State<Arc<Payments>>,
+    Query(a): Query<Acct>,
+    JsonBody(req): JsonBody<ListRequest>,
+) -> Response {
     respond(async { p.list_refunds(&account(&a)?, &req).await }.await)
 }
 
@@ -109,7 +118,11 @@ async fn get_charge(State(p): State<Arc<Payments>>, Path(id): Path<String>, Quer
     )
 }
 
-async fn list_charges(State(p): State<Arc<Payments>>, Query(a): Query<Acct>, Json(req): Json<ListRequest>) -> Response {
+async fn list_charges(
+    State(p): State<Arc<Payments>>,
+    Query(a): Query<Acct>,
+    JsonBody(req): JsonBody<ListRequest>,
+) -> Response {
     respond(async { p.list_charges(&account(&a)?, &req).await }.await)
 }
 

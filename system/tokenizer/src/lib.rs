@@ -19,10 +19,11 @@ pub mod vault;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use pan::{Cvc, Pan};
 use pay_core::{AccountId, ApiError, CardSummary, Env, Timestamp, VaultTokenId};
 use pay_net::identity::{require_caller, CallerPolicy};
+use pay_net::JsonBody;
 use pay_net::{api_error_response, json_response, CallError, Caller, TokenVerifier};
 use pay_proto::acquirer::{
     AcquirerClient, AuthorizeRequest, CaptureRequest, NetworkCard, NetworkResult, RefundRequest, VoidRequest,
@@ -355,7 +356,7 @@ fn respond<T: serde::Serialize>(r: Result<T, ApiError>) -> Response {
     }
 }
 
-async fn tokenize(State(t): State<Arc<Tokenizer>>, Json(req): Json<TokenizeRequest>) -> Response {
+async fn tokenize(State(t): State<Arc<Tokenizer>>, JsonBody(req): JsonBody<TokenizeRequest>) -> Response {
     respond(t.tokenize(req).await)
 }
 
@@ -379,21 +380,21 @@ async fn card(State(t): State<Arc<Tokenizer>>, Path(token): Path<String>, Query(
 async fn authorize(
     State(t): State<Arc<Tokenizer>>,
     Extension(c): Extension<Caller>,
-    Json(req): Json<ForwardAuthorize>,
+    JsonBody(req): JsonBody<ForwardAuthorize>,
 ) -> Response {
     tracing::info!(caller = %c.0, token = %req.token, key = %req.idempotency_key, "forward authorize");
     respond(t.forward_authorize(req).await)
 }
 
-async fn capture(State(t): State<Arc<Tokenizer>>, Json(req): Json<ForwardFollowUp>) -> Response {
+async fn capture(State(t): State<Arc<Tokenizer>>, JsonBody(req): JsonBody<ForwardFollowUp>) -> Response {
     respond(t.forward_capture(req).await)
 }
 
-async fn refund(State(t): State<Arc<Tokenizer>>, Json(req): Json<ForwardFollowUp>) -> Response {
+async fn refund(State(t): State<Arc<Tokenizer>>, JsonBody(req): JsonBody<ForwardFollowUp>) -> Response {
     respond(t.forward_refund(req).await)
 }
 
-async fn void(State(t): State<Arc<Tokenizer>>, Json(req): Json<ForwardFollowUp>) -> Response {
+async fn void(State(t): State<Arc<Tokenizer>>, JsonBody(req): JsonBody<ForwardFollowUp>) -> Response {
     respond(t.forward_void(req).await)
 }
 

@@ -4,9 +4,10 @@ use crate::Webhooks;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use pay_core::ApiError;
 use pay_net::identity::{require_caller, CallerPolicy};
+use pay_net::JsonBody;
 use pay_net::{api_error_response, json_response, TokenVerifier};
 use pay_proto::webhooks::*;
 use std::sync::Arc;
@@ -20,31 +21,31 @@ fn respond<T: serde::Serialize>(r: Result<T, ApiError>) -> Response {
     }
 }
 
-async fn create(State(w): S, Json(req): Json<CreateEndpoint>) -> Response {
+async fn create(State(w): S, JsonBody(req): JsonBody<CreateEndpoint>) -> Response {
     respond(w.create_endpoint(req).await)
 }
 
-async fn get_one(State(w): S, Path(id): Path<String>, Json(req): Json<EndpointRef>) -> Response {
+async fn get_one(State(w): S, Path(id): Path<String>, JsonBody(req): JsonBody<EndpointRef>) -> Response {
     respond(w.endpoint(&req.account, &id).await.map(|v| v.value.endpoint))
 }
 
-async fn update(State(w): S, Path(id): Path<String>, Json(req): Json<UpdateEndpoint>) -> Response {
+async fn update(State(w): S, Path(id): Path<String>, JsonBody(req): JsonBody<UpdateEndpoint>) -> Response {
     respond(w.update_endpoint(&id, req).await)
 }
 
-async fn delete(State(w): S, Path(id): Path<String>, Json(req): Json<EndpointRef>) -> Response {
+async fn delete(State(w): S, Path(id): Path<String>, JsonBody(req): JsonBody<EndpointRef>) -> Response {
     respond(w.delete_endpoint(&req.account, &id).await)
 }
 
-async fn list(State(w): S, Json(req): Json<ListEndpoints>) -> Response {
+async fn list(State(w): S, JsonBody(req): JsonBody<ListEndpoints>) -> Response {
     respond(w.list_endpoints(req).await)
 }
 
-async fn roll(State(w): S, Path(id): Path<String>, Json(req): Json<RollSecret>) -> Response {
+async fn roll(State(w): S, Path(id): Path<String>, JsonBody(req): JsonBody<RollSecret>) -> Response {
     respond(w.roll_secret(&id, req).await)
 }
 
-async fn resend(State(w): S, Path(id): Path<String>, Json(req): Json<ResendEvent>) -> Response {
+async fn resend(State(w): S, Path(id): Path<String>, JsonBody(req): JsonBody<ResendEvent>) -> Response {
     respond(w.resend(&id, req).await)
 }
 
