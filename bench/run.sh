@@ -7,8 +7,9 @@
 # Environment: CARGO_TARGET_DIR (where release binaries are), PG_BIN (PostgreSQL server
 # binaries, default /usr/lib/postgresql/15/bin), KEEP=1 keeps the work directory, PERF=1
 # samples paymentd with `perf record` during phase 1 (PERF_PHASE=2: phase 2) and prints its
-# hottest symbols (with PERF_CALLGRAPH=dwarf also call chains, kept in the work directory's perf.data for
-# `perf report --children`),
+# hottest symbols (with PERF_CALLGRAPH=fp or dwarf also call chains, kept in the work directory's
+# perf.data for `perf report --children`, and paymentd's time split by part by
+# bench/perf_parts.py; fp needs a build with frame pointers, see docs/performance.md),
 # DB_POOL (paymentd's database pool, default 32), COMMIT_BATCHES / MAX_COMMIT_BATCH (paymentd's
 # group commit, `database.commit_batches` / `database.max_commit_batch`; 0 batches turns it off), CAPTURE_SHARE / REFUND_SHARE (loadgen mix),
 # PG_STATEMENTS=1 loads pg_stat_statements and prints the statements PostgreSQL spent phase 1 on,
@@ -278,6 +279,10 @@ perf_report() {
     echo "== perf: by shared object"
     perf report -i "$WORK/perf.data" --stdio --no-children --sort dso 2>/dev/null >"$WORK/perf-dso.txt" || true
     grep -E '^ +[0-9]' "$WORK/perf-dso.txt" | sed -E 's/[ -]+$//' | head -10 || true
+    if [ -n "${PERF_CALLGRAPH:-}" ]; then
+        echo "== perf: paymentd's time by part (bench/perf_parts.py)"
+        perf script -i "$WORK/perf.data" 2>/dev/null | python3 "$ROOT/bench/perf_parts.py" || true
+    fi
 }
 perf_start 1
 db_stats() {
