@@ -10,6 +10,8 @@
 # hottest symbols (with PERF_CALLGRAPH=fp or dwarf also call chains, kept in the work directory's
 # perf.data for `perf report --children`, and paymentd's time split by part by
 # bench/perf_parts.py; fp needs a build with frame pointers, see docs/performance.md),
+# PG_PERF=1 samples the whole machine with call chains during that phase and prints
+# PostgreSQL's functions by inclusive share (PG_PERF_TOP lines, default 40),
 # DB_POOL (paymentd's database pool, default 32), COMMIT_BATCHES / MAX_COMMIT_BATCH (paymentd's
 # group commit, `database.commit_batches` / `database.max_commit_batch`; 0 batches turns it off), CAPTURE_SHARE / REFUND_SHARE (loadgen mix),
 # PG_STATEMENTS=1 loads pg_stat_statements and prints the statements PostgreSQL spent phase 1 on,
@@ -84,6 +86,8 @@ DEV_PID=
 
 cleanup() {
     set +e
+    # A system-wide profile (PG_PERF) does not stop by itself when the run ends early.
+    [ -n "${PG_PERF_PID:-}" ] && kill -INT "$PG_PERF_PID" 2>/dev/null && wait "$PG_PERF_PID" 2>/dev/null
     [ -n "$DEV_PID" ] && kill "$DEV_PID" 2>/dev/null && wait "$DEV_PID" 2>/dev/null
     [ -n "$PAYMENTD_PID" ] && kill "$PAYMENTD_PID" 2>/dev/null && wait "$PAYMENTD_PID" 2>/dev/null
     [ -f "$PGDATA/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate stop >/dev/null 2>&1
@@ -260,16 +264,33 @@ loadgen() {
 # --- phase 1: the most the node does (closed loop) --------------------------------------------
 echo "== phase 1: loadgen closed loop, $CONNECTIONS connections, ${WARMUP}s warmup + ${DURATION}s"
 PERF_PID=
-# Sampling profile of paymentd during phase PERF_PHASE (software clock: works without PMU
-# access).
+PG_PERF_PID=
+# Sampling profiles during phase PERF_PHASE (software clock: works without PMU access):
+# paymentd's with PERF=1, the whole machine's with PG_PERF=1.
 perf_start() {
-    [ "${PERF:-0}" = 1 ] && [ "${PERF_PHASE:-1}" = "$1" ] || return 0
+    [ "${PERF_PHASE:-1}" = "$1" ] || return 0
+    if [ "${PG_PERF:-0}" = 1 ]; then
+        # The whole machine, for PostgreSQL's backends (they come and go with connections).
+        perf record -a -g -e cpu-clock -F 299 -o "$WORK/pg-perf.data" >"$WORK/pg-perf.log" 2>&1 &
+        PG_PERF_PID=$!
+    fi
+    [ "${PERF:-0}" = 1 ] || return 0
     PERF_ARGS=(-e cpu-clock -F 499)
     [ -n "${PERF_CALLGRAPH:-}" ] && PERF_ARGS=(-e cpu-clock -F 199 --call-graph "$PERF_CALLGRAPH")
     perf record "${PERF_ARGS[@]}" -p "$PAYMENTD_PID" -o "$WORK/perf.data" >"$WORK/perf.log" 2>&1 &
     PERF_PID=$!
 }
 perf_report() {
+    if [ -n "$PG_PERF_PID" ]; then
+        kill -INT "$PG_PERF_PID"; wait "$PG_PERF_PID" 2>/dev/null || true
+        PG_PERF_PID=
+        echo "== perf: the machine's samples by command during phase ${PERF_PHASE:-1}"
+        perf report -i "$WORK/pg-perf.data" --stdio --no-children --sort comm -g none 2>/dev/null \
+            | grep -E '^ +[0-9]' | sed -E 's/[ -]+$//' | head -6 || true
+        echo "== perf: PostgreSQL's functions, inclusive (share of all samples)"
+        perf report -i "$WORK/pg-perf.data" --stdio --children --comm postgres --sort symbol -g none 2>/dev/null \
+            | grep -E '^ +[0-9]' | grep -v '0x0000' | sed -E 's/[ -]+$//' | cut -c1-110 | head -"${PG_PERF_TOP:-40}" || true
+    fi
     [ -n "$PERF_PID" ] || return 0
     kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
     PERF_PID=
