@@ -10,10 +10,11 @@
 # WORKDIR is the kept work directory (its pgrun/postgres.log holds every statement paymentd
 # executed, with parameters). The store's writes are replayed in log order, parameters
 # substituted, in one session with synchronous_commit off (the figure is CPU, not WAL
-# flushes), each as its own transaction: `--lane commits` the commits (store_commit,
-# store_commit_batch), `--lane async` the asynchronous lane (async_call, async_batch: idempotency
-# keys and velocity counters), `both` (the default) the two, which are most of what PostgreSQL
-# spends on a flow. Their parameters are typed in the statement (`$1::jsonb`), so the logged
+# flushes), each as its own transaction: `--lane commits` the commits (store_commit_framed,
+# store_commit_framed_batch, and an older version's store_commit, store_commit_batch), `--lane
+# async` the asynchronous lane (async_call, async_batch: idempotency keys and velocity
+# counters), `both` (the default) the two, which are most of what PostgreSQL spends on a flow.
+# Their parameters are typed in the statement (`$1::jsonb`, `$2::text[]`), so the logged
 # text replays as it ran; a statement that fails stops the replay. The baseline is the database the
 # migrations give; each VARIANT.sql is applied after them for a row of its own. Every row is
 # the median of --repeat runs (default 3), each on a new database; the databases take turns,
@@ -58,7 +59,7 @@ python3 - "$LOG" "$LANE" "$WORK/replay.sql" <<'EOF'
 import json, re, sys
 log, lane, out = sys.argv[1], sys.argv[2], sys.argv[3]
 lanes = {
-    "commits": ("store_commit(", "store_commit_batch("),
+    "commits": ("store_commit(", "store_commit_batch(", "store_commit_framed(", "store_commit_framed_batch("),
     "async": ("async_call(", "async_batch("),
 }
 lanes["both"] = lanes["commits"] + lanes["async"]
@@ -84,8 +85,14 @@ with open(out, "w") as f:
             sys.exit("statement %d of the log has a parameter the log did not give: %s" % (i + 1, query[:120]))
         f.write(query.rstrip(";") + ";\n")
         kept += 1
-        # A batch carries a JSON array of calls (store transactions, key or velocity calls).
-        calls += len(json.loads(values[1][1:-1].replace("''", "'"))) if "_batch(" in query else 1
+        # A framed batch carries one body count per transaction in $3 (an int[]); the others a
+        # JSON array of calls (store transactions, key or velocity calls) in $1.
+        if "store_commit_framed_batch(" in query:
+            calls += len(values[3].strip("'{}").split(","))
+        elif "_batch(" in query:
+            calls += len(json.loads(values[1][1:-1].replace("''", "'")))
+        else:
+            calls += 1
 if kept == 0:
     sys.exit("no statements of lane %s in %s" % (lane, log))
 open(out + ".calls", "w").write("%d\n" % calls)

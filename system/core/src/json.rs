@@ -13,8 +13,8 @@ use std::sync::Arc;
 /// being read into the typed object again: about a sixth of paymentd's instructions per
 /// payment. The text is made only by serializing or by parsing, so it is always one JSON value;
 /// copies share it. Two are equal when they hold the same JSON value, whatever their spacing
-/// and key order: PostgreSQL gives a body back normalised (`jsonb`), the in-memory store as it
-/// was written. Serialized with `serde_json`, it is written as the JSON value itself, not as a
+/// and key order: PostgreSQL gives a body written before migration 0017 back normalised (it
+/// was `jsonb` then), the in-memory store and later PostgreSQL rows as it was written. Serialized with `serde_json`, it is written as the JSON value itself, not as a
 /// string holding it.
 #[derive(Clone)]
 pub struct JsonText(Arc<RawValue>);
@@ -110,9 +110,10 @@ impl<'de> Deserialize<'de> for JsonText {
 mod tests {
     use super::*;
 
-    /// PostgreSQL gives a body back as `jsonb` prints it (keys reordered, spaces after `:`),
-    /// the in-memory store as written: the contract tests and the simulator's checks compare
-    /// records across both, so equality is of the JSON value, not of the text.
+    /// PostgreSQL gives a body written before migration 0017 back as `jsonb` prints it (keys
+    /// reordered, spaces after `:`), the in-memory store as written: the contract tests and the
+    /// simulator's checks compare records across both, so equality is of the JSON value, not of
+    /// the text.
     #[test]
     fn bodies_are_equal_when_their_json_values_are() {
         let written = JsonText::parse(r#"{"id":"pi_1","amount":100,"nested":{"b":[1,2],"a":null}}"#.into()).unwrap();

@@ -6,7 +6,7 @@
 //! what such a call costs PostgreSQL is mostly the transaction around it (the round trip, the
 //! snapshot, the commit record and the WAL flush), not its rows. So calls that arrive while
 //! others of their kind are being written wait for them and then go together: commits through
-//! migration 0009's `store_commit_batch`, the calls that commit asynchronously (idempotency
+//! migration 0017's `store_commit_framed_batch`, the calls that commit asynchronously (idempotency
 //! keys, velocity counters) through migration 0011's `async_batch`. Both run each call in its own
 //! subtransaction: one that conflicts or fails rolls back alone, and every answer is the one
 //! that call would have had on its own, in the order the batch ran them. No caller is answered
@@ -20,8 +20,9 @@
 //! alone, through its plain function: the waiting only happens when there is work to share it
 //! with.
 //!
-//! The queueing is the same for any [`Lane`]: the two JSON lanes above, and the reads of one
-//! record by id (`Reads` in postgres.rs), which share a statement for the round trip alone.
+//! The queueing is the same for any [`Lane`]: the commits ([`CommitLane`]), the asynchronous calls (a
+//! [`JsonLane`]), and the reads of one record by id (`Reads` in postgres.rs), which share a
+//! statement for the round trip alone.
 
 use crate::model::StoreError;
 use crate::pg_pool::PgConnections;
@@ -68,13 +69,6 @@ pub(crate) struct JsonLane {
     /// `{"ok": answer}` or `{"code": SQLSTATE, "message": ...}`, one per call, in order.
     batch: &'static str,
 }
-
-/// Commits (`store_commit`, migrations 0008 and 0009): a call is a transaction; the answer
-/// its events' sequence numbers, or null when its id was applied before.
-pub(crate) const COMMITS: JsonLane = JsonLane {
-    single: "SELECT to_jsonb(store_commit($1::jsonb))",
-    batch: "SELECT store_commit_batch($1::jsonb)",
-};
 
 /// Calls that commit asynchronously (`async_call`, migration 0011): taking, finishing and
 /// releasing idempotency keys, observing attempts and recording outcomes for fraud velocity.
@@ -348,6 +342,68 @@ async fn write<L: Lane>(shared: &Shared<L>, batch: Vec<Waiting<L>>) {
     }
 }
 
+/// One store transaction as migration 0017's `store_commit_framed` takes it: the transaction
+/// as JSON without its bodies, and the bodies, one per insert and update in the order of the
+/// ops, then one per event in the order of the events. PostgreSQL then parses only the small
+/// envelope into `jsonb` and checks the bodies as the `json` they are stored as.
+pub(crate) struct FramedTxn {
+    /// The transaction without its bodies.
+    pub(crate) envelope: String,
+    /// The bodies' JSON text.
+    pub(crate) bodies: Vec<String>,
+}
+
+/// Commits (`store_commit_framed`, migration 0017): a call is a transaction; the answer its
+/// events' sequence numbers, or `None` when its id was applied before.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CommitLane;
+
+impl Lane for CommitLane {
+    type Call = FramedTxn;
+    type Answer = Option<Vec<i64>>;
+
+    async fn alone(&self, pool: &PgConnections, call: FramedTxn) -> Result<Option<Vec<i64>>, StoreError> {
+        sqlx::query_scalar::<_, Option<Vec<i64>>>("SELECT store_commit_framed($1::jsonb, $2::text[])")
+            .bind(call.envelope)
+            .bind(call.bodies)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| crate::postgres::map_err(e, true))
+    }
+
+    async fn batch(&self, pool: &PgConnections, calls: Vec<FramedTxn>) -> BatchAnswers<Option<Vec<i64>>> {
+        let mut envelopes = Vec::with_capacity(calls.len());
+        let mut counts = Vec::with_capacity(calls.len());
+        let mut bodies = Vec::with_capacity(calls.iter().map(|c| c.bodies.len()).sum());
+        for call in calls {
+            counts.push(
+                i32::try_from(call.bodies.len())
+                    .map_err(|_| StoreError::Invalid(format!("a transaction of {} bodies", call.bodies.len())))?,
+            );
+            envelopes.push(call.envelope);
+            bodies.extend(call.bodies);
+        }
+        let sqlx::types::Json(answers) = sqlx::query_scalar::<_, sqlx::types::Json<Vec<BatchAnswer>>>(
+            "SELECT store_commit_framed_batch($1::text[], $2::text[], $3::int[])",
+        )
+        .bind(envelopes)
+        .bind(bodies)
+        .bind(counts)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| crate::postgres::map_err(e, true))?;
+        Ok(answers
+            .into_iter()
+            .map(|a| {
+                a.into_answer().and_then(|seqs| {
+                    serde_json::from_value(seqs)
+                        .map_err(|e| StoreError::Corrupt(format!("unreadable answer of store_commit_framed: {e}")))
+                })
+            })
+            .collect())
+    }
+}
+
 impl Lane for JsonLane {
     type Call = String;
     type Answer = serde_json::Value;
@@ -380,8 +436,8 @@ impl Lane for JsonLane {
     }
 }
 
-/// One call's answer in a batch's result (migrations 0009 and 0011; 0009 names the answer
-/// `seqs`).
+/// One call's answer in a batch's result (migrations 0011 and 0017; 0017, as 0009 before it,
+/// names the answer `seqs`).
 #[derive(serde::Deserialize)]
 struct BatchAnswer {
     #[serde(default, alias = "seqs")]
@@ -449,7 +505,7 @@ mod tests {
         for (asked, got) in [(0, 1), (1, 1), (8, 8), (32, 32), (33, 32), (usize::MAX, 32)] {
             let b = Batcher::new(
                 pool.clone(),
-                COMMITS,
+                ASYNC_CALLS,
                 GroupCommit {
                     batches_in_flight: 2,
                     max_batch: asked,

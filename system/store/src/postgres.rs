@@ -1,8 +1,8 @@
 //! The PostgreSQL backend (sqlx). Schema in `system/store/migrations`.
 //!
 //! Each [`Request`] runs as one database transaction, and the hot ones in one round trip: a
-//! commit and taking an idempotency key are single calls of the functions in migration 0004
-//! (`store_commit`, `idem_begin`), so a request costs one statement and one implicit
+//! commit and taking an idempotency key are single calls of the store's functions
+//! (`store_commit_framed` of migration 0017, `idem_begin` of 0004), so a request costs one statement and one implicit
 //! transaction rather than BEGIN, a statement per write and COMMIT. Record tables all share
 //! one shape, so the SQL is generic over a table name taken from the fixed [`Table`] enum
 //! (never from input). Conditional writes use `version` (an update with a stale version
@@ -16,7 +16,7 @@
 //! [`Db`](crate::Db) retries under the same transaction id.
 
 use crate::model::*;
-use crate::pg_batch::{BatchAnswers, Batcher, JsonLane, Lane, ASYNC_CALLS, COMMITS};
+use crate::pg_batch::{BatchAnswers, Batcher, CommitLane, FramedTxn, JsonLane, Lane, ASYNC_CALLS};
 pub use crate::pg_batch::{BatchStats, GroupCommit, GroupCommitStats};
 pub use crate::pg_pool::{PgConnections, PoolLimits, PooledConnection};
 use crate::Backend;
@@ -61,7 +61,7 @@ impl Default for PgSettings {
 #[derive(Clone)]
 pub struct PgBackend {
     pool: PgConnections,
-    commits: Batcher<JsonLane>,
+    commits: Batcher<CommitLane>,
     asynchronous: Batcher<JsonLane>,
     reads: Batcher<Reads>,
     describe: String,
@@ -98,7 +98,7 @@ impl PgBackend {
         first.keep();
         drop(first);
         Ok(PgBackend {
-            commits: Batcher::new(pool.clone(), COMMITS, settings.group_commit),
+            commits: Batcher::new(pool.clone(), CommitLane, settings.group_commit),
             asynchronous: Batcher::new(pool.clone(), ASYNC_CALLS, settings.group_commit),
             reads: Batcher::new(pool.clone(), Reads, settings.group_commit),
             pool,
@@ -142,14 +142,13 @@ impl PgBackend {
         &self.pool
     }
 
-    /// The migration's `store_commit` applies the writes, appends the events and marks the
-    /// transaction applied, or raises the first conflict (rolling back all of it); concurrent
-    /// commits share a round trip and a database transaction (`pg_batch.rs`).
+    /// The migrations' `store_commit_framed` applies the writes, appends the events and marks
+    /// the transaction applied, or raises the first conflict (rolling back all of it);
+    /// concurrent commits share a round trip and a database transaction (`pg_batch.rs`).
     async fn commit(&self, txn: Txn) -> Result<CommitOutcome, StoreError> {
-        let wire = serde_json::to_string(&WireTxn::new(&txn))
+        let framed = WireTxn::frame(&txn)
             .map_err(|e| StoreError::Invalid(format!("cannot encode transaction {}: {e}", txn.id)))?;
-        let seqs: Option<Vec<i64>> = self.commits.call_for(wire, "store_commit").await?;
-        Ok(match seqs {
+        Ok(match self.commits.call(framed).await? {
             Some(event_seqs) => CommitOutcome::Applied { event_seqs },
             None => CommitOutcome::AlreadyApplied,
         })
@@ -422,8 +421,8 @@ impl Lane for Reads {
 /// Idempotency keys and locks are never meant to last longer than this (about 10 years).
 const MAX_IDEM_TTL_MS: i64 = 10 * 366 * 86_400_000;
 
-/// A transaction as `store_commit` reads it (see migration 0004): borrowed from the [`Txn`],
-/// so bodies are serialized once, straight into the statement's parameter.
+/// A transaction as `store_commit_framed` reads it (see migrations 0004 and 0017) without its
+/// bodies: borrowed from the [`Txn`]; [`WireTxn::frame`] sends the bodies beside it.
 #[derive(serde::Serialize)]
 struct WireTxn<'a> {
     id: &'a str,
@@ -432,6 +431,7 @@ struct WireTxn<'a> {
     events: Vec<WireEvent<'a>>,
 }
 
+/// One write; an insert or update takes the next body.
 #[derive(serde::Serialize)]
 struct WireOp<'a> {
     op: &'static str,
@@ -446,11 +446,10 @@ struct WireOp<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     k2: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<&'a JsonText>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     expected: Option<i64>,
 }
 
+/// One event; its body follows the writes' bodies, in the order of the events.
 #[derive(serde::Serialize)]
 struct WireEvent<'a> {
     id: &'a str,
@@ -459,21 +458,25 @@ struct WireEvent<'a> {
     kind: &'a str,
     object_id: Option<String>,
     created: i64,
-    body: &'a Event,
 }
 
 impl<'a> WireTxn<'a> {
-    fn new(txn: &'a Txn) -> WireTxn<'a> {
-        let write = |op: &'static str, table: &Table, r: &'a Record, expected: Option<i64>| WireOp {
-            op,
-            table: table.name(),
-            id: &r.id,
-            account: Some(&r.account),
-            created: Some(r.created),
-            k1: r.k1.as_deref(),
-            k2: r.k2.as_deref(),
-            body: Some(&r.body),
-            expected,
+    /// `txn` as `store_commit_framed` takes it: the transaction without its bodies, then the
+    /// bodies of its inserts and updates and of its events, in that order.
+    fn frame(txn: &'a Txn) -> Result<FramedTxn, serde_json::Error> {
+        let mut bodies = Vec::with_capacity(txn.ops.len() + txn.events.len());
+        let mut write = |op: &'static str, table: &Table, r: &'a Record, expected: Option<i64>| {
+            bodies.push(r.body.get().to_owned());
+            WireOp {
+                op,
+                table: table.name(),
+                id: &r.id,
+                account: Some(&r.account),
+                created: Some(r.created),
+                k1: r.k1.as_deref(),
+                k2: r.k2.as_deref(),
+                expected,
+            }
         };
         let bare = |op: &'static str, table: &Table, id: &'a str, expected: Option<i64>| WireOp {
             op,
@@ -483,51 +486,52 @@ impl<'a> WireTxn<'a> {
             created: None,
             k1: None,
             k2: None,
-            body: None,
             expected,
         };
-        WireTxn {
+        let ops = txn
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Insert { table, record } => write("insert", table, record, None),
+                Op::Update {
+                    table,
+                    record,
+                    expected_version,
+                } => write("update", table, record, Some(*expected_version)),
+                Op::Delete {
+                    table,
+                    id,
+                    expected_version,
+                } => bare("delete", table, id, *expected_version),
+                Op::Check {
+                    table,
+                    id,
+                    expected_version,
+                } => bare("check", table, id, Some(*expected_version)),
+            })
+            .collect();
+        let mut events = Vec::with_capacity(txn.events.len());
+        for e in &txn.events {
+            bodies.push(serde_json::to_string(e)?);
+            events.push(WireEvent {
+                id: e.id.as_str(),
+                account: e.account.as_ref().map(|a| a.as_str()).unwrap_or(""),
+                kind: &e.kind,
+                object_id: e.object_id(),
+                created: e.created,
+            });
+        }
+        let envelope = serde_json::to_string(&WireTxn {
             id: &txn.id,
             at: txn.at,
-            ops: txn
-                .ops
-                .iter()
-                .map(|op| match op {
-                    Op::Insert { table, record } => write("insert", table, record, None),
-                    Op::Update {
-                        table,
-                        record,
-                        expected_version,
-                    } => write("update", table, record, Some(*expected_version)),
-                    Op::Delete {
-                        table,
-                        id,
-                        expected_version,
-                    } => bare("delete", table, id, *expected_version),
-                    Op::Check {
-                        table,
-                        id,
-                        expected_version,
-                    } => bare("check", table, id, Some(*expected_version)),
-                })
-                .collect(),
-            events: txn
-                .events
-                .iter()
-                .map(|e| WireEvent {
-                    id: e.id.as_str(),
-                    account: e.account.as_ref().map(|a| a.as_str()).unwrap_or(""),
-                    kind: &e.kind,
-                    object_id: e.object_id(),
-                    created: e.created,
-                    body: e,
-                })
-                .collect(),
-        }
+            ops,
+            events,
+        })?;
+        Ok(FramedTxn { envelope, bodies })
     }
 }
 
-/// The conflict `store_commit` raised (SQLSTATE PY001, the conflict as JSON in the message).
+/// The conflict `store_commit_framed` raised (SQLSTATE PY001, the conflict as JSON in the message).
 fn conflict_from(message: &str) -> StoreError {
     #[derive(serde::Deserialize)]
     struct Raised {

@@ -32,6 +32,12 @@ impl TestDatabase {
     /// Creates and migrates a new database. Fails with a readable message when no PostgreSQL
     /// can be found or started.
     pub async fn create() -> Result<TestDatabase, String> {
+        TestDatabase::create_migrated_to(None).await
+    }
+
+    /// Creates a new database migrated up to migration `last` (every migration when `None`):
+    /// the schema an older version left, for tests of what a later migration does to its data.
+    pub async fn create_migrated_to(last: Option<i64>) -> Result<TestDatabase, String> {
         let (admin_url, drop_on_exit) = match std::env::var("DATABASE_URL") {
             Ok(url) if !url.is_empty() => (url, true),
             _ => (CLUSTER.get_or_init(start_cluster).clone()?, false),
@@ -60,7 +66,19 @@ impl TestDatabase {
             drop_on_exit,
         };
         let backend = db.backend().await?;
-        backend.migrate().await.map_err(|e| format!("migrations failed: {e}"))?;
+        match last {
+            None => backend.migrate().await.map_err(|e| format!("migrations failed: {e}"))?,
+            Some(last) => {
+                use sqlx::migrate::Migrate;
+                let mut conn = backend.pool().acquire().await.map_err(|e| e.to_string())?;
+                conn.ensure_migrations_table().await.map_err(|e| e.to_string())?;
+                for m in crate::postgres::MIGRATOR.iter().filter(|m| m.version <= last) {
+                    conn.apply(m)
+                        .await
+                        .map_err(|e| format!("migration {} failed: {e}", m.version))?;
+                }
+            }
+        }
         backend.pool().close().await;
         Ok(db)
     }

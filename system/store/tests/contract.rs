@@ -1350,8 +1350,40 @@ async fn postgres_events_from_before_0016_are_fanned_out_once_among_the_new_ones
 /// `store_commit`. Each table must insert, refuse a duplicate, update at its version, refuse a
 /// stale or missing update, pass and fail a version check and delete, exactly as the other
 /// tables do; a table whose branches are missing or name another table fails here.
+///
+/// Run twice: through migration 0017's `store_commit_framed` (the transaction without its
+/// bodies, the bodies beside it), as this version commits, and through `store_commit` with the
+/// bodies inside, as older versions still commit during a rolling upgrade.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_every_table_round_trips_through_store_commit() {
+    every_table_round_trips(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_every_table_round_trips_through_store_commit_framed() {
+    every_table_round_trips(true).await;
+}
+
+/// A transaction of the older wire form (bodies inside) as `store_commit_framed` takes it: the
+/// bodies of its inserts and updates, then of its events, moved out in order.
+fn framed(mut txn: serde_json::Value) -> (serde_json::Value, Vec<String>) {
+    let mut bodies = vec![];
+    for op in txn["ops"].as_array_mut().into_iter().flatten() {
+        if matches!(op["op"].as_str(), Some("insert" | "update")) {
+            if let Some(body) = op.as_object_mut().and_then(|o| o.remove("body")) {
+                bodies.push(body.to_string());
+            }
+        }
+    }
+    for e in txn["events"].as_array_mut().into_iter().flatten() {
+        if let Some(body) = e.as_object_mut().and_then(|o| o.remove("body")) {
+            bodies.push(body.to_string());
+        }
+    }
+    (txn, bodies)
+}
+
+async fn every_table_round_trips(through_framed: bool) {
     let (_db, pool, _tdb) = pg_db_and_pool().await;
     let mut n = 0;
     let mut commit = |ops: serde_json::Value| {
@@ -1359,10 +1391,19 @@ async fn postgres_every_table_round_trips_through_store_commit() {
         let txn = serde_json::json!({"id": format!("txn_{n}"), "at": n, "ops": ops, "events": []});
         let pool = pool.clone();
         async move {
-            sqlx::query_scalar::<_, Option<Vec<i64>>>("SELECT store_commit($1)")
-                .bind(txn)
-                .fetch_one(&pool)
-                .await
+            if through_framed {
+                let (txn, bodies) = framed(txn);
+                sqlx::query_scalar::<_, Option<Vec<i64>>>("SELECT store_commit_framed($1, $2)")
+                    .bind(txn)
+                    .bind(bodies)
+                    .fetch_one(&pool)
+                    .await
+            } else {
+                sqlx::query_scalar::<_, Option<Vec<i64>>>("SELECT store_commit($1)")
+                    .bind(txn)
+                    .fetch_one(&pool)
+                    .await
+            }
         }
     };
     let refusal = |r: Result<Option<Vec<i64>>, sqlx::Error>| match r {
@@ -1455,6 +1496,200 @@ async fn postgres_every_table_round_trips_through_store_commit() {
     assert_eq!(code, "PY002", "only record tables are written");
     let (code, _) = refusal(commit(serde_json::json!([{"op": "upsert", "table": "customers", "id": "x"}])).await);
     assert_eq!(code, "PY002", "an unknown op is refused");
+    if !through_framed {
+        return;
+    }
+    // Bodies that do not match the writes and events, or are not JSON, write nothing.
+    let write = serde_json::json!({"op": "insert", "table": "customers", "id": "cus_x", "account": "a", "created": 1});
+    let event = serde_json::json!({"id": "evt_x", "account": "a", "type": "customer.created", "object_id": "cus_x", "created": 1});
+    for (ops, events, bodies, code) in [
+        (vec![write.clone()], vec![], vec![], "PY002"),
+        (vec![write.clone()], vec![], vec!["{}", "{}"], "PY002"),
+        (vec![write.clone()], vec![event.clone()], vec!["{}"], "PY002"),
+        (vec![], vec![event.clone()], vec![], "PY002"),
+        (vec![write.clone()], vec![event.clone()], vec!["{}", "{\"a\":"], "22P02"),
+        (vec![write.clone()], vec![], vec!["{} {}"], "22P02"),
+    ] {
+        let txn = serde_json::json!({"id": "txn_bad", "at": 1, "ops": ops, "events": events});
+        let (got, _) = refusal(
+            sqlx::query_scalar::<_, Option<Vec<i64>>>("SELECT store_commit_framed($1, $2)")
+                .bind(&txn)
+                .bind(&bodies)
+                .fetch_one(&pool)
+                .await,
+        );
+        assert_eq!(got, code, "{txn} with {bodies:?}");
+    }
+    let written: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM customers WHERE id = 'cus_x') + (SELECT count(*) FROM events) \
+         + (SELECT count(*) FROM store_txns WHERE id = 'txn_bad')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(written, 0, "a refused transaction writes nothing");
+}
+
+/// A batch of framed transactions (`store_commit_framed_batch`) hands each transaction the
+/// bodies that follow those of the transactions before it, so a body never lands in another
+/// transaction's record or event, whatever the others' counts, and one transaction's refusal
+/// leaves the others' bodies where they belong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_framed_batches_give_each_transaction_its_own_bodies() {
+    let (_db, pool, _tdb) = pg_db_and_pool().await;
+    let insert =
+        |id: &str| serde_json::json!({"op": "insert", "table": "customers", "id": id, "account": "a", "created": 1});
+    let event = |id: &str| serde_json::json!({"id": id, "account": "a", "type": "customer.created", "object_id": "x", "created": 1});
+    let txn = |id: &str, ops: Vec<serde_json::Value>, events: Vec<serde_json::Value>| {
+        serde_json::json!({"id": id, "at": 1, "ops": ops, "events": events}).to_string()
+    };
+    let txns = vec![
+        txn("t1", vec![insert("cus_1"), insert("cus_2")], vec![event("evt_1")]),
+        txn("t2", vec![], vec![]),
+        // Refused: cus_1 exists. Its bodies must not shift the next transaction's.
+        txn("t3", vec![insert("cus_3"), insert("cus_1")], vec![]),
+        txn("t4", vec![insert("cus_4")], vec![event("evt_4a"), event("evt_4b")]),
+    ];
+    let bodies: Vec<String> = [
+        r#"{"b":"cus_1"}"#,
+        r#"{"b":"cus_2"}"#,
+        r#"{"b":"evt_1"}"#,
+        r#"{"b":"cus_3"}"#,
+        r#"{"b":"cus_1 again"}"#,
+        r#"{"b":"cus_4","é":"ü ✓"}"#,
+        r#"{"b":"evt_4a"}"#,
+        r#"{"b":"evt_4b"}"#,
+    ]
+    .map(String::from)
+    .to_vec();
+    let answers: serde_json::Value = sqlx::query_scalar("SELECT store_commit_framed_batch($1, $2, $3)")
+        .bind(&txns)
+        .bind(&bodies)
+        .bind(vec![3i32, 0, 2, 3])
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(answers[0]["seqs"], serde_json::json!([1]), "{answers}");
+    assert_eq!(answers[1]["seqs"], serde_json::json!([]), "{answers}");
+    assert_eq!(answers[2]["code"], "PY001", "{answers}");
+    assert_eq!(answers[3]["seqs"], serde_json::json!([2, 3]), "{answers}");
+    let stored: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, body::text FROM customers UNION ALL SELECT id, body::text FROM events ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let want: Vec<(String, String)> = [
+        ("cus_1", 0),
+        ("cus_2", 1),
+        ("cus_4", 5),
+        ("evt_1", 2),
+        ("evt_4a", 6),
+        ("evt_4b", 7),
+    ]
+    .iter()
+    .map(|(id, b)| (id.to_string(), bodies[*b].clone()))
+    .collect();
+    assert_eq!(stored, want, "each body as written, in its own record");
+    // Counts that do not add up to the bodies refuse the whole batch.
+    for counts in [vec![1i32], vec![0, 0], vec![2, -1], vec![1, 1]] {
+        let err = sqlx::query("SELECT store_commit_framed_batch($1, $2, $3)")
+            .bind(vec![txn("t5", vec![], vec![event("evt_5")]), txn("t6", vec![], vec![])])
+            .bind(vec![r#"{"b":"evt_5"}"#.to_string()])
+            .bind(&counts)
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.to_string());
+        assert_eq!(code.as_deref(), Some("PY002"), "{counts:?}: {err}");
+    }
+}
+
+/// Migration 0017 turns every body column into `json` and moves commits to
+/// `store_commit_framed`. Records and events written before it read back as they were written;
+/// an older node that keeps calling `store_commit` and `store_commit_batch` with the bodies
+/// inside (a rolling upgrade) still writes what this version reads, and this version's framed
+/// commits land beside both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migration_0017_keeps_bodies_and_older_writers() {
+    let tdb = pay_store::testing::TestDatabase::create_migrated_to(Some(16))
+        .await
+        .expect("test PostgreSQL");
+    let backend = tdb.backend().await.unwrap();
+    let pool = backend.pool().clone();
+    let seed = SeededEntropy::new(17, "0017");
+    // A transaction as versions before 0017 send it: bodies inside.
+    let older_txn = |id: &str, widget: &Widget, event: &Event| {
+        serde_json::json!({"id": id, "at": 1, "events": [
+            {"id": event.id.as_str(), "account": "acct_1", "type": event.kind, "object_id": event.object_id(),
+             "created": event.created, "body": event}],
+         "ops": [{"op": "insert", "table": "customers", "id": widget.id, "account": widget.account,
+             "created": widget.created, "k1": null, "k2": null, "body": widget}]})
+    };
+    let mut before = w("cus_before", "acct_1", 1);
+    before.color = Some("naïve \"quoted\" ✓ \\ </script>".into());
+    let evt_before = event(&seed, "acct_1", "customer.created", "cus_before", 1);
+    sqlx::query("SELECT store_commit($1)")
+        .bind(older_txn("txn_before", &before, &evt_before))
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    pay_store::postgres::MIGRATOR
+        .run(&mut *pool.acquire().await.unwrap())
+        .await
+        .unwrap();
+    let types: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_name::text, data_type::text FROM information_schema.columns \
+         WHERE table_schema = 'public' AND column_name = 'body' AND data_type <> 'json' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        types,
+        vec![("queue_messages".to_string(), "jsonb".to_string())],
+        "every record table's and the events' bodies are json"
+    );
+
+    // An older node, still running during the upgrade, commits alone and in a batch.
+    let older = w("cus_older", "acct_1", 2);
+    let evt_older = event(&seed, "acct_1", "customer.created", "cus_older", 2);
+    sqlx::query("SELECT store_commit($1)")
+        .bind(older_txn("txn_older", &older, &evt_older))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let batched = w("cus_batched", "acct_1", 3);
+    let evt_batched = event(&seed, "acct_1", "customer.created", "cus_batched", 3);
+    let answers: serde_json::Value = sqlx::query_scalar("SELECT store_commit_batch($1)")
+        .bind(serde_json::json!([
+            older_txn("txn_batched", &batched, &evt_batched),
+            older_txn("txn_older", &older, &evt_older)
+        ]))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(answers, serde_json::json!([{"seqs": [3]}, {"seqs": null}]));
+
+    // This version commits framed.
+    let db = Db::new(Arc::new(backend), env());
+    let newer = w("cus_newer", "acct_1", 4);
+    let evt_newer = event(&seed, "acct_1", "customer.created", "cus_newer", 4);
+    let mut t = db.txn();
+    t.insert(&newer);
+    t.event(evt_newer.clone());
+    db.commit(t).await.unwrap();
+
+    for widget in [&before, &older, &batched, &newer] {
+        let got = db.get::<Widget>(&widget.id).await.unwrap().unwrap();
+        assert_eq!((got.version, &got.value), (1, widget), "{}", widget.id);
+    }
+    let pending = match db.execute(Request::OutboxPending { limit: 10 }).await.unwrap() {
+        Response::Pending { events, unreadable } if unreadable.is_empty() => events,
+        other => panic!("unexpected {other:?}"),
+    };
+    let pending: Vec<Event> = pending.into_iter().map(|e| e.event).collect();
+    assert_eq!(pending, vec![evt_before, evt_older, evt_batched, evt_newer]);
 }
 
 /// Migration 0014's `store_get_many` reads every record table: one round trip answers, for
