@@ -14,7 +14,8 @@
 --   * store_commit_framed_batch is store_commit_batch for it.
 -- `json` keeps what `jsonb` would have normalised (key order, spacing, duplicate keys): the
 -- bodies are serialized by the services, which write each key once, and JsonText compares
--- bodies by value, so nothing reads a difference.
+-- bodies by value, so nothing reads a difference. It also keeps the escape `\u0000`, which
+-- `jsonb` refuses; store_commit_framed refuses it as `jsonb` did (see there).
 --
 -- Rolling upgrade: a node of an older version still calls store_commit(jsonb) and
 -- store_commit_batch(jsonb), and reads through store_get_many and plain SELECTs. store_commit
@@ -64,7 +65,19 @@ DECLARE
     n bigint;
     v bigint;
     seqs bigint[] := '{}';
+    b text;
 BEGIN
+    -- `json` keeps a `\u0000` escape that `jsonb` refuses, and the queue's message bodies (into
+    -- which the webhook fan-out copies events) are still `jsonb`: an event holding one would be
+    -- stored and then fail every fan-out after it. So a body holding a NUL character is refused
+    -- here as `jsonb` refused it, with the same SQLSTATE. The position test keeps the pattern
+    -- off nearly every body; the pattern tells the escape from a backslash written as `\\`.
+    FOREACH b IN ARRAY coalesce(bodies, '{}') LOOP
+        IF strpos(b, '\u0000') > 0 AND b ~ '(^|[^\\])(\\\\)*\\u0000' THEN
+            RAISE EXCEPTION USING ERRCODE = '22P05', MESSAGE = 'unsupported Unicode escape sequence',
+                DETAIL = 'A body holds the escape of a NUL character, which the queue cannot store.';
+        END IF;
+    END LOOP;
     INSERT INTO store_txns (id, applied_at) VALUES (txn->>'id', (txn->>'at')::bigint) ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n = 0 THEN

@@ -1530,6 +1530,47 @@ async fn every_table_round_trips(through_framed: bool) {
     assert_eq!(written, 0, "a refused transaction writes nothing");
 }
 
+/// `jsonb` refused a body holding the escape of a NUL character (`\u0000`), and the queue's
+/// message bodies, into which the webhook fan-out copies events, are still `jsonb`. Bodies
+/// stored as `json` (migration 0017) are refused the same way, so such an event can never be
+/// stored only to fail every fan-out after it; text that merely looks like the escape (a
+/// backslash written as `\\` before `u0000`) is kept as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_bodies_refuse_a_nul_character_as_jsonb_did() {
+    let (db, pool, _tdb) = pg_db_and_pool().await;
+    let seed = SeededEntropy::new(5, "nul");
+    let mut nul = w("cus_nul", "acct_1", 1);
+    nul.color = Some("red\0".into());
+    let mut t = db.txn();
+    t.insert(&nul);
+    assert!(
+        matches!(db.commit(t).await, Err(StoreError::Invalid(ref m)) if m.contains("22P05")),
+        "a record holding NUL is refused"
+    );
+    let mut nul_event = event(&seed, "acct_1", "customer.created", "cus_ok", 1);
+    nul_event.data.object = JsonText::of(&serde_json::json!({"id": "cus_ok", "note": "a\u{0}b"})).unwrap();
+    let mut t = db.txn();
+    t.insert(&w("cus_ok", "acct_1", 1));
+    t.event(nul_event);
+    assert!(
+        matches!(db.commit(t).await, Err(StoreError::Invalid(ref m)) if m.contains("22P05")),
+        "an event holding NUL is refused, and the record beside it with it"
+    );
+    let written: i64 = sqlx::query_scalar("SELECT (SELECT count(*) FROM customers) + (SELECT count(*) FROM events)")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(written, 0);
+
+    let mut lookalike = w("cus_text", "acct_1", 2);
+    lookalike.color = Some("C:\\u0000 and \\\\u0000".into());
+    let mut t = db.txn();
+    t.insert(&lookalike);
+    t.event(event(&seed, "acct_1", "customer.created", "cus_text", 2));
+    db.commit(t).await.unwrap();
+    assert_eq!(db.get::<Widget>("cus_text").await.unwrap().unwrap().value, lookalike);
+}
+
 /// A batch of framed transactions (`store_commit_framed_batch`) hands each transaction the
 /// bodies that follow those of the transactions before it, so a body never lands in another
 /// transaction's record or event, whatever the others' counts, and one transaction's refusal
