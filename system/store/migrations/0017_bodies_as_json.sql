@@ -90,7 +90,8 @@ BEGIN
         tbl := op->>'table';
         rid := op->>'id';
         expected := (op->>'expected')::bigint;
-        IF kind = 'insert' THEN
+        -- An insert or update writes the op's columns and takes the next body.
+        IF kind IN ('insert', 'update') THEN
             w_account := op->>'account';
             w_created := (op->>'created')::bigint;
             w_k1 := op->>'k1';
@@ -100,6 +101,8 @@ BEGIN
                 RAISE EXCEPTION USING ERRCODE = 'PY002', MESSAGE = 'store_commit_framed: more writes than bodies';
             END IF;
             w_body := bodies[nb]::json;
+        END IF;
+        IF kind = 'insert' THEN
             CASE tbl
             WHEN 'accounts' THEN
                 INSERT INTO accounts (id, account, version, created, k1, k2, body)
@@ -160,15 +163,6 @@ BEGIN
                 PERFORM store_conflict(tbl, rid, 'exists', NULL, NULL);
             END IF;
         ELSIF kind = 'update' THEN
-            w_account := op->>'account';
-            w_created := (op->>'created')::bigint;
-            w_k1 := op->>'k1';
-            w_k2 := op->>'k2';
-            nb := nb + 1;
-            IF nb > nbodies THEN
-                RAISE EXCEPTION USING ERRCODE = 'PY002', MESSAGE = 'store_commit_framed: more writes than bodies';
-            END IF;
-            w_body := bodies[nb]::json;
             CASE tbl
             WHEN 'accounts' THEN
                 UPDATE accounts AS r SET version = r.version + 1, account = w_account, created = w_created,

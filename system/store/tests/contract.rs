@@ -1364,6 +1364,11 @@ async fn postgres_every_table_round_trips_through_store_commit_framed() {
     every_table_round_trips(true).await;
 }
 
+/// The SQLSTATE of a refusal from the database, if `err` is one.
+fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    err.as_database_error().and_then(|e| e.code()).map(|c| c.to_string())
+}
+
 /// A transaction of the older wire form (bodies inside) as `store_commit_framed` takes it: the
 /// bodies of its inserts and updates, then of its events, moved out in order.
 fn framed(mut txn: serde_json::Value) -> (serde_json::Value, Vec<String>) {
@@ -1640,8 +1645,7 @@ async fn postgres_framed_batches_give_each_transaction_its_own_bodies() {
             .execute(&pool)
             .await
             .unwrap_err();
-        let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.to_string());
-        assert_eq!(code.as_deref(), Some("PY002"), "{counts:?}: {err}");
+        assert_eq!(sqlstate(&err).as_deref(), Some("PY002"), "{counts:?}: {err}");
     }
 }
 
@@ -1781,8 +1785,7 @@ async fn postgres_every_table_reads_through_store_get_many() {
             .fetch_all(&pool)
             .await
             .unwrap_err();
-        let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.to_string());
-        assert_eq!(code.as_deref(), Some("PY002"), "{tables:?} {ids:?}: {err}");
+        assert_eq!(sqlstate(&err).as_deref(), Some("PY002"), "{tables:?} {ids:?}: {err}");
     }
 }
 
