@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 /// One JSON value kept as its text: a stored record's body, an event's object.
 ///
-/// These were `serde_json::Value` trees, built from every typed object written, copied on
-/// every read of the in-memory store, dropped, and on PostgreSQL rebuilt from `jsonb` before
-/// being read into the typed object again: about a sixth of paymentd's instructions per
-/// payment. The text is made only by serializing or by parsing, so it is always one JSON value;
-/// copies share it. Two are equal when they hold the same JSON value, whatever their spacing
-/// and key order: PostgreSQL gives a body written before migration 0017 back normalised (it
-/// was `jsonb` then), the in-memory store and later PostgreSQL rows as it was written. Serialized with `serde_json`, it is written as the JSON value itself, not as a
-/// string holding it.
+/// These were `serde_json::Value` trees, built from every typed object written, copied on every
+/// read of the in-memory store, dropped, and on PostgreSQL rebuilt from `jsonb` before being
+/// read into the typed object again: about a sixth of paymentd's instructions per payment. The
+/// text is made only by serializing or by parsing, so it is always one JSON value; copies share
+/// it. Two are equal when they hold the same JSON value, whatever their spacing and key order:
+/// PostgreSQL gives a body written before migration 0017 back normalised (it was `jsonb` then),
+/// the in-memory store and later PostgreSQL rows as it was written. Serialized with
+/// `serde_json`, it is written as the JSON value itself, not as a string holding it.
 #[derive(Clone)]
 pub struct JsonText(Arc<RawValue>);
 

@@ -6,13 +6,13 @@
 //! what such a call costs PostgreSQL is mostly the transaction around it (the round trip, the
 //! snapshot, the commit record and the WAL flush), not its rows. So calls that arrive while
 //! others of their kind are being written wait for them and then go together: commits through
-//! migration 0017's `store_commit_framed_batch`, the calls that commit asynchronously (idempotency
-//! keys, velocity counters) through migration 0011's `async_batch`. Both run each call in its own
-//! subtransaction: one that conflicts or fails rolls back alone, and every answer is the one
-//! that call would have had on its own, in the order the batch ran them. No caller is answered
-//! before the batch has committed; a batch whose commit fails (or whose answer is lost) fails
-//! every call in it with the error a lone call would have had, so each caller retries under its
-//! own transaction id or key owner, which makes the retry safe.
+//! migration 0017's `store_commit_framed_batch`, the calls that commit asynchronously
+//! (idempotency keys, velocity counters) through migration 0011's `async_batch`. Both run each
+//! call in its own subtransaction: one that conflicts or fails rolls back alone, and every
+//! answer is the one that call would have had on its own, in the order the batch ran them. No
+//! caller is answered before the batch has committed; a batch whose commit fails (or whose
+//! answer is lost) fails every call in it with the error a lone call would have had, so each
+//! caller retries under its own transaction id or key owner, which makes the retry safe.
 //!
 //! Commits and asynchronous calls are separate lanes and never share a batch: the latter commit
 //! without waiting for their WAL to be flushed (migration 0006 says why that loses nothing),
@@ -20,9 +20,9 @@
 //! alone, through its plain function: the waiting only happens when there is work to share it
 //! with.
 //!
-//! The queueing is the same for any [`Lane`]: the commits ([`CommitLane`]), the asynchronous calls (a
-//! [`JsonLane`]), and the reads of one record by id (`Reads` in postgres.rs), which share a
-//! statement for the round trip alone.
+//! The queueing is the same for any [`Lane`]: the commits ([`CommitLane`]), the asynchronous
+//! calls (a [`JsonLane`]), and the reads of one record by id (`Reads` in postgres.rs), which
+//! share a statement for the round trip alone.
 
 use crate::model::StoreError;
 use crate::pg_pool::PgConnections;

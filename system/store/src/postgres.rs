@@ -2,12 +2,12 @@
 //!
 //! Each [`Request`] runs as one database transaction, and the hot ones in one round trip: a
 //! commit and taking an idempotency key are single calls of the store's functions
-//! (`store_commit_framed` of migration 0017, `idem_begin` of 0004), so a request costs one statement and one implicit
-//! transaction rather than BEGIN, a statement per write and COMMIT. Record tables all share
-//! one shape, so the SQL is generic over a table name taken from the fixed [`Table`] enum
-//! (never from input). Conditional writes use `version` (an update with a stale version
-//! touches no row and fails the transaction); the applied-transaction log (`store_txns`)
-//! makes commits idempotent.
+//! (`store_commit_framed` of migration 0017, `idem_begin` of 0004), so a request costs one
+//! statement and one implicit transaction rather than BEGIN, a statement per write and COMMIT.
+//! Record tables all share one shape, so the SQL is generic over a table name taken from the
+//! fixed [`Table`] enum (never from input). Conditional writes use `version` (an update with a
+//! stale version touches no row and fails the transaction); the applied-transaction log
+//! (`store_txns`) makes commits idempotent.
 //!
 //! Connections come from [`PgConnections`], which neither pings a connection before use nor
 //! after it (sqlx's pool does the latter, one more round trip per statement); see
@@ -531,7 +531,8 @@ impl<'a> WireTxn<'a> {
     }
 }
 
-/// The conflict `store_commit_framed` raised (SQLSTATE PY001, the conflict as JSON in the message).
+/// The conflict `store_commit_framed` raised (SQLSTATE PY001, the conflict as JSON in the
+/// message).
 fn conflict_from(message: &str) -> StoreError {
     #[derive(serde::Deserialize)]
     struct Raised {
@@ -859,7 +860,7 @@ pub(crate) fn map_err(e: sqlx::Error, may_have_committed: bool) -> StoreError {
 }
 
 /// What the database refusing a statement with SQLSTATE `code` means: a conflict raised by
-/// `store_commit` (PY001), a refusal that rolled back and may be retried (serialization
+/// `store_commit_framed` (PY001), a refusal that rolled back and may be retried (serialization
 /// failure, deadlock, too many connections, shutdown), or a bug in the request.
 pub(crate) fn refusal(code: &str, message: &str) -> StoreError {
     if code == "PY001" {
