@@ -45,6 +45,14 @@ pi = stripe.PaymentIntent.create(amount=2000, currency="usd", payment_method=pm.
 check("automatic capture succeeds", pi.status == "succeeded" and pi.amount_received == 2000, pi.status)
 check("latest charge captured", stripe.Charge.retrieve(pi.latest_charge).captured is True)
 
+# Redirect-based integrations confirm with a return URL on the merchant's site; the WAF in front
+# of the API must let it through (it once read it as remote file inclusion and answered 403).
+later = stripe.PaymentIntent.create(amount=2500, currency="usd", payment_method=pm.id)
+returned = stripe.PaymentIntent.confirm(later.id, return_url="https://shop.example.com/checkout/complete?order=A-1002")
+check("confirm with a return URL", returned.status == "succeeded", returned.status)
+local = stripe.PaymentIntent.create(amount=2600, currency="usd", payment_method=pm.id, confirm=True, return_url="http://localhost:4242/success")
+check("create and confirm with a localhost return URL", local.status == "succeeded", local.status)
+
 manual = stripe.PaymentIntent.create(amount=5000, currency="usd", payment_method=card("5555555555554444").id, confirm=True, capture_method="manual")
 check("manual capture authorizes", manual.status == "requires_capture" and manual.amount_capturable == 5000, manual.status)
 captured = stripe.PaymentIntent.capture(manual.id, amount_to_capture=3000)

@@ -22,7 +22,7 @@ fn main() {
     };
     let waf = Waf::new(config).expect("engine builds");
     let ids: Vec<String> = std::env::args().skip(1).collect();
-    // `--all`: one JSON line per case with the matched rule ids and the score.
+    // `--all`: one JSON line per case with the matched rule ids, each one's score and the total.
     let all = ids.iter().any(|x| x == "--all");
     for file in ["crs-cases.jsonl", "payment-api-benign.jsonl"] {
         for case in corpus_case::load(file) {
@@ -33,9 +33,10 @@ fn main() {
             let verdict = case.with_request(|req| waf.inspect(req));
             if all {
                 let rules: Vec<u32> = verdict.matches.iter().map(|m| m.rule_id).collect();
+                let scores: Vec<i64> = verdict.matches.iter().map(|m| i64::from(m.score)).collect();
                 println!(
                     "{}",
-                    serde_json::json!({"id": id, "ids": rules, "score": verdict.score})
+                    serde_json::json!({"id": id, "ids": rules, "scores": scores, "score": verdict.score})
                 );
                 continue;
             }

