@@ -3,7 +3,7 @@
 no longer blocked (docs/waf.md, "Why the 1% target is not met").
 
     cargo run --release -p pay-waf --example explain -- --all > /tmp/verdicts.jsonl
-    python3 system/waf/tools/score_tradeoffs.py /tmp/verdicts.jsonl [--floor 0.90]
+    python3 system/waf/tools/score_tradeoffs.py /tmp/verdicts.jsonl [--floor 0.90] [--threshold N]
 
 Reads the verdicts `explain --all` prints (each match's rule id and score) and the corpus cases,
 then prints
@@ -18,11 +18,21 @@ that also measures the engine, never a configuration to ship as it is.
 import argparse
 import json
 import os
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "..", "tests", "corpus")
-THRESHOLD = 5
+CONFIG = os.path.join(HERE, "..", "config", "waf.yaml")
+
+
+def shipped_threshold():
+    """The blocking threshold of the shipped configuration, which `explain` uses by default."""
+    with open(CONFIG, encoding="utf-8") as f:
+        m = re.search(r"^threshold:\s*(\d+)\s*(#.*)?$", f.read(), re.MULTILINE)
+    if not m:
+        sys.exit("no top-level `threshold:` in %s: give --threshold" % CONFIG)
+    return int(m.group(1))
 
 
 def load_cases():
@@ -39,7 +49,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("verdicts", help="output of `explain --all`")
     ap.add_argument("--floor", type=float, default=0.90, help="lowest detection rate the greedy search keeps")
+    ap.add_argument("--threshold", type=int, help="blocking threshold (default: the shipped configuration's)")
     args = ap.parse_args()
+    threshold = args.threshold if args.threshold is not None else shipped_threshold()
 
     cases = load_cases()
     attacks, benign = [], []
@@ -56,7 +68,7 @@ def main():
                 benign.append(matches)
 
     def blocked(matches, scores):
-        return sum(scores.get(rule, score) for rule, score in matches) >= THRESHOLD
+        return sum(scores.get(rule, score) for rule, score in matches) >= threshold
 
     def evaluate(scores):
         detected = sum(1 for m in attacks if blocked(m, scores))
