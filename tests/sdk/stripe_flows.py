@@ -41,8 +41,19 @@ pm = card("4242424242424242")
 check("payment method created", pm.id.startswith("pm_") and pm.card.last4 == "4242" and pm.card.brand == "visa", pm.id)
 check("card number never returned", "4242424242424242" not in json.dumps(pm.to_dict(), default=str))
 
-pi = stripe.PaymentIntent.create(amount=2000, currency="usd", payment_method=pm.id, confirm=True, metadata={"order_id": "A-1001"})
+# Merchants' free text holds English words that are also shell commands and function names; the
+# WAF once blocked a line starting "Find", "real-time", "Trim (gold)" and "File (PDF)". A
+# mandate's user agent carries a locale token that is a PowerShell alias (`; sl;`).
+notes = "Trim (gold) x2, real-time tracking\nFind the blue house; leave at the door"
+pi = stripe.PaymentIntent.create(
+    amount=2000, currency="usd", payment_method=pm.id, confirm=True, description=notes,
+    metadata={"order_id": "A-1001", "gift": "Sed ut perspiciatis", "invoice": "File (PDF) by e-mail"},
+    mandate_data={"customer_acceptance": {"type": "online", "online": {
+        "ip_address": "203.0.113.7",
+        "user_agent": "Mozilla/5.0 (Windows; U; Windows NT 6.1; sl; rv:1.9.2.3) Gecko/20100401 Firefox/3.6.3"}}},
+)
 check("automatic capture succeeds", pi.status == "succeeded" and pi.amount_received == 2000, pi.status)
+check("free text kept as sent", pi.description == notes and pi.metadata["invoice"] == "File (PDF) by e-mail", pi.description)
 check("latest charge captured", stripe.Charge.retrieve(pi.latest_charge).captured is True)
 
 # Redirect-based integrations confirm with a return URL on the merchant's site; the WAF in front
