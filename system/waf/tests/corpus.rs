@@ -109,7 +109,7 @@ fn synthetic_api_traffic_is_never_blocked() {
     let waf = Waf::new(WafConfig::payment_api()).expect("engine builds");
     let cases = synthetic_traffic();
     assert!(cases.len() >= 3000, "only {} requests", cases.len());
-    let blocked: Vec<(String, Vec<u32>)> = cases
+    let blocks: Vec<(String, Vec<u32>)> = cases
         .iter()
         .filter_map(|c| {
             let (b, ids) = blocked(&waf, c);
@@ -118,10 +118,10 @@ fn synthetic_api_traffic_is_never_blocked() {
         .collect();
     println!(
         "synthetic API traffic: {} of {} requests blocked",
-        blocked.len(),
+        blocks.len(),
         cases.len()
     );
-    assert!(blocked.is_empty(), "blocked (case, rules): {blocked:?}");
+    assert!(blocks.is_empty(), "blocked (case, rules): {blocks:?}");
 }
 
 /// The synthetic traffic of `tests/traffic`.
@@ -157,7 +157,7 @@ fn fast_path_equals_exhaustive_evaluation() {
     }
     assert!(compared >= 2 * 6000, "only {compared} verdicts compared");
     assert!(
-        matched * 3 > compared,
+        matched * 2 > compared,
         "only {matched} of {compared} verdicts had matches"
     );
 }
