@@ -1,6 +1,8 @@
 //! Explains the verdict on corpus cases: `cargo run --release -p pay-waf --example explain -- <id>...`
 //! prints each matching rule with its score and the value it matched (a developer tool for
 //! tuning rule semantics; never run on real traffic, it prints request contents).
+//! `--file PATH` reads the cases from one JSON-lines file of the corpus's form instead (the
+//! synthetic traffic of `tests/traffic`, or what `tools/gen_traffic.py` writes).
 
 #[path = "../tests/support/corpus_case.rs"]
 mod corpus_case;
@@ -21,11 +23,30 @@ fn main() {
         _ => WafConfig::payment_api(),
     };
     let waf = Waf::new(config).expect("engine builds");
-    let ids: Vec<String> = std::env::args().skip(1).collect();
+    let mut ids: Vec<String> = std::env::args().skip(1).collect();
+    let file = match ids.iter().position(|x| x == "--file") {
+        Some(i) if i + 1 < ids.len() => {
+            let path = ids.remove(i + 1);
+            ids.remove(i);
+            Some(path)
+        }
+        Some(_) => {
+            eprintln!("--file needs a path");
+            std::process::exit(2);
+        }
+        None => None,
+    };
     // `--all`: one JSON line per case with the matched rule ids, each one's score and the total.
     let all = ids.iter().any(|x| x == "--all");
-    for file in ["crs-cases.jsonl", "payment-api-benign.jsonl"] {
-        for case in corpus_case::load(file) {
+    let sources: Vec<Vec<corpus_case::Case>> = match &file {
+        Some(path) => vec![corpus_case::load_path(path)],
+        None => ["crs-cases.jsonl", "payment-api-benign.jsonl"]
+            .into_iter()
+            .map(corpus_case::load)
+            .collect(),
+    };
+    for cases in sources {
+        for case in cases {
             let id = case.id.as_str();
             if !all && !ids.iter().any(|x| x == id) {
                 continue;
