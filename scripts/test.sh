@@ -35,10 +35,6 @@ if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] && [ -z "${SOFTHSM2_MODULE:-}" ]; th
   fi
 fi
 
-step "Formatting and lints"
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
-
 # Every test runs in one release build of the workspace: the simulator needs release speed, and
 # building the dependencies once (not once for debug and again for release) is most of the time
 # this script takes. The binaries below are the ones that build produced. CI builds from
@@ -47,6 +43,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 if [ "${CI:-}" = true ]; then
   export CARGO_INCREMENTAL=0 CARGO_PROFILE_RELEASE_DEBUG=false
 fi
+
+# Clippy checks the release profile, with the settings above: the proc macros and build scripts
+# it compiles are then the ones the release build below uses, built once (in the dev profile
+# they were built again, at the opt-level 1 every dependency has there).
+step "Formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --release --locked -- -D warnings
+
 step "Unit, property, contract, integration and simulator tests (release)"
 cargo test --workspace --release --locked
 
