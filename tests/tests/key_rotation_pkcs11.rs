@@ -1,4 +1,4 @@
-//! The rotation-under-load scenario of `key_rotation.rs` on SoftHSMv2 through PKCS#11. A
+//! The rotation-under-load scenario of `stack/key_rotation.rs` on SoftHSMv2 through PKCS#11. A
 //! process of its own: the module reads `SOFTHSM2_CONF` from the environment when it first
 //! loads, so the variable is set while no other test thread runs.
 

@@ -1,4 +1,5 @@
-//! The rotation-under-load scenario shared by `key_rotation.rs` and `key_rotation_pkcs11.rs`.
+//! The rotation-under-load scenario shared by `stack/key_rotation.rs` and
+//! `key_rotation_pkcs11.rs`.
 
 #![allow(dead_code)]
 

@@ -3,13 +3,11 @@
 //! decrypts afterwards, the old KEKs wrap nothing and can be retired and destroyed, and the
 //! records still decrypt after that. Then the whole database is searched for the raw bytes of
 //! every data key in use (hex and base64): there must be none. Run on the software HSM here and
-//! on SoftHSMv2 through PKCS#11 in `key_rotation_pkcs11.rs` (its own process: the module reads
+//! on SoftHSMv2 through PKCS#11 in `../key_rotation_pkcs11.rs` (its own process: the module reads
 //! `SOFTHSM2_CONF` from the environment, which is set before it loads).
 
-mod rotation_common;
-
+use crate::rotation_common::{rotation_under_load, tuning};
 use integration::stack_on_postgres;
-use rotation_common::{rotation_under_load, tuning};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kek_rotation_under_load_on_the_software_hsm() {

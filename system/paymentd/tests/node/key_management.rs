@@ -7,10 +7,8 @@
 //!
 //! A second test runs the same node on the PKCS#11 backend (SoftHSMv2).
 
-mod common;
-
+use crate::common::{bin, Served};
 use base64::Engine as _;
-use common::{bin, Served};
 use pay_net::{HttpClient, TcpTransport};
 use sqlx::Row;
 use std::path::Path;

@@ -1,8 +1,6 @@
 //! What the paymentd process asks of the kernel for itself.
 
-mod common;
-
-use common::{bin, line_seen};
+use crate::common::{bin, line_seen};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 

@@ -1,8 +1,6 @@
 //! The official `stripe` Python SDK, unchanged, against `paymentd serve` on PostgreSQL over TLS.
 
-mod common;
-
-use common::{python, Served};
+use crate::common::{python, Served};
 use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

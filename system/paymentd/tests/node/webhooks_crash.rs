@@ -3,14 +3,12 @@
 //! once, an event whose transaction rolled back is never delivered, and a receiver that dedupes
 //! by event id applies each event exactly once.
 
-mod common;
-
+use crate::common::{post, Served, TlsTransport};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post as axum_post;
 use axum::Router;
-use common::{post, Served, TlsTransport};
 use pay_net::{HttpClient, Transport};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
