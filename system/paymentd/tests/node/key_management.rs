@@ -7,29 +7,14 @@
 //!
 //! A second test runs the same node on the PKCS#11 backend (SoftHSMv2).
 
-use crate::common::{bin, Served};
+use crate::common::{bin, Served, TlsTransport};
 use base64::Engine as _;
-use pay_net::{HttpClient, TcpTransport};
+use pay_net::HttpClient;
 use sqlx::Row;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-
-struct TlsTransport(tokio_rustls::TlsConnector);
-
-#[async_trait::async_trait]
-impl pay_net::Transport for TlsTransport {
-    async fn bind(&self, addr: &str) -> std::io::Result<pay_net::BoxListener> {
-        TcpTransport.bind(addr).await
-    }
-    async fn connect(&self, host: &str, port: u16) -> std::io::Result<pay_net::BoxIo> {
-        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
-        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        Ok(Box::new(self.0.connect(name, tcp).await?))
-    }
-}
 
 async fn post(http: &HttpClient, s: &Served, key: &str, path: &str, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
     let body = form
