@@ -247,9 +247,11 @@ pub enum Op {
 }
 
 /// An atomic unit of writes plus the events that announce them (the transactional outbox).
-/// `id` makes the commit idempotent: resubmitting an applied transaction is a no-op that
-/// reports [`CommitOutcome::AlreadyApplied`], which is what makes an ambiguous commit safe to
-/// retry.
+/// `id` makes the commit idempotent: resubmitting an applied transaction (the same value, as
+/// [`Db`](crate::Db) retries it) is a no-op that reports [`CommitOutcome::AlreadyApplied`],
+/// which is what makes an ambiguous commit safe to retry. Event ids are drawn fresh for each
+/// transaction, so the PostgreSQL backend recognises a resubmission with events by its first
+/// event; another transaction carrying a stored event's id is refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Txn {
     /// Unique transaction id (`txn_…`).

@@ -6,8 +6,10 @@
 //! statement and one implicit transaction rather than BEGIN, a statement per write and COMMIT.
 //! Record tables all share one shape, so the SQL is generic over a table name taken from the
 //! fixed [`Table`] enum (never from input). Conditional writes use `version` (an update with a
-//! stale version touches no row and fails the transaction); the applied-transaction log
-//! (`store_txns`) makes commits idempotent.
+//! stale version touches no row and fails the transaction). Commits are idempotent: a
+//! transaction with events is recognised when sent again by its first event, which carries
+//! its id (`events.txn_id`, migration 0018), and one without events by its row in the
+//! applied-transaction log (`store_txns`).
 //!
 //! Connections come from [`PgConnections`], which neither pings a connection before use nor
 //! after it (sqlx's pool does the latter, one more round trip per statement); see

@@ -194,11 +194,13 @@ async fn transactions_are_atomic_with_their_events(db: Db) {
     assert!(db.commit(t).await.is_err());
     assert!(db.get::<Widget>("cus_c").await.unwrap().is_none());
 
-    // The same transaction submitted twice applies once.
+    // The same transaction submitted twice applies once: sent again under its id with its events
+    // (a retry after a lost answer sends it whole), it changes nothing.
     let mut t = db.txn();
     t.insert(&w("cus_c", "acct_1", 2));
     t.check::<Widget>("cus_b", 1);
-    t.event(event(&seed, "acct_1", "customer.created", "cus_c", 2));
+    let created = event(&seed, "acct_1", "customer.created", "cus_c", 2);
+    t.event(created.clone());
     let id = t.id().to_owned();
     let req = match db.commit(t).await.unwrap() {
         CommitOutcome::Applied { event_seqs } => {
@@ -212,7 +214,7 @@ async fn transactions_are_atomic_with_their_events(db: Db) {
         id,
         at: 0,
         ops: vec![],
-        events: vec![event(&seed, "acct_1", "customer.created", "cus_c", 2)],
+        events: vec![created],
     };
     match db.execute(Request::Commit(resubmit)).await.unwrap() {
         Response::Committed {
@@ -222,6 +224,24 @@ async fn transactions_are_atomic_with_their_events(db: Db) {
     }
     let evs = db.events_since(0, 100).await.unwrap();
     assert_eq!(evs.items.len(), 1);
+
+    // Another transaction carrying a stored event's id is not that event's transaction sent
+    // again: it is refused whole, whether that event comes first or after a new one (the
+    // PostgreSQL backend recognises a resubmission by its events, migration 0018).
+    let stored = evs.items[0].event.clone();
+    let fresh = event(&seed, "acct_1", "customer.created", "cus_d", 3);
+    for events in [vec![stored.clone()], vec![fresh.clone(), stored.clone()]] {
+        let mut t = db.txn();
+        t.insert(&w("cus_d", "acct_1", 3));
+        for e in events {
+            t.event(e);
+        }
+        let answer = db.commit(t).await;
+        assert!(matches!(answer, Err(StoreError::Invalid(_))), "{answer:?}");
+        assert!(db.get::<Widget>("cus_d").await.unwrap().is_none());
+        let evs = db.events_since(0, 100).await.unwrap();
+        assert_eq!(evs.items.len(), 1, "a refused transaction stores none of its events");
+    }
 }
 
 async fn pagination_newest_first(db: Db) {
@@ -1735,6 +1755,110 @@ async fn postgres_migration_0017_keeps_bodies_and_older_writers() {
     };
     let pending: Vec<Event> = pending.into_iter().map(|e| e.event).collect();
     assert_eq!(pending, vec![evt_before, evt_older, evt_batched, evt_newer]);
+}
+
+/// Migration 0018: a commit with events is marked as applied by its events (`events.txn_id`)
+/// instead of a `store_txns` row. Sent again after its answer was lost, a transaction applied
+/// before the migration (marked in the log) and one applied after it (marked by its events) are
+/// both answered as already applied and write nothing; a transaction without events is still
+/// marked in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migration_0018_marks_commits_by_their_events() {
+    let tdb = pay_store::testing::TestDatabase::create_migrated_to(Some(17))
+        .await
+        .expect("test PostgreSQL");
+    let backend = tdb.backend().await.unwrap();
+    let pool = backend.pool().clone();
+    let db = Db::new(Arc::new(backend), env());
+    let seed = SeededEntropy::new(18, "0018");
+    let txn = |id: &str, widget: &str, events: Vec<Event>| Txn {
+        id: id.into(),
+        at: 1,
+        ops: vec![Op::Insert {
+            table: Table::Customers,
+            record: Record {
+                id: widget.into(),
+                account: "acct_1".into(),
+                version: 1,
+                created: 1,
+                k1: None,
+                k2: None,
+                body: JsonText::of(&w(widget, "acct_1", 1)).unwrap(),
+            },
+        }],
+        events,
+    };
+    let send = |t: &Txn| db.execute(Request::Commit(t.clone()));
+    let applied = |answer: Result<Response, StoreError>| match answer {
+        Ok(Response::Committed { outcome }) => outcome,
+        other => panic!("unexpected {other:?}"),
+    };
+    let counts = || async {
+        sqlx::query_as::<_, (i64, i64, i64)>(
+            "SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM events), (SELECT count(*) FROM store_txns)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+
+    let before = txn(
+        "txn_before",
+        "cus_before",
+        vec![event(&seed, "acct_1", "customer.created", "cus_before", 1)],
+    );
+    assert!(matches!(applied(send(&before).await), CommitOutcome::Applied { .. }));
+    assert_eq!(
+        counts().await,
+        (1, 1, 1),
+        "before 0018 every commit has a row in the log"
+    );
+
+    pay_store::postgres::MIGRATOR
+        .run(&mut *pool.acquire().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(applied(send(&before).await), CommitOutcome::AlreadyApplied);
+
+    let after = txn(
+        "txn_after",
+        "cus_after",
+        vec![
+            event(&seed, "acct_1", "customer.created", "cus_after", 2),
+            event(&seed, "acct_1", "customer.updated", "cus_after", 2),
+        ],
+    );
+    assert!(matches!(applied(send(&after).await), CommitOutcome::Applied { event_seqs } if event_seqs.len() == 2));
+    assert_eq!(
+        counts().await,
+        (2, 3, 1),
+        "a commit with events writes no row in the log"
+    );
+    let marks: Vec<(String, Option<String>)> = sqlx::query_as("SELECT id, txn_id FROM events ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let expected: Vec<(String, Option<String>)> = std::iter::once((before.events[0].id.to_string(), None))
+        .chain(
+            after
+                .events
+                .iter()
+                .map(|e| (e.id.to_string(), Some("txn_after".to_string()))),
+        )
+        .collect();
+    assert_eq!(marks, expected);
+    assert_eq!(applied(send(&after).await), CommitOutcome::AlreadyApplied);
+    assert_eq!(applied(send(&before).await), CommitOutcome::AlreadyApplied);
+    assert_eq!(counts().await, (2, 3, 1), "a transaction sent again writes nothing");
+
+    let quiet = txn("txn_quiet", "cus_quiet", vec![]);
+    assert!(matches!(applied(send(&quiet).await), CommitOutcome::Applied { .. }));
+    assert_eq!(applied(send(&quiet).await), CommitOutcome::AlreadyApplied);
+    assert_eq!(
+        counts().await,
+        (3, 3, 2),
+        "a commit without events is marked in the log"
+    );
 }
 
 /// Migration 0014's `store_get_many` reads every record table: one round trip answers, for
