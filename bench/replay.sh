@@ -5,7 +5,7 @@
 # without the run-to-run spread of a whole bench run. See docs/performance.md ("bench/replay.sh").
 #
 #   KEEP=1 PG_LOG_STATEMENTS=1 bench/run.sh --duration 3 --no-build   # prints the work directory
-#   bench/replay.sh [--lane commits|async|both] [--repeat N] WORKDIR [VARIANT.sql ...]
+#   bench/replay.sh [--lane commits|async|both] [--repeat N] [--instructions STATEMENTS] WORKDIR [VARIANT.sql ...]
 #
 # WORKDIR is the kept work directory (its pgrun/postgres.log holds every statement paymentd
 # executed, with parameters). The store's writes are replayed in log order, parameters
@@ -19,22 +19,31 @@
 # migrations give; each VARIANT.sql is applied after them for a row of its own. Every row is
 # the median of --repeat runs (default 3), each on a new database; the databases take turns,
 # one run each per round.
+# --instructions STATEMENTS counts instructions instead of timing: the first STATEMENTS
+# statements run once per database in a single-user backend under valgrind's callgrind, and
+# each row gives the instructions of executing them (PortalRun, inclusive: the functions'
+# work, without reading and planning the replay's literal text, which the node binds as
+# parameters instead) per call, and of the whole backend per call. Instruction counts do not
+# move with the machine's load, so two versions a few per cent apart can be told apart.
 # Environment: PG_BIN (default /usr/lib/postgresql/15/bin).
 set -euo pipefail
 
 LANE=both
 REPEAT=3
+INSTRUCTIONS=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --lane) LANE=$2; shift 2 ;;
         --repeat) REPEAT=$2; shift 2 ;;
+        --instructions) INSTRUCTIONS=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         -*) echo "unknown argument: $1" >&2; exit 2 ;;
         *) break ;;
     esac
 done
 case "$LANE" in commits|async|both) ;; *) echo "--lane must be commits, async or both" >&2; exit 2 ;; esac
-[ $# -ge 1 ] || { echo "usage: bench/replay.sh [--lane commits|async|both] [--repeat N] WORKDIR [VARIANT.sql ...]" >&2; exit 2; }
+case "$INSTRUCTIONS" in ''|*[!0-9]*) echo "--instructions takes a number of statements" >&2; exit 2 ;; esac
+[ $# -ge 1 ] || { echo "usage: bench/replay.sh [--lane commits|async|both] [--repeat N] [--instructions STATEMENTS] WORKDIR [VARIANT.sql ...]" >&2; exit 2; }
 SRC=$1; shift
 LOG=$SRC/pgrun/postgres.log
 [ -f "$LOG" ] || { echo "no statement log at $LOG (run bench/run.sh with KEEP=1 PG_LOG_STATEMENTS=1)" >&2; exit 1; }
@@ -68,6 +77,7 @@ detail = re.compile(r"^\S+ \S+ \S+ \[\d+\] DETAIL:  parameters: (.*)$")
 param = re.compile(r"\$(\d+) = (NULL|'(?:[^']|'')*')")
 lines = open(log, encoding="utf-8", errors="replace").read().split("\n")
 kept = calls = 0
+each = []
 with open(out, "w") as f:
     for i, line in enumerate(lines):
         m = execute.match(line)
@@ -88,16 +98,62 @@ with open(out, "w") as f:
         # A framed batch carries one body count per transaction in $3 (an int[]); the others a
         # JSON array of calls (store transactions, key or velocity calls) in $1.
         if "store_commit_framed_batch(" in query:
-            calls += len(values[3].strip("'{}").split(","))
+            n = len(values[3].strip("'{}").split(","))
         elif "_batch(" in query:
-            calls += len(json.loads(values[1][1:-1].replace("''", "'")))
+            n = len(json.loads(values[1][1:-1].replace("''", "'")))
         else:
-            calls += 1
+            n = 1
+        calls += n
+        each.append(n)
 if kept == 0:
     sys.exit("no statements of lane %s in %s" % (lane, log))
 open(out + ".calls", "w").write("%d\n" % calls)
+open(out + ".each", "w").write("".join("%d\n" % n for n in each))
 print("== %d statements carrying %d calls (lane %s) from %s" % (kept, calls, lane, log))
 EOF
+
+# --- instructions: each database in a single-user backend under callgrind --------------------
+if [ "$INSTRUCTIONS" -gt 0 ]; then
+    command -v valgrind >/dev/null || { echo "--instructions needs valgrind (and callgrind_annotate)" >&2; exit 1; }
+    # The single-user backend ends a statement at a semicolon followed by an empty line (-j).
+    head -n "$INSTRUCTIONS" "$WORK/replay.sql" | awk '{ print; print "" }' >"$WORK/single.sql"
+    CALLS=$(head -n "$INSTRUCTIONS" "$WORK/replay.sql.each" | awk '{ s += $1 } END { print s }')
+    STATEMENTS=$(grep -c . "$WORK/single.sql")
+    echo "== instructions of the first $STATEMENTS statements ($CALLS calls), one single-user run per database"
+    printf '%-40s %18s %18s\n' "database" "executing per call" "backend per call"
+    VARIANTS=("" "$@")
+    for i in "${!VARIANTS[@]}"; do
+        D=$WORK/db$i
+        mkdir -p "$D.run"
+        [ "$(id -u)" = 0 ] && chown postgres "$WORK" "$D.run"
+        as_pg "$PG_BIN/initdb" -D "$D" -U postgres --auth=trust -E UTF8 >"$WORK/initdb$i.log" 2>&1
+        PORT=$(free_port)
+        as_pg "$PG_BIN/pg_ctl" -D "$D" -l "$D.run/postgres.log" -w \
+            -o "-p $PORT -k $D.run -c listen_addresses=127.0.0.1" start >/dev/null
+        psql -qX "postgres://postgres@127.0.0.1:$PORT/postgres" -c "CREATE DATABASE replay" >/dev/null
+        for m in "$ROOT"/system/store/migrations/*.sql; do
+            psql -qX -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$PORT/replay" -f "$m" >/dev/null
+        done
+        [ -n "${VARIANTS[i]}" ] && psql -qX -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$PORT/replay" -f "${VARIANTS[i]}" >/dev/null
+        as_pg "$PG_BIN/pg_ctl" -D "$D" -w stop >/dev/null
+        as_pg valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.$i" \
+            "$PG_BIN/postgres" --single -D "$D" -j -c synchronous_commit=off replay \
+            <"$WORK/single.sql" >"$WORK/single$i.out" 2>"$WORK/valgrind$i.log"
+        if grep -q "ERROR:" "$WORK/single$i.out"; then
+            echo "the replay failed in ${VARIANTS[i]:-the baseline} (the log and the migrations disagree?):" >&2
+            grep -m 3 "ERROR:" "$WORK/single$i.out" >&2
+            exit 1
+        fi
+        total=$(sed -n 's/^summary: //p' "$WORK/callgrind.$i")
+        executing=$(callgrind_annotate --inclusive=yes "$WORK/callgrind.$i" 2>/dev/null \
+            | awk '$NF ~ /postgres\]$/ && $(NF-1) == "???:PortalRun" && !found { gsub(",", "", $1); print $1; found = 1 }')
+        [ -n "$executing" ] || { echo "no PortalRun in the profile of ${VARIANTS[i]:-the baseline}" >&2; exit 1; }
+        printf '%-40s %18s %18s\n' "${VARIANTS[i]:-migrations (baseline)}" \
+            "$(awk -v x="$executing" -v n="$CALLS" 'BEGIN { printf "%.0f", x / n }')" \
+            "$(awk -v x="$total" -v n="$CALLS" 'BEGIN { printf "%.0f", x / n }')"
+    done
+    exit 0
+fi
 
 # --- a throwaway cluster ----------------------------------------------------------------------
 PGPORT=$(free_port)
