@@ -6,7 +6,7 @@
 //! what such a call costs PostgreSQL is mostly the transaction around it (the round trip, the
 //! snapshot, the commit record and the WAL flush), not its rows. So calls that arrive while
 //! others of their kind are being written wait for them and then go together: commits through
-//! migration 0017's `store_commit_framed_batch`, the calls that commit asynchronously
+//! `store_commit_framed_batch` (migrations 0017, 0018), the calls that commit asynchronously
 //! (idempotency keys, velocity counters) through migration 0011's `async_batch`. Both run each
 //! call in its own subtransaction: one that conflicts or fails rolls back alone, and every
 //! answer is the one that call would have had on its own, in the order the batch ran them. No

@@ -1667,6 +1667,19 @@ async fn postgres_framed_batches_give_each_transaction_its_own_bodies() {
             .unwrap_err();
         assert_eq!(sqlstate(&err).as_deref(), Some("PY002"), "{counts:?}: {err}");
     }
+    // The function a batch calls for each transaction (migration 0018) refuses a range of
+    // bodies outside the array instead of reading absent ones.
+    for (first, count) in [(-1i32, 1i32), (0, 2), (1, 1), (0, -1)] {
+        let err = sqlx::query("SELECT store_commit_framed_at($1::jsonb, $2, $3, $4)")
+            .bind(txn("t7", vec![], vec![event("evt_7")]))
+            .bind(vec![r#"{"b":"evt_7"}"#.to_string()])
+            .bind(first)
+            .bind(count)
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err).as_deref(), Some("PY002"), "{first} {count}: {err}");
+    }
 }
 
 /// Migration 0017 turns every body column into `json` and moves commits to
