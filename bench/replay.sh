@@ -112,6 +112,15 @@ open(out + ".each", "w").write("".join("%d\n" % n for n in each))
 print("== %d statements carrying %d calls (lane %s) from %s" % (kept, calls, lane, log))
 EOF
 
+# Applies the migrations, then the variant (if any), to the database at URL $1.
+load_schema() {
+    local m
+    for m in "$ROOT"/system/store/migrations/*.sql; do
+        psql -qX -v ON_ERROR_STOP=1 "$1" -f "$m" >/dev/null
+    done
+    if [ -n "$2" ]; then psql -qX -v ON_ERROR_STOP=1 "$1" -f "$2" >/dev/null; fi
+}
+
 # --- instructions: each database in a single-user backend under callgrind --------------------
 if [ "$INSTRUCTIONS" -gt 0 ]; then
     command -v valgrind >/dev/null || { echo "--instructions needs valgrind (and callgrind_annotate)" >&2; exit 1; }
@@ -131,10 +140,7 @@ if [ "$INSTRUCTIONS" -gt 0 ]; then
         as_pg "$PG_BIN/pg_ctl" -D "$D" -l "$D.run/postgres.log" -w \
             -o "-p $PORT -k $D.run -c listen_addresses=127.0.0.1" start >/dev/null
         psql -qX "postgres://postgres@127.0.0.1:$PORT/postgres" -c "CREATE DATABASE replay" >/dev/null
-        for m in "$ROOT"/system/store/migrations/*.sql; do
-            psql -qX -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$PORT/replay" -f "$m" >/dev/null
-        done
-        [ -n "${VARIANTS[i]}" ] && psql -qX -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$PORT/replay" -f "${VARIANTS[i]}" >/dev/null
+        load_schema "postgres://postgres@127.0.0.1:$PORT/replay" "${VARIANTS[i]}"
         as_pg "$PG_BIN/pg_ctl" -D "$D" -w stop >/dev/null
         as_pg valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.$i" \
             "$PG_BIN/postgres" --single -D "$D" -j -c synchronous_commit=off replay \
@@ -170,10 +176,7 @@ replay_once() {
     local variant=$1
     psql -qX "$URL/postgres" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS replay" \
         -c "CREATE DATABASE replay" >/dev/null
-    for m in "$ROOT"/system/store/migrations/*.sql; do
-        psql -qX -v ON_ERROR_STOP=1 "$URL/replay" -f "$m" >/dev/null
-    done
-    [ -n "$variant" ] && psql -qX -v ON_ERROR_STOP=1 "$URL/replay" -f "$variant" >/dev/null
+    load_schema "$URL/replay" "$variant"
     {
         echo 'SET synchronous_commit = off;'
         echo 'SELECT pg_backend_pid() AS pid \gset'
