@@ -107,7 +107,6 @@ with open(out, "w") as f:
         each.append(n)
 if kept == 0:
     sys.exit("no statements of lane %s in %s" % (lane, log))
-open(out + ".calls", "w").write("%d\n" % calls)
 open(out + ".each", "w").write("".join("%d\n" % n for n in each))
 print("== %d statements carrying %d calls (lane %s) from %s" % (kept, calls, lane, log))
 EOF
@@ -197,7 +196,7 @@ print("%.2f" % ((int(b[11]) + int(b[12]) - int(a[11]) - int(a[12])) / tick))
 EOF
 }
 
-CALLS=$(cat "$WORK/replay.sql.calls")
+CALLS=$(awk '{ s += $1 } END { print s }' "$WORK/replay.sql.each")
 printf '%-40s %10s %10s %13s %s\n' "database" "CPU (min)" "(median)" "per call" "runs"
 # The databases take turns, one run each per round, so that a machine getting busier or quieter
 # during the replay moves every row alike instead of favouring the rows measured last.
