@@ -1,15 +1,20 @@
 //! Velocity counters in PostgreSQL: one call per score.
 //!
-//! The table `fraud_velocity` and the statements that observe an attempt and record its
-//! outcome are the store's migrations' (`system/store/migrations/0003_fraud_velocity.sql`,
-//! `0011_asynchronous_lane.sql`: one migrator owns the schema). Observing inserts the attempt
-//! (idempotent on its id within the day, which makes retries free) and counts the windows in
-//! the same statement; each key (card, IP, customer) reads at most its latest
-//! [`VELOCITY_CAP`] attempts of the day from its index, so a score costs the same however busy
-//! the key is. (An attempt id last seen more than a day ago, which the memory store has
-//! pruned, is recorded afresh in both stores.) Both calls go through the store's lane of
-//! asynchronously committed calls ([`PgBackend::asynchronous_calls`]), which shares a round
-//! trip and a transaction among concurrent calls, each in its own subtransaction.
+//! The tables and the functions that observe an attempt, record its outcome and prune are the
+//! store's migrations' (`system/store/migrations/0003_fraud_velocity.sql`, `0011_asynchronous_lane.sql`,
+//! `0019_velocity_counted_as_attempts_arrive.sql`: one migrator owns the schema). Observing
+//! inserts the attempt (idempotent on its id within the day, which makes retries free), adds it
+//! to its keys' counts kept in ten-minute buckets, and answers the windows in the same call: a
+//! score reads its keys' buckets and at most the few attempts of the oldest bucket's part inside
+//! a window, so it costs about the same however busy a key is. (An attempt id last seen more
+//! than a day ago, which the memory store has pruned, is recorded afresh in both stores.) Both
+//! calls go through the store's lane of asynchronously committed calls
+//! ([`PgBackend::asynchronous_calls`]), which shares a round trip and a transaction among
+//! concurrent calls, each in its own subtransaction.
+//!
+//! Each store draws a writer number from the database once and sends it with every call: the
+//! count rows it adds to are its own, so two nodes never wait on each other's rows, nor deadlock
+//! taking two keys in opposite orders (migration 0019 says more).
 //!
 //! Both commit asynchronously (`synchronous_commit` off for their transaction). The counters
 //! are evidence for scoring, not money. A crash can lose only what no later synchronous commit
@@ -22,6 +27,8 @@ use crate::velocity::{DAY_MS, HOUR_MS, VELOCITY_CAP};
 use async_trait::async_trait;
 use pay_core::Timestamp;
 use pay_store::postgres::{AsyncCalls, PgBackend, PgConnections};
+use std::sync::Arc;
+use tokio::sync::OnceCell;
 
 /// Velocity counters in PostgreSQL.
 #[derive(Clone)]
@@ -29,6 +36,8 @@ pub struct PgVelocityStore {
     calls: AsyncCalls,
     pool: PgConnections,
     cap: u32,
+    /// This store's writer number, drawn on first use (see the module docs).
+    writer: Arc<OnceCell<i32>>,
 }
 
 impl std::fmt::Debug for PgVelocityStore {
@@ -68,24 +77,32 @@ impl PgVelocityStore {
             calls: store.asynchronous_calls(),
             pool: store.pool().clone(),
             cap: VELOCITY_CAP,
+            writer: Arc::new(OnceCell::new()),
         }
     }
 
-    /// The same store counting at most `cap` attempts per key (see [`VELOCITY_CAP`]; tests use
-    /// small caps to reach them).
+    /// This store's writer number: drawn from `fraud_velocity_writers` the first time, so that
+    /// every store, on every node, adds to count rows no other store writes.
+    async fn writer(&self) -> Result<i32, VelocityError> {
+        self.writer
+            .get_or_try_init(|| async {
+                let n: i64 = sqlx::query_scalar("SELECT nextval('fraud_velocity_writers')")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                // Writer numbers wrap within i32; two stores sharing one after two billion
+                // starts would only wait on each other's rows, never miscount.
+                Ok(i32::try_from(n % i64::from(i32::MAX)).unwrap_or(0))
+            })
+            .await
+            .copied()
+    }
+
+    /// The same store saturating its counts at `cap` (see [`VELOCITY_CAP`]; tests use small
+    /// caps to reach them).
     pub fn with_cap(mut self, cap: u32) -> PgVelocityStore {
         self.cap = cap.max(1);
         self
-    }
-
-    /// Deletes attempts that can no longer be in any window (older than a day before `now`).
-    pub async fn prune(&self, now: Timestamp) -> Result<u64, VelocityError> {
-        let r = sqlx::query("DELETE FROM fraud_velocity WHERE t <= $1")
-            .bind(now.millis() - DAY_MS)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(r.rows_affected())
     }
 }
 
@@ -103,6 +120,7 @@ impl VelocityStore for PgVelocityStore {
             "day_ms": DAY_MS,
             "hour_ms": HOUR_MS,
             "cap": i64::from(self.cap),
+            "writer": self.writer().await?,
         });
         let c: Counted = serde_json::from_value(self.calls.call(&call).await.map_err(unavailable)?)
             .map_err(|e| unavailable(format!("unreadable velocity counts: {e}")))?;
@@ -130,8 +148,18 @@ impl VelocityStore for PgVelocityStore {
             "op": "outcome",
             "attempt_id": attempt_id,
             "outcome": outcome_name(outcome),
+            "writer": self.writer().await?,
         });
         self.calls.call(&call).await.map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn prune(&self, now: Timestamp) -> Result<u64, VelocityError> {
+        let n: i64 = sqlx::query_scalar("SELECT velocity_prune($1)")
+            .bind(now.millis() - DAY_MS)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }

@@ -831,12 +831,12 @@ attributes! {
     Livemode = "livemode": Ty::Bool, "True for live payments, false in test mode.";
     CardAttempts1h = "card_attempts_1h": Ty::Num, "Attempts on this card in the last hour (this one included; counted up to 1,000).";
     CardAttempts24h = "card_attempts_24h": Ty::Num, "Attempts on this card in the last 24 hours (counted up to 1,000).";
-    CardDeclines1h = "card_declines_1h": Ty::Num, "Declined or blocked attempts on this card in the last hour (among its latest 1,000 attempts of the day).";
-    CardDeclines24h = "card_declines_24h": Ty::Num, "Declined or blocked attempts on this card in the last 24 hours (among its latest 1,000).";
+    CardDeclines1h = "card_declines_1h": Ty::Num, "Declined or blocked attempts on this card in the last hour (counted up to 1,000).";
+    CardDeclines24h = "card_declines_24h": Ty::Num, "Declined or blocked attempts on this card in the last 24 hours (counted up to 1,000).";
     IpAttempts1h = "ip_attempts_1h": Ty::Num, "Attempts from this IP address in the last hour (counted up to 1,000).";
     IpAttempts24h = "ip_attempts_24h": Ty::Num, "Attempts from this IP address in the last 24 hours (counted up to 1,000).";
-    CustomerDistinctCards24h = "customer_distinct_cards_24h": Ty::Num, "Distinct cards this customer used in 24 hours (among its latest 1,000 attempts).";
-    IpDistinctCards24h = "ip_distinct_cards_24h": Ty::Num, "Distinct cards used from this IP address in 24 hours (among its latest 1,000 attempts).";
+    CustomerDistinctCards24h = "customer_distinct_cards_24h": Ty::Num, "Distinct cards this customer used in 24 hours (counted up to 1,000).";
+    IpDistinctCards24h = "ip_distinct_cards_24h": Ty::Num, "Distinct cards used from this IP address in 24 hours (counted up to 1,000).";
 }
 
 /// A runtime value.

@@ -1,20 +1,24 @@
 //! Velocity counters: how often a card, an IP address or a customer was seen recently.
 //!
 //! Windows are exact and sliding: an attempt at time `t` (Unix ms) is inside the window of
-//! length `W` ending at `now` when `now − W < t ≤ now`. Counts include the attempt being
-//! scored. Every attempt is recorded once per `attempt_id`: observing or recording the outcome
-//! of the same attempt again (a retried request) changes nothing. A decline counts in the
-//! windows that contain the declined attempt's own time. An attempt id last observed more than
-//! a day ago is no longer remembered and counts as new.
+//! length `W` at `now` when `now − W < t` (an attempt stamped after `now`, by a node whose clock
+//! runs ahead, counts too). Counts include the attempt being scored. Every attempt is recorded
+//! once per `attempt_id`: observing or recording the outcome of the same attempt again (a
+//! retried request) changes nothing. A decline counts in the windows that contain the declined
+//! attempt's own time. An attempt id last observed more than a day ago is no longer remembered
+//! and counts as new.
 //!
-//! Counts are per merchant account, and each key's counts are taken over at most its latest
-//! [`VELOCITY_CAP`] attempts in the day's window (ordered by time, then attempt id): the attempt
-//! counts saturate at the cap, and when a key had more attempts than that in 24 h its decline
-//! counts and distinct cards are those of its latest [`VELOCITY_CAP`] attempts. Without the cap a
-//! key that sees every payment (a merchant whose server is the client, so one IP address) made
-//! each score scan the whole day: in PostgreSQL about 0.7 µs per attempt, 0.7 s per score after a
-//! million. Backends: [`MemoryVelocityStore`] (the simulator, tests,
-//! `paymentd dev`) and [`crate::pg::PgVelocityStore`] (production: one SQL statement per score).
+//! Counts are per merchant account, and every count saturates at [`VELOCITY_CAP`]: attempts,
+//! declines and distinct cards are each exact up to the cap and the cap beyond it. The cap is
+//! what bounds the PostgreSQL store's work for a busy key: it keeps each key's attempts and
+//! declines counted in ten-minute buckets as they arrive, and reads attempts one by one only
+//! for the part of the oldest bucket inside a window, and only while the buckets' sum is under
+//! the cap (migration 0019). A key that sees every payment (a merchant whose server is the
+//! client, so one IP address) therefore costs a score a few dozen rows, not the day's attempts.
+//! Backends: [`MemoryVelocityStore`] (the simulator, tests, `paymentd dev`) and
+//! [`crate::pg::PgVelocityStore`] (production: one call per score). Both forget what no window
+//! can hold any more: the memory store on every observation, PostgreSQL when
+//! [`VelocityStore::prune`] runs (the fraud role does, every minute).
 
 use async_trait::async_trait;
 use pay_core::Timestamp;
@@ -27,8 +31,8 @@ pub const HOUR_MS: i64 = 3_600_000;
 /// One day in ms.
 pub const DAY_MS: i64 = 24 * HOUR_MS;
 
-/// Most attempts counted per key and window (see the module docs): a feature `ln(1 + count)`
-/// stops growing at about 6.9, and a rule can compare a velocity attribute with up to this.
+/// Where every velocity count saturates (see the module docs): a feature `ln(1 + count)` stops
+/// growing at about 6.9, and a rule can compare a velocity attribute with up to this.
 pub const VELOCITY_CAP: u32 = 1000;
 
 /// What a velocity store records about an attempt.
@@ -140,6 +144,9 @@ pub trait VelocityStore: Send + Sync + 'static {
         outcome: AttemptOutcome,
         at: Timestamp,
     ) -> Result<(), VelocityError>;
+    /// Forgets what no window at or after `now` can count (attempts a day old or older), so
+    /// that the store stays the size of a day's traffic; answers the attempts forgotten.
+    async fn prune(&self, now: Timestamp) -> Result<u64, VelocityError>;
 }
 
 #[derive(Debug, Clone)]
@@ -183,32 +190,26 @@ impl Inner {
         }
     }
 
-    /// Forgets attempts older than a day before `now` and, beyond `max`, the oldest ones.
-    fn prune(&mut self, now: i64, max: usize) {
+    /// Forgets attempts a day old or older at `now` and, beyond `max`, the oldest ones;
+    /// answers how many.
+    fn prune(&mut self, now: i64, max: usize) -> u64 {
+        let mut removed = 0;
         while let Some(first) = self.by_time.first().cloned() {
             if first.0 <= now - DAY_MS || self.by_time.len() > max {
                 self.remove(&first);
+                removed += 1;
             } else {
                 break;
             }
         }
+        removed
     }
 
-    /// The key's latest `cap` attempts with `now − DAY_MS < t ≤ now`, newest first.
-    fn latest<'a>(
-        &'a self,
-        idx: &'a BTreeMap<Key, BTreeSet<(i64, String)>>,
-        key: &Key,
-        now: i64,
-        cap: usize,
-    ) -> Vec<&'a Entry> {
+    /// The key's attempts in the day's window at `now` (`now − DAY_MS < t`).
+    fn in_day<'a>(&'a self, idx: &'a BTreeMap<Key, BTreeSet<(i64, String)>>, key: &Key, now: i64) -> Vec<&'a Entry> {
         idx.get(key)
             .into_iter()
-            .flat_map(move |set| {
-                set.range((now - DAY_MS + 1, String::new())..(now + 1, String::new()))
-                    .rev()
-            })
-            .take(cap)
+            .flat_map(move |set| set.range((now - DAY_MS + 1, String::new())..))
             .filter_map(|(_, id)| self.attempts.get(id))
             .collect()
     }
@@ -239,8 +240,8 @@ impl MemoryVelocityStore {
         }
     }
 
-    /// The same store counting at most `cap` attempts per key (see [`VELOCITY_CAP`]; tests use
-    /// small caps to reach them).
+    /// The same store saturating its counts at `cap` (see [`VELOCITY_CAP`]; tests use small
+    /// caps to reach them).
     pub fn with_cap(mut self, cap: u32) -> MemoryVelocityStore {
         self.cap = (cap as usize).max(1);
         self
@@ -304,6 +305,7 @@ impl MemoryVelocityStore {
             }
         };
         let hour_ago = now - HOUR_MS;
+        let cap = u32::try_from(self.cap).unwrap_or(u32::MAX);
         let count = |entries: &[&Entry], since: i64| -> (u32, u32) {
             let mut n = 0u32;
             let mut d = 0u32;
@@ -313,16 +315,16 @@ impl MemoryVelocityStore {
                     d = d.saturating_add(1);
                 }
             }
-            (n, d)
+            (n.min(cap), d.min(cap))
         };
         let distinct = |entries: &[&Entry]| -> u32 {
             let cards: BTreeSet<&String> = entries.iter().filter_map(|e| e.obs.card.as_ref()).collect();
-            u32::try_from(cards.len()).unwrap_or(u32::MAX)
+            u32::try_from(cards.len()).unwrap_or(u32::MAX).min(cap)
         };
         let mut c = VelocityCounts::default();
         let acct = &stored.account;
         if let Some(card) = &stored.card {
-            let day = g.latest(&g.by_card, &(acct.clone(), card.clone()), now, self.cap);
+            let day = g.in_day(&g.by_card, &(acct.clone(), card.clone()), now);
             let (a1, d1) = count(&day, hour_ago);
             let (a24, d24) = count(&day, i64::MIN);
             c.card_attempts_1h = Some(a1);
@@ -331,13 +333,13 @@ impl MemoryVelocityStore {
             c.card_declines_24h = Some(d24);
         }
         if let Some(ip) = &stored.ip {
-            let day = g.latest(&g.by_ip, &(acct.clone(), ip.clone()), now, self.cap);
+            let day = g.in_day(&g.by_ip, &(acct.clone(), ip.clone()), now);
             c.ip_attempts_1h = Some(count(&day, hour_ago).0);
             c.ip_attempts_24h = Some(count(&day, i64::MIN).0);
             c.ip_distinct_cards_24h = Some(distinct(&day));
         }
         if let Some(cu) = &stored.customer {
-            let day = g.latest(&g.by_customer, &(acct.clone(), cu.clone()), now, self.cap);
+            let day = g.in_day(&g.by_customer, &(acct.clone(), cu.clone()), now);
             c.customer_distinct_cards_24h = Some(distinct(&day));
         }
         c.masked(&stored)
@@ -373,6 +375,10 @@ impl VelocityStore for MemoryVelocityStore {
     ) -> Result<(), VelocityError> {
         self.record_outcome_now(attempt_id, outcome);
         Ok(())
+    }
+
+    async fn prune(&self, now: Timestamp) -> Result<u64, VelocityError> {
+        Ok(self.lock().prune(now.millis(), self.max_attempts))
     }
 }
 
@@ -427,30 +433,39 @@ mod tests {
         assert_eq!(s.len(), 1);
     }
 
-    /// A key busier than the cap costs the same as one at the cap: its attempt counts saturate,
-    /// and its declines and distinct cards are those of its latest `cap` attempts.
+    /// Each count saturates at the cap on its own: attempts, declines and distinct cards are
+    /// exact up to it and the cap beyond it.
     #[test]
-    fn counts_saturate_at_the_cap_and_describe_the_latest_attempts() {
+    fn every_count_saturates_at_the_cap() {
         let s = MemoryVelocityStore::default().with_cap(3);
         let t0 = 1_800_000_000_000i64;
-        for (i, card) in ["fp1", "fp2", "fp3", "fp3", "fp3"].iter().enumerate() {
+        for (i, card) in ["fp1", "fp2", "fp1", "fp1", "fp1"].iter().enumerate() {
             let id = format!("a{i}");
             s.observe_now(&obs(&id, Some(card), Some("10.0.0.1"), None), Timestamp(t0 + i as i64));
-            let outcome = if i == 0 {
-                AttemptOutcome::Declined
-            } else {
+            let outcome = if i == 1 {
                 AttemptOutcome::Approved
+            } else {
+                AttemptOutcome::Declined
             };
             s.record_outcome_now(&id, outcome);
         }
         let c = s.observe_now(&obs("a5", Some("fp1"), Some("10.0.0.1"), None), Timestamp(t0 + 10));
-        // Six attempts from the IP: counted as three; the latest three used fp3, fp3 and fp1.
+        // Five attempts on fp1, four declined: both counted as three.
+        assert_eq!(c.card_attempts_24h, Some(3));
+        assert_eq!(c.card_declines_24h, Some(3));
+        // Six attempts from the IP (three), with two cards: under the cap, exact.
         assert_eq!(c.ip_attempts_1h, Some(3));
-        assert_eq!(c.ip_attempts_24h, Some(3));
         assert_eq!(c.ip_distinct_cards_24h, Some(2));
-        // fp1's two attempts are under the cap: exact, with a0's decline.
+        for (i, card) in ["fp3", "fp4"].iter().enumerate() {
+            s.observe_now(
+                &obs(&format!("b{i}"), Some(card), Some("10.0.0.1"), None),
+                Timestamp(t0 + 20),
+            );
+        }
+        let c = s.observe_now(&obs("b2", Some("fp2"), Some("10.0.0.1"), None), Timestamp(t0 + 30));
+        assert_eq!(c.ip_distinct_cards_24h, Some(3));
         assert_eq!(c.card_attempts_24h, Some(2));
-        assert_eq!(c.card_declines_24h, Some(1));
+        assert_eq!(c.card_declines_24h, Some(0));
         let uncapped = MemoryVelocityStore::default();
         for i in 0..5 {
             uncapped.observe_now(&obs(&format!("a{i}"), Some("fp"), None, None), Timestamp(t0 + i));
@@ -461,6 +476,16 @@ mod tests {
                 .card_attempts_1h,
             Some(6)
         );
+    }
+
+    /// An attempt stamped after `now` (by a node whose clock runs ahead) is inside the window.
+    #[test]
+    fn an_attempt_stamped_ahead_counts() {
+        let s = MemoryVelocityStore::default();
+        let t0 = 1_800_000_000_000i64;
+        s.observe_now(&obs("ahead", Some("fp"), None, None), Timestamp(t0 + 500));
+        let c = s.observe_now(&obs("now", Some("fp"), None, None), Timestamp(t0));
+        assert_eq!(c.card_attempts_1h, Some(2));
     }
 
     #[test]

@@ -180,6 +180,10 @@ pub struct Tuning {
 /// How often expired idempotency keys are deleted.
 pub const REAP_EVERY: Duration = Duration::from_secs(600);
 
+/// How often the fraud role deletes velocity attempts older than a day: a minute's traffic
+/// at a time, so each delete stays short.
+pub const VELOCITY_PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 /// Leeway for clock differences when checking internal service tokens.
 pub const TOKEN_LEEWAY: Duration = Duration::from_secs(300);
 /// Lifetime of internal service tokens.
@@ -376,6 +380,26 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
                 Some(v) => v.clone(),
                 None => Arc::new(pay_fraud::MemoryVelocityStore::default()),
             };
+            // The pruner: velocity counts a day's attempts; older ones are deleted every minute
+            // (the memory store also forgets them as it goes).
+            let pruned = velocity.clone();
+            let prune_env = env.clone();
+            background.push(Box::new(move |mut stop| {
+                Box::pin(async move {
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = stop.wait_for(|s| *s) => return,
+                            _ = tokio::time::sleep(VELOCITY_PRUNE_EVERY) => {}
+                        }
+                        match pruned.prune(prune_env.now()).await {
+                            Ok(0) => {}
+                            Ok(attempts) => tracing::info!(attempts, "pruned fraud velocity attempts older than a day"),
+                            Err(e) => tracing::warn!(error = %e, "fraud velocity pruning failed"),
+                        }
+                    }
+                })
+            }));
             let f = Arc::new(pay_fraud::service::FraudService::new(
                 db.clone(),
                 env.clone(),

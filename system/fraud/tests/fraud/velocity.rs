@@ -3,10 +3,12 @@
 
 use pay_core::{Currency, Entropy, Env, Money, SeededEntropy, Timestamp};
 use pay_fraud::pg::PgVelocityStore;
+use pay_fraud::velocity::DAY_MS;
 use pay_fraud::{
     Action, AttemptOutcome, FraudEngine, MemoryLists, MemoryVelocityStore, Observation, PaymentContext, RuleSet,
     VelocityStore,
 };
+use pay_store::postgres::PgBackend;
 use pay_store::testing::TestDatabase;
 use std::time::Duration;
 
@@ -92,13 +94,19 @@ async fn within_the_hour_the_eleventh_trips_a_greater_than_ten_rule() {
     }
 }
 
+/// Steps between attempts of [`script`]: ties, neighbours, and the lengths of the buckets
+/// (ten minutes) and windows (an hour, a day) that PostgreSQL counts in, with their neighbours.
+const STEPS: &[i64] = &[
+    0, 1, 999, 60_000, 599_999, 600_000, 600_001, 3_599_999, 3_600_000, 7_200_000, 43_200_000,
+];
+
 /// A deterministic random walk of observations, retries and outcomes.
 fn script(seed: u64, n: usize) -> Vec<(i64, Observation, Option<AttemptOutcome>)> {
     let e = SeededEntropy::new(seed, "velocity-script");
     let mut t = 1_800_000_000_000i64;
     let mut out: Vec<(i64, Observation, Option<AttemptOutcome>)> = vec![];
     for i in 0..n {
-        t += [0, 1, 999, 60_000, 600_000, 3_600_000, 7_200_000][e.below(7) as usize];
+        t += STEPS[e.below(STEPS.len() as u64) as usize];
         let pick = |opts: &[&str]| -> Option<String> {
             let k = e.below(opts.len() as u64 + 1) as usize;
             opts.get(k).map(|s| (*s).to_owned())
@@ -132,17 +140,83 @@ fn script(seed: u64, n: usize) -> Vec<(i64, Observation, Option<AttemptOutcome>)
 
 #[tokio::test]
 async fn postgres_counts_equal_memory_counts_on_the_same_sequence() {
-    let (pg, _db) = pg_store().await;
-    same_counts(&pg, &MemoryVelocityStore::default(), 42).await;
+    let (pg, backend, _db) = pg_store().await;
+    same_counts(&backend, &[&pg], &MemoryVelocityStore::default(), 42).await;
 }
 
-/// With a cap of 3 most keys go past it, so the saturated counts, and the declines and
-/// distinct cards of each key's latest three attempts (ties in time broken by attempt id in
-/// byte order), must agree between the stores too.
+/// With a cap of 3 most keys go past it, and with 5 some do: the attempts, declines and
+/// distinct cards that saturate, and the windows whose buckets alone reach the cap, must agree
+/// between the stores too.
 #[tokio::test]
 async fn postgres_counts_equal_memory_counts_past_the_cap() {
-    let (pg, _db) = pg_store().await;
-    same_counts(&pg.with_cap(3), &MemoryVelocityStore::default().with_cap(3), 7).await;
+    let (pg, backend, _db) = pg_store().await;
+    same_counts(
+        &backend,
+        &[&pg.with_cap(3)],
+        &MemoryVelocityStore::default().with_cap(3),
+        7,
+    )
+    .await;
+    let (pg, backend, _db) = pg_store().await;
+    same_counts(
+        &backend,
+        &[&pg.with_cap(5)],
+        &MemoryVelocityStore::default().with_cap(5),
+        8,
+    )
+    .await;
+}
+
+/// Two stores on one database (two nodes) write count rows of their own; a score counts them
+/// all, so taking turns they count what one memory store counts.
+#[tokio::test]
+async fn two_nodes_count_together() {
+    let (pg, backend, db) = pg_store().await;
+    let other = PgVelocityStore::new(&db.backend().await.unwrap());
+    same_counts(&backend, &[&pg, &other], &MemoryVelocityStore::default(), 9).await;
+    let at = Timestamp::from_millis(4_000_000_000_000);
+    for (store, id) in [(&pg, "pa_writer_1"), (&other, "pa_writer_2")] {
+        let o = Observation {
+            attempt_id: id.into(),
+            account: "acct_1".into(),
+            card: Some("fp_1".into()),
+            ip: None,
+            customer: None,
+        };
+        store.observe(&o, at).await.unwrap();
+    }
+    let writers: i64 = sqlx::query_scalar("SELECT count(DISTINCT writer) FROM fraud_velocity_buckets")
+        .fetch_one(backend.pool())
+        .await
+        .unwrap();
+    assert_eq!(writers, 2);
+}
+
+/// Migration 0019: attempts observed before it (counted from the attempts themselves) are
+/// counted into its buckets, so scores after the upgrade count them as before.
+#[tokio::test]
+async fn postgres_counts_carry_across_migration_0019() {
+    let db = TestDatabase::create_migrated_to(Some(18))
+        .await
+        .expect("test PostgreSQL");
+    let backend = db.backend().await.unwrap();
+    let mem = MemoryVelocityStore::default();
+    let steps = script(11, 300);
+    let (before, after) = steps.split_at(150);
+    let pg = PgVelocityStore::new(&backend);
+    // The old functions ignore the writer; drawing it needs the sequence 0019 adds.
+    sqlx::query("CREATE SEQUENCE fraud_velocity_writers")
+        .execute(backend.pool())
+        .await
+        .unwrap();
+    replay(&[&pg], &mem, before, false).await;
+    sqlx::query("DROP SEQUENCE fraud_velocity_writers")
+        .execute(backend.pool())
+        .await
+        .unwrap();
+    backend.migrate().await.unwrap();
+    let pg = PgVelocityStore::new(&backend);
+    replay(&[&pg], &mem, after, true).await;
 }
 
 /// Observations and outcomes racing each other through the store's shared batches are each
@@ -151,7 +225,7 @@ async fn postgres_counts_equal_memory_counts_past_the_cap() {
 /// counts for the same calls made one at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_observations_are_each_counted_once() {
-    let (pg, _db) = pg_store().await;
+    let (pg, _backend, _db) = pg_store().await;
     let mem = MemoryVelocityStore::default();
     let now = Timestamp::from_millis(1_800_000_000_000);
     // Racers 32..48 repeat attempts 0..16 with the same content, as a retry does (which of two
@@ -202,28 +276,59 @@ async fn racing_observations_are_each_counted_once() {
     assert_eq!(want.card_attempts_1h, Some(33), "{want:?}");
 }
 
-/// A PostgreSQL velocity store on a throwaway database (kept alive by the second value).
-async fn pg_store() -> (PgVelocityStore, TestDatabase) {
+/// A PostgreSQL velocity store on a throwaway database (kept alive by the third value).
+async fn pg_store() -> (PgVelocityStore, PgBackend, TestDatabase) {
     let db = match TestDatabase::create().await {
         Ok(db) => db,
         Err(e) => panic!("PostgreSQL is required for this test: {e}"),
     };
     let backend = db.backend().await.unwrap();
-    (PgVelocityStore::new(&backend), db)
+    (PgVelocityStore::new(&backend), backend, db)
 }
 
-async fn same_counts(pg: &PgVelocityStore, mem: &MemoryVelocityStore, seed: u64) {
-    for (step, (t, obs, outcome)) in script(seed, 400).into_iter().enumerate() {
-        let now = Timestamp::from_millis(t);
-        let a = mem.observe(&obs, now).await.unwrap();
-        let b = pg.observe(&obs, now).await.unwrap();
-        assert_eq!(a, b, "step {step}: {obs:?}");
+/// Runs `script(seed, 400)` through the memory store and, taking turns, the PostgreSQL stores,
+/// and compares every answer; then prunes a day and a bucket after the last step and checks
+/// that nothing is left in any velocity table.
+async fn same_counts(backend: &PgBackend, pgs: &[&PgVelocityStore], mem: &MemoryVelocityStore, seed: u64) {
+    let steps = script(seed, 400);
+    replay(pgs, mem, &steps, true).await;
+    let last = steps.last().map(|s| s.0).unwrap_or(0);
+    let removed = pgs[0]
+        .prune(Timestamp::from_millis(last + DAY_MS + 600_000))
+        .await
+        .unwrap();
+    assert!(removed > 0);
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM fraud_velocity) + (SELECT count(*) FROM fraud_velocity_buckets) \
+              + (SELECT count(*) FROM fraud_velocity_cards) + (SELECT count(*) FROM fraud_velocity_declines)",
+    )
+    .fetch_one(backend.pool())
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "rows left after pruning a day after the last attempt");
+}
+
+/// Every step through both; with `prune`, every 25 steps both stores are pruned at the step's
+/// time, which must not change what any later score counts.
+async fn replay(
+    pgs: &[&PgVelocityStore],
+    mem: &MemoryVelocityStore,
+    steps: &[(i64, Observation, Option<AttemptOutcome>)],
+    prune: bool,
+) {
+    for (step, (t, obs, outcome)) in steps.iter().enumerate() {
+        let pg = pgs[step % pgs.len()];
+        let now = Timestamp::from_millis(*t);
+        if prune && step % 25 == 24 {
+            pg.prune(now).await.unwrap();
+            mem.prune(now).await.unwrap();
+        }
+        let a = mem.observe(obs, now).await.unwrap();
+        let b = pg.observe(obs, now).await.unwrap();
+        assert_eq!(a, b, "step {step} at {t}: {obs:?}");
         if let Some(o) = outcome {
-            mem.record_outcome(&obs.attempt_id, o, now).await.unwrap();
-            pg.record_outcome(&obs.attempt_id, o, now).await.unwrap();
+            mem.record_outcome(&obs.attempt_id, *o, now).await.unwrap();
+            pg.record_outcome(&obs.attempt_id, *o, now).await.unwrap();
         }
     }
-    // Pruning removes only rows that can no longer be counted.
-    let removed = pg.prune(Timestamp::from_millis(4_000_000_000_000)).await.unwrap();
-    assert!(removed > 0);
 }
