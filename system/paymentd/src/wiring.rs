@@ -246,6 +246,27 @@ pub struct BuiltRole {
 pub type BackgroundTask =
     Box<dyn FnOnce(tokio::sync::watch::Receiver<bool>) -> futures::future::BoxFuture<'static, ()> + Send>;
 
+/// A background task that runs `pass` every `every` (first after one period), until the node
+/// stops; a pass in progress finishes first.
+fn periodic<F, Fut>(every: Duration, mut pass: F) -> BackgroundTask
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    Box::new(move |mut stop| {
+        Box::pin(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                pass().await;
+            }
+        })
+    })
+}
+
 #[derive(Clone)]
 struct Readiness {
     db: Option<Db>,
@@ -384,21 +405,15 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
             // (the memory store also forgets them as it goes).
             let pruned = velocity.clone();
             let prune_env = env.clone();
-            background.push(Box::new(move |mut stop| {
-                Box::pin(async move {
-                    loop {
-                        tokio::select! {
-                            biased;
-                            _ = stop.wait_for(|s| *s) => return,
-                            _ = tokio::time::sleep(VELOCITY_PRUNE_EVERY) => {}
-                        }
-                        match pruned.prune(prune_env.now()).await {
-                            Ok(0) => {}
-                            Ok(attempts) => tracing::info!(attempts, "pruned fraud velocity attempts older than a day"),
-                            Err(e) => tracing::warn!(error = %e, "fraud velocity pruning failed"),
-                        }
+            background.push(periodic(VELOCITY_PRUNE_EVERY, move || {
+                let (pruned, now) = (pruned.clone(), prune_env.now());
+                async move {
+                    match pruned.prune(now).await {
+                        Ok(0) => {}
+                        Ok(attempts) => tracing::info!(attempts, "pruned fraud velocity attempts older than a day"),
+                        Err(e) => tracing::warn!(error = %e, "fraud velocity pruning failed"),
                     }
-                })
+                }
             }));
             let f = Arc::new(pay_fraud::service::FraudService::new(
                 db.clone(),
@@ -467,23 +482,17 @@ pub fn build_role(role: Role, deps: &NodeDeps) -> Result<BuiltRole, String> {
             // for two days (far longer than any retry of a lost commit answer can take).
             let reaper_db = db.clone();
             let reaper_env = env.clone();
-            background.push(Box::new(move |mut stop| {
-                Box::pin(async move {
-                    loop {
-                        tokio::select! {
-                            biased;
-                            _ = stop.wait_for(|s| *s) => return,
-                            _ = tokio::time::sleep(REAP_EVERY) => {}
+            background.push(periodic(REAP_EVERY, move || {
+                let (reaper_db, now) = (reaper_db.clone(), reaper_env.now());
+                async move {
+                    match reaper_db.reap(now, Duration::from_secs(2 * 86_400)).await {
+                        Ok((keys, txns)) if keys + txns > 0 => {
+                            tracing::info!(keys, txns, "reaped expired idempotency keys and transaction ids")
                         }
-                        match reaper_db.reap(reaper_env.now(), Duration::from_secs(2 * 86_400)).await {
-                            Ok((keys, txns)) if keys + txns > 0 => {
-                                tracing::info!(keys, txns, "reaped expired idempotency keys and transaction ids")
-                            }
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(error = %e, "reaper failed"),
-                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "reaper failed"),
                     }
-                })
+                }
             }));
             let tokenizer = pay_proto::tokenizer::TokenizerClient::new(deps.client(role, Role::Tokenizer)?);
             let payments = pay_proto::payments::PaymentsClient::new(deps.client(role, Role::Payments)?);
@@ -635,6 +644,43 @@ pub async fn ensure_hsm_keys_audited(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reaper and the velocity pruner run this way: a pass every period, the first after
+    /// one period, and none once the node is told to stop.
+    #[tokio::test]
+    async fn periodic_tasks_run_once_a_period_until_stopped() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let counting = |period: Duration| {
+            let passes = Arc::new(AtomicU32::new(0));
+            let counted = passes.clone();
+            let task = periodic(period, move || {
+                let counted = counted.clone();
+                async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            (passes, stop_tx, tokio::spawn(task(stop_rx)))
+        };
+        // An hour's period: nothing runs at start.
+        let (passes, stop, running) = counting(Duration::from_secs(3600));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(passes.load(Ordering::SeqCst), 0, "no pass before the first period ends");
+        stop.send(true).expect("the task is listening");
+        running.await.expect("the task ends when told to stop");
+        // A 10 ms period: passes keep coming until the stop, and none after it.
+        let (passes, stop, running) = counting(Duration::from_millis(10));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while passes.load(Ordering::SeqCst) < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "fewer than 3 passes in 10 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.send(true).expect("the task is listening");
+        running.await.expect("the task ends when told to stop");
+        let stopped_at = passes.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(passes.load(Ordering::SeqCst), stopped_at, "no pass after stopping");
+    }
 
     #[tokio::test]
     async fn hsm_keys_created_at_startup_are_in_the_audit_log_once() {
