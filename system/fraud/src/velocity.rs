@@ -14,7 +14,8 @@
 //! declines counted in ten-minute buckets as they arrive, and reads attempts one by one only
 //! for the part of the oldest bucket inside a window, and only while the buckets' sum is under
 //! the cap (migration 0019). A key that sees every payment (a merchant whose server is the
-//! client, so one IP address) therefore costs a score a few dozen rows, not the day's attempts.
+//! client, so one IP address) therefore costs a score one row per ten minutes of the day (and
+//! per node writing), not the day's attempts.
 //! Backends: [`MemoryVelocityStore`] (the simulator, tests, `paymentd dev`) and
 //! [`crate::pg::PgVelocityStore`] (production: one call per score). Both forget what no window
 //! can hold any more: the memory store on every observation, PostgreSQL when

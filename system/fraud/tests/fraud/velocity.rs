@@ -192,6 +192,41 @@ async fn two_nodes_count_together() {
     assert_eq!(writers, 2);
 }
 
+/// An attempt stamped ahead of a later score's `now` (a node whose clock runs ahead) counts in
+/// both stores: PostgreSQL's newest bucket holds it like any other.
+#[tokio::test]
+async fn an_attempt_stamped_ahead_counts_in_both_stores() {
+    let (pg, _backend, _db) = pg_store().await;
+    let mem = MemoryVelocityStore::default();
+    let t0 = 1_800_000_000_000i64;
+    let steps: Vec<(i64, Observation, Option<AttemptOutcome>)> =
+        [("ahead", t0 + 900_000), ("now", t0), ("later", t0 + 60_000)]
+            .into_iter()
+            .map(|(id, t)| {
+                let o = Observation {
+                    attempt_id: id.into(),
+                    account: "acct_1".into(),
+                    card: Some("fp_1".into()),
+                    ip: Some("192.0.2.1".into()),
+                    customer: Some("cus_1".into()),
+                };
+                (t, o, Some(AttemptOutcome::Declined))
+            })
+            .collect();
+    replay(&[&pg], &mem, &steps, false).await;
+    let c = pg
+        .observe(
+            &Observation {
+                attempt_id: "last".into(),
+                ..steps[0].1.clone()
+            },
+            Timestamp::from_millis(t0 + 120_000),
+        )
+        .await
+        .unwrap();
+    assert_eq!((c.card_attempts_1h, c.card_declines_1h), (Some(4), Some(3)));
+}
+
 /// Migration 0019: attempts observed before it (counted from the attempts themselves) are
 /// counted into its buckets, so scores after the upgrade count them as before.
 #[tokio::test]
