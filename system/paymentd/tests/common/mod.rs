@@ -31,6 +31,8 @@ pub struct Served {
     pub hsm_yaml: Option<String>,
     /// Extra environment variables for the server process.
     pub child_env: Vec<(String, String)>,
+    /// The admin listener's port and token file, when the test serves one (`serve_admin`).
+    pub admin: Option<(u16, PathBuf)>,
 }
 
 /// Reads a child's output on a thread of its own; the receiver gets a message each time a
@@ -126,6 +128,7 @@ impl Served {
             extra_config: extra_config.to_owned(),
             hsm_yaml: None,
             child_env: vec![],
+            admin: None,
         }
     }
 
@@ -138,12 +141,24 @@ impl Served {
         self.config_path()
     }
 
+    /// Serves the admin endpoint too, on a free local port, with the token in `token_file`.
+    pub fn serve_admin(&mut self, token_file: &Path) {
+        self.admin = Some((free_port(), token_file.to_owned()));
+    }
+
     /// Writes the config file.
     pub fn write_config(&self, extra: &str) {
         let d = self.dir.path();
         let port = self.base.rsplit(':').next().unwrap();
+        let admin = match &self.admin {
+            Some((port, token)) => format!(
+                "admin:\n  listen: 127.0.0.1:{port}\n  token_file: {}\n",
+                token.display()
+            ),
+            None => String::new(),
+        };
         let yaml = format!(
-            "listen:\n  public: 127.0.0.1:{port}\ntls:\n  cert_file: {d}/tls.crt\n  key_file: {d}/tls.key\ndatabase:\n  url: {url}\n  max_connections: 8\n{hsm}service_keys:\n  dir: {d}/service-keys\nlogging:\n  level: info\n  file: {log}\n{extra}\n",
+            "listen:\n  public: 127.0.0.1:{port}\ntls:\n  cert_file: {d}/tls.crt\n  key_file: {d}/tls.key\ndatabase:\n  url: {url}\n  max_connections: 8\n{hsm}service_keys:\n  dir: {d}/service-keys\nlogging:\n  level: info\n  file: {log}\n{admin}{extra}\n",
             d = d.display(),
             url = self.db.url,
             log = self.log_file.display(),
@@ -155,10 +170,10 @@ impl Served {
         std::fs::write(self.config_path(), yaml).unwrap();
     }
 
-    /// Starts `paymentd serve` and waits until it is ready. The public port was free when
-    /// `prepare` chose it, but another process may have taken it since (parallel tests bind
-    /// ephemeral ports): then the server exits at once, and it is started again on a new port
-    /// (`base` changes; callers read it after `start`).
+    /// Starts `paymentd serve` and waits until it is ready. The public and admin ports were
+    /// free when they were chosen, but another process may have taken one since (parallel tests
+    /// bind ephemeral ports): then the server exits at once, and it is started again with a new
+    /// port for the one taken (`base` changes; callers read it after `start`).
     pub fn start(&mut self, extra: &str) {
         for attempt in 1.. {
             match self.try_start(extra) {
@@ -167,12 +182,21 @@ impl Served {
                     return;
                 }
                 Err(err) => {
-                    let public = self.base.trim_start_matches("https://");
-                    let port_taken = err.contains("Address already in use") && err.contains(public);
-                    if !port_taken || attempt == 5 {
+                    let taken = |addr: &str| err.contains("Address already in use") && err.contains(addr);
+                    let public = self.base.trim_start_matches("https://").to_owned();
+                    if attempt == 5 {
+                        panic!("{err}");
+                    } else if taken(&public) {
+                        self.base = format!("https://127.0.0.1:{}", free_port());
+                    } else if let Some((port, _)) = self
+                        .admin
+                        .as_mut()
+                        .filter(|(port, _)| taken(&format!("127.0.0.1:{port}")))
+                    {
+                        *port = free_port();
+                    } else {
                         panic!("{err}");
                     }
-                    self.base = format!("https://127.0.0.1:{}", free_port());
                 }
             }
         }

@@ -87,14 +87,6 @@ fn paymentd(args: &[&str], config: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn client(s: &Served) -> HttpClient {
     let ca = std::fs::read(s.ca_file()).unwrap();
     HttpClient::new(Arc::new(TlsTransport(tokio_rustls::TlsConnector::from(
@@ -106,7 +98,6 @@ const PANS: &[&str] = &["4242424242424242", "5555555555554444", "400005665566555
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_start_unseal_rotate_and_a_verifiable_audit_trail() {
-    let admin_port = free_port();
     let mut s = Served::prepare("").await;
     let d = s.dir.path().to_owned();
     // Custodian shares: the master key exists only as 2-of-3 shares.
@@ -142,8 +133,9 @@ async fn sealed_start_unseal_rotate_and_a_verifiable_audit_trail() {
         "hsm:\n  backend: soft\n  keystore: {}/keystore\n  unseal_threshold: 2\n",
         d.display()
     ));
+    s.serve_admin(&d.join("admin.token"));
     s.start(&format!(
-        "admin:\n  listen: 127.0.0.1:{admin_port}\n  token_file: {d}/admin.token\naudit:\n  file: {d}/audit.log\n  checkpoint_every: 3\n",
+        "audit:\n  file: {d}/audit.log\n  checkpoint_every: 3\n",
         d = d.display()
     ));
     let cfg = s.config_file();
@@ -316,7 +308,6 @@ async fn serve_on_pkcs11_softhsm2() {
         }
         panic!("SoftHSMv2 is not installed: apt-get install softhsm2 (or PAY_HSM_SKIP_PKCS11=1 to skip)");
     };
-    let admin_port = free_port();
     let mut s = Served::prepare("").await;
     let d = s.dir.path().to_owned();
     let conf = softhsm2::write_config(&d.join("softhsm")).unwrap();
@@ -330,10 +321,8 @@ async fn serve_on_pkcs11_softhsm2() {
         module.display(),
         d.display()
     ));
-    s.start(&format!(
-        "admin:\n  listen: 127.0.0.1:{admin_port}\n  token_file: {d}/admin.token\n",
-        d = d.display()
-    ));
+    s.serve_admin(&d.join("admin.token"));
+    s.start("");
     let http = client(&s);
     for pan in PANS {
         let (st, pi) = card_and_charge(&http, &s, pan).await;
