@@ -340,7 +340,10 @@ async fn same_counts(backend: &PgBackend, pgs: &[&PgVelocityStore], mem: &Memory
     .fetch_one(backend.pool())
     .await
     .unwrap();
-    assert_eq!(left, 0, "rows left after pruning a day after the last attempt");
+    assert_eq!(
+        left, 0,
+        "rows left after pruning a day and a bucket after the last attempt"
+    );
 }
 
 /// Every step through both; with `prune`, every 25 steps both stores are pruned at the step's
